@@ -1,0 +1,3 @@
+import Spindle
+import CBaselines
+print("spindle-bench: suites arrive with their issues")

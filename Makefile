@@ -1,0 +1,39 @@
+# Spindle — build, test, demo and benchmark targets. `make test` and `make demo` work as the
+# first command on a fresh machine: both install what they need first.
+SWIFT        ?= swift
+STRICT_FLAGS  = -Xswiftc -warnings-as-errors --explicit-target-dependency-import-check error
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build check test demo bench docs clean
+
+# Installs libuv's headers only when they are missing. apt knows no packages on a fresh
+# machine until `apt-get update` has run, so it runs first.
+deps:
+	@if ! pkg-config --exists libuv 2>/dev/null || [ ! -f /usr/include/uv.h ]; then \
+		echo "==> installing libuv1-dev"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libuv1-dev pkg-config; \
+	fi
+
+build: deps
+	$(SWIFT) build $(STRICT_FLAGS)
+
+check: deps
+	$(SWIFT) build --build-tests $(STRICT_FLAGS)
+
+test: deps
+	$(SWIFT) build --build-tests $(STRICT_FLAGS)
+	$(SWIFT) test --skip-build --parallel --num-workers 2
+
+demo: deps
+	$(SWIFT) build $(STRICT_FLAGS) --product spindle
+	$(SWIFT) run $(STRICT_FLAGS) spindle-demo
+
+bench: deps
+	$(SWIFT) run -c release spindle-bench $(ARGS)
+
+docs:
+	@ls docs
+
+clean:
+	rm -rf .build

@@ -1,0 +1,2 @@
+import Spindle
+print("spindle-demo: the integrated demo arrives with the module issues")

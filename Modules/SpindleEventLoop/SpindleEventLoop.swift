@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleEventLoop: content arrives with its issue (see docs/).

@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleHostMesh: content arrives with its issue (see docs/).

@@ -1,0 +1,134 @@
+/// Why a connection closed.
+public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
+    /// This side called `close()`.
+    case closedLocally
+    /// The peer closed the connection (end of stream).
+    case closedByPeer
+    /// The peer sent bytes that are not valid frames; the text says what and at which offset.
+    case protocolViolation(String)
+    /// The peer failed the authenticated handshake.
+    case authenticationFailed(String)
+    /// The underlying socket, pipe or in-process channel failed (libuv error name and text).
+    case transportError(String)
+    /// The transport was shut down.
+    case transportShutdown
+
+    public var description: String {
+        switch self {
+        case .closedLocally: return "closed locally"
+        case .closedByPeer: return "closed by peer"
+        case .protocolViolation(let s): return "protocol violation: \(s)"
+        case .authenticationFailed(let s): return "authentication failed: \(s)"
+        case .transportError(let s): return "transport error: \(s)"
+        case .transportShutdown: return "transport shut down"
+        }
+    }
+}
+
+/// A failure of a transport operation.
+public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Nothing listens at the address (or it refused the connection).
+    case unreachable(Address, String)
+    /// The address is in use or cannot be bound.
+    case cannotListen(Address, String)
+    /// The address's scheme is not served by this transport.
+    case unsupportedAddress(Address, transport: String)
+    /// The connection is closed; sends fail with the reason it closed.
+    case closed(CloseReason)
+    /// The envelope encodes to more bytes than the frame limit allows.
+    case frameTooLarge(size: Int, limit: Int)
+    /// An operation did not complete in time.
+    case timedOut(String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let a, let why): return "cannot reach \(a): \(why)"
+        case .cannotListen(let a, let why): return "cannot listen on \(a): \(why)"
+        case .unsupportedAddress(let a, let t): return "\(t) transport does not serve \(a)"
+        case .closed(let r): return "connection closed (\(r))"
+        case .frameTooLarge(let size, let limit): return "frame of \(size) bytes exceeds the limit of \(limit)"
+        case .timedOut(let what): return "timed out: \(what)"
+        }
+    }
+}
+
+/// Receives what arrives on a connection. Calls to one handler never overlap and arrive in the
+/// connection's FIFO order; they may run on any thread the transport chooses (for SpindleTCP,
+/// the connection's event-loop thread), so keep them short.
+public struct ConnectionHandler: Sendable {
+    public var onEnvelope: @Sendable (Envelope) -> Void
+    /// Called exactly once, after the last `onEnvelope`.
+    public var onClose: @Sendable (CloseReason) -> Void
+
+    public init(onEnvelope: @escaping @Sendable (Envelope) -> Void,
+                onClose: @escaping @Sendable (CloseReason) -> Void) {
+        self.onEnvelope = onEnvelope
+        self.onClose = onClose
+    }
+}
+
+/// One bidirectional, FIFO, envelope-carrying connection.
+public protocol TransportConnection: AnyObject, Sendable {
+    /// This side's address.
+    var localAddress: Address { get }
+    /// The peer's address as this side knows it.
+    var remoteAddress: Address { get }
+
+    /// Queues an envelope for the peer without waiting. FIFO per connection.
+    /// - Throws: `TransportError.closed` once the connection has closed,
+    ///   `TransportError.frameTooLarge` when the envelope cannot be framed.
+    func send(_ envelope: Envelope) throws(TransportError)
+
+    /// Suspends while the connection's write queue is above its high watermark and returns when
+    /// it has drained below the low watermark (backpressure for bulk senders).
+    /// - Throws: `TransportError.closed` if the connection closes while waiting.
+    func waitUntilWritable() async throws(TransportError)
+
+    /// Starts delivery to `handler`. Envelopes that arrived before are delivered first, in order.
+    /// Call once; a second call replaces nothing and is ignored.
+    func start(_ handler: ConnectionHandler)
+
+    /// Closes the connection; the handler's `onClose` receives `.closedLocally`.
+    func close()
+}
+
+/// A bound listener; `address` is the address actually bound (port 0 resolved).
+public protocol TransportListener: AnyObject, Sendable {
+    var address: Address { get }
+    /// Stops accepting. Connections already accepted stay open.
+    func close()
+}
+
+/// Moves envelopes between endpoints. Implementations: `InProcessTransport` (kernel, the
+/// embedded default) and `TCPTransport` (Plugins/SpindleTCP).
+public protocol Transport: AnyObject, Sendable {
+    /// Listens on `address`; each accepted connection is handed to `accept` (not yet started:
+    /// call `start` on it).
+    func listen(on address: Address,
+                accept: @escaping @Sendable (any TransportConnection) -> Void) async throws(TransportError) -> any TransportListener
+
+    /// Connects to a listener.
+    func connect(to address: Address) async throws(TransportError) -> any TransportConnection
+
+    /// Closes every listener and connection of this transport; afterwards none of its threads,
+    /// handles or sockets remain.
+    func shutdown() async
+}
+
+extension TransportConnection {
+    /// The connection's envelopes as an async sequence that ends when the connection closes
+    /// (normally for a local close or the peer's close, with an error otherwise). Starts the
+    /// connection; use either this or `start(_:)`.
+    public func envelopes() -> AsyncThrowingStream<Envelope, any Error> {
+        let (stream, continuation) = AsyncThrowingStream<Envelope, any Error>.makeStream()
+        start(ConnectionHandler(
+            onEnvelope: { continuation.yield($0) },
+            onClose: { reason in
+                switch reason {
+                case .closedLocally, .closedByPeer, .transportShutdown: continuation.finish()
+                default: continuation.finish(throwing: TransportError.closed(reason))
+                }
+            }))
+        return stream
+    }
+}

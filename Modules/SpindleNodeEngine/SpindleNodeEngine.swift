@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleNodeEngine: content arrives with its issue (see docs/).

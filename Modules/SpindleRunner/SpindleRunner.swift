@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleRunner: content arrives with its issue (see docs/).

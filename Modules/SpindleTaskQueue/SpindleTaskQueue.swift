@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleTaskQueue: content arrives with its issue (see docs/).

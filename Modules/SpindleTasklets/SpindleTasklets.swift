@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleTasklets: content arrives with its issue (see docs/).

@@ -1,0 +1,246 @@
+// swift-tools-version: 6.1
+// Spindle: one Swift runtime for tasklets, a node engine, a task queue, host meshes and a
+// distributed tick runner. See docs/architecture.md and ../shared/docs/DESIGN.md.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Spindle",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Spindle", targets: ["Spindle"]),
+        .library(name: "SpindleKernel", targets: ["SpindleKernel"]),
+        .library(name: "SpindleEventLoop", targets: ["SpindleEventLoop"]),
+        .library(name: "SpindleTasklets", targets: ["SpindleTasklets"]),
+        .library(name: "SpindleTaskQueue", targets: ["SpindleTaskQueue"]),
+        .library(name: "SpindleNodeEngine", targets: ["SpindleNodeEngine"]),
+        .library(name: "SpindleHostMesh", targets: ["SpindleHostMesh"]),
+        .library(name: "SpindleRunner", targets: ["SpindleRunner"]),
+        .library(name: "SpindleTCP", targets: ["SpindleTCP"]),
+        .library(name: "SpindleProcessWorkers", targets: ["SpindleProcessWorkers"]),
+        .executable(name: "spindle", targets: ["SpindleCLI"]),
+        .executable(name: "spindle-demo", targets: ["SpindleDemo"]),
+        .executable(name: "spindle-bench", targets: ["SpindleBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        // MARK: C system library
+        .systemLibrary(
+            name: "CLibUV",
+            path: "Modules/CLibUV",
+            pkgConfig: "libuv",
+            providers: [.apt(["libuv1-dev"])]
+        ),
+
+        // MARK: Kernel and event loop
+        .target(
+            name: "SpindleKernel",
+            dependencies: [
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleKernel",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SpindleEventLoop",
+            dependencies: [
+                "CLibUV", "SpindleKernel",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleEventLoop",
+            swiftSettings: strict
+        ),
+
+        // MARK: Modules
+        .target(
+            name: "SpindleTasklets",
+            dependencies: ["SpindleKernel"],
+            path: "Modules/SpindleTasklets",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SpindleTaskQueue",
+            dependencies: [
+                "SpindleKernel",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleTaskQueue",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SpindleNodeEngine",
+            dependencies: [
+                "SpindleKernel", "SpindleEventLoop",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "OrderedCollections", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleNodeEngine",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SpindleHostMesh",
+            dependencies: [
+                "SpindleKernel", "SpindleEventLoop",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleHostMesh",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SpindleRunner",
+            dependencies: [
+                "SpindleKernel", "SpindleTasklets", "SpindleHostMesh",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleRunner",
+            swiftSettings: strict
+        ),
+
+        // MARK: Plugins
+        .target(
+            name: "SpindleTCP",
+            dependencies: [
+                "SpindleKernel", "SpindleEventLoop",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/SpindleTCP",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SpindleProcessWorkers",
+            dependencies: [
+                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Plugins/SpindleProcessWorkers",
+            swiftSettings: strict
+        ),
+
+        // MARK: Umbrella and executables
+        .target(
+            name: "Spindle",
+            dependencies: [
+                "SpindleKernel", "SpindleEventLoop", "SpindleTasklets", "SpindleTaskQueue",
+                "SpindleNodeEngine", "SpindleHostMesh", "SpindleRunner", "SpindleTCP",
+                "SpindleProcessWorkers",
+            ],
+            path: "Modules/Spindle",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "SpindleCLI",
+            dependencies: [
+                "Spindle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleCLI",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "SpindleDemo",
+            dependencies: [
+                "Spindle",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleDemo",
+            swiftSettings: strict
+        ),
+
+        // MARK: Benchmarks
+        .target(
+            name: "CBaselines",
+            dependencies: ["CLibUV"],
+            path: "Benchmarks/CBaselines"
+        ),
+        .executableTarget(
+            name: "SpindleBench",
+            dependencies: [
+                "Spindle", "CBaselines",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Benchmarks/SpindleBench",
+            swiftSettings: strict
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "SpindleKernelTests",
+            dependencies: ["SpindleKernel"],
+            path: "Tests/SpindleKernelTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleEventLoopTests",
+            dependencies: ["SpindleEventLoop", "SpindleKernel", "CLibUV"],
+            path: "Tests/SpindleEventLoopTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleTCPTests",
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/SpindleTCPTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleTaskletsTests",
+            dependencies: ["SpindleTasklets"],
+            path: "Tests/SpindleTaskletsTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleTaskQueueTests",
+            dependencies: ["SpindleTaskQueue", "SpindleKernel"],
+            path: "Tests/SpindleTaskQueueTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleProcessWorkersTests",
+            dependencies: ["SpindleProcessWorkers", "SpindleTaskQueue", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/SpindleProcessWorkersTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleNodeEngineTests",
+            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop"],
+            path: "Tests/SpindleNodeEngineTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleHostMeshTests",
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/SpindleHostMeshTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleRunnerTests",
+            dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/SpindleRunnerTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleIntegrationTests",
+            dependencies: ["Spindle"],
+            path: "Tests/SpindleIntegrationTests",
+            swiftSettings: strict
+        ),
+    ]
+)

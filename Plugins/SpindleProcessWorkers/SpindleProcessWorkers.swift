@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleProcessWorkers: content arrives with its issue.

@@ -1,0 +1,2 @@
+import SpindleKernel
+// SpindleTCP: content arrives with its issue.

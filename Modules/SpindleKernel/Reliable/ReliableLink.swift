@@ -57,6 +57,8 @@ public final class ReliableLink: Sendable {
         public var outOfOrderDropped: Int
         public var retransmitted: Int
         public var reconnects: Int
+        /// The last connection failure seen.
+        public var lastError: String?
     }
 
     private enum Work: Sendable {
@@ -147,7 +149,8 @@ public final class ReliableLink: Sendable {
         state.withLock { s in
             Statistics(queued: s.core.queuedCount, deliveredUpTo: s.core.deliveredUpTo,
                        duplicatesDropped: s.core.duplicatesDropped, outOfOrderDropped: s.core.outOfOrderDropped,
-                       retransmitted: s.core.retransmitted, reconnects: s.core.reconnects)
+                       retransmitted: s.core.retransmitted, reconnects: s.core.reconnects,
+                       lastError: s.core.lastError)
         }
     }
 

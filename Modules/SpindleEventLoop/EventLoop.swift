@@ -66,7 +66,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
         var finalHandleCount: Int? = nil
         var closeStatus: Int32? = nil
-        var afterExit: [@Sendable () -> Void] = []
+        var afterExit: [@Sendable () async -> Void] = []
     }
 
     /// Creates the loop and starts its thread.
@@ -195,6 +195,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private func threadMain() {
         threadID.store(spindle_thread_self(), ordering: .relaxed)
         spindle_set_thread_name(name)
+        spindle_unblock_signals()
         uv_run(uvLoop, UV_RUN_DEFAULT)
         // Every handle is closed or closing; anything left over (a bug) is closed here so
         // uv_loop_close can succeed.
@@ -318,11 +319,11 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
             defer { s.afterExit = [] }
             return s.afterExit
         }
-        for task in tasks { task() }
+        for task in tasks { await task() }
     }
 
     /// Work to run on the shutting-down task once the loop thread has exited (loop thread).
-    func afterThreadExit(_ body: @escaping @Sendable () -> Void) {
+    func afterThreadExit(_ body: @escaping @Sendable () async -> Void) {
         inbox.withLock { $0.afterExit.append(body) }
     }
 

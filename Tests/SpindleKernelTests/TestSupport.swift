@@ -28,3 +28,52 @@ func sampleEnvelope(_ i: Int, payloadSize: Int? = nil) -> Envelope {
         deadlineBudgetNanos: UInt64(i) * 1_000,
         payload: (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) })
 }
+
+import Synchronization
+
+/// Records what a connection handler receives, and lets a test wait for it with a timeout.
+final class Received: Sendable {
+    private struct State {
+        var envelopes: [Envelope] = []
+        var closes: [CloseReason] = []
+    }
+    private let state = Mutex(State())
+
+    var handler: ConnectionHandler {
+        ConnectionHandler(
+            onEnvelope: { e in self.state.withLock { $0.envelopes.append(e) } },
+            onClose: { r in self.state.withLock { $0.closes.append(r) } })
+    }
+
+    var envelopes: [Envelope] { state.withLock { $0.envelopes } }
+    var closes: [CloseReason] { state.withLock { $0.closes } }
+    var sequences: [UInt64] { envelopes.map(\.sequence) }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Polls `condition` until it holds, failing after `timeout` (generous: the machine is loaded).
+func waitUntil(_ what: String, timeout: Duration = .seconds(20),
+               _ condition: @Sendable () -> Bool) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while !condition() {
+        if clock.now > deadline { throw TimedOut(what: what) }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}
+
+func envelope(_ seq: UInt64, payload: [UInt8] = []) -> Envelope {
+    Envelope(protocolTag: .application, kind: 1, sequence: seq, payload: payload)
+}
+
+/// A lock-protected value a test shares with escaping closures.
+final class Locked<T: Sendable>: Sendable {
+    private let m: Mutex<T>
+    init(_ value: T) { m = Mutex(value) }
+    func withLock<R: Sendable>(_ body: (inout sending T) -> sending R) -> R { m.withLock(body) }
+    var value: T { m.withLock { $0 } }
+}

@@ -2,4 +2,5 @@
 /// (`<Name>Suite.swift`) and adds one line here.
 let allSuites: [BenchSuite] = [
     kernelSuite,
+    transportSuite,
 ]

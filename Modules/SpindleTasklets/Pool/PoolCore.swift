@@ -203,7 +203,7 @@ final class PoolCore: @unchecked Sendable {
 
     private func runnerThread() {
         while true {
-            runnerParker.park {
+            spinThenPark(spinNanoseconds, on: runnerParker) {
                 runnerPending.load(ordering: .sequentiallyConsistent) > 0
                     || runnerStopping.load(ordering: .sequentiallyConsistent)
             }

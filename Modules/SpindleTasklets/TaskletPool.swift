@@ -98,7 +98,7 @@ public final class TaskletPool: Sendable {
         let helper = ThreadBox()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             do {
-                helper.thread = try PoolThread.start {
+                helper.thread = try PoolThread.start(name: "spindle-stop") {
                     core.shutdownBlocking()
                     continuation.resume()
                 }

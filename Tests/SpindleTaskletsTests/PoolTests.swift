@@ -115,6 +115,23 @@ extension TaskletTests {
             }
         }
 
+        @Test func anIdlePoolParksItsThreads() async throws {
+            let pool = TaskletPool(configuration: .init(waitPolicy: .default))
+            _ = try blocking { try pool.launch(workers: 4, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } } }
+            // Spinning threads show as running (R); parked ones as sleeping (S). Poll until
+            // every lane thread sleeps; a pool that kept spinning fails at the deadline.
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: .seconds(20))
+            var states = threadStates(named: "spindle-lane")
+            while states.contains(where: { $0 != "S" }) && clock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+                states = threadStates(named: "spindle-lane")
+            }
+            #expect(states.count >= 3)
+            #expect(states.allSatisfy { $0 == "S" }, "lane thread states: \(states)")
+            await pool.shutdown()
+        }
+
         @Test func waitPolicyParsesLikeOpenMP() {
             #expect(WaitPolicy.passive.spin == .zero)
             #expect(WaitPolicy.active.spin > WaitPolicy.default.spin)

@@ -84,3 +84,28 @@ final class Counters: Sendable {
 /// Calls `body` in a synchronous context, so an async test reaches the blocking `launch`
 /// (in async code the async overload is preferred).
 func blocking<T>(_ body: () throws -> T) rethrows -> T { try body() }
+
+/// Scheduler states (the letter after the command in /proc/self/task/<tid>/stat) of this
+/// process's threads named `name`.
+func threadStates(named name: String) -> [Character] {
+    func read(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buffer, 1024, f) != nil else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    guard let dir = opendir("/proc/self/task") else { return [] }
+    defer { closedir(dir) }
+    var states: [Character] = []
+    while let entry = readdir(dir) {
+        let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard tid != "." && tid != ".." else { continue }
+        guard let comm = read("/proc/self/task/\(tid)/comm"), comm.hasPrefix(name) else { continue }
+        // stat: "tid (comm) S …": the state follows the last ')'.
+        guard let stat = read("/proc/self/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") else { continue }
+        let rest = stat[stat.index(after: close)...].drop { $0 == " " }
+        if let state = rest.first { states.append(state) }
+    }
+    return states
+}

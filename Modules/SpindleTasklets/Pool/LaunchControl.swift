@@ -13,6 +13,8 @@ final class LaunchControl: @unchecked Sendable {
     // pool's gate.
     let cancelled = Atomic<Bool>(false)
     private let failure = Mutex<TaskletError?>(nil)
+    /// Whether `failure` holds an error: lets the common no-failure path skip the lock.
+    private let failed = Atomic<Bool>(false)
     let barrier = LaneBarrier()
     let remaining = Atomic<Int>(0)
     let joinParker = Parker()
@@ -62,7 +64,10 @@ final class LaunchControl: @unchecked Sendable {
             fuelMode = .sharedPool
             fuelPool.store(budget, ordering: .relaxed)
         }
-        failure.withLock { $0 = nil }
+        if failed.load(ordering: .relaxed) {
+            failure.withLock { $0 = nil }
+            failed.store(false, ordering: .relaxed)
+        }
         cancelled.store(false, ordering: .sequentiallyConsistent)
         barrier.resetForLaunch(spinNanoseconds: spinNanoseconds)
     }
@@ -84,6 +89,7 @@ final class LaunchControl: @unchecked Sendable {
         let first = failure.withLock { slot -> Bool in
             guard slot == nil else { return false }
             slot = error
+            failed.store(true, ordering: .releasing)
             return true
         }
         cancel()
@@ -101,7 +107,9 @@ final class LaunchControl: @unchecked Sendable {
     }
 
     /// The first failure of this launch, if any.
-    var firstFailure: TaskletError? { failure.withLock { $0 } }
+    var firstFailure: TaskletError? {
+        failed.load(ordering: .acquiring) ? failure.withLock { $0 } : nil
+    }
 
     // MARK: Fuel
 

@@ -157,7 +157,7 @@ final class PoolCore: @unchecked Sendable {
     private func ensureThreads(_ count: Int) throws(TaskletError) {
         while slots.count < count {
             let slot = WorkerSlot(lane: slots.count + 1)
-            slot.thread = try PoolThread.start { [self] in self.laneThread(slot) }
+            slot.thread = try PoolThread.start(name: "spindle-lane") { [self] in self.laneThread(slot) }
             slots.append(slot)
             startedThreads.add(1, ordering: .relaxed)
         }
@@ -192,7 +192,7 @@ final class PoolCore: @unchecked Sendable {
                 throw .invalidConfiguration("the tasklet pool is shut down")
             }
             if state.thread == nil {
-                state.thread = try PoolThread.start { [self] in self.runnerThread() }
+                state.thread = try PoolThread.start(name: "spindle-runner") { [self] in self.runnerThread() }
                 startedThreads.add(1, ordering: .relaxed)
             }
             state.queue.append(job)

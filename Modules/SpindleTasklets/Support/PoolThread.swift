@@ -18,10 +18,13 @@ struct PoolThread: @unchecked Sendable {
         init(_ body: @escaping () -> Void) { self.body = body }
     }
 
-    /// Starts a thread running `body`.
+    /// Starts a thread named `name` (at most 15 bytes show) running `body`.
     /// - Throws: `TaskletError.invalidConfiguration` naming the errno if the system refuses.
-    static func start(_ body: @escaping @Sendable () -> Void) throws(TaskletError) -> PoolThread {
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    static func start(name: String, _ body: @escaping @Sendable () -> Void) throws(TaskletError) -> PoolThread {
+        let box = Unmanaged.passRetained(Box {
+            nameCurrentThread(name)
+            body()
+        }).toOpaque()
         #if os(Linux)
         var handle = pthread_t()
         #else
@@ -57,6 +60,21 @@ struct PoolThread: @unchecked Sendable {
         if let handle { pthread_detach(handle) }
         #endif
     }
+}
+
+/// Names the calling thread (shown by `top -H`, `ps -L`, debuggers), best effort.
+private func nameCurrentThread(_ name: String) {
+    #if os(Linux)
+    // pthread_setname_np is not visible through Glibc's module; a thread may rename itself
+    // by writing its own comm file.
+    let fd = open("/proc/thread-self/comm", O_WRONLY)
+    guard fd >= 0 else { return }
+    var bytes = Array(name.utf8.prefix(15))
+    _ = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+    #elseif canImport(Darwin)
+    _ = pthread_setname_np(name)
+    #endif
 }
 
 /// The thread-specific key that marks "this thread is running a lane of pool P".

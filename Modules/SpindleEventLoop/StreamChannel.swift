@@ -9,7 +9,7 @@ import Synchronization
 /// incrementally). Writing is allowed from any thread; everything written during one loop turn
 /// is gathered into one `uv_try_write`/`uv_write`, in order.
 ///
-///     write() ─► pending (Mutex) ─► end of loop turn: gather ─► uv_try_write ─► uv_write(rest)
+///     write() ─copy─► pending buffer (Mutex) ─► end of loop turn ─► uv_try_write ─► uv_write(rest)
 ///                                                                   │
 ///     isWritable / waitUntilWritable ◄── queued bytes vs watermarks ◄┘ (write callback)
 ///
@@ -39,8 +39,10 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     public private(set) var label: String
 
     private struct Output {
-        var pending: [[UInt8]] = []
-        var pendingBytes = 0
+        /// Bytes written and not yet flushed, contiguous; becomes the next uv_write's buffer.
+        var pending: WriteRequest?
+        /// Empty buffers for reuse.
+        var pool: [WriteRequest] = []
         /// Pending plus handed to libuv but not yet written.
         var queuedBytes = 0
         var writable = true
@@ -50,16 +52,31 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         var closedError: EventLoopError? = nil
         var waiters: [CheckedContinuation<Result<Void, EventLoopError>, Never>] = []
 
+        /// The pending buffer, taken from the pool or created.
+        mutating func pendingBuffer(minimum: Int) -> WriteRequest {
+            if let p = pending { return p }
+            let p = pool.popLast() ?? WriteRequest(capacity: max(minimum, 16 << 10))
+            p.count = 0
+            p.offset = 0
+            pending = p
+            return p
+        }
+
         /// Counts `n` newly pending bytes; returns true when the caller must schedule a flush.
-        mutating func enqueued(_ n: Int, high: Int) -> Bool {
+        mutating func enqueued(_ n: Int, high: Int, flag: borrowing Atomic<Bool>) -> Bool {
             queuedBytes += n
-            if queuedBytes > high { writable = false }
+            if queuedBytes > high && writable {
+                writable = false
+                flag.store(false, ordering: .relaxed)
+            }
             if flushScheduled { return false }
             flushScheduled = true
             return true
         }
     }
     private let output = Mutex(Output())
+    /// Mirrors `Output.writable` for a lock-free `isWritable`.
+    private let writableFlag = Atomic<Bool>(true)
 
     // MARK: Loop-thread state
     private var onRead: (@Sendable (UnsafeRawBufferPointer) -> Void)?
@@ -73,8 +90,6 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     private var closeNotified = false
     private var closeReason: EventLoopError?
     private var inFlight = 0
-    private var requestPool: [WriteRequest] = []
-    private var batch: [[UInt8]] = []
 
     /// Allocates an uninitialised handle of `kind`.
     static func allocateHandle() -> UnsafeMutableRawPointer {
@@ -184,29 +199,40 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     // MARK: Writing
 
     /// Queues `bytes` for writing. Any thread; writes from one thread keep their order.
+    ///
+    /// The bytes are copied into the channel's pending buffer, so the array may be reused at once.
     public func write(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        let schedule = bytes.withUnsafeBytes { raw in
+            output.withLock { o -> Bool in
+                guard !o.refusesWrites else { return false }
+                o.pendingBuffer(minimum: raw.count).append(raw)
+                return o.enqueued(raw.count, high: configuration.highWatermark, flag: writableFlag)
+            }
+        }
+        if schedule { scheduleFlush() }
+    }
+
+    /// Queues raw bytes (copied before returning). Any thread.
+    public func write(_ bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty else { return }
         let schedule = output.withLock { o -> Bool in
             guard !o.refusesWrites else { return false }
-            o.pending.append(bytes)
-            o.pendingBytes += bytes.count
-            return o.enqueued(bytes.count, high: configuration.highWatermark)
+            o.pendingBuffer(minimum: bytes.count).append(bytes)
+            return o.enqueued(bytes.count, high: configuration.highWatermark, flag: writableFlag)
         }
         if schedule { scheduleFlush() }
     }
 
     /// Queues several chunks as one write, in order. Any thread.
     public func write(contentsOf chunks: [[UInt8]]) {
+        let total = chunks.reduce(0) { $0 + $1.count }
+        guard total > 0 else { return }
         let schedule = output.withLock { o -> Bool in
             guard !o.refusesWrites else { return false }
-            var n = 0
-            for chunk in chunks where !chunk.isEmpty {
-                o.pending.append(chunk)
-                n += chunk.count
-            }
-            guard n > 0 else { return false }
-            o.pendingBytes += n
-            return o.enqueued(n, high: configuration.highWatermark)
+            let buffer = o.pendingBuffer(minimum: total)
+            for chunk in chunks { chunk.withUnsafeBytes { buffer.append($0) } }
+            return o.enqueued(total, high: configuration.highWatermark, flag: writableFlag)
         }
         if schedule { scheduleFlush() }
     }
@@ -216,15 +242,12 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             loop.scheduleFlush(self)
         } else if !loop.requestFlush(self) {
             // The loop is gone: its shutdown closed this channel and reported it via onClose.
-            output.withLock { o in
-                o.pending.removeAll()
-                o.pendingBytes = 0
-            }
+            output.withLock { o in o.pending = nil }
         }
     }
 
     /// False while more than the high watermark of bytes is queued (until it drains to the low one).
-    public var isWritable: Bool { output.withLock { $0.writable } }
+    public var isWritable: Bool { writableFlag.load(ordering: .relaxed) }
 
     /// Bytes written but not yet taken by the kernel.
     public var queuedByteCount: Int { output.withLock { $0.queuedBytes } }
@@ -247,36 +270,27 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     /// Writes everything pending (loop thread, end of a loop turn).
     func flushPending() {
         guard !handleClosing else { return }
-        let total = output.withLock { o -> Int in
-            swap(&o.pending, &batch)
+        let taken = output.withLock { o -> WriteRequest? in
             o.flushScheduled = false
-            defer { o.pendingBytes = 0 }
-            return o.pendingBytes
+            defer { o.pending = nil }
+            return o.pending
         }
-        guard total > 0 else { batch.removeAll(keepingCapacity: true); return }
-        defer { batch.removeAll(keepingCapacity: true) }
-
-        var written = 0
-        if inFlight == 0 && batch.count == 1 {
-            // Nothing queued in libuv, so trying first keeps the order; no copy if it all fits.
-            written = batch[0].withUnsafeBytes { tryWrite($0) }
-            if written < 0 { return closeNow(writeError(written, total)) }
-            if written == total { return completed(total) }
-        }
-        let request = takeRequest(capacity: total - written)
-        if batch.count == 1 {
-            batch[0].withUnsafeBytes { request.append(UnsafeRawBufferPointer(rebasing: $0[written...])) }
-        } else {
-            for chunk in batch { chunk.withUnsafeBytes { request.append($0) } }
-            if inFlight == 0 {
-                let n = tryWrite(UnsafeRawBufferPointer(start: request.buffer, count: request.count))
-                if n < 0 { recycle(request); return closeNow(writeError(n, total)) }
-                if n == request.count { recycle(request); return completed(total) }
-                request.offset = n
-                written = n
+        guard let request = taken, request.count > 0 else { return }
+        if inFlight == 0 {
+            // Nothing queued in libuv, so trying first keeps the order.
+            let n = tryWrite(UnsafeRawBufferPointer(start: request.buffer, count: request.count))
+            if n < 0 {
+                let total = request.count
+                recycle(request)
+                return closeNow(writeError(n, total))
             }
+            if n == request.count {
+                recycle(request)
+                return completed(n)
+            }
+            request.offset = n
+            if n > 0 { completed(n) }
         }
-        if written > 0 { completed(written) }
         submit(request)
     }
 
@@ -292,18 +306,11 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         return n == Int(UV_EAGAIN.rawValue) ? 0 : n
     }
 
-    private func takeRequest(capacity: Int) -> WriteRequest {
-        let request = requestPool.popLast() ?? WriteRequest(capacity: capacity)
-        request.reserve(capacity)
-        request.count = 0
-        request.offset = 0
-        return request
-    }
-
     private func recycle(_ request: WriteRequest) {
         request.channel = nil
-        if requestPool.count < 4 && request.capacity <= 4 << 20 && !handleClosing {
-            requestPool.append(request)
+        guard request.capacity <= 4 << 20, !handleClosing else { return }
+        output.withLock { o in
+            if o.pool.count < 4 { o.pool.append(request) }
         }
     }
 
@@ -345,6 +352,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             o.queuedBytes -= bytes
             guard !o.writable, o.queuedBytes <= configuration.lowWatermark else { return [] }
             o.writable = true
+            writableFlag.store(true, ordering: .relaxed)
             defer { o.waiters = [] }
             return o.waiters
         }
@@ -384,8 +392,8 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         let waiters = output.withLock { o -> [CheckedContinuation<Result<Void, EventLoopError>, Never>] in
             o.refusesWrites = true
             o.closedError = closed
-            o.pending.removeAll()
-            o.pendingBytes = 0
+            o.pending = nil
+            o.pool = []
             defer { o.waiters = [] }
             return o.waiters
         }
@@ -400,7 +408,6 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     private func handleDidClose() {
         handleClosed = true
         raw.deallocate()
-        requestPool.removeAll()
         output.withLock { $0.queuedBytes = 0 }
         if started { notifyClose() }
         loop.unregister(self)

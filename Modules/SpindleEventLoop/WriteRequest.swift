@@ -1,8 +1,12 @@
 import CLibUV
 
-/// One `uv_write` in flight: the request and the bytes it points at, kept alive until the
-/// write callback. Owned by one channel and reused from its small pool (loop thread only).
-final class WriteRequest {
+/// A growable byte buffer that becomes one `uv_write`: producers append to it (under the
+/// channel's lock), the loop hands it to libuv and keeps it alive until the write callback.
+/// Owned by one channel and reused from its small pool.
+final class WriteRequest: @unchecked Sendable {
+    // @unchecked Sendable: one party at a time touches it — producers under the channel's
+    // output lock while it is the pending buffer or in the pool, the loop thread alone after
+    // taking it out under that lock and until it is returned to the pool.
     let request: UnsafeMutablePointer<uv_write_t>
     private(set) var buffer: UnsafeMutableRawPointer
     private(set) var capacity: Int
@@ -22,19 +26,21 @@ final class WriteRequest {
         buffer.deallocate()
     }
 
-    /// Makes room for `n` bytes (discarding the contents).
-    func reserve(_ n: Int) {
-        guard n > capacity else { return }
-        buffer.deallocate()
-        capacity = max(n, capacity * 2)
-        buffer = .allocate(byteCount: capacity, alignment: 16)
-    }
-
-    /// Appends `bytes` at `count`; the caller reserved room.
+    /// Appends `bytes` at `count`, growing the buffer (keeping its contents) when needed.
     @inline(__always)
     func append(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        if count + bytes.count > capacity { grow(to: count + bytes.count) }
         (buffer + count).copyMemory(from: base, byteCount: bytes.count)
         count += bytes.count
+    }
+
+    private func grow(to needed: Int) {
+        let newCapacity = max(needed, capacity * 2)
+        let newBuffer = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
+        newBuffer.copyMemory(from: buffer, byteCount: count)
+        buffer.deallocate()
+        buffer = newBuffer
+        capacity = newCapacity
     }
 }

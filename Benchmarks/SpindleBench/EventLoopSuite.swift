@@ -47,6 +47,17 @@ let eventLoopSuite = BenchSuite(name: "eventloop") { reporter in
     reporter.report(BenchResult(suite: "eventloop", benchmark: "StreamChannel pump 64 B", value: 1 / sPump,
                                 unit: "frames/s", baseline: "C libuv", baselineValue: 1 / cPump, higherIsBetter: true))
 
+    reporter.note("pump on the loop: the producer runs on the client loop thread, 1024 frames per loop turn while writable")
+    let (cPump2, sPump2) = try await alternate(iterations: pumpFrames,
+        baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(frameSize - 4)), "C pump") },
+        spindle: { n in
+            let done = counter.expect(n * frameSize)
+            await LoopProducer(client, frame: frame, count: n).run()
+            await done.value
+        })
+    reporter.report(BenchResult(suite: "eventloop", benchmark: "StreamChannel pump 64 B (producer on loop)", value: 1 / sPump2,
+                                unit: "frames/s", baseline: "C libuv", baselineValue: 1 / cPump2, higherIsBetter: true))
+
     // Cross-thread execute: one producer thread, items drained in batches on the loop.
     let executeCount = 1_000_000
     let perExecute = try await measureAsync(iterations: executeCount, rounds: 3) { n in
@@ -101,6 +112,45 @@ private final class EchoDriver: @unchecked Sendable {
                 done?.resume()
                 done = nil
             }
+        }
+    }
+}
+
+/// Writes `count` frames from the channel's loop thread, a batch per loop turn while writable.
+private final class LoopProducer: @unchecked Sendable {
+    // @unchecked Sendable: `left` and `done` are touched only on the loop thread.
+    let channel: StreamChannel
+    let frame: [UInt8]
+    var left: Int
+    var done: CheckedContinuation<Void, Never>?
+
+    init(_ channel: StreamChannel, frame: [UInt8], count: Int) {
+        self.channel = channel
+        self.frame = frame
+        self.left = count
+    }
+
+    func run() async {
+        await withCheckedContinuation { c in
+            channel.loop.execute {
+                self.done = c
+                self.step()
+            }
+        }
+    }
+
+    private func step() {
+        var batch = 0
+        while left > 0 && batch < 1024 && channel.isWritable {
+            channel.write(frame)
+            left -= 1
+            batch += 1
+        }
+        if left == 0 {
+            done?.resume()
+            done = nil
+        } else {
+            channel.loop.execute { self.step() }
         }
     }
 }

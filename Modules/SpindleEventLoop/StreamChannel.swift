@@ -40,9 +40,9 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
 
     private struct Output {
         /// Bytes written and not yet flushed, contiguous; becomes the next uv_write's buffer.
-        var pending: WriteRequest?
+        var pending: ByteBuffer?
         /// Empty buffers for reuse.
-        var pool: [WriteRequest] = []
+        var pool: [ByteBuffer] = []
         /// Pending plus handed to libuv but not yet written.
         var queuedBytes = 0
         var writable = true
@@ -52,14 +52,23 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         var closedError: EventLoopError? = nil
         var waiters: [CheckedContinuation<Result<Void, EventLoopError>, Never>] = []
 
-        /// The pending buffer, taken from the pool or created.
-        mutating func pendingBuffer(minimum: Int) -> WriteRequest {
-            if let p = pending { return p }
-            let p = pool.popLast() ?? WriteRequest(capacity: max(minimum, 16 << 10))
-            p.count = 0
-            p.offset = 0
-            pending = p
-            return p
+        /// Appends to the pending buffer (taken from the pool or created).
+        @inline(__always)
+        mutating func append(_ bytes: UnsafeRawBufferPointer) {
+            if pending == nil {
+                var b = pool.popLast() ?? ByteBuffer(capacity: max(bytes.count, 16 << 10))
+                b.count = 0
+                pending = b
+            }
+            pending!.append(bytes)
+        }
+
+        /// Frees every buffer held.
+        mutating func discard() {
+            pending?.free()
+            pending = nil
+            for b in pool { b.free() }
+            pool = []
         }
 
         /// Counts `n` newly pending bytes; returns true when the caller must schedule a flush.
@@ -90,6 +99,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     private var closeNotified = false
     private var closeReason: EventLoopError?
     private var inFlight = 0
+    private var requestPool: [WriteRequest] = []
 
     /// Allocates an uninitialised handle of `kind`.
     static func allocateHandle() -> UnsafeMutableRawPointer {
@@ -206,7 +216,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         let schedule = bytes.withUnsafeBytes { raw in
             output.withLock { o -> Bool in
                 guard !o.refusesWrites else { return false }
-                o.pendingBuffer(minimum: raw.count).append(raw)
+                o.append(raw)
                 return o.enqueued(raw.count, high: configuration.highWatermark, flag: writableFlag)
             }
         }
@@ -218,7 +228,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         guard !bytes.isEmpty else { return }
         let schedule = output.withLock { o -> Bool in
             guard !o.refusesWrites else { return false }
-            o.pendingBuffer(minimum: bytes.count).append(bytes)
+            o.append(bytes)
             return o.enqueued(bytes.count, high: configuration.highWatermark, flag: writableFlag)
         }
         if schedule { scheduleFlush() }
@@ -230,8 +240,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         guard total > 0 else { return }
         let schedule = output.withLock { o -> Bool in
             guard !o.refusesWrites else { return false }
-            let buffer = o.pendingBuffer(minimum: total)
-            for chunk in chunks { chunk.withUnsafeBytes { buffer.append($0) } }
+            for chunk in chunks { chunk.withUnsafeBytes { o.append($0) } }
             return o.enqueued(total, high: configuration.highWatermark, flag: writableFlag)
         }
         if schedule { scheduleFlush() }
@@ -242,7 +251,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             loop.scheduleFlush(self)
         } else if !loop.requestFlush(self) {
             // The loop is gone: its shutdown closed this channel and reported it via onClose.
-            output.withLock { o in o.pending = nil }
+            output.withLock { o in o.discard() }
         }
     }
 
@@ -270,27 +279,31 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     /// Writes everything pending (loop thread, end of a loop turn).
     func flushPending() {
         guard !handleClosing else { return }
-        let taken = output.withLock { o -> WriteRequest? in
+        let taken = output.withLock { o -> ByteBuffer? in
             o.flushScheduled = false
             defer { o.pending = nil }
             return o.pending
         }
-        guard let request = taken, request.count > 0 else { return }
+        guard let buffer = taken else { return }
+        guard buffer.count > 0 else { return recycle(buffer) }
+        var offset = 0
         if inFlight == 0 {
             // Nothing queued in libuv, so trying first keeps the order.
-            let n = tryWrite(UnsafeRawBufferPointer(start: request.buffer, count: request.count))
+            let n = tryWrite(UnsafeRawBufferPointer(start: buffer.base, count: buffer.count))
             if n < 0 {
-                let total = request.count
-                recycle(request)
-                return closeNow(writeError(n, total))
+                recycle(buffer)
+                return closeNow(writeError(n, buffer.count))
             }
-            if n == request.count {
-                recycle(request)
+            if n == buffer.count {
+                recycle(buffer)
                 return completed(n)
             }
-            request.offset = n
+            offset = n
             if n > 0 { completed(n) }
         }
+        let request = requestPool.popLast() ?? WriteRequest()
+        request.buffer = buffer
+        request.offset = offset
         submit(request)
     }
 
@@ -306,19 +319,32 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         return n == Int(UV_EAGAIN.rawValue) ? 0 : n
     }
 
+    /// Returns a written buffer to the producers' pool (or frees it).
+    private func recycle(_ buffer: ByteBuffer) {
+        guard buffer.capacity <= 4 << 20, !handleClosing else { return buffer.free() }
+        let kept = output.withLock { o -> Bool in
+            guard o.pool.count < 4 else { return false }
+            o.pool.append(buffer)
+            return true
+        }
+        if !kept { buffer.free() }
+    }
+
+    /// Returns a finished request and its buffer for reuse.
     private func recycle(_ request: WriteRequest) {
         request.channel = nil
-        guard request.capacity <= 4 << 20, !handleClosing else { return }
-        output.withLock { o in
-            if o.pool.count < 4 { o.pool.append(request) }
+        if let buffer = request.buffer {
+            request.buffer = nil
+            recycle(buffer)
         }
+        if requestPool.count < 4 && !handleClosing { requestPool.append(request) }
     }
 
     private func submit(_ request: WriteRequest) {
         request.channel = self
         request.request.pointee.data = Unmanaged.passRetained(request).toOpaque()
-        var buf = uv_buf_init((request.buffer + request.offset).assumingMemoryBound(to: CChar.self),
-                              UInt32(request.count - request.offset))
+        var buf = uv_buf_init((request.buffer!.base + request.offset).assumingMemoryBound(to: CChar.self),
+                              UInt32(request.remaining))
         let status = uv_write(request.request, stream, &buf, 1) { req, status in
             guard let req else { return }
             let request = Unmanaged<WriteRequest>.fromOpaque(req.pointee.data!).takeRetainedValue()
@@ -326,7 +352,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         }
         if status < 0 {
             Unmanaged<WriteRequest>.fromOpaque(request.request.pointee.data!).release()
-            let bytes = request.count - request.offset
+            let bytes = request.remaining
             recycle(request)
             closeNow(writeError(Int(status), bytes))
             return
@@ -336,7 +362,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
 
     private func writeFinished(_ request: WriteRequest, status: Int32) {
         inFlight -= 1
-        let bytes = request.count - request.offset
+        let bytes = request.remaining
         recycle(request)
         if status < 0 {
             closeNow(writeError(Int(status), bytes))
@@ -392,8 +418,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         let waiters = output.withLock { o -> [CheckedContinuation<Result<Void, EventLoopError>, Never>] in
             o.refusesWrites = true
             o.closedError = closed
-            o.pending = nil
-            o.pool = []
+            o.discard()
             defer { o.waiters = [] }
             return o.waiters
         }
@@ -408,6 +433,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     private func handleDidClose() {
         handleClosed = true
         raw.deallocate()
+        requestPool.removeAll()
         output.withLock { $0.queuedBytes = 0 }
         if started { notifyClose() }
         loop.unregister(self)

@@ -84,7 +84,7 @@ final class PoolCore: @unchecked Sendable {
         guard workers <= maxLanes else {
             throw .invalidConfiguration("workers = \(workers) exceeds the pool's maxLanes = \(maxLanes)")
         }
-        guard pthread_getspecific(laneOwnerKey) != ownerMark else {
+        guard !LaneOwnership.callerRunsLane(of: ownerMark) else {
             throw .invalidConfiguration("nested launch on the pool that runs the calling lane would deadlock; launch on a separate TaskletPool")
         }
         gate.lock()
@@ -98,16 +98,17 @@ final class PoolCore: @unchecked Sendable {
         cancellation?.attach(control)
         defer { cancellation?.detach() }
 
-        let previousOwner = pthread_getspecific(laneOwnerKey)
-        pthread_setspecific(laneOwnerKey, ownerMark)
-        defer { pthread_setspecific(laneOwnerKey, previousOwner) }
-
         let start = clock.now()
         var coordinatorError: (any Error)?
-        do {
-            try coordinator(CoordinatorContext(launch: state))
-        } catch {
-            coordinatorError = error
+        var ownership = LaneOwnership(pool: ownerMark, outer: pthread_getspecific(laneOwnerKey))
+        withUnsafeMutablePointer(to: &ownership) { link in
+            pthread_setspecific(laneOwnerKey, link)
+            do {
+                try coordinator(CoordinatorContext(launch: state))
+            } catch {
+                coordinatorError = error
+            }
+            pthread_setspecific(laneOwnerKey, link.pointee.outer)
         }
         let elapsed = clock.now() - start
 
@@ -165,7 +166,13 @@ final class PoolCore: @unchecked Sendable {
 
     /// The body of a persistent lane thread: wait for a ticket, run the lane, report the join.
     private func laneThread(_ slot: WorkerSlot) {
-        pthread_setspecific(laneOwnerKey, ownerMark)
+        let ownership = UnsafeMutablePointer<LaneOwnership>.allocate(capacity: 1)
+        ownership.initialize(to: LaneOwnership(pool: ownerMark, outer: nil))
+        pthread_setspecific(laneOwnerKey, ownership)
+        defer {
+            pthread_setspecific(laneOwnerKey, nil)
+            ownership.deallocate()
+        }
         var seen: UInt32 = 0
         let control = self.control
         while true {

@@ -109,6 +109,17 @@ extension TaskletTests {
             await outer.shutdown()
         }
 
+        @Test func anEscapedCoordinatorContextCannotStartPhasesLater() throws {
+            let escaped = Escaped()
+            _ = try Tasklet.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in escaped.run = { try coord.parallelForWorkers { _ in } } }
+            #expect(throws: TaskletError.self) { try escaped.run?() }
+        }
+
+        final class Escaped: @unchecked Sendable {
+            // @unchecked Sendable: used by one test thread only.
+            var run: (() throws -> Void)?
+        }
+
         @Test func coordinatorErrorNamesLaneZero() {
             #expect {
                 _ = try Tasklet.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { _ in throw Boom(lane: 0) }

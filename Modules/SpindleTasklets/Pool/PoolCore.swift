@@ -110,6 +110,7 @@ final class PoolCore: @unchecked Sendable {
             }
             pthread_setspecific(laneOwnerKey, link.pointee.outer)
         }
+        state.finished = true
         let elapsed = clock.now() - start
 
         if let failure = control.firstFailure { throw failure }

@@ -101,7 +101,7 @@ private func taskletWorkPhaseBenchmarks(_ reporter: BenchReporter, _ pool: Taskl
             for _ in 0..<n { DispatchQueue.concurrentPerform(iterations: 2) { blackHole(busyWork(UInt64($0))) } }
         },
         { n in
-            for _ in 0..<n { blackHole(busyWork(1)) }
+            for i in 0..<n { blackHole(busyWork(UInt64(i))) }
         },
     ])
     reporter.report(BenchResult(suite: "tasklets", benchmark: "launch+phase of 2 × ~20 µs work+join",
@@ -114,8 +114,13 @@ private func taskletWorkPhaseBenchmarks(_ reporter: BenchReporter, _ pool: Taskl
 /// About 20 µs of dependent integer work on this machine.
 @inline(never)
 private func busyWork(_ seed: UInt64) -> UInt64 {
+    // xorshift: not affine, so the optimiser cannot fold the loop into a closed form.
     var x = seed | 1
-    for _ in 0..<20_000 { x = x &* 6364136223846793005 &+ 1442695040888963407 }
+    for _ in 0..<20_000 {
+        x ^= x << 13
+        x ^= x >> 7
+        x ^= x << 17
+    }
     return x
 }
 

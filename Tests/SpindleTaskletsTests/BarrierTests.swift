@@ -8,7 +8,8 @@ extension TaskletTests {
         func tenThousandRoundsLoseNoArrivalAndAddNone(workers: Int) throws {
             let rounds = 10_000
             let counters = Counters()
-            let (result, timedOut) = try withWatchdog { cancellation in
+            // Generous: on an oversubscribed 2-core machine every round needs all lanes scheduled.
+            let (result, timedOut) = try withWatchdog(seconds: 90) { cancellation in
                 try Tasklet.launch(workers: workers, shared: counters, scratch: { _ in 0 }, cancellation: cancellation) { coord in
                     try coord.parallelForWorkers { w in
                         let n = w.dataWorkerCount

@@ -42,6 +42,7 @@ final class PoolCore: @unchecked Sendable {
     let clock: any SpindleClock
     let spinNanoseconds: UInt64
     let maxLanes: Int
+    let threadName: String
     let control = LaunchControl()
     private let gate = GateLock()
     private var slots: [WorkerSlot] = []
@@ -64,6 +65,7 @@ final class PoolCore: @unchecked Sendable {
         clock = configuration.clock
         spinNanoseconds = configuration.waitPolicy.spinNanoseconds
         maxLanes = configuration.maxLanes
+        threadName = configuration.threadName
     }
 
     /// Threads this pool has started (lane threads plus the async runner).
@@ -159,7 +161,7 @@ final class PoolCore: @unchecked Sendable {
     private func ensureThreads(_ count: Int) throws(TaskletError) {
         while slots.count < count {
             let slot = WorkerSlot(lane: slots.count + 1)
-            slot.thread = try PoolThread.start(name: "spindle-lane") { [self] in self.laneThread(slot) }
+            slot.thread = try PoolThread.start(name: threadName) { [self] in self.laneThread(slot) }
             slots.append(slot)
             startedThreads.add(1, ordering: .relaxed)
         }
@@ -200,7 +202,7 @@ final class PoolCore: @unchecked Sendable {
                 throw .invalidConfiguration("the tasklet pool is shut down")
             }
             if state.thread == nil {
-                state.thread = try PoolThread.start(name: "spindle-runner") { [self] in self.runnerThread() }
+                state.thread = try PoolThread.start(name: threadName) { [self] in self.runnerThread() }
                 startedThreads.add(1, ordering: .relaxed)
             }
             state.queue.append(job)

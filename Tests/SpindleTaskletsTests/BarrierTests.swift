@@ -67,6 +67,24 @@ extension TaskletTests {
             #expect(error.isCancellation)
         }
 
+        @Test func aHandleCancelledBeforeTheLaunchCancelsItAtOnce() {
+            let cancellation = TaskletCancellation()
+            cancellation.cancel()
+            let counters = Counters()
+            #expect {
+                _ = try Tasklet.launch(workers: 3, shared: counters, scratch: { _ in 0 }, cancellation: cancellation) { coord in
+                    #expect(coord.isCancelled)
+                    try coord.parallelForWorkers { w in w.shared.started.add(1, ordering: .relaxed) }
+                }
+            } throws: { ($0 as? TaskletError)?.isCancellation == true }
+            #expect(counters.started.load(ordering: .relaxed) == 0)
+            // The handle stays cancelled; a later launch without it is unaffected.
+            #expect(cancellation.isCancelled)
+            #expect(throws: Never.self) {
+                _ = try Tasklet.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } }
+            }
+        }
+
         @Test func coordinatorCancelBeforeAPhaseFailsItWithCancelled() throws {
             let counters = Counters()
             #expect {

@@ -3,6 +3,13 @@ import SpindleEventLoop
 import SpindleKernel
 import Synchronization
 
+/// How a connection's handshake ended.
+enum HandshakeOutcome: Sendable {
+    case established
+    /// The connection is closing with this reason.
+    case failed(CloseReason)
+}
+
 /// One SpindleTCP connection: a `StreamChannel` running the handshake, then frames.
 ///
 /// ```
@@ -39,7 +46,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     // MARK: loop-confined
     private var handshake: TCPHandshake?
     private var handshakeTimer: LoopTimer?
-    private var onHandshakeDone: ((Result<Void, TCPHandshakeError>) -> Void)?
+    private var onHandshakeDone: ((HandshakeOutcome) -> Void)?
+    private var role: TCPHandshake.Role = .initiator
     private var decoder: FrameDecoder
     private var handler: ConnectionHandler?
     private var started = false
@@ -140,7 +148,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// `finished` runs on the loop once the channel has closed. Call on the loop thread.
     func begin(role: TCPHandshake.Role,
                finished: @escaping @Sendable (TCPConnection) -> Void,
-               done: @escaping (Result<Void, TCPHandshakeError>) -> Void) {
+               done: @escaping (HandshakeOutcome) -> Void) {
+        self.role = role
         onFinished = finished
         onHandshakeDone = done
         let now = configuration.clock.now()
@@ -156,13 +165,15 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     /// Closes with `reason` unless a reason is already recorded. Any thread.
-    func close(reason: CloseReason) {
-        let first = shared.withLock { s -> Bool in
-            guard s.closeReason == nil else { return false }
+    /// - Returns: the reason the connection closes with (the first one recorded).
+    @discardableResult
+    func close(reason: CloseReason) -> CloseReason {
+        let (first, effective) = shared.withLock { s -> (Bool, CloseReason) in
+            if let earlier = s.closeReason { return (false, earlier) }
             s.closeReason = reason
-            return true
+            return (true, reason)
         }
-        guard first else { return }
+        guard first else { return effective }
         if loop.inEventLoop {
             closeStarted = true
             flushOutbound()
@@ -174,6 +185,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 channel.close()
             }
         }
+        return effective
     }
 
     /// Returns once the channel has closed and `onClose` has been decided.
@@ -259,7 +271,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 logger.debug("handshake complete", metadata: ["authenticated": "\(authenticated)"])
                 let done = onHandshakeDone
                 onHandshakeDone = nil
-                done?(.success(()))
+                done?(.established)
                 if !leftover.isEmpty {
                     decoder.feed(leftover)
                     drainDecoder()
@@ -268,17 +280,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 handshake = nil
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
-                let text = "\(remoteAddress): \(error)"
-                let reason: CloseReason = error.isAuthenticationFailure
-                    ? .authenticationFailed(text) : .protocolViolation(text)
-                logger.warning("handshake failed; disconnecting", metadata: ["error": "\(text)"])
-                close(reason: reason)
-                configuration.onHandshakeFailure?(remoteAddress, reason)
+                let reason = Self.closeReason(for: error, role: role, peer: remoteAddress)
+                let effective = close(reason: reason)
+                if effective == reason {
+                    logger.warning("handshake failed; disconnecting", metadata: ["error": "\(reason)"])
+                    configuration.onHandshakeFailure?(remoteAddress, reason)
+                }
                 let done = onHandshakeDone
                 onHandshakeDone = nil
-                done?(.failure(error))
+                done?(.failed(effective))
             }
         }
+    }
+
+    /// The reason a connection closes for a failed handshake. Key mismatches read, on the
+    /// connecting side, as the peer refusing authentication.
+    static func closeReason(for error: TCPHandshakeError, role: TCPHandshake.Role, peer: Address) -> CloseReason {
+        if error.isKeyMismatch && role == .initiator {
+            return .authenticationFailed("\(peer) refused authentication: \(error)")
+        }
+        let text = "\(peer): \(error)"
+        return error.isAuthenticationFailure ? .authenticationFailed(text) : .protocolViolation(text)
     }
 
     private func armHandshakeTimer(after delay: Duration) {

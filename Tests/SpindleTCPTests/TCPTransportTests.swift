@@ -245,6 +245,50 @@ struct TCPTransportTests {
         #expect(try await closes.first("the close") == .transportShutdown)
     }
 
+    @Test("connect to a server that never sends its preamble times out with a typed error")
+    func silentServerTimesOut() async throws {
+        var config = TCPTransport.Configuration()
+        config.handshakeTimeout = .milliseconds(200)
+        try await withTransport(config) { transport, loop in
+            let accepted = Collector<StreamChannel>()
+            let silent = try await StreamListener.listen(on: loop, address: Self.localhost) { accepted.append($0) }
+            do throws(TransportError) {
+                _ = try await transport.connect(to: silent.address)
+                Issue.record("connect to a silent server succeeded")
+            } catch {
+                guard case .closed(let reason) = error else {
+                    Issue.record("expected .closed, got \(error)")
+                    return
+                }
+                #expect(reason.isProtocolViolation(containing: "timed out"), "\(reason)")
+                #expect(reason.isProtocolViolation(containing: "HELLO"), "\(reason)")
+            }
+            let peer = try await accepted.first("the silent server's accept")
+            let closed = Collector<Bool>()
+            peer.start(onRead: { _ in }, onClose: { _ in closed.append(true) })
+            try await closed.first("the abandoned server side to see the close")
+            silent.close()
+        }
+    }
+
+    @Test("shutdown during a handshake fails the pending connect with .transportShutdown")
+    func shutdownDuringHandshake() async throws {
+        try await withLoop { loop in
+            let transport = TCPTransport(loop: loop)
+            let accepted = Collector<StreamChannel>()
+            let silent = try await StreamListener.listen(on: loop, address: Self.localhost) { accepted.append($0) }
+            let attempt = Task { () throws(TransportError) -> any TransportConnection in
+                try await transport.connect(to: silent.address)
+            }
+            let peer = try await accepted.first("the connection to reach the server")
+            await transport.shutdown()
+            let result = await attempt.result
+            #expect(throws: TransportError.closed(.transportShutdown)) { try result.get() }
+            peer.close()
+            silent.close()
+        }
+    }
+
     @Test("closing a connection tells both handlers, locally and as closed by the peer")
     func closeReasons() async throws {
         try await withTransport { transport, _ in

@@ -110,6 +110,8 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         suite: "transport", benchmark: "reliable link over tcp, pump 64 B", value: 1 / linkPump,
         unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / barePump, higherIsBetter: true))
 
+    let stats = link.statistics
+    reporter.note("reliable link: \(stats.retransmitted) retransmitted, \(stats.duplicatesDropped) duplicates dropped, \(stats.reconnects) reconnects")
     await link.shutdown()
     await reliableListener.shutdown()
 }

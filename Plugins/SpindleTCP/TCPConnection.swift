@@ -45,6 +45,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     // MARK: loop-confined
     private var handshake: TCPHandshake?
+    /// `handshake != nil`, as a flag: testing the optional would copy the struct per read.
+    private var handshaking = false
     private var handshakeTimer: LoopTimer?
     private var onHandshakeDone: ((HandshakeOutcome) -> Void)?
     private var role: TCPHandshake.Role = .initiator
@@ -157,6 +159,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                               now: now, timeout: configuration.handshakeTimeout)
         let first = hs.start()
         handshake = hs
+        handshaking = true
         channel.start(
             onRead: { [self] bytes in handleRead(bytes) },
             onClose: { [self] error in handleChannelClosed(error) })
@@ -216,7 +219,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
         guard finalReason == nil, !closeStarted else { return }
-        if handshake != nil {
+        if handshaking {
             guard var hs = handshake else { return }
             let actions = hs.receive(bytes)
             handshake = hs
@@ -266,6 +269,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 channel.write(bytes)
             case .established(let authenticated, let leftover):
                 handshake = nil
+                handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
                 logger.debug("handshake complete", metadata: ["authenticated": "\(authenticated)"])
@@ -278,6 +282,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 }
             case .fail(let error):
                 handshake = nil
+                handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
                 let reason = Self.closeReason(for: error, role: role, peer: remoteAddress)
@@ -339,7 +344,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private func handleChannelClosed(_ error: EventLoopError?) {
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        if var hs = handshake {
+        if handshaking, var hs = handshake {
             // Closed mid-handshake: the handshake decides the reason (and tells `connect`).
             let actions = hs.peerClosed()
             handshake = hs

@@ -1,6 +1,6 @@
 // The `transport` suite: SpindleTCP against raw libuv C in the same run, a reliable link over
-// SpindleTCP against the bare transport, the frame codec's one-thread ceiling, and the
-// in-process transport.
+// SpindleTCP against the bare transport, and the in-process transport. (The frame codec's own
+// speed is in the `kernel` suite.)
 import CBaselines
 import Spindle
 import Synchronization
@@ -63,23 +63,6 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         suite: "transport", benchmark: "tcp pump bytes (\(Int(frame)) B vs \(Int(cFrame)) B frames)",
         value: frame / tcpPump / 1e6, unit: "MB/s",
         baseline: "C libuv", baselineValue: cFrame / cPump / 1e6, higherIsBetter: true))
-
-    // MARK: codec ceiling
-    // What one thread spends per message just to frame and unframe it (no sockets): the bound
-    // on the pump, whose sending and receiving threads each do half of this work.
-    let codec = measure(iterations: linkMessages, rounds: 3) { n in
-        let encoder = FrameEncoder()
-        var decoder = FrameDecoder()
-        var bytes: [UInt8] = []
-        for _ in 0..<n { try? encoder.encode(pumpMessage, into: &bytes) }
-        decoder.feed(bytes)
-        var count = 0
-        while let d = try? decoder.next() { count &+= d.payload.count }
-        blackHole(count)
-    }
-    reporter.report(BenchResult(
-        suite: "transport", benchmark: "frame encode+decode 64 B (one thread)", value: 1 / codec,
-        unit: "messages/s", higherIsBetter: true))
 
     // MARK: reliable link over TCP vs bare TCP
     let linkCounter = ArrivalCounter()

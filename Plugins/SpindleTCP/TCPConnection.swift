@@ -22,8 +22,8 @@ enum HandshakeOutcome: Sendable {
 /// next loop turn for sends from other threads. So a burst of sends costs one `uv_write`.
 final class TCPConnection: TransportConnection, @unchecked Sendable {
     // @unchecked Sendable: the `var`s below the "loop-confined" mark are read and written only
-    // on `loop`'s thread (every entry point hops there or asserts it); cross-thread state lives
-    // in the `shared` Mutex.
+    // on `loop`'s thread (channel callbacks run there; public entry points hop there with
+    // `execute` unless already on it); cross-thread state lives in the `shared` Mutex.
 
     let loop: EventLoop
     let channel: StreamChannel
@@ -136,7 +136,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         if loop.inEventLoop {
             install(handler)
         } else {
-            loop.execute { [self] in install(handler) }
+            let queued = loop.tryExecute { [self] in install(handler) }
+            if !queued {
+                // The loop has shut down (closing the channel): nothing more will arrive.
+                handler.onClose(recordedCloseReason ?? .transportShutdown)
+            }
         }
     }
 
@@ -151,6 +155,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     func begin(role: TCPHandshake.Role,
                finished: @escaping @Sendable (TCPConnection) -> Void,
                done: @escaping (HandshakeOutcome) -> Void) {
+        assert(loop.inEventLoop, "TCPConnection.begin must run on its loop")
         self.role = role
         onFinished = finished
         onHandshakeDone = done
@@ -194,9 +199,10 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// Returns once the channel has closed and `onClose` has been decided.
     func waitUntilClosed() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            loop.execute { [self] in
+            let queued = loop.tryExecute { [self] in
                 if finalReason != nil { c.resume() } else { closeWaiters.append(c) }
             }
+            if !queued { c.resume() }   // the loop has shut down, which closed the channel
         }
     }
 

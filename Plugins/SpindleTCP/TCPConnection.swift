@@ -111,6 +111,10 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
     }
 
+    /// Bytes accepted by `send` and not yet taken by the socket (outbound buffer plus the
+    /// stream's write queue).
+    var queuedByteCount: Int { shared.withLock { $0.bytes.count } + channel.queuedByteCount }
+
     /// The recorded close reason, if closing has begun.
     private var recordedCloseReason: CloseReason? { shared.withLock { $0.closeReason } }
 

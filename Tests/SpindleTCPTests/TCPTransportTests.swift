@@ -289,6 +289,42 @@ struct TCPTransportTests {
         }
     }
 
+    @Test("waitUntilWritable bounds what a fast sender queues while the peer does not read")
+    func backpressure() async throws {
+        var config = TCPTransport.Configuration()
+        config.highWatermark = 64 << 10
+        config.lowWatermark = 16 << 10
+        config.maxBufferedBeforeStart = 16
+        try await withTransport(config) { transport, _ in
+            let accepted = Collector<any TransportConnection>()
+            let listener = try await transport.listen(on: Self.localhost) { accepted.append($0) }
+            let client = try await transport.connect(to: listener.address)
+            let server = try await accepted.first("the accepted connection")
+            let payload = [UInt8](repeating: 0xEE, count: 16 << 10)
+            let count = 1_000   // 16 MB: far more than the socket buffers hold
+            let progress = Collector<Int>()
+            let producer = Task {
+                var maxQueued = 0
+                for i in 0..<count {
+                    try await client.waitUntilWritable()
+                    try client.send(envelope(i, payload: payload))
+                    maxQueued = max(maxQueued, (client as! TCPConnection).queuedByteCount)
+                    progress.append(i)
+                }
+                return maxQueued
+            }
+            // The server starts only after 20 sends (320 KB, which the watermark and the socket
+            // buffers absorb): meanwhile it buffers 16 envelopes and stops reading its socket.
+            try await progress.wait(count: 20, "the first sends")
+            let (received, _) = collect(server)
+            let got = try await received.wait(count: count, timeout: .seconds(30), "envelopes under backpressure")
+            let maxQueued = try await producer.value
+            #expect(got.map(\.sequence) == (0..<count).map(UInt64.init))
+            let frame = FrameEncoder.frameSize(of: envelope(0, payload: payload))
+            #expect(maxQueued <= 2 * (64 << 10) + frame, "queued \(maxQueued) bytes")
+        }
+    }
+
     @Test("closing a connection tells both handlers, locally and as closed by the peer")
     func closeReasons() async throws {
         try await withTransport { transport, _ in

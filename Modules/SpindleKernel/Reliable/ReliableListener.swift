@@ -72,7 +72,7 @@ public final class ReliableListener: Sendable {
         let router = Router()
         conn.start(ConnectionHandler(
             onEnvelope: { [weak self] e in
-                if let (link, epoch) = router.route { link.run(.received(e), epoch: epoch); return }
+                if let route = router.route { route.link.run(.received(e), epoch: route.epoch); return }
                 guard let self else { conn.close(); return }
                 guard e.protocolTag == .reliable, e.kind == ReliableWire.hello,
                       let session = ReliableWire.session(of: e) else {
@@ -83,11 +83,11 @@ public final class ReliableListener: Sendable {
                     conn.close()
                     return
                 }
-                router.route = (link, epoch)
+                router.route = Route(link: link, epoch: epoch)
                 link.run(.received(e), epoch: epoch)
             },
             onClose: { reason in
-                if let (link, epoch) = router.route { link.run(.disconnected(reason.description), epoch: epoch) }
+                if let route = router.route { route.link.run(.disconnected(reason.description), epoch: route.epoch) }
             }))
     }
 
@@ -111,11 +111,18 @@ public final class ReliableListener: Sendable {
 /// Per-connection routing: set once by the connection's first envelope. Calls on one
 /// connection never overlap, but they may come from different threads, hence the lock.
 private final class Router: Sendable {
-    private let value = Mutex<(ReliableLink, UInt64)?>(nil)
-    var route: (ReliableLink, UInt64)? {
+    private let value = Mutex<Route?>(nil)
+    var route: Route? {
         get { value.withLock { $0 } }
         set { value.withLock { $0 = newValue } }
     }
+}
+
+/// Where a connection's envelopes go once its hello has been seen.
+private final class Route: Sendable {
+    let link: ReliableLink
+    let epoch: UInt64
+    init(link: ReliableLink, epoch: UInt64) { self.link = link; self.epoch = epoch }
 }
 
 private final class WeakListenerBox: Sendable {

@@ -9,6 +9,8 @@ public final class ReliableListener: Sendable {
     private struct State {
         var links: [SessionID: ReliableLink] = [:]
         var listener: (any TransportListener)?
+        /// Accepted connections that have not sent their hello yet.
+        var unrouted: [ObjectIdentifier: any TransportConnection] = [:]
         var closed = false
     }
 
@@ -57,23 +59,33 @@ public final class ReliableListener: Sendable {
     /// Stops listening and shuts every link down (their unacknowledged messages are returned
     /// as `.linkClosed`).
     public func shutdown() async {
-        let (l, links) = state.withLock { s in
+        let (l, links, unrouted) = state.withLock { s in
             s.closed = true
-            let r = (s.listener, Array(s.links.values))
+            let r = (s.listener, Array(s.links.values), Array(s.unrouted.values))
             s.listener = nil
             s.links = [:]
+            s.unrouted = [:]
             return r
         }
         l?.close()
+        for c in unrouted { c.close() }
         for link in links { await link.shutdown() }
     }
 
     private func accepted(_ conn: any TransportConnection) {
+        let key = ObjectIdentifier(conn)
+        let open = state.withLock { s in
+            if s.closed { return false }
+            s.unrouted[key] = conn
+            return true
+        }
+        guard open else { conn.close(); return }
         let router = Router()
         conn.start(ConnectionHandler(
             onEnvelope: { [weak self] e in
                 if let route = router.route { route.link.run(.received(e), epoch: route.epoch); return }
                 guard let self else { conn.close(); return }
+                _ = self.state.withLock { $0.unrouted.removeValue(forKey: key) }
                 guard e.protocolTag == .reliable, e.kind == ReliableWire.hello,
                       let session = ReliableWire.session(of: e) else {
                     conn.close()
@@ -86,8 +98,9 @@ public final class ReliableListener: Sendable {
                 router.route = Route(link: link, epoch: epoch)
                 link.run(.received(e), epoch: epoch)
             },
-            onClose: { reason in
+            onClose: { [weak self] reason in
                 if let route = router.route { route.link.run(.disconnected(reason.description), epoch: route.epoch) }
+                _ = self?.state.withLock { $0.unrouted.removeValue(forKey: key) }
             }))
     }
 

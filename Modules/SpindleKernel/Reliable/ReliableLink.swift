@@ -63,7 +63,6 @@ public final class ReliableLink: Sendable {
 
     private struct State {
         var core: ReliableLinkCore
-        var handler: Handler?
         var connection: (any TransportConnection)?
         var epoch: UInt64 = 0
         /// Actions not yet performed, in order. Transmits in it are for `connection`: when the
@@ -88,6 +87,9 @@ public final class ReliableLink: Sendable {
     private let maximumFrameSize: Int
     private let transport: any Transport
     private let state: Mutex<State>
+    /// Set once (at creation, or by the listener before the first connection is attached);
+    /// read by the flusher only when it has something to hand to the application.
+    private let handlerSlot: Mutex<Handler?>
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -98,8 +100,8 @@ public final class ReliableLink: Sendable {
         self.configuration = configuration
         self.clock = configuration.clock
         self.maximumFrameSize = configuration.maximumFrameSize
-        state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core),
-                            handler: handler))
+        state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
+        handlerSlot = Mutex(handler)
     }
 
     /// Opens the initiating end of a new session to the `ReliableListener` at `address`.
@@ -218,12 +220,11 @@ public final class ReliableLink: Sendable {
         if let claimed { flush(claimed) }
     }
 
-    func setHandler(_ handler: Handler) { state.withLock { $0.handler = handler } }
+    func setHandler(_ handler: Handler) { handlerSlot.withLock { $0 = handler } }
 
-    /// Work taken by the flusher, with the handler and connection to perform it with.
+    /// Work taken by the flusher, with the connection to perform it with.
     private struct Claimed: Sendable {
         var batch: [ReliableLinkCore.Action]
-        var handler: Handler?
         var connection: (any TransportConnection)?
     }
 
@@ -247,13 +248,13 @@ public final class ReliableLink: Sendable {
         var batch: [ReliableLinkCore.Action] = []
         swap(&batch, &s.spare)
         swap(&batch, &s.work)
-        return Claimed(batch: batch, handler: s.handler, connection: s.connection)
+        return Claimed(batch: batch, connection: s.connection)
     }
 
     /// Performs work in order until none is left. Only one flusher runs at a time.
     private func flush(_ first: Claimed) {
         var batch = first.batch
-        var handler = first.handler
+        var handler: Handler? = nil
         var connection = first.connection
         while true {
             for action in batch {
@@ -262,8 +263,10 @@ public final class ReliableLink: Sendable {
                     // A failed send means the connection is closing; its onClose reports it.
                     try? connection?.send(e)
                 case .deliver(let e):
+                    if handler == nil { handler = handlerSlot.withLock { $0 } }
                     handler?.onDeliver(e)
                 case .undeliverable(let es, let why):
+                    if handler == nil { handler = handlerSlot.withLock { $0 } }
                     handler?.onUndeliverable(es, why)
                 case .closeConnection:
                     connection?.close()
@@ -279,7 +282,6 @@ public final class ReliableLink: Sendable {
                     return false
                 }
                 swap(&batch, &s.work)
-                handler = s.handler
                 connection = s.connection
                 return true
             }

@@ -121,14 +121,12 @@ public final class ReliableListener: Sendable {
     }
 }
 
-/// Per-connection routing: set once by the connection's first envelope. Calls on one
-/// connection never overlap, but they may come from different threads, hence the lock.
-private final class Router: Sendable {
-    private let value = Mutex<Route?>(nil)
-    var route: Route? {
-        get { value.withLock { $0 } }
-        set { value.withLock { $0 = newValue } }
-    }
+/// Per-connection routing: set once, by the connection's first envelope.
+private final class Router: @unchecked Sendable {
+    // @unchecked: `route` is only read and written inside the handler of one connection, whose
+    // calls never overlap and are ordered by the transport's delivery lock (happens-before),
+    // so no two threads touch it concurrently.
+    var route: Route?
 }
 
 /// Where a connection's envelopes go once its hello has been seen.

@@ -257,7 +257,9 @@ public final class ReliableLink: Sendable {
         var handler: Handler? = nil
         var connection = first.connection
         while true {
-            for action in batch {
+            // Move actions out one by one (reverse + popLast moves without copying).
+            batch.reverse()
+            while let action = batch.popLast() {
                 switch action {
                 case .transmit(let e):
                     // A failed send means the connection is closing; its onClose reports it.

@@ -146,7 +146,7 @@ final class InProcessInbox: Sendable {
             }
             guard let (handler, waiters) = next else { return }
             for w in waiters { w.resume(returning: nil) }
-            for item in batch {
+            while let item = batch.popFirst() {      // moves out: no copy per envelope
                 switch item {
                 case .envelope(let e):
                     handler.onEnvelope(e)

@@ -59,6 +59,44 @@ struct TCPTransportTests {
         }
     }
 
+    @Test("sends from several threads at once all arrive, each sender's in order, on the loop thread")
+    func concurrentSenders() async throws {
+        let group = try EventLoopGroup(loopCount: 2, namePrefix: "tcp-test")
+        let transport = TCPTransport(group: group)
+        let onLoop = Collector<Bool>()
+        let received = Collector<Envelope>()
+        let listener = try await transport.listen(on: Self.localhost) { conn in
+            let loop = (conn as! TCPConnection).loop
+            conn.start(ConnectionHandler(
+                onEnvelope: { e in
+                    if e.sequence == 0 { onLoop.append(loop.inEventLoop) }
+                    received.append(e)
+                },
+                onClose: { _ in }))
+        }
+        let conn = try await transport.connect(to: listener.address)
+        let senders = 4, perSender = 2_500
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for sender in 0..<senders {
+                tasks.addTask {
+                    for i in 0..<perSender {
+                        try conn.send(Envelope(protocolTag: .application, kind: UInt16(sender), sequence: UInt64(i)))
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let got = try await received.wait(count: senders * perSender, "envelopes from every sender")
+        for sender in 0..<senders {
+            let seqs = got.filter { $0.kind == UInt16(sender) }.map(\.sequence)
+            #expect(seqs == (0..<perSender).map(UInt64.init), "sender \(sender) out of order or incomplete")
+        }
+        #expect(onLoop.items.allSatisfy { $0 } && onLoop.items.count == senders)
+        await transport.shutdown()
+        for loop in group.loops { #expect(await loop.openHandleCount == 0) }
+        await group.shutdown()
+    }
+
     @Test("envelopes that arrive before start() are buffered and delivered first, in order")
     func bufferedBeforeStart() async throws {
         try await withTransport { transport, _ in

@@ -46,4 +46,13 @@ static inline void spindle_unblock_signals(void) {
     pthread_sigmask(SIG_SETMASK, &none, NULL);
 }
 
+/// Ignores SIGPIPE unless the program installed its own handler, so a write to a closed
+/// socket or pipe fails with EPIPE instead of killing the process.
+static inline void spindle_ignore_sigpipe(void) {
+    struct sigaction current;
+    if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) {
+        signal(SIGPIPE, SIG_IGN);
+    }
+}
+
 #endif

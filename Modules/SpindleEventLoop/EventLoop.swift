@@ -72,6 +72,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     /// Creates the loop and starts its thread.
     /// - Throws: `EventLoopError` when libuv cannot initialise the loop or the thread cannot start.
     public init(name: String = "spindle-loop") throws(EventLoopError) {
+        _ = EventLoop.sigpipeIgnored
         self.name = name
         self.inbox = Mutex(Inbox())
         uvLoop = .allocate(capacity: 1)
@@ -130,6 +131,13 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         flushIdle.deallocate()
         readBuffer.deallocate()
     }
+
+    /// SIGPIPE would kill the process on a write to a closed peer; libuv reports EPIPE instead
+    /// once it is ignored. Done once, and only when the program left SIGPIPE at its default.
+    private static let sigpipeIgnored: Bool = {
+        spindle_ignore_sigpipe()
+        return true
+    }()
 
     /// True when called on this loop's thread.
     public var inEventLoop: Bool {

@@ -78,6 +78,24 @@ struct ChildProcessTests {
         }
     }
 
+    @Test("writing to the stdin of an exited child reports EPIPE through onClose (no SIGPIPE)")
+    func writeToExitedChild() async throws {
+        try await withLoop { loop in
+            var options = ProcessOptions(executable: "/bin/true")
+            options.stdout = .ignore
+            options.stderr = .ignore
+            let child = try await ChildProcess.spawn(on: loop, options)
+            #expect(try await withTimeout(20, "exit") { await child.wait() } == .exited(code: 0))
+            let input = try #require(child.stdin)
+            let closed = Promise<EventLoopError?>()
+            input.start(onRead: { _ in }, onClose: { closed.fulfil($0) })
+            input.write(pattern(100_000))
+            let error = try await closed.wait(20, "stdin to close")
+            #expect(error?.name == "EPIPE")
+            #expect(error?.description.contains("stdin of process \(child.pid)") == true)
+        }
+    }
+
     @Test("environment and working directory are applied")
     func environmentAndDirectory() async throws {
         try await withTemporaryDirectory { dir in

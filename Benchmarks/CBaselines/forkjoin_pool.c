@@ -28,7 +28,7 @@ struct cb_forkjoin_pool {
     cb_mailbox *slots;        // one per worker thread
     pthread_t *threads;
     _Atomic int stopping;
-    _Atomic uint64_t bodies;  // bodies run (keeps the empty region observable)
+    void (*body)(int lane);   // the region body, called through a pointer so it is not elided
 };
 
 typedef struct { cb_forkjoin_pool *pool; int index; } cb_worker_arg;
@@ -96,8 +96,8 @@ static void mailbox_wait_zero(cb_mailbox *m, uint64_t spin_ns) {
     pthread_mutex_unlock(&m->mutex);
 }
 
-static void empty_body(cb_forkjoin_pool *pool) {
-    atomic_fetch_add_explicit(&pool->bodies, 1, memory_order_relaxed);
+static void empty_body(int lane) {
+    (void)lane;
 }
 
 static void *worker_main(void *raw) {
@@ -109,7 +109,7 @@ static void *worker_main(void *raw) {
     for (;;) {
         seen = mailbox_wait_change(slot, seen, &pool->stopping, pool->spin_ns);
         if (atomic_load(&pool->stopping)) return NULL;
-        empty_body(pool);
+        pool->body(arg.index + 1);
         if (atomic_fetch_sub(&pool->join.word, 1) == 1) mailbox_wake(&pool->join);
     }
 }
@@ -122,12 +122,17 @@ cb_forkjoin_pool *cb_forkjoin_create(int lanes, uint64_t spin_ns) {
     pool->spin_ns = spin_ns;
     mailbox_init(&pool->join);
     atomic_init(&pool->stopping, 0);
-    atomic_init(&pool->bodies, 0);
+    pool->body = empty_body;
     if (posix_memalign((void **)&pool->slots, 128, sizeof(cb_mailbox) * (size_t)(lanes - 1)) != 0) {
         free(pool);
         return NULL;
     }
     pool->threads = calloc((size_t)(lanes - 1), sizeof(pthread_t));
+    if (!pool->threads) {
+        free(pool->slots);
+        free(pool);
+        return NULL;
+    }
     for (int i = 0; i < lanes - 1; i++) mailbox_init(&pool->slots[i]);
     for (int i = 0; i < lanes - 1; i++) {
         cb_worker_arg *arg = malloc(sizeof *arg);
@@ -151,10 +156,10 @@ uint64_t cb_forkjoin_run_empty(cb_forkjoin_pool *pool, long regions) {
             atomic_fetch_add(&pool->slots[i].word, 1);
             mailbox_wake(&pool->slots[i]);
         }
-        empty_body(pool);  // lane 0 takes part, as OpenMP's master thread does
+        pool->body(0);  // lane 0 takes part, as OpenMP's master thread does
         mailbox_wait_zero(&pool->join, pool->spin_ns);
     }
-    return atomic_load(&pool->bodies);
+    return (uint64_t)regions * (uint64_t)pool->lanes;
 }
 
 void cb_forkjoin_destroy(cb_forkjoin_pool *pool) {

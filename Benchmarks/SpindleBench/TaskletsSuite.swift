@@ -11,6 +11,7 @@ let taskletsSuite = BenchSuite(name: "tasklets") { reporter in
         try taskletOverheadBenchmarks(reporter, pool)
         try await taskletAsyncBenchmarks(reporter, pool)
         try taskletLaunchBenchmarks(reporter, pool)
+        try taskletWorkPhaseBenchmarks(reporter, pool)
         try taskletBarrierBenchmarks(reporter, pool)
         try taskletSumBenchmarks(reporter, pool)
     } catch {
@@ -82,6 +83,45 @@ private func taskletLaunchBenchmarks(_ reporter: BenchReporter, _ pool: TaskletP
                                     value: micros(times[0]), unit: "µs", baseline: "concurrentPerform",
                                     baselineValue: micros(times[2]), higherIsBetter: false))
     }
+}
+
+/// A phase with real work (about 20 µs per lane on 2 lanes), vs concurrentPerform: here every
+/// lane must run on its own core for the phase to take one body's time.
+private func taskletWorkPhaseBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    let iterations = 2_000
+    let times = try interleaved(iterations: iterations, [
+        { n in
+            for _ in 0..<n {
+                blackHole(try pool.launch(workers: 3, shared: 0, scratch: { _ in UInt64(0) }) { coord in
+                    try coord.parallelForWorkers { w in w.scratch = busyWork(UInt64(w.lane)) }
+                })
+            }
+        },
+        { n in
+            for _ in 0..<n { DispatchQueue.concurrentPerform(iterations: 2) { blackHole(busyWork(UInt64($0))) } }
+        },
+        { n in
+            for i in 0..<n { blackHole(busyWork(UInt64(i))) }
+        },
+    ])
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "launch+phase of 2 × ~20 µs work+join",
+                                value: micros(times[0]), unit: "µs", baseline: "concurrentPerform(2)",
+                                baselineValue: micros(times[1]), higherIsBetter: false))
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "  (one body alone, for scale)",
+                                value: micros(times[2]), unit: "µs", higherIsBetter: false))
+}
+
+/// About 20 µs of dependent integer work on this machine.
+@inline(never)
+private func busyWork(_ seed: UInt64) -> UInt64 {
+    // xorshift: not affine, so the optimiser cannot fold the loop into a closed form.
+    var x = seed | 1
+    for _ in 0..<20_000 {
+        x ^= x << 13
+        x ^= x >> 7
+        x ^= x << 17
+    }
+    return x
 }
 
 /// Barrier round trip with 2 data lanes, vs a C spin barrier and pthread_barrier_wait.

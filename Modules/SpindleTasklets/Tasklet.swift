@@ -18,7 +18,7 @@ public enum Tasklet {
     /// - Parameters:
     ///   - workers: lanes including the coordinator (≥ 1; 1 means no data lanes).
     ///   - shared: the value every lane sees; communicate during a phase through its atomics.
-    ///   - scratch: makes lane `i`'s scratch slot (called once per lane, on this thread).
+    ///   - scratch: makes lane `i`'s scratch slot (called once per lane, on lane 0's thread, before the coordinator).
     ///   - fuel: the fuel policy (`.unlimited` by default).
     ///   - pool: the pool whose threads run the lanes (`TaskletPool.shared` by default).
     ///   - cancellation: a handle to cancel the launch from elsewhere.

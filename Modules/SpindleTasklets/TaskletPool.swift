@@ -22,12 +22,16 @@ public final class TaskletPool: Sendable {
         public var waitPolicy: WaitPolicy
         /// The clock that times lanes in `TaskletResult` (never used for spinning).
         public var clock: any SpindleClock
+        /// The name every thread of the pool carries (`top -H`, `ps -L`, debuggers); Linux
+        /// shows the first 15 bytes.
+        public var threadName: String
 
         public init(maxLanes: Int = 64, waitPolicy: WaitPolicy = .fromEnvironment(),
-                    clock: any SpindleClock = SystemClock()) {
+                    clock: any SpindleClock = SystemClock(), threadName: String = "spindle-tasklet") {
             self.maxLanes = maxLanes
             self.waitPolicy = waitPolicy
             self.clock = clock
+            self.threadName = threadName
         }
     }
 

@@ -8,7 +8,8 @@ extension TaskletTests {
         func tenThousandRoundsLoseNoArrivalAndAddNone(workers: Int) throws {
             let rounds = 10_000
             let counters = Counters()
-            let (result, timedOut) = try withWatchdog { cancellation in
+            // Generous: on an oversubscribed 2-core machine every round needs all lanes scheduled.
+            let (result, timedOut) = try withWatchdog(seconds: 90) { cancellation in
                 try Tasklet.launch(workers: workers, shared: counters, scratch: { _ in 0 }, cancellation: cancellation) { coord in
                     try coord.parallelForWorkers { w in
                         let n = w.dataWorkerCount
@@ -64,6 +65,24 @@ extension TaskletTests {
             #expect(counters.cancelledSeen.load(ordering: .relaxed) == 2)
             guard case .failure(let error) = outcome else { Issue.record("launch succeeded"); return }
             #expect(error.isCancellation)
+        }
+
+        @Test func aHandleCancelledBeforeTheLaunchCancelsItAtOnce() {
+            let cancellation = TaskletCancellation()
+            cancellation.cancel()
+            let counters = Counters()
+            #expect {
+                _ = try Tasklet.launch(workers: 3, shared: counters, scratch: { _ in 0 }, cancellation: cancellation) { coord in
+                    #expect(coord.isCancelled)
+                    try coord.parallelForWorkers { w in w.shared.started.add(1, ordering: .relaxed) }
+                }
+            } throws: { ($0 as? TaskletError)?.isCancellation == true }
+            #expect(counters.started.load(ordering: .relaxed) == 0)
+            // The handle stays cancelled; a later launch without it is unaffected.
+            #expect(cancellation.isCancelled)
+            #expect(throws: Never.self) {
+                _ = try Tasklet.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } }
+            }
         }
 
         @Test func coordinatorCancelBeforeAPhaseFailsItWithCancelled() throws {

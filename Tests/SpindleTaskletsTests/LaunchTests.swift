@@ -89,6 +89,37 @@ extension TaskletTests {
             await pool.shutdown()
         }
 
+        @Test func nestedLaunchThroughAnotherPoolIsStillRefused() async throws {
+            let outer = TaskletPool()
+            let inner = TaskletPool()
+            let refused = Atomic<Int>(0)
+            _ = try blocking { try outer.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in
+                // outer's coordinator launches on inner, whose coordinator (same thread)
+                // tries outer again: refused, not deadlocked. Launching on inner is fine.
+                _ = try inner.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in
+                    do throws(TaskletError) {
+                        _ = try outer.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in }
+                    } catch {
+                        if case .invalidConfiguration = error { refused.add(1, ordering: .relaxed) }
+                    }
+                }
+            } }
+            #expect(refused.load(ordering: .relaxed) == 1)
+            await inner.shutdown()
+            await outer.shutdown()
+        }
+
+        @Test func anEscapedCoordinatorContextCannotStartPhasesLater() throws {
+            let escaped = Escaped()
+            _ = try Tasklet.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in escaped.run = { try coord.parallelForWorkers { _ in } } }
+            #expect(throws: TaskletError.self) { try escaped.run?() }
+        }
+
+        final class Escaped: @unchecked Sendable {
+            // @unchecked Sendable: used by one test thread only.
+            var run: (() throws -> Void)?
+        }
+
         @Test func coordinatorErrorNamesLaneZero() {
             #expect {
                 _ = try Tasklet.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { _ in throw Boom(lane: 0) }

@@ -5,10 +5,10 @@ import Testing
 extension TaskletTests {
     @Suite struct Pool {
         @Test func aThousandLaunchesReuseTheSameThreads() async throws {
-            let pool = TaskletPool()
+            let pool = TaskletPool(configuration: .init(threadName: "tl-thousand"))
             _ = try blocking { try pool.launch(workers: 4, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } } }
             let poolThreads = pool.threadCount
-            let processThreads = processThreadCount()
+            let processThreads = threadCount(named: "tl-thousand")
             var sum = 0
             for i in 0..<1_000 {
                 let result = try blocking {
@@ -22,9 +22,10 @@ extension TaskletTests {
             #expect(sum == (0..<1_000).reduce(0) { $0 + Int(UInt8(truncatingIfNeeded: $1 + 1)) })
             #expect(poolThreads == 3)
             #expect(pool.threadCount == poolThreads)
-            #expect(processThreadCount() <= processThreads)
+            #expect(processThreads == 3)
+            #expect(threadCount(named: "tl-thousand") == processThreads)
             await pool.shutdown()
-            #expect(processThreadCount() <= processThreads - 3)
+            #expect(threadCount(named: "tl-thousand") == 0)
         }
 
         @Test func concurrentLaunchesFromFourThreadsAllCompleteCorrectly() async {
@@ -100,13 +101,13 @@ extension TaskletTests {
         }
 
         @Test func shutdownJoinsThreadsAndRefusesLaterLaunches() async throws {
-            let before = processThreadCount()
-            let pool = TaskletPool(configuration: .init(waitPolicy: .passive))
+            let pool = TaskletPool(configuration: .init(waitPolicy: .passive, threadName: "tl-shutdown"))
             _ = try blocking { try pool.launch(workers: 4, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } } }
             _ = try await pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } }
             #expect(pool.threadCount == 4)
+            #expect(threadCount(named: "tl-shutdown") == 4)
             await pool.shutdown()
-            #expect(processThreadCount() <= before)
+            #expect(threadCount(named: "tl-shutdown") == 0)
             #expect(throws: TaskletError.self) {
                 _ = try blocking { try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in } }
             }
@@ -116,18 +117,18 @@ extension TaskletTests {
         }
 
         @Test func anIdlePoolParksItsThreads() async throws {
-            let pool = TaskletPool(configuration: .init(waitPolicy: .default))
+            let pool = TaskletPool(configuration: .init(waitPolicy: .default, threadName: "tl-idle"))
             _ = try blocking { try pool.launch(workers: 4, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } } }
             // Spinning threads show as running (R); parked ones as sleeping (S). Poll until
             // every lane thread sleeps; a pool that kept spinning fails at the deadline.
             let clock = ContinuousClock()
             let deadline = clock.now.advanced(by: .seconds(20))
-            var states = threadStates(named: "spindle-lane")
+            var states = threadStates(named: "tl-idle")
             while states.contains(where: { $0 != "S" }) && clock.now < deadline {
                 try await Task.sleep(for: .milliseconds(5))
-                states = threadStates(named: "spindle-lane")
+                states = threadStates(named: "tl-idle")
             }
-            #expect(states.count >= 3)
+            #expect(states.count == 3)
             #expect(states.allSatisfy { $0 == "S" }, "lane thread states: \(states)")
             await pool.shutdown()
         }

@@ -33,18 +33,6 @@ func withWatchdog<T>(seconds: Int = 30, _ body: (TaskletCancellation) throws -> 
     return (value, fired.load(ordering: .acquiring))
 }
 
-/// Number of threads in this process (entries of /proc/self/task).
-func processThreadCount() -> Int {
-    guard let dir = opendir("/proc/self/task") else { return -1 }
-    defer { closedir(dir) }
-    var count = 0
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { count += 1 }
-    }
-    return count
-}
-
 /// Runs `body(i)` on `count` fresh pthreads and waits for all of them.
 func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     final class Box {
@@ -101,7 +89,7 @@ func threadStates(named name: String) -> [Character] {
     while let entry = readdir(dir) {
         let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         guard tid != "." && tid != ".." else { continue }
-        guard let comm = read("/proc/self/task/\(tid)/comm"), comm.hasPrefix(name) else { continue }
+        guard let comm = read("/proc/self/task/\(tid)/comm"), comm.trimmingNewline == name else { continue }
         // stat: "tid (comm) S …": the state follows the last ')'.
         guard let stat = read("/proc/self/task/\(tid)/stat"), let close = stat.lastIndex(of: ")") else { continue }
         let rest = stat[stat.index(after: close)...].drop { $0 == " " }
@@ -109,3 +97,11 @@ func threadStates(named name: String) -> [Character] {
     }
     return states
 }
+
+extension String {
+    var trimmingNewline: Substring { self[...].prefix { $0 != "\n" } }
+}
+
+/// Number of this process's threads named `name` (a pool's `threadName`), so other tests'
+/// threads do not disturb the count.
+func threadCount(named name: String) -> Int { threadStates(named: name).count }

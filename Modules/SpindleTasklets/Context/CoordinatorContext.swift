@@ -47,10 +47,14 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     /// This is the phase boundary: afterwards every write a data lane made is visible to the
     /// coordinator. A one-lane tasklet has no data lanes, so nothing runs.
     /// - Throws: the launch's failure (`.laneFailed` or `.fuelExhausted`, naming the lane) if
-    ///   a lane failed in this or an earlier phase; `.cancelled` if the tasklet was cancelled.
+    ///   a lane failed in this or an earlier phase; `.cancelled` if the tasklet was cancelled;
+    ///   `.invalidConfiguration` if called after the launch ended.
     public func parallelForWorkers(
         _ body: @Sendable (WorkerContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) {
+        guard !launch.finished else {
+            throw .invalidConfiguration("parallelForWorkers called after its launch ended (the context escaped the coordinator closure)")
+        }
         let control = launch.control
         if control.isCancelled { throw control.firstFailure ?? .cancelled }
         if launch.laneCount > 1 {

@@ -26,6 +26,9 @@ final class LaunchState<Shared: Sendable, Scratch: Sendable>: LaneJob, @unchecke
     var output: [UInt8] = []
     /// Time the coordinator spent waiting for joins, subtracted from its busy time.
     var joinWaitNanoseconds: UInt64 = 0
+    /// Set when the coordinator closure returned: a context that escaped it can no longer
+    /// start phases on a pool that another launch may own by then.
+    var finished = false
 
     init(core: PoolCore, lanes: Int, shared: Shared, scratch factory: (Int) throws -> Scratch) rethrows {
         self.core = core

@@ -42,6 +42,7 @@ final class PoolCore: @unchecked Sendable {
     let clock: any SpindleClock
     let spinNanoseconds: UInt64
     let maxLanes: Int
+    let threadName: String
     let control = LaunchControl()
     private let gate = GateLock()
     private var slots: [WorkerSlot] = []
@@ -64,6 +65,7 @@ final class PoolCore: @unchecked Sendable {
         clock = configuration.clock
         spinNanoseconds = configuration.waitPolicy.spinNanoseconds
         maxLanes = configuration.maxLanes
+        threadName = configuration.threadName
     }
 
     /// Threads this pool has started (lane threads plus the async runner).
@@ -84,7 +86,7 @@ final class PoolCore: @unchecked Sendable {
         guard workers <= maxLanes else {
             throw .invalidConfiguration("workers = \(workers) exceeds the pool's maxLanes = \(maxLanes)")
         }
-        guard pthread_getspecific(laneOwnerKey) != ownerMark else {
+        guard !LaneOwnership.callerRunsLane(of: ownerMark) else {
             throw .invalidConfiguration("nested launch on the pool that runs the calling lane would deadlock; launch on a separate TaskletPool")
         }
         gate.lock()
@@ -98,17 +100,19 @@ final class PoolCore: @unchecked Sendable {
         cancellation?.attach(control)
         defer { cancellation?.detach() }
 
-        let previousOwner = pthread_getspecific(laneOwnerKey)
-        pthread_setspecific(laneOwnerKey, ownerMark)
-        defer { pthread_setspecific(laneOwnerKey, previousOwner) }
-
         let start = clock.now()
         var coordinatorError: (any Error)?
-        do {
-            try coordinator(CoordinatorContext(launch: state))
-        } catch {
-            coordinatorError = error
+        var ownership = LaneOwnership(pool: ownerMark, outer: pthread_getspecific(laneOwnerKey))
+        withUnsafeMutablePointer(to: &ownership) { link in
+            pthread_setspecific(laneOwnerKey, link)
+            do {
+                try coordinator(CoordinatorContext(launch: state))
+            } catch {
+                coordinatorError = error
+            }
+            pthread_setspecific(laneOwnerKey, link.pointee.outer)
         }
+        state.finished = true
         let elapsed = clock.now() - start
 
         if let failure = control.firstFailure { throw failure }
@@ -157,7 +161,7 @@ final class PoolCore: @unchecked Sendable {
     private func ensureThreads(_ count: Int) throws(TaskletError) {
         while slots.count < count {
             let slot = WorkerSlot(lane: slots.count + 1)
-            slot.thread = try PoolThread.start(name: "spindle-lane") { [self] in self.laneThread(slot) }
+            slot.thread = try PoolThread.start(name: threadName) { [self] in self.laneThread(slot) }
             slots.append(slot)
             startedThreads.add(1, ordering: .relaxed)
         }
@@ -165,7 +169,13 @@ final class PoolCore: @unchecked Sendable {
 
     /// The body of a persistent lane thread: wait for a ticket, run the lane, report the join.
     private func laneThread(_ slot: WorkerSlot) {
-        pthread_setspecific(laneOwnerKey, ownerMark)
+        let ownership = UnsafeMutablePointer<LaneOwnership>.allocate(capacity: 1)
+        ownership.initialize(to: LaneOwnership(pool: ownerMark, outer: nil))
+        pthread_setspecific(laneOwnerKey, ownership)
+        defer {
+            pthread_setspecific(laneOwnerKey, nil)
+            ownership.deallocate()
+        }
         var seen: UInt32 = 0
         let control = self.control
         while true {
@@ -192,7 +202,7 @@ final class PoolCore: @unchecked Sendable {
                 throw .invalidConfiguration("the tasklet pool is shut down")
             }
             if state.thread == nil {
-                state.thread = try PoolThread.start(name: "spindle-runner") { [self] in self.runnerThread() }
+                state.thread = try PoolThread.start(name: threadName) { [self] in self.runnerThread() }
                 startedThreads.add(1, ordering: .relaxed)
             }
             state.queue.append(job)

@@ -77,9 +77,28 @@ private func nameCurrentThread(_ name: String) {
     #endif
 }
 
-/// The thread-specific key that marks "this thread is running a lane of pool P".
+/// The thread-specific key whose value is the innermost `LaneOwnership` of this thread.
 let laneOwnerKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key, nil)
     return key
 }()
+
+/// One link of "this thread runs a lane of pool P" — a chain, because a lane of one pool may
+/// launch on another. Lane threads hold one for life; a coordinator holds one on its stack for
+/// the duration of its launch.
+struct LaneOwnership {
+    var pool: UnsafeMutableRawPointer
+    var outer: UnsafeMutableRawPointer?
+
+    /// Whether the calling thread currently runs a lane (coordinator or data lane) of `pool`.
+    static func callerRunsLane(of pool: UnsafeMutableRawPointer) -> Bool {
+        var link = pthread_getspecific(laneOwnerKey)
+        while let current = link {
+            let ownership = current.assumingMemoryBound(to: LaneOwnership.self).pointee
+            if ownership.pool == pool { return true }
+            link = ownership.outer
+        }
+        return false
+    }
+}

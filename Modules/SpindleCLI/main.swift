@@ -1,0 +1,2 @@
+import Spindle
+print("spindle: commands arrive with the host mesh issue")

@@ -3,4 +3,5 @@
 let allSuites: [BenchSuite] = [
     kernelSuite,
     transportSuite,
+    meshSuite,
 ]

@@ -261,6 +261,52 @@ struct AgentTests {
     }
 }
 
+extension AgentTests {
+    @Test("`spindle mesh status` prints a table of hosts and procs; a bad ref names the problem")
+    func meshStatusCommand() async throws {
+        let spindle = try spindleBinary()
+        try await withAgents(2) { loop, transport, _, addresses in
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["k": "v"]),
+                                                 timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
+            let procs = try await mesh.spawnProcs(name: "shown", perHost: 1) { _ in
+                BootstrapCommand(program: spindle, arguments: ["proc"])
+            }
+            let other = try HostMeshRef(name: "other", hosts: [addresses[1]])
+            let (code, output) = try await runCapturing(loop: loop, spindle,
+                                                        ["mesh", "status", mesh.ref.description, other.description])
+            #expect(code == .exited(code: 0))
+            let lines = output.split(separator: "\n")
+            #expect(lines.first?.hasPrefix("HOST") == true)
+            #expect(lines.count == 3, "one row per proc, hosts de-duplicated: \(output)")
+            #expect(lines.filter { $0.contains("shown") && $0.contains("ready") }.count == 2)
+            #expect(lines.last?.contains("m,other") == true)
+            try await procs.stop()
+            await mesh.shutdown()
+
+            let (badCode, _) = try await runCapturing(loop: loop, spindle, ["mesh", "status", "no-at-sign"])
+            #expect(badCode != .exited(code: 0))
+        }
+    }
+}
+
+/// Runs `program` to completion and returns its exit status and stdout.
+func runCapturing(loop: EventLoop, _ program: String, _ arguments: [String]) async throws -> (SpindleEventLoop.ExitStatus, String) {
+    var o = ProcessOptions(executable: program, arguments: arguments)
+    o.stdin = .ignore
+    o.stderr = .ignore
+    let child = try await ChildProcess.spawn(on: loop, o)
+    let buffer = Locked<[UInt8]>([])
+    let closed: Void? = await withDeadline(.seconds(30), late: { _ in }) {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let once = ResumeOnce(c)
+            child.stdout?.start(onRead: { bytes in buffer.withLock { $0 += bytes } }, onClose: { _ in once.resume(()) })
+        }
+    }
+    if closed == nil { try? child.kill(SIGKILL) }
+    let status = await child.wait()
+    return (status, String(decoding: buffer.withLock { $0 }, as: UTF8.self))
+}
+
 /// Reads the daemon's "spindle host-agent listening on ADDRESS" line from its stdout.
 func readListeningAddress(_ daemon: ChildProcess, timeout: Duration = .seconds(20)) async throws -> Address {
     guard let out = daemon.stdout else { throw TestFailure("daemon has no stdout pipe") }

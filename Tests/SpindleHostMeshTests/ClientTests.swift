@@ -189,4 +189,44 @@ struct ClientTests {
         #expect(table.contains("unreachable"))
         await t.shutdown()
     }
+
+    @Test("the shutdown guard stops the procs and closes the mesh when released")
+    func shutdownGuard() async throws {
+        let t = InProcessTransport()
+        let a = try await FakeAgent(transport: t, address: .inproc(name: "ga"))
+        var guardian: HostMeshShutdownGuard? = HostMeshShutdownGuard(
+            try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), transport: t,
+                                      configuration: Self.fastConfiguration()))
+        _ = try await guardian!.mesh.spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        #expect(a.stopRequests.isEmpty)
+        guardian = nil
+        try await waitUntil("the guard's shutdown to stop the procs") { a.stopRequests == ["w"] }
+        a.close()
+        await t.shutdown()
+    }
+
+    @Test("pushConfig replaces the snapshot on every host and names a host that rejects it")
+    func pushConfig() async throws {
+        let t = InProcessTransport()
+        let a = try await FakeAgent(transport: t, address: .inproc(name: "pa"))
+        let b = try await FakeAgent(transport: t, address: .inproc(name: "pb"))
+        let mesh = try await HostMesh.attach(name: "m", hosts: [a.address, b.address], config: ConfigSnapshot(["v": "1"]),
+                                             transport: t)
+        try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
+        try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
+        #expect(a.installedConfig == ConfigSnapshot(["v": "2"]))
+        #expect(b.installedConfig == ConfigSnapshot(["v": "2"]))
+        b.close()
+        try await waitUntil("the client to see host b go") { mesh.core.link(1)?.closeReason != nil }
+        do throws(HostMeshError) {
+            try await mesh.pushConfig(ConfigSnapshot(["v": "3"]), timeout: .seconds(2))
+            Issue.record("push to a closed host succeeded")
+        } catch {
+            guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(e.failedHosts == [b.address])
+        }
+        await mesh.shutdown()
+        a.close()
+        await t.shutdown()
+    }
 }

@@ -265,14 +265,14 @@ extension AgentTests {
     @Test("`spindle mesh status` prints a table of hosts and procs; a bad ref names the problem")
     func meshStatusCommand() async throws {
         let spindle = try spindleBinary()
-        try await withAgents(2) { loop, transport, _, addresses in
+        try await withAgents(2) { _, transport, _, addresses in
             let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["k": "v"]),
                                                  timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
             let procs = try await mesh.spawnProcs(name: "shown", perHost: 1) { _ in
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
             let other = try HostMeshRef(name: "other", hosts: [addresses[1]])
-            let (code, output) = try await runCapturing(loop: loop, spindle,
+            let (code, output) = try await runCapturing(spindle,
                                                         ["mesh", "status", mesh.ref.description, other.description])
             #expect(code == .exited(code: 0))
             let lines = output.split(separator: "\n")
@@ -283,14 +283,15 @@ extension AgentTests {
             try await procs.stop()
             await mesh.shutdown()
 
-            let (badCode, _) = try await runCapturing(loop: loop, spindle, ["mesh", "status", "no-at-sign"])
+            let (badCode, _) = try await runCapturing(spindle, ["mesh", "status", "no-at-sign"])
             #expect(badCode != .exited(code: 0))
         }
     }
 }
 
-/// Runs `program` to completion and returns its exit status and stdout.
-func runCapturing(loop: EventLoop, _ program: String, _ arguments: [String]) async throws -> (SpindleEventLoop.ExitStatus, String) {
+/// Runs `program` to completion (on a loop of its own) and returns its exit status and stdout.
+func runCapturing(_ program: String, _ arguments: [String]) async throws -> (SpindleEventLoop.ExitStatus, String) {
+    let loop = try EventLoop(name: "run-capturing")
     var o = ProcessOptions(executable: program, arguments: arguments)
     o.stdin = .ignore
     o.stderr = .ignore
@@ -304,6 +305,7 @@ func runCapturing(loop: EventLoop, _ program: String, _ arguments: [String]) asy
     }
     if closed == nil { try? child.kill(SIGKILL) }
     let status = await child.wait()
+    await loop.shutdown()
     return (status, String(decoding: buffer.withLock { $0 }, as: UTF8.self))
 }
 

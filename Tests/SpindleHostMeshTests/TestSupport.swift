@@ -117,6 +117,13 @@ func withAgents<R>(_ count: Int, key: ClusterKey? = nil,
         let r = try await body(loop, transport, agents, addresses)
         for a in agents { await a.shutdown() }
         await transport.shutdown()
+        #expect(agents.allSatisfy { $0.procs().allSatisfy(\.state.isTerminal) })
+        // Handles close asynchronously (uv_close callbacks): wait for them, with a deadline.
+        do {
+            try await waitUntil("every loop handle to close", timeout: .seconds(5)) { await loop.openHandleCount == 0 }
+        } catch {
+            Issue.record("agents and transport left \(await loop.openHandleCount) loop handles open")
+        }
         await loop.shutdown()
         return r
     } catch {

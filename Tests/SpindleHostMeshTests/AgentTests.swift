@@ -289,6 +289,53 @@ extension AgentTests {
     }
 }
 
+extension AgentTests {
+    @Test("any program is a proc once it connects back: MeshProc hello, config, ready, fetchConfig")
+    func meshProcInProcess() async throws {
+        let dir = try makeTempDirectory()
+        defer { removeTree(dir) }
+        try await withAgents(1) { _, transport, agents, addresses in
+            var conf = testMeshConfiguration()
+            conf.clientAddress = .tcp(host: "127.0.0.1", port: 9999)
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["gen": "1"]),
+                                                 timeout: .seconds(10), transport: transport, configuration: conf)
+            // The "program" only sleeps; this test plays its part over the proc protocol.
+            let spawn = Task {
+                try await mesh.spawnProcs(name: "svc", perHost: 1) { _ in
+                    BootstrapCommand(program: "sh", arguments: ["-c", "env > \(dir)/env.tmp && mv \(dir)/env.tmp \(dir)/env.txt; exec sleep 30"],
+                                     environment: ["EXTRA": "x"])
+                }
+            }
+            try await waitUntil("the proc to be running") { agents[0].procs().first?.state == .running }
+            try await waitUntil("the proc to write its environment") { readText("\(dir)/env.txt") != nil }
+            let envLines = Set((readText("\(dir)/env.txt") ?? "").split(separator: "\n").map(String.init))
+            for expected in ["SPINDLE_MESH=svc", "SPINDLE_RANK=0", "SPINDLE_WORLD_SIZE=1", "SPINDLE_HOST_RANK=0",
+                             "SPINDLE_LOCAL_RANK=0", "SPINDLE_AGENT_ADDR=\(addresses[0])",
+                             "SPINDLE_CLIENT_ADDR=tcp://127.0.0.1:9999", "EXTRA=x"] {
+                #expect(envLines.contains(expected), "missing \(expected)")
+            }
+            let env = ProcEnvironment(mesh: "svc", rank: 0, worldSize: 1, hostRank: 0, localRank: 0,
+                                      agentAddress: addresses[0], clientAddress: conf.clientAddress)
+            let proc = try await MeshProc.connect(environment: env, transport: transport)
+            #expect(proc.config == ConfigSnapshot(["gen": "1"]))
+            try proc.announceReady()
+            let procs = try await spawn.value
+            #expect(procs.lastKnown.map(\.state) == [.ready])
+            try await mesh.pushConfig(ConfigSnapshot(["gen": "2"]))
+            #expect(try await proc.fetchConfig() == ConfigSnapshot(["gen": "2"]))
+            // A hello for a rank the agent does not run is refused.
+            var stranger = env
+            stranger.rank = 5
+            stranger.worldSize = 6
+            await #expect(throws: MeshProcError.self) { _ = try await MeshProc.connect(environment: stranger, transport: transport) }
+            try await procs.stop()
+            #expect(procs.lastKnown.map(\.state) == [.killed(signal: SIGTERM)])
+            proc.close()
+            await mesh.shutdown()
+        }
+    }
+}
+
 /// Runs `program` to completion (on a loop of its own) and returns its exit status and stdout.
 func runCapturing(_ program: String, _ arguments: [String]) async throws -> (SpindleEventLoop.ExitStatus, String) {
     let loop = try EventLoop(name: "run-capturing")

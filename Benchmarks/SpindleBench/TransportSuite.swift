@@ -1,5 +1,6 @@
-// The `transport` suite: SpindleTCP against raw libuv C in the same run, plus the in-process
-// transport (and reliable links over TCP, when the kernel provides them).
+// The `transport` suite: SpindleTCP against raw libuv C in the same run, a reliable link over
+// SpindleTCP against the bare transport, and the in-process transport. (The frame codec's own
+// speed is in the `kernel` suite.)
 import CBaselines
 import Spindle
 import Synchronization
@@ -8,89 +9,141 @@ import Synchronization
 private let payloadSize = 64
 private let pingPongTrips = 5_000
 private let pumpMessages = 2_000_000
-
+private let linkMessages = 200_000
 private let rounds = 5
 
 let transportSuite = BenchSuite(name: "transport") { reporter in
     // C and Spindle rounds alternate, so both see the same machine load; medians are reported.
-
-    // MARK: ping-pong
-    reporter.note("ping-pong: \(pingPongTrips) round trips of \(payloadSize)-byte payloads, server and client on two loop threads")
-    let (cPingPong, spindlePingPong) = try await withTCPPair { client, _ in
-        let driver = PingPong(client)
-        return try await interleaved(iterations: pingPongTrips,
-            baseline: { n in try checkC(cbaselines_net_pingpong(UInt64(n), UInt32(payloadSize)), "C ping-pong") },
-            spindle: { n in try await driver.run(n) })
+    let pair = try TCPBenchPair()
+    do {
+        try await runTCPBenchmarks(pair, reporter)
+    } catch {
+        await pair.shutdown()
+        throw error
     }
+    await pair.shutdown()
+    try await runInProcessBenchmark(reporter)
+}
+
+private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) async throws {
+    // Bare TCPTransport: the server echoes two-way envelopes and counts one-way ones.
+    let counter = ArrivalCounter()
+    let listener = try await pair.server.listen(on: .tcp(host: "127.0.0.1", port: 0)) { conn in
+        conn.start(ConnectionHandler(
+            onEnvelope: { e in
+                if e.flags.contains(.oneWay) { counter.arrived() } else { try? conn.send(e) }
+            },
+            onClose: { _ in }))
+    }
+    let conn = try await pair.client.connect(to: listener.address)
+    let driver = PingPong()
+    conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
+    driver.setSender { envelope in try conn.send(envelope) }
+
+    // MARK: ping-pong vs C
+    reporter.note("ping-pong: \(pingPongTrips) round trips, \(payloadSize)-byte payloads, server and client on two loop threads")
+    let (cPingPong, tcpPingPong) = try await interleaved(iterations: pingPongTrips,
+        baseline: { n in try checkC(cbaselines_net_pingpong(UInt64(n), UInt32(payloadSize)), "C ping-pong") },
+        spindle: { n in try await driver.run(n) })
     reporter.report(BenchResult(
-        suite: "transport", benchmark: "tcp ping-pong 64 B", value: 1 / spindlePingPong, unit: "round trips/s",
+        suite: "transport", benchmark: "tcp ping-pong 64 B", value: 1 / tcpPingPong, unit: "round trips/s",
         baseline: "C libuv", baselineValue: 1 / cPingPong, higherIsBetter: true))
 
-    // MARK: pump
-    reporter.note("pump: \(pumpMessages) one-way messages of \(payloadSize)-byte payloads, coalesced writes")
-    let (cPump, spindlePump) = try await withTCPPair { client, counter in
-        try await interleaved(iterations: pumpMessages,
-            baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
-            spindle: { n in try await pump(client, counter, n) })
-    }
+    // MARK: pump vs C
+    reporter.note("pump: \(pumpMessages) one-way messages, \(payloadSize)-byte payloads, coalesced writes")
+    let (cPump, tcpPump) = try await interleaved(iterations: pumpMessages,
+        baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
+        spindle: { n in try await pump(n, counter) { e in try conn.send(e) } backpressure: { try await conn.waitUntilWritable() } })
     reporter.report(BenchResult(
-        suite: "transport", benchmark: "tcp pump 64 B", value: 1 / spindlePump, unit: "messages/s",
+        suite: "transport", benchmark: "tcp pump 64 B", value: 1 / tcpPump, unit: "messages/s",
         baseline: "C libuv", baselineValue: 1 / cPump, higherIsBetter: true))
-    let spindleFrame = Double(FrameEncoder.frameSize(of: Envelope(protocolTag: .application, kind: 0,
-                                                                  payload: [UInt8](repeating: 0, count: payloadSize))))
+    let frame = Double(FrameEncoder.frameSize(of: pumpMessage))
     let cFrame = Double(4 + payloadSize)
     reporter.report(BenchResult(
-        suite: "transport", benchmark: "tcp pump bytes (\(Int(spindleFrame)) B vs \(Int(cFrame)) B frames)",
-        value: spindleFrame / spindlePump / 1e6, unit: "MB/s",
+        suite: "transport", benchmark: "tcp pump bytes (\(Int(frame)) B vs \(Int(cFrame)) B frames)",
+        value: frame / tcpPump / 1e6, unit: "MB/s",
         baseline: "C libuv", baselineValue: cFrame / cPump / 1e6, higherIsBetter: true))
 
-    // MARK: codec ceiling
-    // What one thread spends per message just to frame and unframe it (no sockets): the upper
-    // bound the pump's receiving loop can reach.
-    let codecMessages = 200_000
-    let codec = measure(iterations: codecMessages, rounds: 3) { n in
-        let encoder = FrameEncoder()
-        var decoder = FrameDecoder()
-        let e = Envelope(protocolTag: .application, kind: 2, payload: [UInt8](repeating: 1, count: payloadSize))
-        var bytes: [UInt8] = []
-        for _ in 0..<n { try? encoder.encode(e, into: &bytes) }
-        decoder.feed(bytes)
-        var count = 0
-        while let d = try? decoder.next() { count &+= d.payload.count }
-        blackHole(count)
+    // MARK: reliable link over TCP vs bare TCP
+    let linkCounter = ArrivalCounter()
+    let reliableListener = try await ReliableListener.listen(over: pair.server, on: .tcp(host: "127.0.0.1", port: 0)) { link in
+        ReliableLink.Handler(
+            onDeliver: { e in
+                if e.flags.contains(.oneWay) { linkCounter.arrived() } else { try? link.send(e) }
+            },
+            onUndeliverable: { _, _ in })
     }
-    reporter.report(BenchResult(
-        suite: "transport", benchmark: "frame encode+decode 64 B (one thread)", value: 1 / codec,
-        unit: "messages/s", higherIsBetter: true))
+    let linkDriver = PingPong()
+    let link = ReliableLink.connect(over: pair.client, to: reliableListener.address, handler: .init(
+        onDeliver: { _ in linkDriver.pong() },
+        onUndeliverable: { _, reason in linkDriver.fail(BenchFailure(text: "undeliverable: \(reason)")) }))
+    linkDriver.setSender { envelope in try link.send(envelope) }
 
-    // MARK: in-process
+    reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages")
+    let (bareTrip, linkTrip) = try await interleaved(iterations: pingPongTrips,
+        baseline: { n in try await driver.run(n) },
+        spindle: { n in try await linkDriver.run(n) })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "reliable link over tcp, ping-pong 64 B", value: 1 / linkTrip,
+        unit: "round trips/s", baseline: "bare TCP", baselineValue: 1 / bareTrip, higherIsBetter: true))
+    let (barePump, linkPump) = try await interleaved(iterations: linkMessages,
+        baseline: { n in try await pump(n, counter) { e in try conn.send(e) } backpressure: { try await conn.waitUntilWritable() } },
+        spindle: { n in try await pump(n, linkCounter) { e in try link.send(e) } backpressure: {} })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "reliable link over tcp, pump 64 B", value: 1 / linkPump,
+        unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / barePump, higherIsBetter: true))
+
+    let stats = link.statistics
+    reporter.note("reliable link: \(stats.retransmitted) retransmitted, \(stats.duplicatesDropped) duplicates dropped, \(stats.reconnects) reconnects")
+    await link.shutdown()
+    await reliableListener.shutdown()
+}
+
+private func runInProcessBenchmark(_ reporter: BenchReporter) async throws {
     let inproc = InProcessTransport()
     let listener = try await inproc.listen(on: .inproc(name: "bench-echo")) { conn in
         conn.start(ConnectionHandler(onEnvelope: { try? conn.send($0) }, onClose: { _ in }))
     }
-    let inprocClient = try await inproc.connect(to: listener.address)
-    let inprocDriver = PingPong(inprocClient)
-    let inprocPingPong = try await measureAsync(iterations: pingPongTrips * 4, rounds: 3) { n in
-        try await inprocDriver.run(n)
-    }
+    let conn = try await inproc.connect(to: listener.address)
+    let driver = PingPong()
+    conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
+    driver.setSender { envelope in try conn.send(envelope) }
+    let secs = try await measureAsync(iterations: pingPongTrips * 4, rounds: 3) { n in try await driver.run(n) }
     await inproc.shutdown()
     reporter.report(BenchResult(
-        suite: "transport", benchmark: "in-process ping-pong 64 B", value: 1 / inprocPingPong,
-        unit: "round trips/s", baseline: "TCP transport", baselineValue: 1 / spindlePingPong, higherIsBetter: true))
+        suite: "transport", benchmark: "in-process ping-pong 64 B", value: 1 / secs,
+        unit: "round trips/s", higherIsBetter: true))
 }
 
-/// Runs the baseline and Spindle alternately for `rounds` rounds after one warm-up each;
+private let pumpMessage = Envelope(protocolTag: .application, kind: 2, flags: [.oneWay],
+                                   payload: [UInt8](repeating: 0x5A, count: payloadSize))
+
+/// Sends `n` one-way envelopes from this task (calling `backpressure` every 1024) and returns
+/// once the receiver has counted them all.
+private func pump(_ n: Int, _ counter: ArrivalCounter,
+                  send: (Envelope) throws -> Void, backpressure: () async throws -> Void) async throws {
+    counter.arm(n)
+    var i = 0
+    while i < n {
+        try send(pumpMessage)
+        i += 1
+        if i & 1023 == 0 { try await backpressure() }
+    }
+    await counter.wait()
+}
+
+/// Runs the baseline and Spindle alternately for `rounds` rounds after one short warm-up each;
 /// returns the median seconds per iteration of each.
 private func interleaved(iterations: Int,
-                         baseline: (Int) throws -> Void,
+                         baseline: (Int) async throws -> Void,
                          spindle: (Int) async throws -> Void) async throws -> (baseline: Double, spindle: Double) {
-    try baseline(max(1, iterations / 10))
+    try await baseline(max(1, iterations / 10))
     try await spindle(max(1, iterations / 10))
     var b: [Double] = [], s: [Double] = []
     let clock = SystemClock()
     for _ in 0..<rounds {
         var t0 = clock.now()
-        try baseline(iterations)
+        try await baseline(iterations)
         b.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
         t0 = clock.now()
         try await spindle(iterations)
@@ -101,19 +154,41 @@ private func interleaved(iterations: Int,
     return (b[b.count / 2], s[s.count / 2])
 }
 
-/// A C baseline's result in nanoseconds, or an error for its negative libuv status.
-private struct CBaselineError: Error, CustomStringConvertible {
-    var what: String
-    var status: Int64
-    var description: String { "\(what) failed with libuv status \(status)" }
+/// A benchmark that could not run; the text says why.
+private struct BenchFailure: Error, CustomStringConvertible {
+    var text: String
+    var description: String { text }
 }
 
+/// Checks a C baseline's result (nanoseconds, or a negative libuv status).
 private func checkC(_ ns: Int64, _ what: String) throws {
-    guard ns >= 0 else { throw CBaselineError(what: what, status: ns) }
+    guard ns >= 0 else { throw BenchFailure(text: "\(what) failed with libuv status \(ns)") }
     blackHole(ns)
 }
 
-/// Counts envelopes arriving at the server side and wakes a waiter when a target is reached.
+/// Two TCP transports on two loops, like the C baseline's two threads.
+private final class TCPBenchPair: Sendable {
+    let serverLoop: EventLoop
+    let clientLoop: EventLoop
+    let server: TCPTransport
+    let client: TCPTransport
+
+    init() throws {
+        serverLoop = try EventLoop(name: "bench-server")
+        clientLoop = try EventLoop(name: "bench-client")
+        server = TCPTransport(loop: serverLoop)
+        client = TCPTransport(loop: clientLoop)
+    }
+
+    func shutdown() async {
+        await client.shutdown()
+        await server.shutdown()
+        await clientLoop.shutdown()
+        await serverLoop.shutdown()
+    }
+}
+
+/// Counts envelopes arriving at a receiver and wakes a waiter when a target is reached.
 private final class ArrivalCounter: Sendable {
     private let remaining = Atomic<Int>(0)
     private struct Waiter {
@@ -151,82 +226,41 @@ private final class ArrivalCounter: Sendable {
     }
 }
 
-/// Two transports on two loops (like the C baseline's two threads): the server echoes or
-/// counts, depending on the benchmark; `body` gets the client connection and the server's counter.
-private func withTCPPair<R: Sendable>(_ body: (any TransportConnection, ArrivalCounter) async throws -> R) async throws -> R {
-    let serverLoop = try EventLoop(name: "bench-server")
-    let clientLoop = try EventLoop(name: "bench-client")
-    let server = TCPTransport(loop: serverLoop)
-    let client = TCPTransport(loop: clientLoop)
-    let counter = ArrivalCounter()
-    let listener = try await server.listen(on: .tcp(host: "127.0.0.1", port: 0)) { conn in
-        conn.start(ConnectionHandler(
-            onEnvelope: { e in
-                if e.flags.contains(.oneWay) { counter.arrived() } else { try? conn.send(e) }
-            },
-            onClose: { _ in }))
-    }
-    let result: R
-    do {
-        let conn = try await client.connect(to: listener.address)
-        result = try await body(conn, counter)
-    } catch {
-        await client.shutdown(); await server.shutdown()
-        await clientLoop.shutdown(); await serverLoop.shutdown()
-        throw error
-    }
-    await client.shutdown(); await server.shutdown()
-    await clientLoop.shutdown(); await serverLoop.shutdown()
-    return result
-}
-
-/// Sends `n` one-way envelopes from this task (waiting for writability every 1024) and
-/// returns once the server has received them all.
-private func pump(_ conn: any TransportConnection, _ counter: ArrivalCounter, _ n: Int) async throws {
-    let message = Envelope(protocolTag: .application, kind: 2, flags: [.oneWay],
-                           payload: [UInt8](repeating: 0x5A, count: payloadSize))
-    counter.arm(n)
-    var i = 0
-    while i < n {
-        try conn.send(message)
-        i += 1
-        if i & 1023 == 0 { try await conn.waitUntilWritable() }
-    }
-    await counter.wait()
-}
-
-/// Drives ping-pong from the client's handler: each reply sends the next ping on the loop.
+/// Drives ping-pong from the client's receive handler: each reply sends the next ping from
+/// the thread that delivered it (the loop thread for TCP), with no hop.
 private final class PingPong: Sendable {
     private struct State {
         var remaining = 0
-        var waiter: CheckedContinuation<Result<Void, TransportError>, Never>?
+        var waiter: CheckedContinuation<Result<Void, any Error>, Never>?
+        var send: (@Sendable (Envelope) throws -> Void)?
     }
-    private let conn: any TransportConnection
     private let ping = Envelope(protocolTag: .application, kind: 1,
                                 payload: [UInt8](repeating: 0xA5, count: payloadSize))
     private let state = Mutex(State())
 
-    init(_ conn: any TransportConnection) {
-        self.conn = conn
-        conn.start(ConnectionHandler(
-            onEnvelope: { [weak self] _ in self?.pong() },
-            onClose: { [weak self] reason in self?.finish(.failure(.closed(reason))) }))
+    /// Sets how pings are sent (once, before `run`).
+    func setSender(_ send: @escaping @Sendable (Envelope) throws -> Void) {
+        state.withLock { $0.send = send }
     }
 
-    private func pong() {
-        let done = state.withLock { s -> Bool in
+    /// A reply arrived: send the next ping, or wake `run` after the last.
+    func pong() {
+        let (done, send) = state.withLock { s -> (Bool, (@Sendable (Envelope) throws -> Void)?) in
             s.remaining -= 1
-            return s.remaining == 0
+            return (s.remaining == 0, s.send)
         }
         if done {
             finish(.success(()))
-        } else {
-            do throws(TransportError) { try conn.send(ping) } catch { finish(.failure(error)) }
+        } else if let send {
+            do { try send(ping) } catch { finish(.failure(error)) }
         }
     }
 
-    private func finish(_ result: Result<Void, TransportError>) {
-        let waiter = state.withLock { s -> CheckedContinuation<Result<Void, TransportError>, Never>? in
+    /// The connection failed: wake `run` with the error.
+    func fail(_ error: any Error) { finish(.failure(error)) }
+
+    private func finish(_ result: Result<Void, any Error>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<Void, any Error>, Never>? in
             defer { s.waiter = nil }
             return s.waiter
         }
@@ -235,12 +269,14 @@ private final class PingPong: Sendable {
 
     /// Runs `n` round trips and returns when the last reply has arrived.
     func run(_ n: Int) async throws {
-        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Void, TransportError>, Never>) in
-            state.withLock { s in
+        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Void, any Error>, Never>) in
+            let send = state.withLock { s -> (@Sendable (Envelope) throws -> Void)? in
                 s.remaining = n
                 s.waiter = c
+                return s.send
             }
-            do throws(TransportError) { try conn.send(ping) } catch { finish(.failure(error)) }
+            guard let send else { return finish(.failure(BenchFailure(text: "ping-pong has no sender"))) }
+            do { try send(ping) } catch { finish(.failure(error)) }
         }
         try result.get()
     }

@@ -3,6 +3,13 @@ import SpindleEventLoop
 import SpindleKernel
 import Synchronization
 
+/// How a connection's handshake ended.
+enum HandshakeOutcome: Sendable {
+    case established
+    /// The connection is closing with this reason.
+    case failed(CloseReason)
+}
+
 /// One SpindleTCP connection: a `StreamChannel` running the handshake, then frames.
 ///
 /// ```
@@ -15,8 +22,8 @@ import Synchronization
 /// next loop turn for sends from other threads. So a burst of sends costs one `uv_write`.
 final class TCPConnection: TransportConnection, @unchecked Sendable {
     // @unchecked Sendable: the `var`s below the "loop-confined" mark are read and written only
-    // on `loop`'s thread (every entry point hops there or asserts it); cross-thread state lives
-    // in the `shared` Mutex.
+    // on `loop`'s thread (channel callbacks run there; public entry points hop there with
+    // `execute` unless already on it); cross-thread state lives in the `shared` Mutex.
 
     let loop: EventLoop
     let channel: StreamChannel
@@ -38,8 +45,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     // MARK: loop-confined
     private var handshake: TCPHandshake?
+    /// `handshake != nil`, as a flag: testing the optional would copy the struct per read.
+    private var handshaking = false
     private var handshakeTimer: LoopTimer?
-    private var onHandshakeDone: ((Result<Void, TCPHandshakeError>) -> Void)?
+    private var onHandshakeDone: ((HandshakeOutcome) -> Void)?
+    private var role: TCPHandshake.Role = .initiator
     private var decoder: FrameDecoder
     private var handler: ConnectionHandler?
     private var started = false
@@ -101,6 +111,10 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
     }
 
+    /// Bytes accepted by `send` and not yet taken by the socket (outbound buffer plus the
+    /// stream's write queue).
+    var queuedByteCount: Int { shared.withLock { $0.bytes.count } + channel.queuedByteCount }
+
     /// The recorded close reason, if closing has begun.
     private var recordedCloseReason: CloseReason? { shared.withLock { $0.closeReason } }
 
@@ -126,7 +140,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         if loop.inEventLoop {
             install(handler)
         } else {
-            loop.execute { [self] in install(handler) }
+            let queued = loop.tryExecute { [self] in install(handler) }
+            if !queued {
+                // The loop has shut down (closing the channel): nothing more will arrive.
+                handler.onClose(recordedCloseReason ?? .transportShutdown)
+            }
         }
     }
 
@@ -140,7 +158,9 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// `finished` runs on the loop once the channel has closed. Call on the loop thread.
     func begin(role: TCPHandshake.Role,
                finished: @escaping @Sendable (TCPConnection) -> Void,
-               done: @escaping (Result<Void, TCPHandshakeError>) -> Void) {
+               done: @escaping (HandshakeOutcome) -> Void) {
+        assert(loop.inEventLoop, "TCPConnection.begin must run on its loop")
+        self.role = role
         onFinished = finished
         onHandshakeDone = done
         let now = configuration.clock.now()
@@ -148,6 +168,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                               now: now, timeout: configuration.handshakeTimeout)
         let first = hs.start()
         handshake = hs
+        handshaking = true
         channel.start(
             onRead: { [self] bytes in handleRead(bytes) },
             onClose: { [self] error in handleChannelClosed(error) })
@@ -156,13 +177,15 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     /// Closes with `reason` unless a reason is already recorded. Any thread.
-    func close(reason: CloseReason) {
-        let first = shared.withLock { s -> Bool in
-            guard s.closeReason == nil else { return false }
+    /// - Returns: the reason the connection closes with (the first one recorded).
+    @discardableResult
+    func close(reason: CloseReason) -> CloseReason {
+        let (first, effective) = shared.withLock { s -> (Bool, CloseReason) in
+            if let earlier = s.closeReason { return (false, earlier) }
             s.closeReason = reason
-            return true
+            return (true, reason)
         }
-        guard first else { return }
+        guard first else { return effective }
         if loop.inEventLoop {
             closeStarted = true
             flushOutbound()
@@ -174,14 +197,16 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 channel.close()
             }
         }
+        return effective
     }
 
     /// Returns once the channel has closed and `onClose` has been decided.
     func waitUntilClosed() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            loop.execute { [self] in
+            let queued = loop.tryExecute { [self] in
                 if finalReason != nil { c.resume() } else { closeWaiters.append(c) }
             }
+            if !queued { c.resume() }   // the loop has shut down, which closed the channel
         }
     }
 
@@ -204,7 +229,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
         guard finalReason == nil, !closeStarted else { return }
-        if handshake != nil {
+        if handshaking {
             guard var hs = handshake else { return }
             let actions = hs.receive(bytes)
             handshake = hs
@@ -254,31 +279,43 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 channel.write(bytes)
             case .established(let authenticated, let leftover):
                 handshake = nil
+                handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
                 logger.debug("handshake complete", metadata: ["authenticated": "\(authenticated)"])
                 let done = onHandshakeDone
                 onHandshakeDone = nil
-                done?(.success(()))
+                done?(.established)
                 if !leftover.isEmpty {
                     decoder.feed(leftover)
                     drainDecoder()
                 }
             case .fail(let error):
                 handshake = nil
+                handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
-                let text = "\(remoteAddress): \(error)"
-                let reason: CloseReason = error.isAuthenticationFailure
-                    ? .authenticationFailed(text) : .protocolViolation(text)
-                logger.warning("handshake failed; disconnecting", metadata: ["error": "\(text)"])
-                close(reason: reason)
-                configuration.onHandshakeFailure?(remoteAddress, reason)
+                let reason = Self.closeReason(for: error, role: role, peer: remoteAddress)
+                let effective = close(reason: reason)
+                if effective == reason {
+                    logger.warning("handshake failed; disconnecting", metadata: ["error": "\(reason)"])
+                    configuration.onHandshakeFailure?(remoteAddress, reason)
+                }
                 let done = onHandshakeDone
                 onHandshakeDone = nil
-                done?(.failure(error))
+                done?(.failed(effective))
             }
         }
+    }
+
+    /// The reason a connection closes for a failed handshake. Key mismatches read, on the
+    /// connecting side, as the peer refusing authentication.
+    static func closeReason(for error: TCPHandshakeError, role: TCPHandshake.Role, peer: Address) -> CloseReason {
+        if error.isKeyMismatch && role == .initiator {
+            return .authenticationFailed("\(peer) refused authentication: \(error)")
+        }
+        let text = "\(peer): \(error)"
+        return error.isAuthenticationFailure ? .authenticationFailed(text) : .protocolViolation(text)
     }
 
     private func armHandshakeTimer(after delay: Duration) {
@@ -317,7 +354,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private func handleChannelClosed(_ error: EventLoopError?) {
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        if var hs = handshake {
+        if handshaking, var hs = handshake {
             // Closed mid-handshake: the handshake decides the reason (and tells `connect`).
             let actions = hs.peerClosed()
             handshake = hs

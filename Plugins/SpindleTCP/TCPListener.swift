@@ -26,15 +26,25 @@ final class TCPListener: TransportListener {
 
     /// Closes and returns once the listening handle has been freed.
     func closeAndWait() async {
-        let loop = stream.loop
+        close()
+        await stream.loop.completedTurns(2)
+    }
+}
+
+extension EventLoop {
+    /// Returns after the loop has finished `turns` more iterations: every handle closed before
+    /// the call has run its close callback (and, with 2, handles those callbacks closed too).
+    /// Returns at once if the loop has shut down (which closes every handle).
+    func completedTurns(_ turns: Int) async {
+        guard turns > 0 else { return }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let queued = loop.tryExecute {
-                self.close()   // on the loop: uv_close is called now
-                // A zero timer fires in the next loop iteration, after this iteration's close
-                // callbacks have run.
-                loop.scheduleTimer(after: .zero) { c.resume() }
+            // Work queued from inside a drain runs in the next iteration, after this one's
+            // close callbacks, so each nested hop is one full loop turn.
+            @Sendable func hop(_ left: Int) {
+                if left == 0 { c.resume(); return }
+                if !self.tryExecute({ hop(left - 1) }) { c.resume() }
             }
-            if !queued { c.resume() }   // the loop has shut down, closing every handle
+            hop(turns)
         }
     }
 }

@@ -20,9 +20,12 @@ import Synchronization
 /// ```
 public final class TCPTransport: Transport {
     public let configuration: Configuration
-    private let group: EventLoopGroup?
-    private let singleLoop: EventLoop?
-    private let ownsGroup: Bool
+    /// Where connections run.
+    private enum Loops: Sendable {
+        case one(EventLoop)
+        case group(EventLoopGroup, owned: Bool)
+    }
+    private let loops: Loops
     private let logger: Logger
 
     private struct Registry {
@@ -35,18 +38,14 @@ public final class TCPTransport: Transport {
     /// Runs connections on the loops of `group` (round robin); the caller owns the group.
     public init(group: EventLoopGroup, configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        self.group = group
-        self.singleLoop = nil
-        self.ownsGroup = false
+        self.loops = .group(group, owned: false)
         self.logger = configuration.logger
     }
 
     /// Runs every connection on `loop`; the caller owns the loop.
     public init(loop: EventLoop, configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        self.group = nil
-        self.singleLoop = loop
-        self.ownsGroup = false
+        self.loops = .one(loop)
         self.logger = configuration.logger
     }
 
@@ -54,15 +53,15 @@ public final class TCPTransport: Transport {
     /// - Throws: `EventLoopError` when a loop cannot be started.
     public init(loopCount: Int, configuration: Configuration = Configuration()) throws(EventLoopError) {
         self.configuration = configuration
-        self.group = try EventLoopGroup(loopCount: max(1, loopCount), namePrefix: "spindle-tcp")
-        self.singleLoop = nil
-        self.ownsGroup = true
+        self.loops = .group(try EventLoopGroup(loopCount: max(1, loopCount), namePrefix: "spindle-tcp"), owned: true)
         self.logger = configuration.logger
     }
 
     private func nextLoop() -> EventLoop {
-        if let singleLoop { return singleLoop }
-        return group!.next()
+        switch loops {
+        case .one(let loop): return loop
+        case .group(let group, _): return group.next()
+        }
     }
 
     private static func checkScheme(_ address: Address) -> Bool {
@@ -121,23 +120,20 @@ public final class TCPTransport: Transport {
             channel.close()
             throw .closed(.transportShutdown)
         }
-        let outcome: Result<Void, TCPHandshakeError> = await withCheckedContinuation { c in
-            loop.execute { [self] in
-                connection.begin(role: .initiator, finished: { [weak self] in self?.unregister($0) }) { result in
-                    c.resume(returning: result)
+        let outcome: HandshakeOutcome = await withCheckedContinuation { c in
+            let queued = loop.tryExecute { [self] in
+                connection.begin(role: .initiator, finished: { [weak self] in self?.unregister($0) }) { outcome in
+                    c.resume(returning: outcome)
                 }
+            }
+            if !queued {
+                unregister(connection)
+                c.resume(returning: .failed(.transportShutdown))
             }
         }
         switch outcome {
-        case .success:
-            return connection
-        case .failure(let error):
-            if error.isKeyMismatch {
-                throw .closed(.authenticationFailed("\(address) refused authentication: \(error)"))
-            } else if error.isAuthenticationFailure {
-                throw .closed(.authenticationFailed("\(address): authentication did not complete: \(error)"))
-            }
-            throw .closed(.protocolViolation("\(address): \(error)"))
+        case .established: return connection
+        case .failed(let reason): throw .closed(reason)
         }
     }
 
@@ -152,7 +148,9 @@ public final class TCPTransport: Transport {
         for l in listeners { await l.closeAndWait() }
         for c in connections { c.close(reason: .transportShutdown) }
         for c in connections { await c.waitUntilClosed() }
-        if ownsGroup, let group { await group.shutdown() }
+        // Timers a closing connection cancels from its close callback close one turn later.
+        for loop in loopsInUse(connections) { await loop.completedTurns(2) }
+        if case .group(let group, owned: true) = loops { await group.shutdown() }
     }
 
     // MARK: internals
@@ -173,9 +171,15 @@ public final class TCPTransport: Transport {
             channel.close()
             return
         }
-        connection.begin(role: .acceptor, finished: { [weak self] in self?.unregister($0) }) { result in
-            if case .success = result { accept(connection) }
+        connection.begin(role: .acceptor, finished: { [weak self] in self?.unregister($0) }) { outcome in
+            if case .established = outcome { accept(connection) }
         }
+    }
+
+    private func loopsInUse(_ connections: [TCPConnection]) -> [EventLoop] {
+        var seen: [ObjectIdentifier: EventLoop] = [:]
+        for c in connections { seen[ObjectIdentifier(c.loop)] = c.loop }
+        return Array(seen.values)
     }
 
     private func register(_ c: TCPConnection) -> Bool {

@@ -5,4 +5,5 @@ let allSuites: [BenchSuite] = [
     transportSuite,
     taskletsSuite,
     eventLoopSuite,
+    meshSuite,
 ]

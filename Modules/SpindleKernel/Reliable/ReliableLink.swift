@@ -85,11 +85,14 @@ public final class ReliableLink: Sendable {
     // Hot-path copies of configuration fields (reading through the struct would copy it).
     private let clock: any SpindleClock
     private let maximumFrameSize: Int
+    /// The clock's time at the last tick or control event. Sends and data arrivals are
+    /// timestamped with it instead of reading the clock per message, so delivery timeouts and
+    /// ack delays are accurate to one `tickInterval`.
+    private let coarseNow: Atomic<UInt64>
     private let transport: any Transport
     private let state: Mutex<State>
-    /// Set once (at creation, or by the listener before the first connection is attached);
-    /// read by the flusher only when it has something to hand to the application.
-    private let handlerSlot: Mutex<Handler?>
+    /// The application's handler, read by the flusher when it has something to hand over.
+    private let handlerSlot: HandlerSlot
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -100,8 +103,9 @@ public final class ReliableLink: Sendable {
         self.configuration = configuration
         self.clock = configuration.clock
         self.maximumFrameSize = configuration.maximumFrameSize
+        self.coarseNow = Atomic(configuration.clock.now().nanoseconds)
         state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
-        handlerSlot = Mutex(handler)
+        handlerSlot = HandlerSlot(handler)
     }
 
     /// Opens the initiating end of a new session to the `ReliableListener` at `address`.
@@ -129,7 +133,7 @@ public final class ReliableLink: Sendable {
         if size > maximumFrameSize {
             throw .tooLarge(size: size, limit: maximumFrameSize)
         }
-        let now = clock.now()
+        let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         let (error, claimed): (ReliableLinkError?, Claimed?) = state.withLock { s in
             if let e = s.core.send(message, now: now, into: &s.work) { return (e, nil) }
             return (nil, Self.enqueue(&s))
@@ -210,7 +214,13 @@ public final class ReliableLink: Sendable {
     /// Feeds one event to the core (ignored when it comes from a replaced connection) and
     /// performs the resulting actions.
     func run(_ event: ReliableLinkCore.Event, epoch: UInt64?) {
-        let now = clock.now()
+        let now: MonotonicInstant
+        if case .received(let e) = event, e.protocolTag != .reliable {
+            now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
+        } else {
+            now = clock.now()
+            coarseNow.max(now.nanoseconds, ordering: .relaxed)
+        }
         let claimed = state.withLock { s -> Claimed? in
             if let epoch, epoch != s.epoch { return nil }
             if case .disconnected = event { Self.setConnection(nil, &s) }
@@ -220,7 +230,8 @@ public final class ReliableLink: Sendable {
         if let claimed { flush(claimed) }
     }
 
-    func setHandler(_ handler: Handler) { handlerSlot.withLock { $0 = handler } }
+    /// Sets the handler of an accepted link; called once, before its first connection is attached.
+    func setHandler(_ handler: Handler) { handlerSlot.handler = handler }
 
     /// Work taken by the flusher, with the connection to perform it with.
     private struct Claimed: Sendable {
@@ -265,10 +276,10 @@ public final class ReliableLink: Sendable {
                     // A failed send means the connection is closing; its onClose reports it.
                     try? connection?.send(e)
                 case .deliver(let e):
-                    if handler == nil { handler = handlerSlot.withLock { $0 } }
+                    if handler == nil { handler = handlerSlot.handler }
                     handler?.onDeliver(e)
                 case .undeliverable(let es, let why):
-                    if handler == nil { handler = handlerSlot.withLock { $0 } }
+                    if handler == nil { handler = handlerSlot.handler }
                     handler?.onUndeliverable(es, why)
                 case .closeConnection:
                     connection?.close()
@@ -328,4 +339,14 @@ public final class ReliableLink: Sendable {
             }
         }
     }
+}
+
+/// Holds a link's handler without a lock per read.
+private final class HandlerSlot: @unchecked Sendable {
+    // @unchecked: `handler` is written once — in the link's init, or by the listener before
+    // it attaches the link's first connection — and only read by flushers. Every flusher
+    // starts after taking the link's state lock, which `attach` took after the write, so each
+    // read happens after the write and no write races a read.
+    var handler: ReliableLink.Handler?
+    init(_ handler: ReliableLink.Handler?) { self.handler = handler }
 }

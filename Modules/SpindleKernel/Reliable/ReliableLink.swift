@@ -134,12 +134,14 @@ public final class ReliableLink: Sendable {
             throw .tooLarge(size: size, limit: maximumFrameSize)
         }
         let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
-        let (error, claimed): (ReliableLinkError?, Claimed?) = state.withLock { s in
-            if let e = s.core.send(message, now: now, into: &s.work) { return (e, nil) }
-            return (nil, Self.enqueue(&s))
+        var error: ReliableLinkError? = nil
+        var claimed: Claimed? = state.withLock { s in
+            if let e = s.core.send(message, now: now, into: &s.work) { error = e; return nil }
+            return Self.enqueue(&s)
         }
         if let error { throw error }
-        if let claimed { flush(claimed) }
+        // `take()` leaves no second reference behind, so the batch stays unique (no copy).
+        if let c = claimed.take() { flush(c) }
     }
 
     /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
@@ -221,13 +223,13 @@ public final class ReliableLink: Sendable {
             now = clock.now()
             coarseNow.max(now.nanoseconds, ordering: .relaxed)
         }
-        let claimed = state.withLock { s -> Claimed? in
+        var claimed = state.withLock { s -> Claimed? in
             if let epoch, epoch != s.epoch { return nil }
             if case .disconnected = event { Self.setConnection(nil, &s) }
             s.core.handle(event, now: now, into: &s.work)
             return Self.enqueue(&s)
         }
-        if let claimed { flush(claimed) }
+        if let c = claimed.take() { flush(c) }
     }
 
     /// Sets the handler of an accepted link; called once, before its first connection is attached.
@@ -263,10 +265,14 @@ public final class ReliableLink: Sendable {
     }
 
     /// Performs work in order until none is left. Only one flusher runs at a time.
-    private func flush(_ first: Claimed) {
-        var batch = first.batch
+    private func flush(_ first: consuming Claimed) {
+        // Take the claim apart by moving: `batch` must stay uniquely referenced, or every
+        // reverse/removeAll below would copy it.
+        var claimed = consume first
+        var batch: [ReliableLinkCore.Action] = []
+        swap(&batch, &claimed.batch)
         var handler: Handler? = nil
-        var connection = first.connection
+        var connection = claimed.connection
         while true {
             // Move actions out one by one (reverse + popLast moves without copying).
             batch.reverse()

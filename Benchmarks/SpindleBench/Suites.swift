@@ -2,4 +2,6 @@
 /// (`<Name>Suite.swift`) and adds one line here.
 let allSuites: [BenchSuite] = [
     kernelSuite,
+    transportSuite,
+    taskletsSuite,
 ]

@@ -37,15 +37,21 @@ public final class ReliableLink: Sendable {
         public var automaticTicks: Bool
         /// Largest frame the transport carries; larger messages are refused by `send`.
         public var maximumFrameSize: Int
+        /// (Accepting side) a session with no connection and nothing unacknowledged for this
+        /// long is forgotten: its link is closed and removed from the listener. If its
+        /// initiator comes back later, `accept` is called again for a fresh link.
+        public var idleSessionTimeout: Duration
 
         public init(core: ReliableLinkCore.Configuration = .init(), clock: any SpindleClock = SystemClock(),
                     tickInterval: Duration = .milliseconds(5), automaticTicks: Bool = true,
-                    maximumFrameSize: Int = FrameLayout.defaultMaxFrameSize) {
+                    maximumFrameSize: Int = FrameLayout.defaultMaxFrameSize,
+                    idleSessionTimeout: Duration = .seconds(120)) {
             self.core = core
             self.clock = clock
             self.tickInterval = tickInterval
             self.automaticTicks = automaticTicks
             self.maximumFrameSize = maximumFrameSize
+            self.idleSessionTimeout = idleSessionTimeout
         }
     }
 
@@ -145,7 +151,25 @@ public final class ReliableLink: Sendable {
     }
 
     /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
-    public func tick() { run(.tick, epoch: nil) }
+    public func tick() {
+        run(.tick, epoch: nil)
+        guard role == .acceptor else { return }
+        let now = clock.now()
+        let idle = state.withLock { $0.core.isIdle(now: now, for: configuration.idleSessionTimeout) }
+        if idle, let expire = onIdle.withLock({ c -> (@Sendable (ReliableLink) -> Void)? in
+            let e = c
+            c = nil
+            return e
+        }) {
+            expire(self)
+        }
+    }
+
+    /// True once the link is closed.
+    public var isClosed: Bool { state.withLock { $0.core.phase == .closed } }
+
+    /// Called (once) by `tick` when an accepted session has been idle too long.
+    let onIdle = Mutex<(@Sendable (ReliableLink) -> Void)?>(nil)
 
     /// Messages waiting for acknowledgement.
     public var queuedCount: Int { state.withLock { $0.core.queuedCount } }
@@ -326,7 +350,7 @@ public final class ReliableLink: Sendable {
         guard configuration.automaticTicks else { return }
         let interval = configuration.tickInterval
         spawn { link in
-            while !Task.isCancelled {
+            while !Task.isCancelled && !link.isClosed {
                 link.tick()
                 try? await Task.sleep(for: interval)
             }

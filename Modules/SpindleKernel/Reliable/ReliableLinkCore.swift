@@ -116,6 +116,8 @@ public struct ReliableLinkCore: Sendable {
     private var firstUnacknowledgedAt: MonotonicInstant?
     private var lastProgressAt: MonotonicInstant = .zero
     private var attempt = 0
+    /// When the connection was lost (nil while connected or before the first connection).
+    public private(set) var disconnectedAt: MonotonicInstant?
     /// The last connection failure seen (nil until one happens).
     public private(set) var lastError: String?
     private var rng: SplitMix64
@@ -138,6 +140,13 @@ public struct ReliableLinkCore: Sendable {
 
     /// Messages waiting for acknowledgement.
     public var queuedCount: Int { outbox.count }
+
+    /// True when the link has had no connection for at least `idle` and holds nothing
+    /// unacknowledged: an acceptor may then forget the session.
+    public func isIdle(now: MonotonicInstant, for idle: Duration) -> Bool {
+        guard case .disconnected = phase, outbox.isEmpty, let since = disconnectedAt else { return false }
+        return now - since >= idle
+    }
     /// The highest sequence delivered in order.
     public var deliveredUpTo: UInt64 { expected - 1 }
 
@@ -231,6 +240,7 @@ public struct ReliableLinkCore: Sendable {
                     kind: ReliableWire.helloAck, session: session, receivedUpTo: expected - 1, lowestHeld: lowestHeld)))
             }
             phase = .established
+            disconnectedAt = nil
             attempt = 0
             unacknowledged = 0
             firstUnacknowledgedAt = nil
@@ -283,6 +293,7 @@ public struct ReliableLinkCore: Sendable {
     private mutating func lost(_ why: String, now: MonotonicInstant) {
         guard phase != .closed else { return }
         lastError = why
+        if disconnectedAt == nil { disconnectedAt = now }
         unacknowledged = 0
         firstUnacknowledgedAt = nil
         transmittedUpTo = 0

@@ -105,6 +105,14 @@ public final class ReliableListener: Sendable {
             }))
     }
 
+    /// Forgets an idle session: closes its link and removes it (if it is still the current one).
+    private func expire(_ link: ReliableLink) {
+        state.withLock { s in
+            if s.links[link.session] === link { s.links[link.session] = nil }
+        }
+        link.close()
+    }
+
     private func link(creating session: SessionID) -> ReliableLink? {
         let existing: (ReliableLink?, Bool) = state.withLock { s in (s.links[session], s.closed) }
         if existing.1 { return nil }
@@ -119,6 +127,7 @@ public final class ReliableListener: Sendable {
             let link = ReliableLink(role: .acceptor, session: session, transport: transport, remote: nil,
                                     configuration: configuration, handler: nil)
             link.setHandler(accept(link))
+            link.onIdle.withLock { $0 = { [weak self] l in self?.expire(l) } }
             let published = state.withLock { s in
                 if s.closed { return false }
                 s.links[session] = link

@@ -81,6 +81,8 @@ public final class ReliableLink: Sendable {
         var tasks: [UInt64: Task<Void, Never>] = [:]
         var nextTask: UInt64 = 0
         var shutDown = false
+        /// Numbers connect attempts so a late result of an abandoned one is discarded.
+        var connectAttempt: UInt64 = 0
     }
 
     public let session: SessionID
@@ -213,9 +215,10 @@ public final class ReliableLink: Sendable {
 
     /// Makes `connection` the link's connection and (for the acceptor) feeds it the `hello`
     /// that arrived on it. Returns the epoch to pass with later events from it.
-    func attach(_ connection: any TransportConnection) -> UInt64? {
+    func attach(_ connection: any TransportConnection, attempt: UInt64? = nil) -> UInt64? {
         let (old, epoch): ((any TransportConnection)?, UInt64?) = state.withLock { s in
             if s.core.phase == .closed || s.shutDown { return (nil, nil) }
+            if let attempt, attempt != s.connectAttempt || s.core.phase != .connecting { return (nil, nil) }
             let o = s.connection
             Self.setConnection(connection, &s)
             return (o, s.epoch)
@@ -334,16 +337,26 @@ public final class ReliableLink: Sendable {
 
     private func startConnecting() {
         guard let address = remoteAddress else { return }
+        let attempt: UInt64 = state.withLock { s in
+            s.connectAttempt &+= 1
+            return s.connectAttempt
+        }
         spawn { link in
             do {
                 let c = try await link.transport.connect(to: address)
-                guard let epoch = link.attach(c) else { return }
+                // attach closes `c` when the attempt was abandoned (timed out) or the link closed.
+                guard let epoch = link.attach(c, attempt: attempt) else { return }
                 c.start(link.connectionHandler(epoch: epoch))
                 link.run(.connected, epoch: epoch)
             } catch {
-                link.run(.connectFailed("\(error)"), epoch: nil)
+                if link.isCurrent(attempt) { link.run(.connectFailed("\(error)"), epoch: nil) }
             }
         }
+    }
+
+    /// True while `attempt` is the connect the core is waiting for.
+    private func isCurrent(_ attempt: UInt64) -> Bool {
+        state.withLock { $0.connectAttempt == attempt && $0.core.phase == .connecting }
     }
 
     func startTicking() {

@@ -213,8 +213,9 @@ public final class ReliableLink: Sendable {
 
     // MARK: Connection handling
 
-    /// Makes `connection` the link's connection and (for the acceptor) feeds it the `hello`
-    /// that arrived on it. Returns the epoch to pass with later events from it.
+    /// Makes `connection` the link's connection (closing the one it replaces) and returns the
+    /// epoch to pass with events from it; nil, with `connection` closed, when the link is
+    /// closed or `attempt` is no longer the connect the core waits for.
     func attach(_ connection: any TransportConnection, attempt: UInt64? = nil) -> UInt64? {
         let (old, epoch): ((any TransportConnection)?, UInt64?) = state.withLock { s in
             if s.core.phase == .closed || s.shutDown { return (nil, nil) }

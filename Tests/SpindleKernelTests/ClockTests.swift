@@ -78,6 +78,19 @@ import SpindleKernel
         #expect(hlc.tick() > r)
     }
 
+    @Test func driftBoundRefusesStampsFromTheFarFuture() throws {
+        let wall = ManualClock(wall: 1_000_000)
+        let hlc = HybridLogicalClock(clock: wall)
+        let before = hlc.tick()
+        let far = HLCTimestamp(physical: 1_000_000 + 5_000_000_001, logical: 0)
+        #expect(throws: HLCDriftError(remote: far, localWall: 1_000_000, maximumDrift: .seconds(5))) {
+            try hlc.receive(far, maximumDrift: .seconds(5))
+        }
+        #expect(hlc.current == before)                  // unchanged
+        let near = HLCTimestamp(physical: 1_000_000 + 5_000_000_000, logical: 3)
+        #expect(try hlc.receive(near, maximumDrift: .seconds(5)) == HLCTimestamp(physical: near.physical, logical: 4))
+    }
+
     /// Three nodes whose wall clocks disagree by seconds and step backwards at random exchange
     /// messages; every receive is stamped after its send, and each node's stamps only grow.
     @Test func causalOrderUnderSkewedClocks() {

@@ -264,4 +264,28 @@ private struct Simulation {
         var actions: [ReliableLinkCore.Action] = []
         #expect(sim.a.send(envelope(4), now: sim.now, into: &actions) == .queueFull(limit: 3))
     }
+
+    @Test func hungConnectAndUnansweredHandshakeAreRetried() {
+        var sim = Simulation(configuration: .init(initialBackoff: .milliseconds(10), jitter: 0,
+                                                  connectTimeout: .seconds(2)))
+        sim.tick()
+        #expect(sim.connectRequested)
+        sim.connectRequested = false                    // the connect never completes
+        sim.clock.advance(by: .seconds(2))
+        sim.tick()
+        #expect(sim.a.lastError == "connect timed out after 2.0 seconds")
+        // A late failure of the abandoned attempt changes nothing.
+        sim.applyA(sim.a.handle(.connectFailed("late"), now: sim.now))
+        #expect(sim.a.lastError == "connect timed out after 2.0 seconds")
+        sim.clock.advance(by: .milliseconds(10))
+        sim.tick()
+        #expect(sim.connectRequested)                   // retried after the backoff
+        sim.connectRequested = false
+        sim.up = true
+        sim.applyA(sim.a.handle(.connected, now: sim.now))
+        sim.toB.removeAll()                             // the hello vanishes: no answer
+        sim.clock.advance(by: .seconds(2))
+        sim.tick()
+        #expect(sim.closeRequests == ["handshake not answered within 2.0 seconds"])
+    }
 }

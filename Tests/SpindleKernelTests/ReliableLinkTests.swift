@@ -147,4 +147,33 @@ private final class LinkInbox: Sendable {
         #expect(listener.links.isEmpty)
         await t.shutdown()
     }
+
+    @Test func idleAcceptedSessionIsForgotten() async throws {
+        let clock = ManualClock()
+        let t = InProcessTransport()
+        let cfg = ReliableLink.Configuration(clock: clock, automaticTicks: false, idleSessionTimeout: .seconds(120))
+        let serverInbox = LinkInbox()
+        let listener = try await ReliableListener.listen(over: t, on: .inproc(name: "idle"), configuration: cfg) { _ in
+            serverInbox.handler
+        }
+        let client = ReliableLink.connect(over: t, to: .inproc(name: "idle"), configuration: cfg,
+                                          handler: LinkInbox().handler)
+        try client.send(envelope(0, payload: [1]))
+        try await waitUntil("delivery") { serverInbox.delivered.value.count == 1 }
+        let serverLink = try #require(listener.link(for: client.session))
+        clock.advance(by: .milliseconds(5))
+        serverLink.tick()                                    // delayed ack goes out
+        try await waitUntil("ack") { client.queuedCount == 0 }
+        await client.shutdown()                              // the initiator goes away for good
+        try await waitUntil("server side sees the close") { !serverLink.isEstablished }
+        clock.advance(by: .seconds(119))
+        serverLink.tick()
+        #expect(listener.links.count == 1)
+        clock.advance(by: .seconds(1))
+        serverLink.tick()
+        #expect(listener.links.isEmpty)
+        #expect(serverLink.isClosed)
+        await listener.shutdown()
+        await t.shutdown()
+    }
 }

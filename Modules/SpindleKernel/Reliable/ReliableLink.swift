@@ -37,15 +37,21 @@ public final class ReliableLink: Sendable {
         public var automaticTicks: Bool
         /// Largest frame the transport carries; larger messages are refused by `send`.
         public var maximumFrameSize: Int
+        /// (Accepting side) a session with no connection and nothing unacknowledged for this
+        /// long is forgotten: its link is closed and removed from the listener. If its
+        /// initiator comes back later, `accept` is called again for a fresh link.
+        public var idleSessionTimeout: Duration
 
         public init(core: ReliableLinkCore.Configuration = .init(), clock: any SpindleClock = SystemClock(),
                     tickInterval: Duration = .milliseconds(5), automaticTicks: Bool = true,
-                    maximumFrameSize: Int = FrameLayout.defaultMaxFrameSize) {
+                    maximumFrameSize: Int = FrameLayout.defaultMaxFrameSize,
+                    idleSessionTimeout: Duration = .seconds(120)) {
             self.core = core
             self.clock = clock
             self.tickInterval = tickInterval
             self.automaticTicks = automaticTicks
             self.maximumFrameSize = maximumFrameSize
+            self.idleSessionTimeout = idleSessionTimeout
         }
     }
 
@@ -75,6 +81,8 @@ public final class ReliableLink: Sendable {
         var tasks: [UInt64: Task<Void, Never>] = [:]
         var nextTask: UInt64 = 0
         var shutDown = false
+        /// Numbers connect attempts so a late result of an abandoned one is discarded.
+        var connectAttempt: UInt64 = 0
     }
 
     public let session: SessionID
@@ -85,11 +93,14 @@ public final class ReliableLink: Sendable {
     // Hot-path copies of configuration fields (reading through the struct would copy it).
     private let clock: any SpindleClock
     private let maximumFrameSize: Int
+    /// The clock's time at the last tick or control event. Sends and data arrivals are
+    /// timestamped with it instead of reading the clock per message, so delivery timeouts and
+    /// ack delays are accurate to one `tickInterval`.
+    private let coarseNow: Atomic<UInt64>
     private let transport: any Transport
     private let state: Mutex<State>
-    /// Set once (at creation, or by the listener before the first connection is attached);
-    /// read by the flusher only when it has something to hand to the application.
-    private let handlerSlot: Mutex<Handler?>
+    /// The application's handler, read by the flusher when it has something to hand over.
+    private let handlerSlot: HandlerSlot
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -100,8 +111,9 @@ public final class ReliableLink: Sendable {
         self.configuration = configuration
         self.clock = configuration.clock
         self.maximumFrameSize = configuration.maximumFrameSize
+        self.coarseNow = Atomic(configuration.clock.now().nanoseconds)
         state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
-        handlerSlot = Mutex(handler)
+        handlerSlot = HandlerSlot(handler)
     }
 
     /// Opens the initiating end of a new session to the `ReliableListener` at `address`.
@@ -129,17 +141,37 @@ public final class ReliableLink: Sendable {
         if size > maximumFrameSize {
             throw .tooLarge(size: size, limit: maximumFrameSize)
         }
-        let now = clock.now()
-        let (error, claimed): (ReliableLinkError?, Claimed?) = state.withLock { s in
-            if let e = s.core.send(message, now: now, into: &s.work) { return (e, nil) }
-            return (nil, Self.enqueue(&s))
+        let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
+        var error: ReliableLinkError? = nil
+        var claimed: Claimed? = state.withLock { s in
+            if let e = s.core.send(message, now: now, into: &s.work) { error = e; return nil }
+            return Self.enqueue(&s)
         }
         if let error { throw error }
-        if let claimed { flush(claimed) }
+        // `take()` leaves no second reference behind, so the batch stays unique (no copy).
+        if let c = claimed.take() { flush(c) }
     }
 
     /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
-    public func tick() { run(.tick, epoch: nil) }
+    public func tick() {
+        run(.tick, epoch: nil)
+        guard role == .acceptor else { return }
+        let now = clock.now()
+        let idle = state.withLock { $0.core.isIdle(now: now, for: configuration.idleSessionTimeout) }
+        if idle, let expire = onIdle.withLock({ c -> (@Sendable (ReliableLink) -> Void)? in
+            let e = c
+            c = nil
+            return e
+        }) {
+            expire(self)
+        }
+    }
+
+    /// True once the link is closed.
+    public var isClosed: Bool { state.withLock { $0.core.phase == .closed } }
+
+    /// Called (once) by `tick` when an accepted session has been idle too long.
+    let onIdle = Mutex<(@Sendable (ReliableLink) -> Void)?>(nil)
 
     /// Messages waiting for acknowledgement.
     public var queuedCount: Int { state.withLock { $0.core.queuedCount } }
@@ -181,11 +213,13 @@ public final class ReliableLink: Sendable {
 
     // MARK: Connection handling
 
-    /// Makes `connection` the link's connection and (for the acceptor) feeds it the `hello`
-    /// that arrived on it. Returns the epoch to pass with later events from it.
-    func attach(_ connection: any TransportConnection) -> UInt64? {
+    /// Makes `connection` the link's connection (closing the one it replaces) and returns the
+    /// epoch to pass with events from it; nil, with `connection` closed, when the link is
+    /// closed or `attempt` is no longer the connect the core waits for.
+    func attach(_ connection: any TransportConnection, attempt: UInt64? = nil) -> UInt64? {
         let (old, epoch): ((any TransportConnection)?, UInt64?) = state.withLock { s in
             if s.core.phase == .closed || s.shutDown { return (nil, nil) }
+            if let attempt, attempt != s.connectAttempt || s.core.phase != .connecting { return (nil, nil) }
             let o = s.connection
             Self.setConnection(connection, &s)
             return (o, s.epoch)
@@ -210,17 +244,24 @@ public final class ReliableLink: Sendable {
     /// Feeds one event to the core (ignored when it comes from a replaced connection) and
     /// performs the resulting actions.
     func run(_ event: ReliableLinkCore.Event, epoch: UInt64?) {
-        let now = clock.now()
-        let claimed = state.withLock { s -> Claimed? in
+        let now: MonotonicInstant
+        if case .received(let e) = event, e.protocolTag != .reliable {
+            now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
+        } else {
+            now = clock.now()
+            coarseNow.max(now.nanoseconds, ordering: .relaxed)
+        }
+        var claimed = state.withLock { s -> Claimed? in
             if let epoch, epoch != s.epoch { return nil }
             if case .disconnected = event { Self.setConnection(nil, &s) }
             s.core.handle(event, now: now, into: &s.work)
             return Self.enqueue(&s)
         }
-        if let claimed { flush(claimed) }
+        if let c = claimed.take() { flush(c) }
     }
 
-    func setHandler(_ handler: Handler) { handlerSlot.withLock { $0 = handler } }
+    /// Sets the handler of an accepted link; called once, before its first connection is attached.
+    func setHandler(_ handler: Handler) { handlerSlot.handler = handler }
 
     /// Work taken by the flusher, with the connection to perform it with.
     private struct Claimed: Sendable {
@@ -252,10 +293,14 @@ public final class ReliableLink: Sendable {
     }
 
     /// Performs work in order until none is left. Only one flusher runs at a time.
-    private func flush(_ first: Claimed) {
-        var batch = first.batch
+    private func flush(_ first: consuming Claimed) {
+        // Take the claim apart by moving: `batch` must stay uniquely referenced, or every
+        // reverse/removeAll below would copy it.
+        var claimed = consume first
+        var batch: [ReliableLinkCore.Action] = []
+        swap(&batch, &claimed.batch)
         var handler: Handler? = nil
-        var connection = first.connection
+        var connection = claimed.connection
         while true {
             // Move actions out one by one (reverse + popLast moves without copying).
             batch.reverse()
@@ -265,10 +310,10 @@ public final class ReliableLink: Sendable {
                     // A failed send means the connection is closing; its onClose reports it.
                     try? connection?.send(e)
                 case .deliver(let e):
-                    if handler == nil { handler = handlerSlot.withLock { $0 } }
+                    if handler == nil { handler = handlerSlot.handler }
                     handler?.onDeliver(e)
                 case .undeliverable(let es, let why):
-                    if handler == nil { handler = handlerSlot.withLock { $0 } }
+                    if handler == nil { handler = handlerSlot.handler }
                     handler?.onUndeliverable(es, why)
                 case .closeConnection:
                     connection?.close()
@@ -293,23 +338,33 @@ public final class ReliableLink: Sendable {
 
     private func startConnecting() {
         guard let address = remoteAddress else { return }
+        let attempt: UInt64 = state.withLock { s in
+            s.connectAttempt &+= 1
+            return s.connectAttempt
+        }
         spawn { link in
             do {
                 let c = try await link.transport.connect(to: address)
-                guard let epoch = link.attach(c) else { return }
+                // attach closes `c` when the attempt was abandoned (timed out) or the link closed.
+                guard let epoch = link.attach(c, attempt: attempt) else { return }
                 c.start(link.connectionHandler(epoch: epoch))
                 link.run(.connected, epoch: epoch)
             } catch {
-                link.run(.connectFailed("\(error)"), epoch: nil)
+                if link.isCurrent(attempt) { link.run(.connectFailed("\(error)"), epoch: nil) }
             }
         }
+    }
+
+    /// True while `attempt` is the connect the core is waiting for.
+    private func isCurrent(_ attempt: UInt64) -> Bool {
+        state.withLock { $0.connectAttempt == attempt && $0.core.phase == .connecting }
     }
 
     func startTicking() {
         guard configuration.automaticTicks else { return }
         let interval = configuration.tickInterval
         spawn { link in
-            while !Task.isCancelled {
+            while !Task.isCancelled && !link.isClosed {
                 link.tick()
                 try? await Task.sleep(for: interval)
             }
@@ -328,4 +383,14 @@ public final class ReliableLink: Sendable {
             }
         }
     }
+}
+
+/// Holds a link's handler without a lock per read.
+private final class HandlerSlot: @unchecked Sendable {
+    // @unchecked: `handler` is written once — in the link's init, or by the listener before
+    // it attaches the link's first connection — and only read by flushers. Every flusher
+    // starts after taking the link's state lock, which `attach` took after the write, so each
+    // read happens after the write and no write races a read.
+    var handler: ReliableLink.Handler?
+    init(_ handler: ReliableLink.Handler?) { self.handler = handler }
 }

@@ -34,13 +34,16 @@ public struct ReliableLinkCore: Sendable {
         public var ackDelay: Duration
         /// `send` refuses more than this many unacknowledged messages.
         public var maximumQueued: Int
+        /// (Initiator) a connect plus handshake that takes longer is abandoned and retried.
+        public var connectTimeout: Duration
         /// Seed for the backoff jitter.
         public var seed: UInt64
 
         public init(deliveryTimeout: Duration = .seconds(30), initialBackoff: Duration = .milliseconds(10),
                     maximumBackoff: Duration = .seconds(2), jitter: Double = 0.5,
                     retransmitTimeout: Duration = .seconds(1), ackEvery: Int = 64,
-                    ackDelay: Duration = .milliseconds(5), maximumQueued: Int = 1 << 20, seed: UInt64 = 0x11CE) {
+                    ackDelay: Duration = .milliseconds(5), maximumQueued: Int = 1 << 20, seed: UInt64 = 0x11CE,
+                    connectTimeout: Duration = .seconds(10)) {
             self.deliveryTimeout = deliveryTimeout
             self.initialBackoff = initialBackoff
             self.maximumBackoff = maximumBackoff
@@ -50,6 +53,7 @@ public struct ReliableLinkCore: Sendable {
             self.ackDelay = ackDelay
             self.maximumQueued = max(1, maximumQueued)
             self.seed = seed
+            self.connectTimeout = connectTimeout
         }
     }
 
@@ -116,6 +120,10 @@ public struct ReliableLinkCore: Sendable {
     private var firstUnacknowledgedAt: MonotonicInstant?
     private var lastProgressAt: MonotonicInstant = .zero
     private var attempt = 0
+    /// When the current connect or handshake started.
+    private var phaseSince: MonotonicInstant = .zero
+    /// When the connection was lost (nil while connected or before the first connection).
+    public private(set) var disconnectedAt: MonotonicInstant?
     /// The last connection failure seen (nil until one happens).
     public private(set) var lastError: String?
     private var rng: SplitMix64
@@ -138,6 +146,13 @@ public struct ReliableLinkCore: Sendable {
 
     /// Messages waiting for acknowledgement.
     public var queuedCount: Int { outbox.count }
+
+    /// True when the link has had no connection for at least `idle` and holds nothing
+    /// unacknowledged: an acceptor may then forget the session.
+    public func isIdle(now: MonotonicInstant, for idle: Duration) -> Bool {
+        guard case .disconnected = phase, outbox.isEmpty, let since = disconnectedAt else { return false }
+        return now - since >= idle
+    }
     /// The highest sequence delivered in order.
     public var deliveredUpTo: UInt64 { expected - 1 }
 
@@ -154,7 +169,7 @@ public struct ReliableLinkCore: Sendable {
         case .send(let e): _ = send(e, now: now, into: &actions)
         case .received(let e): received(e, now: now, into: &actions)
         case .connected: connected(now: now, into: &actions)
-        case .connectFailed(let why): lost(why, now: now)
+        case .connectFailed(let why): if phase == .connecting { lost(why, now: now) }
         case .disconnected(let why): lost(why, now: now)
         case .tick: tick(now: now, into: &actions)
         case .close: close(into: &actions)
@@ -231,6 +246,7 @@ public struct ReliableLinkCore: Sendable {
                     kind: ReliableWire.helloAck, session: session, receivedUpTo: expected - 1, lowestHeld: lowestHeld)))
             }
             phase = .established
+            disconnectedAt = nil
             attempt = 0
             unacknowledged = 0
             firstUnacknowledgedAt = nil
@@ -275,6 +291,7 @@ public struct ReliableLinkCore: Sendable {
     private mutating func connected(now: MonotonicInstant, into actions: inout [Action]) {
         guard role == .initiator, phase == .connecting else { return }
         phase = .handshaking
+        phaseSince = now
         transmittedUpTo = 0
         actions.append(.transmit(ReliableWire.handshake(
             kind: ReliableWire.hello, session: session, receivedUpTo: expected - 1, lowestHeld: lowestHeld)))
@@ -283,6 +300,7 @@ public struct ReliableLinkCore: Sendable {
     private mutating func lost(_ why: String, now: MonotonicInstant) {
         guard phase != .closed else { return }
         lastError = why
+        if disconnectedAt == nil { disconnectedAt = now }
         unacknowledged = 0
         firstUnacknowledgedAt = nil
         transmittedUpTo = 0
@@ -324,8 +342,15 @@ public struct ReliableLinkCore: Sendable {
         switch phase {
         case .disconnected(let at?) where now >= at:
             phase = .connecting
+            phaseSince = now
             reconnects += 1
             actions.append(.connect)
+        case .connecting where now - phaseSince >= configuration.connectTimeout:
+            lost("connect timed out after \(configuration.connectTimeout)", now: now)
+        case .handshaking where role == .initiator && now - phaseSince >= configuration.connectTimeout:
+            // The resulting `disconnected` event schedules the reconnect.
+            phaseSince = now
+            actions.append(.closeConnection("handshake not answered within \(configuration.connectTimeout)"))
         case .established:
             if let first = firstUnacknowledgedAt, unacknowledged > 0, now - first >= configuration.ackDelay {
                 sendAck(into: &actions)

@@ -18,6 +18,7 @@ public final class ReliableListener: Sendable {
     private let configuration: ReliableLink.Configuration
     private let accept: @Sendable (ReliableLink) -> ReliableLink.Handler
     private let state = Mutex(State())
+    private let creation = Mutex(())
     /// The address actually listened on.
     public let address: Address
 
@@ -104,20 +105,38 @@ public final class ReliableListener: Sendable {
             }))
     }
 
+    /// Forgets an idle session: closes its link and removes it (if it is still the current one).
+    private func expire(_ link: ReliableLink) {
+        state.withLock { s in
+            if s.links[link.session] === link { s.links[link.session] = nil }
+        }
+        link.close()
+    }
+
     private func link(creating session: SessionID) -> ReliableLink? {
-        let (link, isNew): (ReliableLink?, Bool) = state.withLock { s in
-            if s.closed { return (nil, false) }
-            if let l = s.links[session] { return (l, false) }
-            let l = ReliableLink(role: .acceptor, session: session, transport: transport, remote: nil,
-                                 configuration: configuration, handler: nil)
-            s.links[session] = l
-            return (l, true)
-        }
-        if let link, isNew {
+        let existing: (ReliableLink?, Bool) = state.withLock { s in (s.links[session], s.closed) }
+        if existing.1 { return nil }
+        if let link = existing.0 { return link }
+        // Creation is serialised so that a link is published only after `accept` has given it
+        // its handler: a second connection of the same session waits here, then finds it.
+        // `accept` runs without the state lock, so it may call `link(for:)` or `links`.
+        return creation.withLock { _ -> ReliableLink? in
+            let again: (ReliableLink?, Bool) = state.withLock { s in (s.links[session], s.closed) }
+            if again.1 { return nil }
+            if let link = again.0 { return link }
+            let link = ReliableLink(role: .acceptor, session: session, transport: transport, remote: nil,
+                                    configuration: configuration, handler: nil)
             link.setHandler(accept(link))
+            link.onIdle.withLock { $0 = { [weak self] l in self?.expire(l) } }
+            let published = state.withLock { s in
+                if s.closed { return false }
+                s.links[session] = link
+                return true
+            }
+            guard published else { return nil }
             link.startTicking()
+            return link
         }
-        return link
     }
 }
 

@@ -78,6 +78,42 @@ public final class HybridLogicalClock: Sendable {
         }
     }
 
+    /// Merges a remote stamp like `receive(_:)`, unless its physical part is more than
+    /// `maximumDrift` ahead of this node's wall clock: such a stamp (a peer with a badly wrong
+    /// clock) would drag every later local stamp forward, so it is refused and the clock is
+    /// left unchanged.
+    /// - Throws: `HLCDriftError` naming the remote stamp, the local wall time and the bound.
+    @discardableResult
+    public func receive(_ remote: HLCTimestamp, maximumDrift: Duration) throws(HLCDriftError) -> HLCTimestamp {
+        let wall = clock.wallNanoseconds()
+        let bound = UInt64(max(0, maximumDrift.nanosecondsClamped))
+        let (limit, overflow) = wall.addingReportingOverflow(bound)
+        if !overflow && remote.physical > limit {
+            throw HLCDriftError(remote: remote, localWall: wall, maximumDrift: maximumDrift)
+        }
+        return receive(remote)
+    }
+
     /// The last stamp issued or received (without advancing).
     public var current: HLCTimestamp { last.withLock { $0 } }
+}
+
+/// A remote stamp too far ahead of the local wall clock (see
+/// `HybridLogicalClock.receive(_:maximumDrift:)`).
+public struct HLCDriftError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var remote: HLCTimestamp
+    /// The local wall time when the stamp arrived, in nanoseconds since the epoch.
+    public var localWall: UInt64
+    public var maximumDrift: Duration
+
+    public init(remote: HLCTimestamp, localWall: UInt64, maximumDrift: Duration) {
+        self.remote = remote
+        self.localWall = localWall
+        self.maximumDrift = maximumDrift
+    }
+
+    public var description: String {
+        "remote HLC stamp \(remote) is \(remote.physical &- localWall) ns ahead of the local wall clock "
+            + "(\(localWall)); the bound is \(maximumDrift)"
+    }
 }

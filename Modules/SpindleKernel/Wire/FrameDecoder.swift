@@ -179,11 +179,9 @@ public struct FrameDecoder: Sendable {
         if payloadLength == 0 {
             payload = []
         } else {
-            payload = [UInt8](unsafeUninitializedCapacity: payloadLength) { out, count in
-                UnsafeMutableRawBufferPointer(out).copyMemory(
-                    from: UnsafeRawBufferPointer(rebasing: raw[payloadStart..<(payloadStart + payloadLength)]))
-                count = payloadLength
-            }
+            // Array(UnsafeBufferPointer<UInt8>) is a specialised memcpy.
+            payload = Array(UnsafeRawBufferPointer(rebasing: raw[payloadStart..<(payloadStart + payloadLength)])
+                .assumingMemoryBound(to: UInt8.self))
         }
         let envelope = Envelope(
             protocolTag: ProtocolTag(rawValue: u16(FrameLayout.offTag)),

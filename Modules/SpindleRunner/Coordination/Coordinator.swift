@@ -12,12 +12,12 @@ public final class Coordinator: Sendable {
     /// Coordinator options.
     public struct Configuration: Sendable {
         /// Virtual nodes per shard on the placement ring.
-        public var virtualNodes: Int = 128
+        public var virtualNodes: Int = 256
         /// A barrier round fails when no shard has arrived for this long.
         public var barrierIdleTimeout: Duration = .seconds(10)
         public var logger = Logger(label: "spindle.runner.coordinator")
 
-        public init(virtualNodes: Int = 128, barrierIdleTimeout: Duration = .seconds(10)) {
+        public init(virtualNodes: Int = 256, barrierIdleTimeout: Duration = .seconds(10)) {
             self.virtualNodes = virtualNodes
             self.barrierIdleTimeout = barrierIdleTimeout
         }

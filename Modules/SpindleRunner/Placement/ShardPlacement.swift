@@ -16,7 +16,7 @@ public struct ShardPlacement: Sendable, Equatable {
     /// - Parameters:
     ///   - shards: the shards to place keys on (duplicates are ignored).
     ///   - virtualNodes: points per shard on the ring (at least 1).
-    public init(shards: some Sequence<ShardID>, virtualNodes: Int = 128) {
+    public init(shards: some Sequence<ShardID>, virtualNodes: Int = 256) {
         self.virtualNodes = max(1, virtualNodes)
         self.shards = Array(Set(shards)).sorted()
         rebuild()

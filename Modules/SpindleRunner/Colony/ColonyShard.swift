@@ -76,6 +76,10 @@ public final class ColonyShard: Shard {
                 throw ColonyError(shard: id, tick: context.tick,
                                   problem: "act without a matching sense (\(s.plan.count) plans for \(s.agents.count) agents)")
             }
+            guard context.placement == s.placement else {
+                throw ColonyError(shard: id, tick: context.tick,
+                                  problem: "the runner's placement (\(context.placement.shards)) is not the one the colony was partitioned with (\(s.placement.shards)); colony shards do not rebalance")
+            }
             var outgoing: [ShardID: ColonyTransfer] = [:]
             // Diffusion, from the signal as Sense saw it.
             for v in s.ownedNodes {
@@ -87,7 +91,7 @@ public final class ColonyShard: Shard {
                     if s.owned[u] {
                         s.inflow[u] += share
                     } else {
-                        try outgoing[owner(of: u, context), default: ColonyTransfer()].inflows.append((UInt64(u), share))
+                        outgoing[s.owners[u], default: ColonyTransfer()].inflows.append((UInt64(u), share))
                     }
                 }
             }
@@ -104,7 +108,7 @@ public final class ColonyShard: Shard {
                     if w != v { s.pendingTrail[w] += 1 }
                     staying.append(a)
                 } else {
-                    try outgoing[owner(of: w, context), default: ColonyTransfer()].agents.append(a)
+                    outgoing[s.owners[w], default: ColonyTransfer()].agents.append(a)
                     output.emitEdge(from: NodeKey(UInt64(v)), to: NodeKey(UInt64(w)), weight: 1)
                 }
             }
@@ -183,13 +187,6 @@ public final class ColonyShard: Shard {
             return d
         }
     }
-
-    private func owner(of node: Int, _ context: ShardContext) throws -> ShardID {
-        guard let o = context.placement.owner(of: NodeKey(UInt64(node))) else {
-            throw ColonyError(shard: id, tick: context.tick, problem: "no shard owns node \(node)")
-        }
-        return o
-    }
 }
 
 /// Totals of a colony shard (or, summed, of a colony).
@@ -218,6 +215,9 @@ struct ColonyAgent: Sendable, Equatable {
 /// The mutable state of one colony shard. Arrays are indexed by node for speed; only the owned
 /// entries are meaningful.
 struct ColonyState: Sendable {
+    let placement: ShardPlacement
+    /// The owning shard of every node.
+    let owners: [ShardID]
     var owned: [Bool]
     var ownedNodes: [Int]
     var signal: [Int64]
@@ -229,7 +229,10 @@ struct ColonyState: Sendable {
 
     init(id: ShardID, configuration c: ColonyConfiguration, placement: ShardPlacement) {
         let n = c.nodeCount
-        let owned = (0..<n).map { placement.owner(of: NodeKey(UInt64($0))) == id }
+        self.placement = placement
+        let owners = (0..<n).map { placement.owner(of: NodeKey(UInt64($0))) ?? id }
+        self.owners = owners
+        let owned = owners.map { $0 == id }
         self.owned = owned
         ownedNodes = (0..<n).filter { owned[$0] }
         signal = (0..<n).map { v in Int64(ColonyRandom.value(c.seed, 0x51, UInt64(v)) % 1024) << 10 }

@@ -4,18 +4,24 @@ import Synchronization
 /// A shard's cache of ghost nodes: read-only copies of remote nodes its edges reference,
 /// bounded by least-recent use.
 ///
-/// A value type: lookups that count as use go through `touch`; `peek` reads without changing
+/// A value type with O(1) lookups, inserts and evictions (a dictionary into an index-linked
+/// recency list). Lookups that count as use go through `touch`; `peek` reads without changing
 /// the order. Entries of a shard that leaves are dropped with `invalidate(owner:)`.
 public struct GhostCache: Sendable {
     public let capacity: Int
-    private var entries: [NodeKey: Entry] = [:]
-    private var clock: UInt64 = 0
+    private var index: [NodeKey: Int] = [:]
+    private var slots: [Slot] = []
+    private var free: [Int] = []
+    /// Least and most recently used slots (-1 when empty).
+    private var lru = -1
+    private var mru = -1
     public private(set) var hits: UInt64 = 0
     public private(set) var misses: UInt64 = 0
 
-    private struct Entry: Sendable {
+    private struct Slot: Sendable {
         var node: GhostNode
-        var lastUse: UInt64
+        var older: Int
+        var newer: Int
     }
 
     /// - Parameter capacity: how many ghosts the cache holds (at least 1).
@@ -23,58 +29,99 @@ public struct GhostCache: Sendable {
         self.capacity = max(1, capacity)
     }
 
-    public var count: Int { entries.count }
+    public var count: Int { index.count }
 
     /// The keys held, least recently used first.
     public var keysByRecency: [NodeKey] {
-        entries.sorted { $0.value.lastUse < $1.value.lastUse }.map(\.key)
+        var out: [NodeKey] = []
+        var i = lru
+        while i >= 0 {
+            out.append(slots[i].node.key)
+            i = slots[i].newer
+        }
+        return out
     }
 
     /// Looks `key` up as a use: a hit moves it to most recent; counts hits and misses.
     public mutating func touch(_ key: NodeKey) -> GhostNode? {
-        clock &+= 1
-        guard var e = entries[key] else {
+        guard let i = index[key] else {
             misses &+= 1
             return nil
         }
         hits &+= 1
-        e.lastUse = clock
-        entries[key] = e
-        return e.node
+        unlink(i)
+        linkNewest(i)
+        return slots[i].node
     }
 
     /// Reads `key` without changing recency or counters.
-    public func peek(_ key: NodeKey) -> GhostNode? { entries[key]?.node }
+    public func peek(_ key: NodeKey) -> GhostNode? { index[key].map { slots[$0].node } }
 
     /// Inserts (or replaces) a ghost as most recent.
     /// - Returns: the key evicted to make room, if any.
     @discardableResult
     public mutating func insert(_ node: GhostNode) -> NodeKey? {
-        clock &+= 1
-        var evicted: NodeKey? = nil
-        if entries[node.key] == nil, entries.count >= capacity {
-            // O(capacity) scan: eviction happens only on a miss, whose cost (a round to the
-            // owning shard) dwarfs it.
-            if let lru = entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
-                entries[lru] = nil
-                evicted = lru
-            }
+        if let i = index[node.key] {
+            slots[i].node = node
+            unlink(i)
+            linkNewest(i)
+            return nil
         }
-        entries[node.key] = Entry(node: node, lastUse: clock)
+        var evicted: NodeKey? = nil
+        if index.count >= capacity, lru >= 0 {
+            let victim = lru
+            evicted = slots[victim].node.key
+            drop(victim)
+        }
+        let slot = Slot(node: node, older: -1, newer: -1)
+        let i: Int
+        if let f = free.popLast() {
+            slots[f] = slot
+            i = f
+        } else {
+            slots.append(slot)
+            i = slots.count - 1
+        }
+        index[node.key] = i
+        linkNewest(i)
         return evicted
     }
 
     /// Drops every ghost owned by `owner` (it left the runner).
-    /// - Returns: the keys dropped.
+    /// - Returns: the keys dropped, in increasing order.
     @discardableResult
     public mutating func invalidate(owner: ShardID) -> [NodeKey] {
-        let gone = entries.filter { $0.value.node.owner == owner }.map(\.key).sorted()
-        for k in gone { entries[k] = nil }
-        return gone
+        let gone = index.filter { slots[$0.value].node.owner == owner }
+        for (_, i) in gone { drop(i) }
+        return gone.keys.sorted()
     }
 
     /// Drops one key.
-    public mutating func remove(_ key: NodeKey) { entries[key] = nil }
+    public mutating func remove(_ key: NodeKey) {
+        if let i = index[key] { drop(i) }
+    }
+
+    private mutating func drop(_ i: Int) {
+        unlink(i)
+        index[slots[i].node.key] = nil
+        slots[i].node.payload = []
+        free.append(i)
+    }
+
+    private mutating func unlink(_ i: Int) {
+        let (o, n) = (slots[i].older, slots[i].newer)
+        if o >= 0 { slots[o].newer = n } else { lru = n }
+        if n >= 0 { slots[n].older = o } else { mru = o }
+        slots[i].older = -1
+        slots[i].newer = -1
+    }
+
+    private mutating func linkNewest(_ i: Int) {
+        slots[i].older = mru
+        slots[i].newer = -1
+        if mru >= 0 { slots[mru].newer = i } else { lru = i }
+        mru = i
+    }
 }
 
 /// A ghost cache shared between the runner's coordinator thread (which fills it between phases)

@@ -20,6 +20,8 @@ final class PhaseGate: @unchecked Sendable {
     private var outcomes: [ShardID: PhaseOutcome] = [:]
     /// In-process shards whose phase code is running (possibly for an abandoned round).
     private var busy: Set<ShardID> = []
+    /// Whether the coordinator thread waits for busy shards (then every local arrival wakes it).
+    private var idleWaiter = false
     private let releasedRound = Atomic<UInt64>(0)
     private let clock: any SpindleClock
     private let spinIterations: Int
@@ -47,13 +49,13 @@ final class PhaseGate: @unchecked Sendable {
         switch arrival {
         case .counted:
             outcomes[outcome.shard] = outcome
-            if fromLocalThread { lock.broadcast() }
+            if fromLocalThread && idleWaiter { lock.broadcast() }
         case .released:
             outcomes[outcome.shard] = outcome
             releasedRound.store(round, ordering: .releasing)
             lock.broadcast()
         case .stale, .unexpected, .duplicate:
-            if fromLocalThread { lock.broadcast() }
+            if fromLocalThread && idleWaiter { lock.broadcast() }
         }
         lock.unlock()
     }
@@ -99,11 +101,15 @@ final class PhaseGate: @unchecked Sendable {
     /// Waits until none of `shards` is busy or `deadline` passes; returns those still busy.
     func awaitIdle(_ shards: [ShardID], deadline: MonotonicInstant) -> [ShardID] {
         lock.lock()
-        defer { lock.unlock() }
+        defer {
+            idleWaiter = false
+            lock.unlock()
+        }
         while true {
-            let still = shards.filter { busy.contains($0) }
+            let still = busy.isEmpty ? [] : shards.filter { busy.contains($0) }
             let now = clock.now()
             if still.isEmpty || now >= deadline { return still.sorted() }
+            idleWaiter = true
             let left = (deadline - now).nanosecondsClamped
             lock.wait(nanoseconds: min(max(left, 1), 20_000_000))
         }

@@ -32,7 +32,19 @@ let runnerSuite = BenchSuite(name: "runner") { reporter in
         let members = try ColonyShard.makeShards(count: shards, configuration: colony, coordinator: coordinator)
         let runner = try DistributedRunner(coordinator: coordinator, shards: members)
         let perTick = try await measureAsync(iterations: 200, rounds: 3) { n in blackHole(try await runner.run(n)) }
+        // Where a tick's time goes: each phase's slowest shard, averaged over a sample of ticks.
+        let sample = try await runner.run(50)
         await runner.shutdown()
+        var slowest: [Phase: Double] = [:]
+        for r in sample {
+            for p in Phase.allCases {
+                let worst = r.shards.compactMap { $0.phase(p)?.duration }.max() ?? .zero
+                slowest[p, default: 0] += Double(worst.nanosecondsClamped) / 1e3 / Double(sample.count)
+            }
+        }
+        reporter.note("colony, \(shards) shard(s): slowest shard per phase: sense \(fmt(slowest[.sense] ?? 0)) µs, "
+                      + "act \(fmt(slowest[.act] ?? 0)) µs, decay \(fmt(slowest[.decay] ?? 0)) µs; "
+                      + "\(sample.last?.crossShardEdges.count ?? 0) cross-shard edges in the last tick")
         let rate = 1 / perTick
         if oneShard == nil { oneShard = rate }
         reporter.report(BenchResult(suite: "runner", benchmark: "colony 4096 nodes, \(shards) shard\(shards == 1 ? "" : "s")",

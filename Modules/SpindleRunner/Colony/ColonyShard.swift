@@ -80,7 +80,8 @@ public final class ColonyShard: Shard {
                 throw ColonyError(shard: id, tick: context.tick,
                                   problem: "the runner's placement (\(context.placement.shards)) is not the one the colony was partitioned with (\(s.placement.shards)); colony shards do not rebalance")
             }
-            var outgoing: [ShardID: ColonyTransfer] = [:]
+            // One transfer per other shard, indexed by its position in the placement.
+            var outgoing = [ColonyTransfer](repeating: ColonyTransfer(), count: s.placement.shards.count)
             // Diffusion, from the signal as Sense saw it.
             for v in s.ownedNodes {
                 let share = s.signal[v] * configuration.diffusionPer1024 / 1024
@@ -91,7 +92,7 @@ public final class ColonyShard: Shard {
                     if s.owned[u] {
                         s.inflow[u] += share
                     } else {
-                        outgoing[s.owners[u], default: ColonyTransfer()].inflows.append((UInt64(u), share))
+                        outgoing[s.ownerIndex[u]].inflows.append((UInt64(u), share))
                     }
                 }
             }
@@ -108,14 +109,14 @@ public final class ColonyShard: Shard {
                     if w != v { s.pendingTrail[w] += 1 }
                     staying.append(a)
                 } else {
-                    outgoing[s.owners[w], default: ColonyTransfer()].agents.append(a)
+                    outgoing[s.ownerIndex[w]].agents.append(a)
                     output.emitEdge(from: NodeKey(UInt64(v)), to: NodeKey(UInt64(w)), weight: 1)
                 }
             }
             s.agents = staying
             s.plan.removeAll(keepingCapacity: true)
-            for (to, transfer) in outgoing.sorted(by: { $0.key < $1.key }) {
-                output.send(transfer.encode(), to: to)
+            for (i, transfer) in outgoing.enumerated() where !transfer.isEmpty {
+                output.send(transfer.encode(), to: s.placement.shards[i])
             }
             return s.ownedNodes.count
         }
@@ -216,8 +217,8 @@ struct ColonyAgent: Sendable, Equatable {
 /// entries are meaningful.
 struct ColonyState: Sendable {
     let placement: ShardPlacement
-    /// The owning shard of every node.
-    let owners: [ShardID]
+    /// The owning shard of every node, as a position in `placement.shards`.
+    let ownerIndex: [Int]
     var owned: [Bool]
     var ownedNodes: [Int]
     var signal: [Int64]
@@ -231,7 +232,7 @@ struct ColonyState: Sendable {
         let n = c.nodeCount
         self.placement = placement
         let owners = (0..<n).map { placement.owner(of: NodeKey(UInt64($0))) ?? id }
-        self.owners = owners
+        ownerIndex = owners.map { o in placement.shards.firstIndex(of: o) ?? 0 }
         let owned = owners.map { $0 == id }
         self.owned = owned
         ownedNodes = (0..<n).filter { owned[$0] }
@@ -252,6 +253,8 @@ struct ColonyState: Sendable {
 struct ColonyTransfer: Sendable {
     var inflows: [(UInt64, Int64)] = []
     var agents: [ColonyAgent] = []
+
+    var isEmpty: Bool { inflows.isEmpty && agents.isEmpty }
 
     func encode() -> [UInt8] {
         var w = WireWriter(capacity: 8 + inflows.count * 16 + agents.count * 24)

@@ -46,29 +46,29 @@ struct WireReader {
 
     var isAtEnd: Bool { offset == bytes.count }
 
-    private mutating func take(_ n: Int, _ field: String) throws(WireDecodeError) -> ArraySlice<UInt8> {
+    /// Checks that `n` bytes remain and moves past them; returns where they start.
+    private mutating func skip(_ n: Int, _ field: String) throws(WireDecodeError) -> Int {
         guard n >= 0, bytes.count - offset >= n else {
             throw WireDecodeError(field: field, offset: offset,
                                   problem: "needs \(n) bytes, \(bytes.count - offset) left")
         }
-        defer { offset += n }
-        return bytes[offset..<offset + n]
+        let at = offset
+        offset += n
+        return at
     }
 
     mutating func u8(_ field: String) throws(WireDecodeError) -> UInt8 {
-        try take(1, field).first!
+        bytes[try skip(1, field)]
     }
 
     mutating func u32(_ field: String) throws(WireDecodeError) -> UInt32 {
-        var v: UInt32 = 0
-        for (i, b) in try take(4, field).enumerated() { v |= UInt32(b) << (8 * UInt32(i)) }
-        return v
+        let at = try skip(4, field)
+        return UInt32(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) })
     }
 
     mutating func u64(_ field: String) throws(WireDecodeError) -> UInt64 {
-        var v: UInt64 = 0
-        for (i, b) in try take(8, field).enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
-        return v
+        let at = try skip(8, field)
+        return UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt64.self) })
     }
 
     mutating func i64(_ field: String) throws(WireDecodeError) -> Int64 {
@@ -89,7 +89,8 @@ struct WireReader {
 
     mutating func blob(_ field: String) throws(WireDecodeError) -> [UInt8] {
         let n = try count(field, minimumSize: 1)
-        return Array(try take(n, field))
+        let at = try skip(n, field)
+        return Array(bytes[at..<at + n])
     }
 
     mutating func string(_ field: String) throws(WireDecodeError) -> String {

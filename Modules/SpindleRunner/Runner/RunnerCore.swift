@@ -195,39 +195,57 @@ final class RunnerCore: @unchecked Sendable {
     private func route(_ act: [ShardID: PhaseOutcome], tick: UInt64,
                        placement: ShardPlacement) -> Result<Routing, RunnerError> {
         var r = Routing()
-        let members = Set(slots.map(\.id))
-        var requested: [ShardID: Set<NodeKey>] = [:]
+        // Per-target accumulators in arrays (indexed by slot position) so appends stay in place.
+        var position: [ShardID: Int] = [:]
+        for (i, s) in slots.enumerated() { position[s.id] = i }
+        var edgesFor = [[CrossShardEdge]](repeating: [], count: slots.count)
+        var messagesFor = [[ShardMessage]](repeating: [], count: slots.count)
+        var requestsFor = [[NodeKey]](repeating: [], count: slots.count)
+        var requested = Set<NodeKey>()
         for slot in slots {
             guard let o = act[slot.id], case .success(let work) = o.result else { continue }
-            for e in work.edges {
-                guard let owner = placement.owner(of: e.target), members.contains(owner) else {
-                    return .failure(.unknownTarget(target: "owner of \(e.target)", emittedBy: slot.id, tick: tick))
+            if !work.edges.isEmpty {
+                let lookups: (hits: Int, misses: [NodeKey]) = configuration.ghostResolution
+                    ? slot.ghosts.cache.withLock { cache in
+                        var hits = 0
+                        var misses: [NodeKey] = []
+                        for e in work.edges where placement.owner(of: e.target) != slot.id {
+                            if cache.touch(e.target) != nil { hits += 1 } else { misses.append(e.target) }
+                        }
+                        return (hits, misses)
+                    }
+                    : (0, [])
+                r.ghostHits += lookups.hits
+                r.ghostMisses += lookups.misses.count
+                for e in work.edges {
+                    guard let owner = placement.owner(of: e.target), let at = position[owner] else {
+                        return .failure(.unknownTarget(target: "owner of \(e.target)", emittedBy: slot.id, tick: tick))
+                    }
+                    let edge = CrossShardEdge(source: e.source, target: e.target, sourceShard: slot.id,
+                                              targetShard: owner, weight: e.weight)
+                    r.edges.append(edge)
+                    edgesFor[at].append(edge)
                 }
-                let edge = CrossShardEdge(source: e.source, target: e.target, sourceShard: slot.id,
-                                          targetShard: owner, weight: e.weight)
-                r.edges.append(edge)
-                r.deliveries[owner, default: ShardDelivery()].edges.append(edge)
-                guard configuration.ghostResolution, owner != slot.id else { continue }
-                if slot.ghosts.cache.withLock({ $0.touch(e.target) }) != nil {
-                    r.ghostHits += 1
-                } else {
-                    r.ghostMisses += 1
-                    if requested[owner, default: []].insert(e.target).inserted {
-                        r.ghostRequests[owner, default: []].append(e.target)
-                    }
-                    if !(r.requesters[e.target]?.contains(slot.id) ?? false) {
-                        r.requesters[e.target, default: []].append(slot.id)
-                    }
+                for k in lookups.misses {
+                    // Known to resolve: every edge target's owner was checked above.
+                    let at = position[placement.owner(of: k)!]!
+                    if requested.insert(k).inserted { requestsFor[at].append(k) }
+                    if !(r.requesters[k]?.contains(slot.id) ?? false) { r.requesters[k, default: []].append(slot.id) }
                 }
             }
             for m in work.messages {
-                guard members.contains(m.to) else {
+                guard let at = position[m.to] else {
                     return .failure(.unknownTarget(target: "\(m.to)", emittedBy: slot.id, tick: tick))
                 }
-                r.deliveries[m.to, default: ShardDelivery()].messages
-                    .append(ShardMessage(from: slot.id, to: m.to, payload: m.payload))
+                messagesFor[at].append(ShardMessage(from: slot.id, to: m.to, payload: m.payload))
                 r.messageCount += 1
             }
+        }
+        for (i, s) in slots.enumerated() {
+            if !edgesFor[i].isEmpty || !messagesFor[i].isEmpty {
+                r.deliveries[s.id] = ShardDelivery(edges: edgesFor[i], messages: messagesFor[i])
+            }
+            if !requestsFor[i].isEmpty { r.ghostRequests[s.id] = requestsFor[i] }
         }
         return .success(r)
     }

@@ -57,6 +57,8 @@ public final class ReliableLink: Sendable {
         public var outOfOrderDropped: Int
         public var retransmitted: Int
         public var reconnects: Int
+        /// The last connection failure seen.
+        public var lastError: String?
     }
 
     private enum Work: Sendable {
@@ -74,6 +76,8 @@ public final class ReliableLink: Sendable {
         var epoch: UInt64 = 0
         var scratch: [ReliableLinkCore.Action] = []
         var work: Deque<Work> = []
+        /// An empty buffer with capacity, swapped with `work` by the flusher.
+        var spare: Deque<Work> = []
         var flushing = false
         var tasks: [UInt64: Task<Void, Never>] = [:]
         var nextTask: UInt64 = 0
@@ -125,13 +129,13 @@ public final class ReliableLink: Sendable {
             throw .tooLarge(size: size, limit: configuration.maximumFrameSize)
         }
         let now = configuration.clock.now()
-        let (error, mustFlush): (ReliableLinkError?, Bool) = state.withLock { s in
+        let (error, claimed): (ReliableLinkError?, Claimed?) = state.withLock { s in
             s.scratch.removeAll(keepingCapacity: true)
-            if let e = s.core.send(message, now: now, into: &s.scratch) { return (e, false) }
+            if let e = s.core.send(message, now: now, into: &s.scratch) { return (e, nil) }
             return (nil, Self.enqueue(&s))
         }
         if let error { throw error }
-        if mustFlush { flush() }
+        if let claimed { flush(claimed) }
     }
 
     /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
@@ -147,7 +151,8 @@ public final class ReliableLink: Sendable {
         state.withLock { s in
             Statistics(queued: s.core.queuedCount, deliveredUpTo: s.core.deliveredUpTo,
                        duplicatesDropped: s.core.duplicatesDropped, outOfOrderDropped: s.core.outOfOrderDropped,
-                       retransmitted: s.core.retransmitted, reconnects: s.core.reconnects)
+                       retransmitted: s.core.retransmitted, reconnects: s.core.reconnects,
+                       lastError: s.core.lastError)
         }
     }
 
@@ -206,20 +211,27 @@ public final class ReliableLink: Sendable {
     /// performs the resulting actions.
     func run(_ event: ReliableLinkCore.Event, epoch: UInt64?) {
         let now = configuration.clock.now()
-        let mustFlush = state.withLock { s -> Bool in
-            if let epoch, epoch != s.epoch { return false }
+        let claimed = state.withLock { s -> Claimed? in
+            if let epoch, epoch != s.epoch { return nil }
             if case .disconnected = event { s.connection = nil }
             s.scratch.removeAll(keepingCapacity: true)
             s.core.handle(event, now: now, into: &s.scratch)
             return Self.enqueue(&s)
         }
-        if mustFlush { flush() }
+        if let claimed { flush(claimed) }
     }
 
     func setHandler(_ handler: Handler) { state.withLock { $0.handler = handler } }
 
-    /// Turns the core's actions into work; returns true when the caller must flush.
-    private static func enqueue(_ s: inout State) -> Bool {
+    /// Work taken by the flusher, with the handler to perform it with.
+    private struct Claimed: Sendable {
+        var batch: Deque<Work>
+        var handler: Handler?
+    }
+
+    /// Turns the core's actions into work; when nobody is flushing, claims the flusher role
+    /// and takes the work (one lock round trip for the common case).
+    private static func enqueue(_ s: inout State) -> Claimed? {
         for action in s.scratch {
             switch action {
             case .transmit(let e):
@@ -232,24 +244,19 @@ public final class ReliableLink: Sendable {
             case .connect: s.work.append(.connect)
             }
         }
-        guard !s.flushing, !s.work.isEmpty else { return false }
+        guard !s.flushing, !s.work.isEmpty else { return nil }
         s.flushing = true
-        return true
+        var batch: Deque<Work> = []
+        swap(&batch, &s.spare)
+        swap(&batch, &s.work)
+        return Claimed(batch: batch, handler: s.handler)
     }
 
-    /// Performs queued work in order until none is left. Only one flusher runs at a time.
-    private func flush() {
+    /// Performs work in order until none is left. Only one flusher runs at a time.
+    private func flush(_ first: Claimed) {
+        var batch = first.batch
+        var handler = first.handler
         while true {
-            let next: (Deque<Work>, Handler?)? = state.withLock { s in
-                if s.work.isEmpty {
-                    s.flushing = false
-                    return nil
-                }
-                var batch: Deque<Work> = []
-                swap(&batch, &s.work)
-                return (batch, s.handler)
-            }
-            guard let (batch, handler) = next else { return }
             for w in batch {
                 switch w {
                 case .transmit(let e, let c):
@@ -265,6 +272,18 @@ public final class ReliableLink: Sendable {
                     startConnecting()
                 }
             }
+            batch.removeAll(keepingCapacity: true)
+            let more: Bool = state.withLock { s in
+                if s.work.isEmpty {
+                    s.flushing = false
+                    swap(&batch, &s.spare)
+                    return false
+                }
+                swap(&batch, &s.work)
+                handler = s.handler
+                return true
+            }
+            if !more { return }
         }
     }
 

@@ -116,7 +116,8 @@ public struct ReliableLinkCore: Sendable {
     private var firstUnacknowledgedAt: MonotonicInstant?
     private var lastProgressAt: MonotonicInstant = .zero
     private var attempt = 0
-    private var lastError: String?
+    /// The last connection failure seen (nil until one happens).
+    public private(set) var lastError: String?
     private var rng: SplitMix64
 
     /// Counters for tests and operators.

@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleHostMesh: content arrives with its issue (see docs/).

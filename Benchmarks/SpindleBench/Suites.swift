@@ -3,5 +3,6 @@
 let allSuites: [BenchSuite] = [
     kernelSuite,
     transportSuite,
+    meshSuite,
     runnerSuite,
 ]

@@ -62,9 +62,14 @@ extension HostMesh {
             }
             var found: [(Int, ProcMeshError)] = []
             for await (r, e) in group { if let e { found.append((r, e)) } }
-            return found.sorted { $0.0 < $1.0 }.map(\.1)
+            return found.sorted { $0.0 < $1.0 }
         }
-        if let first = failures.first {
+        if let first = failures.first?.1 {
+            // A refusing or failed host started none of its procs (agents spawn all of a
+            // request or nothing): those ranks are final, so the cleanup does not wait on them.
+            for (hostRank, error) in failures {
+                mesh.markNotStarted(coreRank: coreRanks.lowerBound + hostRank, reason: error.description)
+            }
             mesh.setDriver(nil)
             await abandon(mesh)
             throw first

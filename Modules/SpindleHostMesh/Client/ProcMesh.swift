@@ -153,6 +153,15 @@ public final class ProcMesh: Sendable {
         }
     }
 
+    /// Records that the procs of core rank `h` were never started (their host refused or failed).
+    func markNotStarted(coreRank h: Int, reason: String) {
+        state.withLock { s in
+            for r in ranks(ofCoreRank: h) where s.last[r] == nil {
+                s.last[r] = ProcStatus(mesh: name, rank: r, state: .failed(reason: reason))
+            }
+        }
+    }
+
     private func remember(_ status: ProcStatus) {
         state.withLock { $0.last[status.rank] = merged($0.last[status.rank], status) }
     }

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Logging
+import Spindle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `spindle host-agent`: runs a host agent until SIGINT or SIGTERM.
+struct HostAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "host-agent",
+        abstract: "Run a host agent: install pushed config, start and supervise procs.",
+        discussion: """
+        Prints "spindle host-agent listening on ADDRESS" on stdout once it listens.
+        Listening on anything but loopback requires --key-file. Procs may run only the
+        programs given with --allow (default: this spindle executable).
+        """)
+
+    @Option(name: .long, help: "Address to listen on, e.g. tcp://127.0.0.1:7100 (port 0 = any).")
+    var listen: String
+
+    @Option(name: .long, parsing: .upToNextOption, help: "Programs procs may run (paths or names in PATH).")
+    var allow: [String] = []
+
+    @Option(name: .long, help: "Seconds between SIGTERM and SIGKILL when stopping a proc.")
+    var grace: Double = 5
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        bootstrapLogging(try common.logLevelValue())
+        let address: Address
+        do { address = try Address(parsing: listen) } catch { throw ValidationError(error.description) }
+        guard grace >= 0 else { throw ValidationError("--grace must not be negative") }
+        let key = try common.keyFile.map(loadClusterKey)
+
+        let loop = try EventLoop(name: "spindle-host-agent")
+        let transport = makeTCPTransport(loop: loop, key: key)
+        var config = HostAgent.Configuration()
+        config.listenAddress = address
+        config.transportAuthenticates = key != nil
+        config.allowedPrograms = allow.isEmpty ? nil : allow
+        config.stopGrace = .milliseconds(Int64(grace * 1000))
+        config.procKeyFile = common.keyFile.map(absolutePath)
+        config.logger = Logger(label: "spindle.host-agent")
+        let agent = HostAgent(on: loop, transport: transport, configuration: config)
+
+        let (signals, continuation) = AsyncStream<Int32>.makeStream()
+        let watcher = try await SignalWatcher.watch(on: loop, signals: [SIGINT, SIGTERM]) { sig in
+            continuation.yield(sig)
+        }
+        let bound: Address
+        do {
+            bound = try await agent.start()
+        } catch {
+            watcher.cancel()
+            await transport.shutdown()
+            await loop.shutdown()
+            throw CLIError(description: error.description)
+        }
+        printFlushed("spindle host-agent listening on \(bound)")
+        var it = signals.makeAsyncIterator()
+        let sig = await it.next() ?? SIGTERM
+        config.logger.info("signal received; shutting down", metadata: ["signal": "\(sig)"])
+        watcher.cancel()
+        await agent.shutdown()
+        await transport.shutdown()
+        await loop.shutdown()
+    }
+}

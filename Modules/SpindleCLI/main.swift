@@ -1,2 +1,0 @@
-import Spindle
-print("spindle: commands arrive with the host mesh issue")

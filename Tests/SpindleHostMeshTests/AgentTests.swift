@@ -1,0 +1,285 @@
+import Testing
+import SpindleEventLoop
+import SpindleKernel
+import SpindleTCP
+@testable import SpindleHostMesh
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real agents, real processes, TCP on loopback.
+@Suite("Host agents over TCP with real procs", .serialized)
+struct AgentTests {
+    @Test("attach to 2 agents installs the config on both; procs read it back; stop ends every proc")
+    func attachSpawnReadBackStop() async throws {
+        let spindle = try spindleBinary()
+        let dir = try makeTempDirectory()
+        defer { removeTree(dir) }
+        try await withAgents(2) { _, transport, agents, addresses in
+            let config = ConfigSnapshot(["model": "colony", "seed": "42"])
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: config, timeout: .seconds(10),
+                                                 transport: transport, configuration: testMeshConfiguration())
+            #expect(agents.map(\.installedConfig) == [config, config])
+            let procs = try await mesh.spawnProcs(name: "readers", perHost: 1) { rank in
+                BootstrapCommand(program: spindle, arguments: ["proc", "--config-out", "\(dir)/rank-\(rank).txt"])
+            }
+            for rank in 0..<2 {
+                #expect(readText("\(dir)/rank-\(rank).txt") == "model=colony\nseed=42\n")
+            }
+            #expect(await procs.states() == [.ready, .ready])
+            let pids = procs.lastKnown.compactMap(\.pid)
+            #expect(pids.count == 2)
+            #expect(agents[1].procs().map(\.rank) == [1])
+            try await procs.stop()
+            for st in procs.lastKnown {
+                #expect(st.state == .stopped(exitCode: 0, stderrTail: []), "rank \(st.rank): \(st.state)")
+            }
+            #expect(pids.allSatisfy { !isAlive($0) })
+            await mesh.shutdown()
+        }
+    }
+
+    @Test("attach with one unreachable address fails naming exactly that host")
+    func unreachableHost() async throws {
+        try await withAgents(1) { _, transport, _, addresses in
+            // Bind a port, then close it: nothing listens there any more.
+            let probe = try await transport.listen(on: .tcp(host: "127.0.0.1", port: 0)) { $0.close() }
+            let dead = probe.address
+            probe.close()
+            do throws(HostMeshError) {
+                _ = try await HostMesh.attach(name: "m", hosts: [addresses[0], dead], config: ConfigSnapshot(["a": "1"]),
+                                              timeout: .seconds(2), transport: transport)
+                Issue.record("attach succeeded")
+            } catch {
+                guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
+                #expect(e.failedHosts == [dead])
+                #expect(e.failures[0].rank == 1)
+                switch e.failures[0].cause {
+                case .unreachable, .timedOut: break
+                default: Issue.record("unexpected cause \(e.failures[0].cause)")
+                }
+                #expect(e.description.contains(dead.description))
+                #expect(!e.description.contains(addresses[0].description))
+            }
+        }
+    }
+
+    @Test("a wrong cluster key is refused and the host named")
+    func wrongKey() async throws {
+        try await withAgents(1, key: ClusterKey(passphrase: "right horse battery staple")) { loop, _, _, addresses in
+            let wrong = makeTransport(loop: loop, key: ClusterKey(passphrase: "wrong horse"))
+            do throws(HostMeshError) {
+                _ = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
+                                              timeout: .seconds(5), transport: wrong)
+                Issue.record("attach with a wrong key succeeded")
+            } catch {
+                guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); await wrong.shutdown(); return }
+                #expect(e.failedHosts == addresses)
+                guard case .refusedAuthentication = e.failures[0].cause else {
+                    Issue.record("expected refused authentication, got \(e.failures[0].cause)")
+                    await wrong.shutdown()
+                    return
+                }
+            }
+            await wrong.shutdown()
+        }
+    }
+
+    @Test("a disallowed program is refused with a typed error; a non-loopback listen needs a key")
+    func security() async throws {
+        try await withAgents(1) { loop, transport, _, addresses in
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
+                                                 timeout: .seconds(5), transport: transport)
+            do throws(ProcMeshError) {
+                _ = try await mesh.spawnProcs(name: "evil", perHost: 1) { _ in
+                    BootstrapCommand(program: "/usr/bin/env", arguments: ["true"])
+                }
+                Issue.record("disallowed program was started")
+            } catch {
+                guard case .spawnRefused(_, let host, 0, .programNotAllowed(let program, _)) = error else {
+                    Issue.record("wrong error \(error)"); return
+                }
+                #expect(host == addresses[0])
+                #expect(program == "/usr/bin/env")
+            }
+            await mesh.shutdown()
+
+            var open = HostAgent.Configuration()
+            open.listenAddress = .tcp(host: "0.0.0.0", port: 0)
+            let exposed = HostAgent(on: loop, transport: transport, configuration: open)
+            await #expect(throws: HostAgentError.insecureListen(.tcp(host: "0.0.0.0", port: 0))) {
+                try await exposed.start()
+            }
+        }
+    }
+
+    @Test("an agent's config validator rejects a snapshot and the attach names it")
+    func rejectedConfig() async throws {
+        try await withAgents(2, configure: { c in
+            c.configValidator = { $0["forbidden"] != nil ? "key \"forbidden\" is not allowed here" : nil }
+        }) { _, transport, agents, addresses in
+            do throws(HostMeshError) {
+                _ = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["forbidden": "1"]),
+                                              timeout: .seconds(5), transport: transport)
+                Issue.record("attach succeeded")
+            } catch {
+                guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
+                #expect(e.failedHosts == addresses)
+                #expect(e.failures.allSatisfy { $0.cause == .rejectedConfig("key \"forbidden\" is not allowed here") })
+            }
+            #expect(agents.allSatisfy { $0.installedConfig == nil })
+        }
+    }
+
+    @Test("a bootstrap of `false` gives stopped(exit 1)")
+    func falseExitsOne() async throws {
+        try await withAgents(1) { _, transport, _, addresses in
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
+                                                 timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
+            do throws(ProcMeshError) {
+                _ = try await mesh.spawnProcs(name: "f", perHost: 1) { _ in BootstrapCommand(program: "false") }
+                Issue.record("spawn of false succeeded")
+            } catch {
+                guard case .procFailed(_, 0, let states) = error else { Issue.record("wrong error \(error)"); return }
+                #expect(states == [.stopped(exitCode: 1, stderrTail: [])])
+            }
+            await mesh.shutdown()
+        }
+    }
+
+    @Test("the stderr tail of a failing proc is reported")
+    func stderrTail() async throws {
+        try await withAgents(1) { _, transport, _, addresses in
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
+                                                 timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
+            do throws(ProcMeshError) {
+                _ = try await mesh.spawnProcs(name: "s", perHost: 1) { _ in
+                    BootstrapCommand(program: "sh", arguments: ["-c", "echo one >&2; echo two >&2; exit 3"])
+                }
+                Issue.record("spawn succeeded")
+            } catch {
+                #expect(error.states == [.stopped(exitCode: 3, stderrTail: ["one", "two"])])
+            }
+            await mesh.shutdown()
+        }
+    }
+
+    @Test("kill -9 of a proc is reported as killed(signal 9)")
+    func killedProc() async throws {
+        let spindle = try spindleBinary()
+        try await withAgents(1) { _, transport, _, addresses in
+            let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
+                                                 timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
+            let procs = try await mesh.spawnProcs(name: "k", perHost: 2) { _ in
+                BootstrapCommand(program: spindle, arguments: ["proc"])
+            }
+            let pid = try #require(procs.lastKnown[1].pid)
+            #expect(kill(pid, SIGKILL) == 0)
+            try await waitUntil("rank 1 reported killed") { procs.lastKnown[1].state == .killed(signal: 9) }
+            #expect(procs.lastKnown[0].state == .ready)
+            try await procs.stop()
+            #expect(procs.lastKnown[0].state.isTerminal)
+            await mesh.shutdown()
+        }
+    }
+
+    @Test("killing an agent daemon with SIGKILL leaves no live procs")
+    func agentKilled() async throws {
+        let spindle = try spindleBinary()
+        let loop = try EventLoop(name: "daemon-test")
+        let transport = makeTransport(loop: loop, key: nil)
+        var options = ProcessOptions(executable: spindle,
+                                     arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
+        options.stdin = .ignore
+        options.stderr = .inherit
+        let daemon = try await ChildProcess.spawn(on: loop, options)
+        var pids: [Int32] = []
+        do {
+            let address = try await readListeningAddress(daemon)
+            let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
+                                                 timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
+            let procs = try await mesh.spawnProcs(name: "orphans", perHost: 2) { _ in
+                BootstrapCommand(program: spindle, arguments: ["proc"])
+            }
+            pids = procs.lastKnown.compactMap(\.pid)
+            #expect(pids.count == 2)
+            #expect(pids.allSatisfy(isAlive))
+            try daemon.kill(SIGKILL)
+            #expect(await daemon.wait() == .signaled(signal: SIGKILL))
+            try await waitUntil("procs of the killed agent to die") { !pids.contains(where: isAlive) }
+            try await waitUntil("the client to see the agent go") {
+                procs.lastKnown.allSatisfy { if case .failed = $0.state { true } else { false } }
+            }
+            await mesh.shutdown()
+        } catch {
+            try? daemon.kill(SIGKILL)
+            for p in pids { kill(p, SIGKILL) }
+            _ = await daemon.wait()
+            await transport.shutdown()
+            await loop.shutdown()
+            throw error
+        }
+        await transport.shutdown()
+        await loop.shutdown()
+    }
+
+    @Test("the daemon shuts down cleanly on SIGTERM, stopping its procs")
+    func daemonSigterm() async throws {
+        let spindle = try spindleBinary()
+        let loop = try EventLoop(name: "daemon-term-test")
+        let transport = makeTransport(loop: loop, key: nil)
+        var options = ProcessOptions(executable: spindle,
+                                     arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
+        options.stdin = .ignore
+        options.stderr = .inherit
+        let daemon = try await ChildProcess.spawn(on: loop, options)
+        do {
+            let address = try await readListeningAddress(daemon)
+            let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
+                                                 timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
+            let procs = try await mesh.spawnProcs(name: "p", perHost: 1) { _ in
+                BootstrapCommand(program: spindle, arguments: ["proc"])
+            }
+            let pid = try #require(procs.lastKnown[0].pid)
+            let status = MeshAdmin.table(await MeshAdmin(meshes: [mesh.ref]).status(transport: transport))
+            #expect(status.contains("p "))
+            #expect(status.contains("ready"))
+            try daemon.kill(SIGTERM)
+            #expect(await daemon.wait() == .exited(code: 0))
+            #expect(!isAlive(pid))
+            await mesh.shutdown()
+        } catch {
+            try? daemon.kill(SIGKILL)
+            _ = await daemon.wait()
+            await transport.shutdown()
+            await loop.shutdown()
+            throw error
+        }
+        await transport.shutdown()
+        await loop.shutdown()
+    }
+}
+
+/// Reads the daemon's "spindle host-agent listening on ADDRESS" line from its stdout.
+func readListeningAddress(_ daemon: ChildProcess, timeout: Duration = .seconds(20)) async throws -> Address {
+    guard let out = daemon.stdout else { throw TestFailure("daemon has no stdout pipe") }
+    let line: String? = await withDeadline(timeout, late: { _ in }) {
+        await withCheckedContinuation { (c: CheckedContinuation<String?, Never>) in
+            let once = ResumeOnce(c)
+            let buffer = Locked<[UInt8]>([])
+            out.start(onRead: { bytes in
+                let text = buffer.withLock { b -> String? in
+                    b += bytes
+                    guard let nl = b.firstIndex(of: 10) else { return nil }
+                    return String(decoding: b[..<nl], as: UTF8.self)
+                }
+                if let text { once.resume(text) }
+            }, onClose: { _ in once.resume(nil) })
+        }
+    } ?? nil
+    guard let line, let range = line.range(of: "listening on ") else {
+        throw TestFailure("daemon did not report its address (line: \(line ?? "none"))")
+    }
+    return try Address(parsing: String(line[range.upperBound...]))
+}

@@ -101,7 +101,7 @@ let transport: TCPTransport
 do { transport = try TCPTransport(loopCount: 1) } catch { fail(3, "cannot start the event loop: \(error)") }
 let host: ShardHost
 do {
-    host = try await ShardHost.serve(shard, coordinator: coordinator, transport: transport)
+    host = try await ShardHost.serve(shard, coordinator: coordinator, transport: transport, execution: .transportThread)
 } catch {
     await transport.shutdown()
     fail(3, "\(error)")

@@ -5,11 +5,12 @@ import Synchronization
 /// Serves one shard to a remote coordinator: connects, says hello, runs each phase it is asked
 /// to run and replies with the result, until the coordinator says stop or the connection closes.
 ///
-/// Phases run on the host's own thread, never on the transport's thread.
+/// Phases run on the host's own thread by default, or inline on the transport's thread (`Execution`).
 public final class ShardHost: Sendable {
     public let shard: any Shard
     private let connection: any TransportConnection
-    private let thread: ThreadPool
+    /// Runs phases off the transport's thread; nil when they run inline on it.
+    private let thread: ThreadPool?
     private let hlc: HybridLogicalClock
     private let clock: any SpindleClock
     private let logger: Logger
@@ -33,17 +34,36 @@ public final class ShardHost: Sendable {
         var ending: Ending?
         var waiters: [CheckedContinuation<Ending, Never>] = []
         var ghosts: [NodeKey: GhostNode] = [:]
+        /// The last placement built, reused while the coordinator's shard list is unchanged.
+        var placement: ShardPlacement?
     }
     private let state = Mutex(State())
 
+    /// Where a shard host runs its shard's phases.
+    public enum Execution: Sendable {
+        /// On a thread of its own: the transport keeps reading while a phase runs.
+        case ownThread
+        /// On the transport's thread that delivered the request: one thread hop fewer per phase
+        /// (lower latency), but the connection is not read while a phase runs. Right for a
+        /// process that only serves its shard.
+        case transportThread
+    }
+
     private init(shard: any Shard, connection: any TransportConnection, clock: any SpindleClock,
-                 logger: Logger, spinIterations: Int) {
+                 logger: Logger, execution: Execution, spinIterations: Int) {
         self.shard = shard
         self.connection = connection
         self.clock = clock
         self.hlc = HybridLogicalClock(clock: clock)
         self.logger = logger
-        self.thread = ThreadPool(threads: 1, name: "spindle-shardhost", spinIterations: spinIterations)
+        switch execution {
+        case .ownThread: thread = ThreadPool(threads: 1, name: "spindle-shardhost", spinIterations: spinIterations)
+        case .transportThread: thread = nil
+        }
+    }
+
+    private func perform(_ work: @escaping @Sendable () -> Void) {
+        if let thread { thread.submit(work) } else { work() }
     }
 
     /// Connects to the coordinator's `ShardServerListener` at `coordinator` and starts serving.
@@ -51,6 +71,7 @@ public final class ShardHost: Sendable {
     public static func serve(_ shard: any Shard, coordinator: Address, transport: any Transport,
                              clock: any SpindleClock = SystemClock(),
                              logger: Logger = Logger(label: "spindle.runner.shard-host"),
+                             execution: Execution = .ownThread,
                              spinIterations: Int = 2_000) async throws(RunnerError) -> ShardHost {
         let connection: any TransportConnection
         do {
@@ -59,7 +80,7 @@ public final class ShardHost: Sendable {
             throw .remoteFailure(shard: shard.id, reason: "cannot reach the coordinator at \(coordinator): \(error)")
         }
         let host = ShardHost(shard: shard, connection: connection, clock: clock, logger: logger,
-                             spinIterations: spinIterations)
+                             execution: execution, spinIterations: spinIterations)
         connection.start(ConnectionHandler(
             onEnvelope: { envelope in host.received(envelope) },
             onClose: { reason in host.end(.disconnected("\(reason)")) }))
@@ -91,7 +112,7 @@ public final class ShardHost: Sendable {
     public func shutdown() async {
         connection.close()
         end(.disconnected("shut down locally"))
-        thread.shutdown()
+        thread?.shutdown()
     }
 
     private func end(_ ending: Ending) {
@@ -114,9 +135,9 @@ public final class ShardHost: Sendable {
         }
         switch kind {
         case .phaseStart:
-            thread.submit { self.runPhase(envelope) }
+            perform { self.runPhase(envelope) }
         case .digestRequest:
-            thread.submit {
+            perform {
                 var w = WireWriter()
                 w.u64(self.shard.stateDigest())
                 try? self.connection.send(Envelope(protocolTag: .runner, kind: RunnerMessageKind.digestReply.rawValue,
@@ -140,16 +161,20 @@ public final class ShardHost: Sendable {
             connection.close()
             return
         }
-        let ghosts: [NodeKey: GhostNode] = state.withLock { s in
+        let (ghosts, placement): ([NodeKey: GhostNode], ShardPlacement) = state.withLock { s in
             for op in request.ghostOps {
                 switch op {
                 case .install(let g): s.ghosts[g.key] = g
                 case .remove(let k): s.ghosts[k] = nil
                 }
             }
-            return s.ghosts
+            if let p = s.placement, p.shards == request.placementShards, p.virtualNodes == request.virtualNodes {
+                return (s.ghosts, p)
+            }
+            let p = ShardPlacement(shards: request.placementShards, virtualNodes: request.virtualNodes)
+            s.placement = p
+            return (s.ghosts, p)
         }
-        let placement = ShardPlacement(shards: request.placementShards, virtualNodes: request.virtualNodes)
         let context = ShardContext(tick: request.tick, phase: request.phase, shard: shard.id,
                                    placement: placement, logger: logger,
                                    ghostView: ghosts.isEmpty ? nil : .fixed(ghosts))

@@ -131,6 +131,14 @@ public final class DistributedRunner: Sendable {
         }
     }
 
+    /// A runner dropped without `shutdown()` still lets its threads end (without waiting).
+    deinit {
+        if !isShutDown.load(ordering: .acquiring) {
+            driver.requestStop()
+            workers?.requestStop()
+        }
+    }
+
     /// Stops the runner's threads, after phases still running return. Idempotent.
     public func shutdown() async {
         guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }

@@ -73,7 +73,7 @@ final class PhaseGate: @unchecked Sendable {
     }
 
     /// Waits until `round` is released (returning every outcome) or times out.
-    func await(round: UInt64) -> Result<[ShardID: PhaseOutcome], RunnerError> {
+    func waitForRound(_ round: UInt64) -> Result<[ShardID: PhaseOutcome], RunnerError> {
         var spins = 0
         while releasedRound.load(ordering: .acquiring) != round && spins < spinIterations { spins += 1 }
         lock.lock()

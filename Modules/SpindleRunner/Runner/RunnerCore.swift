@@ -165,7 +165,7 @@ final class RunnerCore: @unchecked Sendable {
             }
         }
         if !jobs.isEmpty { workers?.submit(contentsOf: jobs) }
-        switch gate.await(round: round) {
+        switch gate.waitForRound(round) {
         case .failure(let e):
             logger.warning("\(e)")
             return .failure(e)

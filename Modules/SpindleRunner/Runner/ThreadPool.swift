@@ -77,6 +77,17 @@ final class ThreadPool: @unchecked Sendable {
         for t in threads { pthread_join(t, nil) }
     }
 
+    /// Asks the threads to exit once the queue is empty without waiting for them (they are
+    /// detached). For an owner's `deinit`, which must not block or join its own thread.
+    func requestStop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+        for t in threads { pthread_detach(t) }
+    }
+
     fileprivate func workerLoop() {
         while true {
             var spins = 0

@@ -3,6 +3,7 @@
 let allSuites: [BenchSuite] = [
     kernelSuite,
     transportSuite,
+    taskletsSuite,
     meshSuite,
     runnerSuite,
 ]

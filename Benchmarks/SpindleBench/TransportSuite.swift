@@ -1,6 +1,6 @@
 // The `transport` suite: SpindleTCP against raw libuv C in the same run, a reliable link over
-// SpindleTCP against the bare transport, the frame codec's one-thread ceiling, and the
-// in-process transport.
+// SpindleTCP against the bare transport, and the in-process transport. (The frame codec's own
+// speed is in the `kernel` suite.)
 import CBaselines
 import Spindle
 import Synchronization
@@ -64,23 +64,6 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         value: frame / tcpPump / 1e6, unit: "MB/s",
         baseline: "C libuv", baselineValue: cFrame / cPump / 1e6, higherIsBetter: true))
 
-    // MARK: codec ceiling
-    // What one thread spends per message just to frame and unframe it (no sockets): the bound
-    // on the pump, whose sending and receiving threads each do half of this work.
-    let codec = measure(iterations: linkMessages, rounds: 3) { n in
-        let encoder = FrameEncoder()
-        var decoder = FrameDecoder()
-        var bytes: [UInt8] = []
-        for _ in 0..<n { try? encoder.encode(pumpMessage, into: &bytes) }
-        decoder.feed(bytes)
-        var count = 0
-        while let d = try? decoder.next() { count &+= d.payload.count }
-        blackHole(count)
-    }
-    reporter.report(BenchResult(
-        suite: "transport", benchmark: "frame encode+decode 64 B (one thread)", value: 1 / codec,
-        unit: "messages/s", higherIsBetter: true))
-
     // MARK: reliable link over TCP vs bare TCP
     let linkCounter = ArrivalCounter()
     let reliableListener = try await ReliableListener.listen(over: pair.server, on: .tcp(host: "127.0.0.1", port: 0)) { link in
@@ -110,6 +93,8 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         suite: "transport", benchmark: "reliable link over tcp, pump 64 B", value: 1 / linkPump,
         unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / barePump, higherIsBetter: true))
 
+    let stats = link.statistics
+    reporter.note("reliable link: \(stats.retransmitted) retransmitted, \(stats.duplicatesDropped) duplicates dropped, \(stats.reconnects) reconnects")
     await link.shutdown()
     await reliableListener.shutdown()
 }

@@ -22,8 +22,8 @@ enum HandshakeOutcome: Sendable {
 /// next loop turn for sends from other threads. So a burst of sends costs one `uv_write`.
 final class TCPConnection: TransportConnection, @unchecked Sendable {
     // @unchecked Sendable: the `var`s below the "loop-confined" mark are read and written only
-    // on `loop`'s thread (every entry point hops there or asserts it); cross-thread state lives
-    // in the `shared` Mutex.
+    // on `loop`'s thread (channel callbacks run there; public entry points hop there with
+    // `execute` unless already on it); cross-thread state lives in the `shared` Mutex.
 
     let loop: EventLoop
     let channel: StreamChannel
@@ -45,6 +45,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     // MARK: loop-confined
     private var handshake: TCPHandshake?
+    /// `handshake != nil`, as a flag: testing the optional would copy the struct per read.
+    private var handshaking = false
     private var handshakeTimer: LoopTimer?
     private var onHandshakeDone: ((HandshakeOutcome) -> Void)?
     private var role: TCPHandshake.Role = .initiator
@@ -109,6 +111,10 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
     }
 
+    /// Bytes accepted by `send` and not yet taken by the socket (outbound buffer plus the
+    /// stream's write queue).
+    var queuedByteCount: Int { shared.withLock { $0.bytes.count } + channel.queuedByteCount }
+
     /// The recorded close reason, if closing has begun.
     private var recordedCloseReason: CloseReason? { shared.withLock { $0.closeReason } }
 
@@ -134,7 +140,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         if loop.inEventLoop {
             install(handler)
         } else {
-            loop.execute { [self] in install(handler) }
+            let queued = loop.tryExecute { [self] in install(handler) }
+            if !queued {
+                // The loop has shut down (closing the channel): nothing more will arrive.
+                handler.onClose(recordedCloseReason ?? .transportShutdown)
+            }
         }
     }
 
@@ -149,6 +159,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     func begin(role: TCPHandshake.Role,
                finished: @escaping @Sendable (TCPConnection) -> Void,
                done: @escaping (HandshakeOutcome) -> Void) {
+        assert(loop.inEventLoop, "TCPConnection.begin must run on its loop")
         self.role = role
         onFinished = finished
         onHandshakeDone = done
@@ -157,6 +168,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                               now: now, timeout: configuration.handshakeTimeout)
         let first = hs.start()
         handshake = hs
+        handshaking = true
         channel.start(
             onRead: { [self] bytes in handleRead(bytes) },
             onClose: { [self] error in handleChannelClosed(error) })
@@ -191,9 +203,10 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// Returns once the channel has closed and `onClose` has been decided.
     func waitUntilClosed() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            loop.execute { [self] in
+            let queued = loop.tryExecute { [self] in
                 if finalReason != nil { c.resume() } else { closeWaiters.append(c) }
             }
+            if !queued { c.resume() }   // the loop has shut down, which closed the channel
         }
     }
 
@@ -216,7 +229,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
         guard finalReason == nil, !closeStarted else { return }
-        if handshake != nil {
+        if handshaking {
             guard var hs = handshake else { return }
             let actions = hs.receive(bytes)
             handshake = hs
@@ -266,6 +279,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 channel.write(bytes)
             case .established(let authenticated, let leftover):
                 handshake = nil
+                handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
                 logger.debug("handshake complete", metadata: ["authenticated": "\(authenticated)"])
@@ -278,6 +292,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 }
             case .fail(let error):
                 handshake = nil
+                handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
                 let reason = Self.closeReason(for: error, role: role, peer: remoteAddress)
@@ -339,7 +354,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private func handleChannelClosed(_ error: EventLoopError?) {
         handshakeTimer?.cancel()
         handshakeTimer = nil
-        if var hs = handshake {
+        if handshaking, var hs = handshake {
             // Closed mid-handshake: the handshake decides the reason (and tells `connect`).
             let actions = hs.peerClosed()
             handshake = hs

@@ -121,10 +121,14 @@ public final class TCPTransport: Transport {
             throw .closed(.transportShutdown)
         }
         let outcome: HandshakeOutcome = await withCheckedContinuation { c in
-            loop.execute { [self] in
+            let queued = loop.tryExecute { [self] in
                 connection.begin(role: .initiator, finished: { [weak self] in self?.unregister($0) }) { outcome in
                     c.resume(returning: outcome)
                 }
+            }
+            if !queued {
+                unregister(connection)
+                c.resume(returning: .failed(.transportShutdown))
             }
         }
         switch outcome {

@@ -106,18 +106,21 @@ struct TCPAuthenticationTests {
     func handshakeTimeout() async throws {
         let failures = Collector<CloseReason>(), logs = Collector<String>()
         var config = Self.serverConfiguration(Self.key, failures: failures, logs: logs)
-        config.handshakeTimeout = .milliseconds(200)
+        config.handshakeTimeout = .seconds(1)
         try await withTransport(config) { transport, loop in
             let listener = try await transport.listen(on: .tcp(host: "127.0.0.1", port: 0)) { _ in }
             let raw = try await RawPeer.connect(loop: loop, to: listener.address)
             raw.channel.write(TCPHandshake.hello(role: .initiator, authenticate: true, nonce: []))
             let reason = try await failures.first("the handshake timeout")
-            #expect(reason.isAuthenticationFailure(containing: "timed out"), "\(reason)")
-            #expect(reason.isAuthenticationFailure(containing: "PROOF"), "\(reason)")
+            #expect(reason.isAuthenticationFailure(containing: "timed out after 1.0 seconds"), "\(reason)")
             _ = try await raw.closed.first("the silent peer to be disconnected")
-            // It had received the server's HELLO and PROOF, nothing more.
+            // The peer got the server's HELLO and, if its own HELLO arrived in time (it almost
+            // always does), the server's PROOF: nothing more, and no envelope was accepted.
             let bytes = raw.received.items.flatMap { $0 }
-            #expect(bytes.count == TCPHandshake.helloSize + TCPHandshake.proofSize)
+            #expect(bytes.count == TCPHandshake.helloSize || bytes.count == TCPHandshake.helloSize + TCPHandshake.proofSize)
+            if bytes.count == TCPHandshake.helloSize + TCPHandshake.proofSize {
+                #expect(reason.isAuthenticationFailure(containing: "PROOF"), "\(reason)")
+            }
         }
     }
 }

@@ -59,6 +59,44 @@ struct TCPTransportTests {
         }
     }
 
+    @Test("sends from several threads at once all arrive, each sender's in order, on the loop thread")
+    func concurrentSenders() async throws {
+        let group = try EventLoopGroup(loopCount: 2, namePrefix: "tcp-test")
+        let transport = TCPTransport(group: group)
+        let onLoop = Collector<Bool>()
+        let received = Collector<Envelope>()
+        let listener = try await transport.listen(on: Self.localhost) { conn in
+            let loop = (conn as! TCPConnection).loop
+            conn.start(ConnectionHandler(
+                onEnvelope: { e in
+                    if e.sequence == 0 { onLoop.append(loop.inEventLoop) }
+                    received.append(e)
+                },
+                onClose: { _ in }))
+        }
+        let conn = try await transport.connect(to: listener.address)
+        let senders = 4, perSender = 2_500
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for sender in 0..<senders {
+                tasks.addTask {
+                    for i in 0..<perSender {
+                        try conn.send(Envelope(protocolTag: .application, kind: UInt16(sender), sequence: UInt64(i)))
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let got = try await received.wait(count: senders * perSender, "envelopes from every sender")
+        for sender in 0..<senders {
+            let seqs = got.filter { $0.kind == UInt16(sender) }.map(\.sequence)
+            #expect(seqs == (0..<perSender).map(UInt64.init), "sender \(sender) out of order or incomplete")
+        }
+        #expect(onLoop.items.allSatisfy { $0 } && onLoop.items.count == senders)
+        await transport.shutdown()
+        for loop in group.loops { #expect(await loop.openHandleCount == 0) }
+        await group.shutdown()
+    }
+
     @Test("envelopes that arrive before start() are buffered and delivered first, in order")
     func bufferedBeforeStart() async throws {
         try await withTransport { transport, _ in
@@ -286,6 +324,42 @@ struct TCPTransportTests {
             #expect(throws: TransportError.closed(.transportShutdown)) { try result.get() }
             peer.close()
             silent.close()
+        }
+    }
+
+    @Test("waitUntilWritable bounds what a fast sender queues while the peer does not read")
+    func backpressure() async throws {
+        var config = TCPTransport.Configuration()
+        config.highWatermark = 64 << 10
+        config.lowWatermark = 16 << 10
+        config.maxBufferedBeforeStart = 16
+        try await withTransport(config) { transport, _ in
+            let accepted = Collector<any TransportConnection>()
+            let listener = try await transport.listen(on: Self.localhost) { accepted.append($0) }
+            let client = try await transport.connect(to: listener.address)
+            let server = try await accepted.first("the accepted connection")
+            let payload = [UInt8](repeating: 0xEE, count: 16 << 10)
+            let count = 1_000   // 16 MB: far more than the socket buffers hold
+            let progress = Collector<Int>()
+            let producer = Task {
+                var maxQueued = 0
+                for i in 0..<count {
+                    try await client.waitUntilWritable()
+                    try client.send(envelope(i, payload: payload))
+                    maxQueued = max(maxQueued, (client as! TCPConnection).queuedByteCount)
+                    progress.append(i)
+                }
+                return maxQueued
+            }
+            // The server starts only after 20 sends (320 KB, which the watermark and the socket
+            // buffers absorb): meanwhile it buffers 16 envelopes and stops reading its socket.
+            try await progress.wait(count: 20, "the first sends")
+            let (received, _) = collect(server)
+            let got = try await received.wait(count: count, timeout: .seconds(30), "envelopes under backpressure")
+            let maxQueued = try await producer.value
+            #expect(got.map(\.sequence) == (0..<count).map(UInt64.init))
+            let frame = FrameEncoder.frameSize(of: envelope(0, payload: payload))
+            #expect(maxQueued <= 2 * (64 << 10) + frame, "queued \(maxQueued) bytes")
         }
     }
 

@@ -16,6 +16,9 @@ final class InProcessInbox: Sendable {
 
     struct State {
         var queue: Deque<Item> = []
+        /// An empty buffer with capacity that the drainer swaps with `queue`, so steady
+        /// traffic allocates nothing.
+        var spare: Deque<Item> = []
         /// Items held back by a delay fault, in FIFO order with non-decreasing due times.
         var delayed: Deque<(due: MonotonicInstant, item: Item)> = []
         var handler: ConnectionHandler?
@@ -121,12 +124,16 @@ final class InProcessInbox: Sendable {
 
     /// Delivers until the queue is empty. Only the claimant of `claimDrain` calls this.
     func drain() {
-        // Two buffers swap roles so that steady traffic allocates nothing.
+        // `batch` starts as the spare buffer and goes back there on exit; in between it trades
+        // places with `queue`, so the queue always has storage and steady traffic allocates nothing.
         var batch: Deque<Item> = []
+        var first = true
         while true {
             let next: (ConnectionHandler, [CheckedContinuation<CloseReason?, Never>])? = state.withLock { s in
+                if first { swap(&batch, &s.spare); first = false }
                 guard !s.queue.isEmpty, !s.closeDelivered, let h = s.handler else {
                     s.draining = false
+                    swap(&batch, &s.spare)
                     return nil
                 }
                 swap(&batch, &s.queue)
@@ -139,7 +146,7 @@ final class InProcessInbox: Sendable {
             }
             guard let (handler, waiters) = next else { return }
             for w in waiters { w.resume(returning: nil) }
-            for item in batch {
+            while let item = batch.popFirst() {      // moves out: no copy per envelope
                 switch item {
                 case .envelope(let e):
                     handler.onEnvelope(e)

@@ -110,6 +110,39 @@ struct RemoteInProcessTests {
         await transport.shutdown()
     }
 
+    @Test("a remote shard that does not finish a phase times out the tick naming it; its late reply is ignored")
+    func remoteTimeout() async throws {
+        let transport = InProcessTransport()
+        let coordinator = Coordinator()
+        let listener = try await ShardServerListener.listen(on: .inproc(name: "coord-slow"), transport: transport,
+                                                           hlc: coordinator.hlc)
+        let latch = TestLatch()
+        let slow = TestShard(4, onAct: { c, _ in if c.tick == 1 { latch.wait(seconds: 30) } })
+        let host = try await ShardHost.serve(slow, coordinator: listener.address, transport: transport)
+        let remotes = try await listener.waitForShards(count: 1, timeout: .seconds(20))
+        let runner = try DistributedRunner(coordinator: coordinator, members: [.remote(remotes[0]), .local(TestShard(5))],
+                                           configuration: RunnerConfiguration(phaseTimeout: .milliseconds(300)))
+        do {
+            _ = try await runner.tick()
+            Issue.record("the tick did not time out")
+        } catch {
+            guard case let .phaseTimedOut(phase, tick, missing, _, _) = error else {
+                Issue.record("unexpected \(error)")
+                latch.release()
+                return
+            }
+            #expect(phase == .act && tick == 1 && missing == [ShardID(4)])
+        }
+        latch.release()
+        // The server finishes the abandoned act late; the retried tick 1 is not confused by it.
+        let r = try await runner.tick()
+        #expect(r.tick == 1 && r.shards.map(\.shard) == [ShardID(4), ShardID(5)])
+        await runner.shutdown()
+        await host.shutdown()
+        listener.shutdown()
+        await transport.shutdown()
+    }
+
     @Test("a shard server that never connects: waiting for shards times out saying how many came")
     func missingServer() async throws {
         let transport = InProcessTransport()

@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "spindle", targets: ["SpindleCLI"]),
         .executable(name: "spindle-demo", targets: ["SpindleDemo"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
+        .executable(name: "spindle-shard", targets: ["SpindleShardServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -110,6 +111,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleRunner",
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
+            name: "SpindleShardServer",
+            dependencies: [
+                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Modules/SpindleShardServer",
             swiftSettings: strict
         ),
 

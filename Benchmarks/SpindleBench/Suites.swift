@@ -2,8 +2,9 @@
 /// (`<Name>Suite.swift`) and adds one line here.
 let allSuites: [BenchSuite] = [
     kernelSuite,
+    eventLoopSuite,
     transportSuite,
     taskletsSuite,
-    eventLoopSuite,
     meshSuite,
+    runnerSuite,
 ]

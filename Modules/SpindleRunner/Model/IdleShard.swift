@@ -1,0 +1,13 @@
+import SpindleKernel
+
+/// A shard whose phases do nothing: measures the runner's own cost per tick, and stands in for
+/// a shard in tests of the coordination itself.
+public final class IdleShard: Shard {
+    public let id: ShardID
+
+    public init(id: ShardID) { self.id = id }
+
+    public func sense(_ context: ShardContext) throws -> Int { 0 }
+    public func act(_ context: ShardContext, output: inout ActOutput) throws -> Int { 0 }
+    public func decay(_ context: ShardContext) throws -> Int { 0 }
+}

@@ -1,0 +1,65 @@
+import SpindleKernel
+
+/// A partition of a simulation that the distributed runner advances tick by tick.
+///
+/// The runner calls one method of a shard at a time (never two concurrently) and in this order
+/// every tick: ``deliver(_:context:)`` (the edges and messages other shards emitted in Act),
+/// ``sense(_:)``, ``act(_:output:)``, ``decay(_:)`` — with ``ghostNodes(for:context:)`` after
+/// decay when other shards referenced this shard's nodes. Different shards run in parallel.
+///
+/// Conforming types are classes; since the runner never overlaps calls on one shard, state
+/// behind a `Mutex` is uncontended.
+public protocol Shard: AnyObject, Sendable {
+    /// The shard's identity; unique among the runner's shards.
+    var id: ShardID { get }
+
+    /// Sense: reads the shard's state (and ghost nodes) and decides; must not change what other
+    /// phases or shards can observe.
+    /// - Returns: how many items (agents, nodes) the phase processed.
+    func sense(_ context: ShardContext) throws -> Int
+
+    /// Act: applies the decisions of Sense; may append cross-shard edges and messages to
+    /// `output`. Throwing fails the tick with this shard's id.
+    /// - Returns: how many items the phase processed.
+    func act(_ context: ShardContext, output: inout ActOutput) throws -> Int
+
+    /// Receives what other shards emitted for this shard in the tick's Act (runs right before
+    /// ``decay(_:)`` of the same tick, so before the next Sense). Order is deterministic: by
+    /// emitting shard, then emission order.
+    func deliver(_ delivery: ShardDelivery, context: ShardContext) throws
+
+    /// Decay: ages the shard's state (signals, traces, edges).
+    /// - Returns: how many items the phase processed.
+    func decay(_ context: ShardContext) throws -> Int
+
+    /// Read-only copies of this shard's nodes `keys` for other shards' ghost caches. Keys this
+    /// shard does not own are left out.
+    func ghostNodes(for keys: [NodeKey], context: ShardContext) -> [GhostNode]
+
+    /// A digest of the shard's state for comparing runs. Digests of all shards are combined by
+    /// wrapping addition (`StateDigest.combine`), so the digest of a partitioned state must not
+    /// depend on the partitioning.
+    func stateDigest() -> UInt64
+}
+
+extension Shard {
+    public func deliver(_ delivery: ShardDelivery, context: ShardContext) throws {}
+    public func ghostNodes(for keys: [NodeKey], context: ShardContext) -> [GhostNode] { [] }
+    public func stateDigest() -> UInt64 { 0 }
+}
+
+/// Combines per-shard digests into one, independent of the order and of the partitioning.
+public enum StateDigest {
+    /// The wrapping sum of `digests`.
+    public static func combine(_ digests: some Sequence<UInt64>) -> UInt64 {
+        digests.reduce(0, &+)
+    }
+
+    /// The digest of one record (a node, an agent): feed every record of the state through this
+    /// and add the results, and any partition of the records gives the same total.
+    public static func record(_ words: UInt64...) -> UInt64 {
+        var h = StableHash.fnv1aOffset
+        for w in words { h = StableHash.fnv1a(word: w, into: h) }
+        return StableHash.mix(h)
+    }
+}

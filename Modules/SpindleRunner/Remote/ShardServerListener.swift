@@ -1,0 +1,140 @@
+import SpindleKernel
+import Synchronization
+
+/// The coordinator's side of remote shards: listens on a transport address, and turns every
+/// shard server that connects and says hello into a `RemoteShard`.
+public final class ShardServerListener: Sendable {
+    private let listener: any TransportListener
+    private struct State {
+        var shards: [ShardID: RemoteShard] = [:]
+        var rejected: [String] = []
+        var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var shutDown = false
+    }
+    private let state: Mutex<State>
+
+    /// The bound address (port 0 resolved) to give shard servers.
+    public var address: Address { listener.address }
+
+    private init(listener: any TransportListener) {
+        self.listener = listener
+        self.state = Mutex(State())
+    }
+
+    /// Listens on `address` of `transport`.
+    /// - Throws: `RunnerError.remoteFailure` when the transport cannot listen.
+    public static func listen(on address: Address, transport: any Transport,
+                              hlc: HybridLogicalClock) async throws(RunnerError) -> ShardServerListener {
+        let box = ListenerBox()
+        let l: any TransportListener
+        do {
+            l = try await transport.listen(on: address) { connection in box.accept(connection, hlc: hlc) }
+        } catch {
+            throw .remoteFailure(shard: nil, reason: "cannot listen on \(address): \(error)")
+        }
+        let listener = ShardServerListener(listener: l)
+        box.owner.withLock { $0 = listener }
+        return listener
+    }
+
+    /// Waits until `count` shard servers said hello.
+    /// - Returns: their remote shards, in increasing id order.
+    /// - Throws: `RunnerError.remoteFailure` naming how many arrived when `timeout` passes.
+    public func waitForShards(count: Int, timeout: Duration) async throws(RunnerError) -> [RemoteShard] {
+        let arrived = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { c in
+                    let ready: Bool = self.state.withLock { s in
+                        if s.shards.count >= count || s.shutDown { return true }
+                        s.waiters.append((count, c))
+                        return false
+                    }
+                    if ready { c.resume() }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            // Release a waiter the timeout left behind.
+            let left = self.state.withLock { s in
+                let w = s.waiters.map(\.continuation)
+                s.waiters.removeAll()
+                return w
+            }
+            for c in left { c.resume() }
+            return first
+        }
+        let (shards, rejected) = state.withLock { ($0.shards, $0.rejected) }
+        guard arrived, shards.count >= count else {
+            throw .remoteFailure(shard: nil, reason: "\(shards.count) of \(count) shard servers said hello within \(timeout)"
+                                 + (rejected.isEmpty ? "" : "; rejected: \(rejected.joined(separator: "; "))"))
+        }
+        return shards.values.sorted { $0.id < $1.id }
+    }
+
+    /// Stops every shard server that connected, closes their connections and the listener.
+    public func shutdown() {
+        listener.close()
+        let (shards, waiters) = state.withLock { s in
+            s.shutDown = true
+            let w = s.waiters.map(\.continuation)
+            s.waiters.removeAll()
+            return (Array(s.shards.values), w)
+        }
+        for c in waiters { c.resume() }
+        for r in shards { r.stop() }
+    }
+
+    fileprivate func register(_ shard: RemoteShard) -> Bool {
+        let ready: [CheckedContinuation<Void, Never>]? = state.withLock { s in
+            guard s.shards[shard.id] == nil, !s.shutDown else {
+                s.rejected.append("\(shard.id) said hello twice")
+                return nil
+            }
+            s.shards[shard.id] = shard
+            let n = s.shards.count
+            let r = s.waiters.filter { $0.count <= n }.map(\.continuation)
+            s.waiters.removeAll { $0.count <= n }
+            return r
+        }
+        guard let ready else { return false }
+        for c in ready { c.resume() }
+        return true
+    }
+}
+
+/// Routes a connection's envelopes: the first must be a hello, the rest go to its RemoteShard.
+private final class ListenerBox: Sendable {
+    let owner = Mutex<ShardServerListener?>(nil)
+
+    func accept(_ connection: any TransportConnection, hlc: HybridLogicalClock) {
+        let remote = Mutex<RemoteShard?>(nil)
+        connection.start(ConnectionHandler(
+            onEnvelope: { [self] envelope in
+                hlc.receive(envelope.stamp)
+                if let r = remote.withLock({ $0 }) {
+                    r.handle(envelope)
+                    return
+                }
+                var reader = WireReader(envelope.payload)
+                guard envelope.protocolTag == .runner,
+                      envelope.kind == RunnerMessageKind.hello.rawValue,
+                      let raw = try? reader.u64("shard id"),
+                      let listener = owner.withLock({ $0 }) else {
+                    connection.close()
+                    return
+                }
+                let shard = RemoteShard(id: ShardID(raw), connection: connection)
+                guard listener.register(shard) else {
+                    connection.close()
+                    return
+                }
+                remote.withLock { $0 = shard }
+            },
+            onClose: { reason in remote.withLock { $0 }?.handleClose("\(reason)") }))
+    }
+}

@@ -1,0 +1,135 @@
+import SpindleKernel
+import Synchronization
+
+/// A shard's cache of ghost nodes: read-only copies of remote nodes its edges reference,
+/// bounded by least-recent use.
+///
+/// A value type with O(1) lookups, inserts and evictions (a dictionary into an index-linked
+/// recency list). Lookups that count as use go through `touch`; `peek` reads without changing
+/// the order. Entries of a shard that leaves are dropped with `invalidate(owner:)`.
+public struct GhostCache: Sendable {
+    public let capacity: Int
+    private var index: [NodeKey: Int] = [:]
+    private var slots: [Slot] = []
+    private var free: [Int] = []
+    /// Least and most recently used slots (-1 when empty).
+    private var lru = -1
+    private var mru = -1
+    public private(set) var hits: UInt64 = 0
+    public private(set) var misses: UInt64 = 0
+
+    private struct Slot: Sendable {
+        var node: GhostNode
+        var older: Int
+        var newer: Int
+    }
+
+    /// - Parameter capacity: how many ghosts the cache holds (at least 1).
+    public init(capacity: Int) {
+        self.capacity = max(1, capacity)
+    }
+
+    public var count: Int { index.count }
+
+    /// The keys held, least recently used first.
+    public var keysByRecency: [NodeKey] {
+        var out: [NodeKey] = []
+        var i = lru
+        while i >= 0 {
+            out.append(slots[i].node.key)
+            i = slots[i].newer
+        }
+        return out
+    }
+
+    /// Looks `key` up as a use: a hit moves it to most recent; counts hits and misses.
+    public mutating func touch(_ key: NodeKey) -> GhostNode? {
+        guard let i = index[key] else {
+            misses &+= 1
+            return nil
+        }
+        hits &+= 1
+        unlink(i)
+        linkNewest(i)
+        return slots[i].node
+    }
+
+    /// Reads `key` without changing recency or counters.
+    public func peek(_ key: NodeKey) -> GhostNode? { index[key].map { slots[$0].node } }
+
+    /// Inserts (or replaces) a ghost as most recent.
+    /// - Returns: the key evicted to make room, if any.
+    @discardableResult
+    public mutating func insert(_ node: GhostNode) -> NodeKey? {
+        if let i = index[node.key] {
+            slots[i].node = node
+            unlink(i)
+            linkNewest(i)
+            return nil
+        }
+        var evicted: NodeKey? = nil
+        if index.count >= capacity, lru >= 0 {
+            let victim = lru
+            evicted = slots[victim].node.key
+            drop(victim)
+        }
+        let slot = Slot(node: node, older: -1, newer: -1)
+        let i: Int
+        if let f = free.popLast() {
+            slots[f] = slot
+            i = f
+        } else {
+            slots.append(slot)
+            i = slots.count - 1
+        }
+        index[node.key] = i
+        linkNewest(i)
+        return evicted
+    }
+
+    /// Drops every ghost owned by `owner` (it left the runner).
+    /// - Returns: the keys dropped, in increasing order.
+    @discardableResult
+    public mutating func invalidate(owner: ShardID) -> [NodeKey] {
+        let gone = index.filter { slots[$0.value].node.owner == owner }
+        for (_, i) in gone { drop(i) }
+        return gone.keys.sorted()
+    }
+
+    /// Drops one key.
+    public mutating func remove(_ key: NodeKey) {
+        if let i = index[key] { drop(i) }
+    }
+
+    private mutating func drop(_ i: Int) {
+        unlink(i)
+        index[slots[i].node.key] = nil
+        slots[i].node.payload = []
+        free.append(i)
+    }
+
+    private mutating func unlink(_ i: Int) {
+        let (o, n) = (slots[i].older, slots[i].newer)
+        if o >= 0 { slots[o].newer = n } else { lru = n }
+        if n >= 0 { slots[n].older = o } else { mru = o }
+        slots[i].older = -1
+        slots[i].newer = -1
+    }
+
+    private mutating func linkNewest(_ i: Int) {
+        slots[i].older = mru
+        slots[i].newer = -1
+        if mru >= 0 { slots[mru].newer = i } else { lru = i }
+        mru = i
+    }
+}
+
+/// A ghost cache shared between the runner's coordinator thread (which fills it between phases)
+/// and its shard (which reads it during phases).
+final class SharedGhostCache: Sendable {
+    let cache: Mutex<GhostCache>
+
+    init(capacity: Int) { cache = Mutex(GhostCache(capacity: capacity)) }
+
+    func peek(_ key: NodeKey) -> GhostNode? { cache.withLock { $0.peek(key) } }
+}

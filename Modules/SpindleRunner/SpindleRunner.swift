@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleRunner: content arrives with its issue (see docs/).

@@ -1,2 +1,19 @@
+// spindle-demo: the whole story in one process tree on loopback. See README.md.
 import Spindle
-print("spindle-demo: the integrated demo arrives with the module issues")
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let log = DemoLog()
+print("Spindle demo — tasklets, a task queue of worker processes, nodes exchanging messages,")
+print("host agents with a proc mesh, and a sharded simulation, all on this machine.")
+
+await log.step("tasklets: fork-join sum") { try await taskletsStep(log) }
+await log.step("host mesh + runner: colony") { try await meshAndRunnerStep(log) }
+
+log.printSummary()
+if log.failed {
+    print("spindle-demo: some steps failed")
+    exit(1)
+}

@@ -1,70 +1,72 @@
 import SpindleKernel
 
-extension Node {
+extension Engine {
     /// Fires op `op` of execution `slot`: takes its inputs, dispatches, applies the result.
-    func fire(_ op: Int, exec slot: Int) {
-        let p = program!
-        let e = execs[slot]!
-        let cop = p.ops[op]
-        e.outstanding -= 1
-        e.queued[op] = false
-        e.required[op] = 0
-        e.groupsSatisfied[op] = 0
-        if cop.groupCount > 0 {
-            for g in cop.groupBase..<(cop.groupBase + Int(cop.groupCount)) { e.groupHits[g] = 0 }
+    mutating func fire(_ op: Int, exec slot: Int, _ p: InstalledProgram) {
+        execs[slot].outstanding -= 1
+        execs[slot].queued[op] = false
+        execs[slot].required[op] = 0
+        execs[slot].groupsSatisfied[op] = 0
+        let groupCount = Int(p.opGroupCount[op])
+        if groupCount > 0 {
+            let g0 = p.opGroupBase[op]
+            for g in g0..<(g0 + groupCount) { execs[slot].groupHits[g] = 0 }
         }
-        var inputs = OpInputs(count: cop.inputCount)
-        var s = cop.slotBase
-        for i in 0..<cop.inputCount {
-            if e.slots[s] != nil {
-                inputs[i] = e.slots[s]
-                e.slots[s] = nil
-            }
-            s += 1
+        let count = p.opInputCount[op]
+        var inputs = OpInputs(count: count)
+        let base = p.opSlotBase[op]
+        for i in 0..<count where execs[slot].slots[base + i] != nil {
+            inputs[i] = execs[slot].slots[base + i]
+            execs[slot].slots[base + i] = nil
         }
 
-        if cop.isAsync && pending.count >= configuration.maxPendingAsync {
+        if p.opIsAsync[op] && pending.count >= configuration.maxPendingAsync {
             failOp(op, slot, .cooldown)
             settle(slot)
             return
         }
 
+        let execID = execs[slot].id
+        if context.current.execution != execID {
+            context.current.execution = execID
+            context.current.inbound = execs[slot].inbound
+        }
         context.current.opIndex = op
-        context.current.execution = e.id
-        context.current.inbound = e.inbound
         nextPendingKind = .component
         let result: DispatchResult
-        switch cop.target {
-        case .component(let ci, let oi):
+        let ci = p.opComponent[op]
+        if ci >= 0 {
             context.siblings.dispatching = ci
-            result = context.siblings.components[ci].dispatch(op: oi, inputs: inputs, context: context)
+            result = p.components[ci].dispatch(op: p.opComponentOp[op], inputs: inputs, context: context)
             context.siblings.dispatching = -1
-        case .syscall(let config):
+        } else if case .syscall(let config) = p.ops[op].target {
             result = runSyscall(config, op: op, exec: slot, inputs: inputs)
+        } else {
+            result = .absorb
         }
 
         switch result {
         case .immediate(let outputs):
-            writeOutputs(op, slot, outputs)
+            writeOutputs(op, slot, outputs, p)
         case .async(let cmd):
-            var deadline = now + (cop.timeout ?? configuration.defaultAsyncDeadline)
+            var deadline = now + (p.ops[op].timeout ?? configuration.defaultAsyncDeadline)
             if case .wire(let request, _) = nextPendingKind, let entry = context.net.requests.entry(request) {
                 deadline = entry.expiresAt
             }
-            if let d = e.deadline, d < deadline { deadline = d }
-            pending[cmd] = PendingOp(op: op, exec: slot, execID: e.id, kind: nextPendingKind, deadline: deadline)
+            if let d = execs[slot].deadline, d < deadline { deadline = d }
+            pending[cmd] = PendingOp(op: op, exec: slot, execID: execID, kind: nextPendingKind, deadline: deadline)
             _ = deadlines.schedule(at: deadline, cmd)
-            e.outstanding += 1
+            execs[slot].outstanding += 1
         case .failed(let detail):
             failOp(op, slot, .failed(Ingress.truncate(detail, toBytes: configuration.failureDetailCap)))
         }
         context.current.opIndex = -1
         if !context.current.completions.isEmpty { applySameCycleCompletions() }
-        settle(slot)
+        if execs[slot].outstanding == 0 { settle(slot) }
     }
 
     /// Applies completions a dispatch recorded through the context.
-    func applySameCycleCompletions() {
+    mutating func applySameCycleCompletions() {
         while !context.current.completions.isEmpty {
             let batch = context.current.completions
             context.current.completions.removeAll(keepingCapacity: true)
@@ -73,13 +75,13 @@ extension Node {
     }
 
     /// Completes (or fails) pending command `cmd`; unknown commands are ignored and counted.
-    func applyCompletion(_ cmd: CommandID, _ result: Result<OpOutputs, OpFailureReason>) {
+    mutating func applyCompletion(_ cmd: CommandID, _ result: Result<OpOutputs, OpFailureReason>) {
         guard let p = pending.removeValue(forKey: cmd) else {
             context.bus.publish(.unknownCompletion(cmd))
             return
         }
-        guard let e = execs[p.exec], e.id == p.execID else { return }
-        e.outstanding -= 1
+        guard execs[p.exec].inUse, execs[p.exec].id == p.execID else { return }
+        execs[p.exec].outstanding -= 1
         switch p.kind {
         case .wire(let request, let peer):
             // A failure here is local (deadline, cap); a reply already cleaned up in `receive`.
@@ -97,7 +99,7 @@ extension Node {
         }
         switch result {
         case .success(let outputs):
-            writeOutputs(p.op, p.exec, outputs)
+            writeOutputs(p.op, p.exec, outputs, program!)
         case .failure(let reason):
             failOp(p.op, p.exec, reason)
         }
@@ -106,20 +108,19 @@ extension Node {
 
     /// Writes an op's outputs to their sites; answers the inbound request when this op is the
     /// execution's reply op.
-    func writeOutputs(_ op: Int, _ slot: Int, _ outputs: OpOutputs) {
-        let cop = program!.ops[op]
-        let e = execs[slot]!
-        if e.replyOp == op && e.awaitingReply {
+    mutating func writeOutputs(_ op: Int, _ slot: Int, _ outputs: OpOutputs, _ p: InstalledProgram) {
+        if execs[slot].replyOp == op && execs[slot].awaitingReply {
             var values: [Value] = []
             for i in 0..<outputs.count { values.append(outputs[i] ?? .unit) }
-            reply(e, values)
+            reply(slot, values)
         }
-        let n = min(outputs.count, cop.outputSites.count)
+        let n = min(outputs.count, p.opOutputCount[op])
+        let base = p.opOutputBase[op]
         var i = 0
         while i < n {
             if let v = outputs[i] {
-                let site = cop.outputSites[i]
-                if site >= 0 { writeSite(site, v, exec: slot) }
+                let site = p.outputSiteFlat[base + i]
+                if site >= 0 { writeSite(site, v, exec: slot, p) }
             }
             i += 1
         }
@@ -127,12 +128,12 @@ extension Node {
 
     /// Publishes `opFailed`, writes the text to the op's `error` site, answers a waiting
     /// requester with the error when this op was to reply.
-    func failOp(_ op: Int, _ slot: Int, _ reason: OpFailureReason) {
-        let cop = program!.ops[op]
-        let e = execs[slot]!
-        e.failures += 1
-        context.bus.publish(.opFailed(OpFailure(op: cop.info.name, execution: e.id, reason: reason)))
-        if e.replyOp == op && e.awaitingReply { replyError(e, "op `\(cop.info.name)` \(reason)") }
-        if cop.errorSite >= 0 { writeSite(cop.errorSite, .string(reason.description), exec: slot) }
+    mutating func failOp(_ op: Int, _ slot: Int, _ reason: OpFailureReason) {
+        let p = program!
+        let cop = p.ops[op]
+        execs[slot].failures += 1
+        context.bus.publish(.opFailed(OpFailure(op: cop.info.name, execution: execs[slot].id, reason: reason)))
+        if execs[slot].replyOp == op && execs[slot].awaitingReply { replyError(slot, "op `\(cop.info.name)` \(reason)") }
+        if cop.errorSite >= 0 { writeSite(cop.errorSite, .string(reason.description), exec: slot, p) }
     }
 }

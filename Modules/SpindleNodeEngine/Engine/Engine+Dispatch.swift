@@ -36,9 +36,9 @@ extension Engine {
         let result: DispatchResult
         let ci = p.opComponent[op]
         if ci >= 0 {
-            context.siblings.dispatching = ci
+            // Reset once after the frontier loop (`endDispatch`), not after every op.
+            if context.siblings.dispatching != ci { context.siblings.dispatching = ci }
             result = p.components[ci].dispatch(op: p.opComponentOp[op], inputs: inputs, context: context)
-            context.siblings.dispatching = -1
         } else if case .syscall(let config) = p.ops[op].target {
             result = runSyscall(config, op: op, exec: slot, inputs: inputs)
         } else {
@@ -60,9 +60,14 @@ extension Engine {
         case .failed(let detail):
             failOp(op, slot, .failed(Ingress.truncate(detail, toBytes: configuration.failureDetailCap)))
         }
-        context.current.opIndex = -1
         if !context.current.completions.isEmpty { applySameCycleCompletions() }
         if execs[slot].outstanding == 0 { settle(slot) }
+    }
+
+    /// Marks that no op is dispatching any more (after a run of `fire`s).
+    mutating func endDispatch() {
+        context.current.opIndex = -1
+        context.siblings.dispatching = -1
     }
 
     /// Applies completions a dispatch recorded through the context.

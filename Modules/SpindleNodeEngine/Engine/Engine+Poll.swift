@@ -88,6 +88,7 @@ extension Engine {
                     fire(op, exec: slot, installed)
                     fired += 1
                 }
+                endDispatch()
             }
             let records = context.bus.take()
             published.reserveCapacity(published.count + records.count)

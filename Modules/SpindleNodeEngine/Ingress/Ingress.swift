@@ -31,46 +31,40 @@ public enum IngressError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// The node's bounded multi-producer, single-consumer ingress queue.
 ///
-/// Any thread pushes; the node's thread drains everything at once at the start of a poll by
-/// swapping the queue's storage under the lock, so producers contend only for an append.
-/// A waker (set by a driver) runs when the queue goes from empty to non-empty, so a burst of
-/// pushes costs one wake-up.
+/// Any thread pushes into a lock-free ring (one compare-exchange per push); the node's thread
+/// drains everything at the start of a poll. A waker (set by a driver) runs on the first push
+/// after each drain, so a burst of pushes costs one wake-up.
 public final class Ingress: Sendable {
-    struct State {
-        var queue: Deque<IngressEvent> = []
-        var waker: (@Sendable () -> Void)?
-    }
-
+    /// Capacity in events (the configured bound rounded up to a power of two).
     public let capacity: Int
     /// Byte cap for one completion's results.
     public let resultCap: Int
     /// Byte cap for a failure's detail text (longer text is truncated at a UTF-8 boundary).
     public let detailCap: Int
-    private let state: Mutex<State>
+    private let ring: MPSCRing<IngressEvent>
+    private let waker = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Set by the consumer when it has drained; the first producer after it wakes the consumer.
+    private let wakeArmed = Atomic<Bool>(true)
     private let fullRejections = Atomic<UInt64>(0)
     private let oversizeRejections = Atomic<UInt64>(0)
 
     public init(capacity: Int, resultCap: Int, detailCap: Int) {
-        self.capacity = max(1, capacity)
+        ring = MPSCRing(capacity: capacity)
+        self.capacity = ring.capacity
         self.resultCap = resultCap
         self.detailCap = max(4, detailCap)
-        state = Mutex(State())
     }
 
     /// Queues `event` for the next poll.
     /// - Throws: `IngressError.full` when the queue is at capacity (also counted on the bus).
     public func push(_ event: IngressEvent) throws(IngressError) {
-        let (accepted, wake) = state.withLock { s -> (Bool, (@Sendable () -> Void)?) in
-            guard s.queue.count < capacity else { return (false, nil) }
-            let wasEmpty = s.queue.isEmpty
-            s.queue.append(event)
-            return (true, wasEmpty ? s.waker : nil)
-        }
-        guard accepted else {
+        guard ring.push(event) else {
             fullRejections.add(1, ordering: .relaxed)
             throw .full(capacity: capacity)
         }
-        wake?()
+        if wakeArmed.load(ordering: .relaxed), wakeArmed.exchange(false, ordering: .acquiringAndReleasing) {
+            waker.withLock { $0 }?()
+        }
     }
 
     /// Completes `command` with `outputs`, checking the result cap.
@@ -90,17 +84,19 @@ public final class Ingress: Sendable {
         try push(.failure(command, Ingress.truncate(detail, toBytes: detailCap)))
     }
 
-    /// Sets the function run when the queue becomes non-empty (replaces any earlier one).
+    /// Sets the function run when events arrive after a drain (replaces any earlier one).
     public func setWaker(_ waker: (@Sendable () -> Void)?) {
-        state.withLock { $0.waker = waker }
+        self.waker.withLock { $0 = waker }
     }
 
     /// Whether events are waiting.
-    public var isEmpty: Bool { state.withLock { $0.queue.isEmpty } }
+    public var isEmpty: Bool { ring.isEmpty }
 
-    /// Moves every queued event into `buffer` (which must be empty) in one lock.
+    /// Moves every queued event into `buffer` (node thread only). Re-arms the waker first, so
+    /// an event pushed during the drain either is drained now or wakes the node again.
     func drain(into buffer: inout Deque<IngressEvent>) {
-        state.withLock { swap(&$0.queue, &buffer) }
+        wakeArmed.store(true, ordering: .sequentiallyConsistent)
+        while let e = ring.pop() { buffer.append(e) }
     }
 
     /// Rejections counted since the last call: (full, oversize).

@@ -62,7 +62,11 @@ public final class Ingress: Sendable {
             fullRejections.add(1, ordering: .relaxed)
             throw .full(capacity: capacity)
         }
-        if wakeArmed.load(ordering: .relaxed), wakeArmed.exchange(false, ordering: .acquiringAndReleasing) {
+        // Order the publish above before reading the flag (a store→load pair, which x86 may
+        // reorder): otherwise this push and a concurrent drain could each miss the other and
+        // the event would wait for the next wake-up.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if wakeArmed.load(ordering: .relaxed), wakeArmed.exchange(false, ordering: .sequentiallyConsistent) {
             waker.withLock { $0 }?()
         }
     }

@@ -41,7 +41,7 @@ public final class Ingress: Sendable {
     public let resultCap: Int
     /// Byte cap for a failure's detail text (longer text is truncated at a UTF-8 boundary).
     public let detailCap: Int
-    private let ring: MPSCRing<IngressEvent>
+    private let ring: MPSCRing
     private let waker = Mutex<(@Sendable () -> Void)?>(nil)
     /// Set by the consumer when it has drained; the first producer after it wakes the consumer.
     private let wakeArmed = Atomic<Bool>(true)
@@ -101,6 +101,13 @@ public final class Ingress: Sendable {
     func drain(into buffer: inout Deque<IngressEvent>) {
         wakeArmed.store(true, ordering: .sequentiallyConsistent)
         while let e = ring.pop() { buffer.append(e) }
+    }
+
+    /// Every queued event, in order (node thread only).
+    func drainAll() -> [IngressEvent] {
+        var buffer = Deque<IngressEvent>()
+        drain(into: &buffer)
+        return Array(buffer)
     }
 
     /// Rejections counted since the last call: (full, oversize).

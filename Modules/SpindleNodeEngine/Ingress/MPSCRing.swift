@@ -6,18 +6,18 @@ import Synchronization
 /// on `tail`, writes the value, then publishes it by storing the sequence; the single consumer
 /// reads cells in order. Producers never block each other for longer than a failed CAS, and
 /// never block the consumer.
-final class MPSCRing<Element: Sendable>: @unchecked Sendable {
+///
+/// Not generic on purpose: a generic class whose cells hold an `Atomic` made the Swift 6.3
+/// runtime corrupt the heap while instantiating the cell's metadata in release builds, so the
+/// ring is written for `IngressEvent` only.
+final class MPSCRing: @unchecked Sendable {
+    typealias Element = IngressEvent
+
     // @unchecked Sendable: a cell's `value` is written only by the producer that claimed the
     // cell (between its CAS on `tail` and its release-store of `sequence`) and read only by the
     // consumer after an acquire-load of `sequence` shows it published; `head` is touched only
     // by the single consumer (the node's thread).
-    final class Cell: @unchecked Sendable {
-        let sequence: Atomic<Int>
-        var value: Element?
-        init(_ s: Int) { sequence = Atomic(s) }
-    }
-
-    private let cells: [Cell]
+    private let cells: [RingCell]
     private let mask: Int
     private let tail = Atomic<Int>(0)
     private var head = 0
@@ -25,7 +25,7 @@ final class MPSCRing<Element: Sendable>: @unchecked Sendable {
     init(capacity: Int) {
         var n = 1
         while n < max(2, capacity) { n <<= 1 }
-        cells = (0..<n).map { Cell($0) }
+        cells = (0..<n).map { RingCell($0) }
         mask = n - 1
     }
 
@@ -68,4 +68,14 @@ final class MPSCRing<Element: Sendable>: @unchecked Sendable {
     var isEmpty: Bool {
         cells[head & mask].sequence.load(ordering: .acquiring) != head &+ 1
     }
+}
+
+/// One cell of `MPSCRing`: a sequence number and the value it guards.
+final class RingCell: @unchecked Sendable {
+    // @unchecked Sendable: see `MPSCRing` — `value` is handed between threads only through
+    // the release/acquire pair on `sequence`.
+    let sequence: Atomic<Int>
+    var value: IngressEvent?
+
+    init(_ s: Int) { sequence = Atomic(s) }
 }

@@ -37,7 +37,7 @@ struct IngressTests {
         #expect(node.context.bus.count(.unknownCompletion) == UInt64(producers * perProducer))
     }
 
-    @Test func theWakerRunsOncePerDrain() throws {
+    @Test func theWakerRunsWhenTheQueueBecomesNonEmpty() throws {
         let ingress = Ingress(capacity: 8, resultCap: 100, detailCap: 10)
         let wakes = Atomic<Int>(0)
         ingress.setWaker { wakes.add(1, ordering: .relaxed) }

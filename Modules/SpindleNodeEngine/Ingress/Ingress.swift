@@ -31,44 +31,46 @@ public enum IngressError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// The node's bounded multi-producer, single-consumer ingress queue.
 ///
-/// Any thread pushes into a lock-free ring (one compare-exchange per push); the node's thread
-/// drains everything at the start of a poll. A waker (set by a driver) runs on the first push
-/// after each drain, so a burst of pushes costs one wake-up.
+/// Any thread pushes; the node's thread drains everything at once at the start of a poll by
+/// swapping the queue's storage under the lock, so producers contend only for an append.
+/// A waker (set by a driver) runs when the queue goes from empty to non-empty, so a burst of
+/// pushes costs one wake-up.
 public final class Ingress: Sendable {
-    /// Capacity in events (the configured bound rounded up to a power of two).
+    struct State {
+        var queue: Deque<IngressEvent> = []
+        var waker: (@Sendable () -> Void)?
+    }
+
     public let capacity: Int
     /// Byte cap for one completion's results.
     public let resultCap: Int
     /// Byte cap for a failure's detail text (longer text is truncated at a UTF-8 boundary).
     public let detailCap: Int
-    private let ring: MPSCRing
-    private let waker = Mutex<(@Sendable () -> Void)?>(nil)
-    /// Set by the consumer when it has drained; the first producer after it wakes the consumer.
-    private let wakeArmed = Atomic<Bool>(true)
+    private let state: Mutex<State>
     private let fullRejections = Atomic<UInt64>(0)
     private let oversizeRejections = Atomic<UInt64>(0)
 
     public init(capacity: Int, resultCap: Int, detailCap: Int) {
-        ring = MPSCRing(capacity: capacity)
-        self.capacity = ring.capacity
+        self.capacity = max(1, capacity)
         self.resultCap = resultCap
         self.detailCap = max(4, detailCap)
+        state = Mutex(State())
     }
 
     /// Queues `event` for the next poll.
     /// - Throws: `IngressError.full` when the queue is at capacity (also counted on the bus).
     public func push(_ event: IngressEvent) throws(IngressError) {
-        guard ring.push(event) else {
+        let (accepted, wake) = state.withLock { s -> (Bool, (@Sendable () -> Void)?) in
+            guard s.queue.count < capacity else { return (false, nil) }
+            let wasEmpty = s.queue.isEmpty
+            s.queue.append(event)
+            return (true, wasEmpty ? s.waker : nil)
+        }
+        guard accepted else {
             fullRejections.add(1, ordering: .relaxed)
             throw .full(capacity: capacity)
         }
-        // Order the publish above before reading the flag (a store→load pair, which x86 may
-        // reorder): otherwise this push and a concurrent drain could each miss the other and
-        // the event would wait for the next wake-up.
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if wakeArmed.load(ordering: .relaxed), wakeArmed.exchange(false, ordering: .sequentiallyConsistent) {
-            waker.withLock { $0 }?()
-        }
+        wake?()
     }
 
     /// Completes `command` with `outputs`, checking the result cap.
@@ -88,19 +90,17 @@ public final class Ingress: Sendable {
         try push(.failure(command, Ingress.truncate(detail, toBytes: detailCap)))
     }
 
-    /// Sets the function run when events arrive after a drain (replaces any earlier one).
+    /// Sets the function run when the queue becomes non-empty (replaces any earlier one).
     public func setWaker(_ waker: (@Sendable () -> Void)?) {
-        self.waker.withLock { $0 = waker }
+        state.withLock { $0.waker = waker }
     }
 
     /// Whether events are waiting.
-    public var isEmpty: Bool { ring.isEmpty }
+    public var isEmpty: Bool { state.withLock { $0.queue.isEmpty } }
 
-    /// Moves every queued event into `buffer` (node thread only). Re-arms the waker first, so
-    /// an event pushed during the drain either is drained now or wakes the node again.
+    /// Moves every queued event into `buffer` (which must be empty) in one lock.
     func drain(into buffer: inout Deque<IngressEvent>) {
-        wakeArmed.store(true, ordering: .sequentiallyConsistent)
-        while let e = ring.pop() { buffer.append(e) }
+        state.withLock { swap(&$0.queue, &buffer) }
     }
 
     /// Every queued event, in order (node thread only).

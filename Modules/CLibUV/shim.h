@@ -37,4 +37,22 @@ static inline void spindle_set_thread_name(const char *name) {
     prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
+/// Unblocks every signal on the calling thread. Threads inherit their creator's mask, and
+/// Swift's cooperative threads block all signals; a loop thread must be able to take
+/// process-directed signals (SIGCHLD, watched signals) for libuv to see them.
+static inline void spindle_unblock_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+}
+
+/// Ignores SIGPIPE unless the program installed its own handler, so a write to a closed
+/// socket or pipe fails with EPIPE instead of killing the process.
+static inline void spindle_ignore_sigpipe(void) {
+    struct sigaction current;
+    if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) {
+        signal(SIGPIPE, SIG_IGN);
+    }
+}
+
 #endif

@@ -66,12 +66,13 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
         var finalHandleCount: Int? = nil
         var closeStatus: Int32? = nil
-        var afterExit: [@Sendable () -> Void] = []
+        var afterExit: [@Sendable () async -> Void] = []
     }
 
     /// Creates the loop and starts its thread.
     /// - Throws: `EventLoopError` when libuv cannot initialise the loop or the thread cannot start.
     public init(name: String = "spindle-loop") throws(EventLoopError) {
+        _ = EventLoop.sigpipeIgnored
         self.name = name
         self.inbox = Mutex(Inbox())
         uvLoop = .allocate(capacity: 1)
@@ -130,6 +131,13 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         flushIdle.deallocate()
         readBuffer.deallocate()
     }
+
+    /// SIGPIPE would kill the process on a write to a closed peer; libuv reports EPIPE instead
+    /// once it is ignored. Done once, and only when the program left SIGPIPE at its default.
+    private static let sigpipeIgnored: Bool = {
+        spindle_ignore_sigpipe()
+        return true
+    }()
 
     /// True when called on this loop's thread.
     public var inEventLoop: Bool {
@@ -195,6 +203,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private func threadMain() {
         threadID.store(spindle_thread_self(), ordering: .relaxed)
         spindle_set_thread_name(name)
+        spindle_unblock_signals()
         uv_run(uvLoop, UV_RUN_DEFAULT)
         // Every handle is closed or closing; anything left over (a bug) is closed here so
         // uv_loop_close can succeed.
@@ -318,11 +327,11 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
             defer { s.afterExit = [] }
             return s.afterExit
         }
-        for task in tasks { task() }
+        for task in tasks { await task() }
     }
 
     /// Work to run on the shutting-down task once the loop thread has exited (loop thread).
-    func afterThreadExit(_ body: @escaping @Sendable () -> Void) {
+    func afterThreadExit(_ body: @escaping @Sendable () async -> Void) {
         inbox.withLock { $0.afterExit.append(body) }
     }
 

@@ -115,6 +115,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
 
     /// Starts reading; `onRead` gets each chunk, `onClose` is called exactly once.
     ///
+    /// On a write-only stream (a child's stdin) only `onClose` is used: it reports write errors.
     /// The buffer passed to `onRead` is valid only during the call. Both closures run on the
     /// loop thread, serially. Calling `start` again has no effect. When the channel has
     /// already closed, `onClose` is called at once with the reason.
@@ -153,7 +154,8 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     }
 
     private func startReading() {
-        guard !reading, !paused else { return }
+        // A child's stdin is write-only: start() then only registers onClose.
+        guard !reading, !paused, uv_is_readable(stream) != 0 else { return }
         let status = uv_read_start(stream, { h, _, buf in
             guard let h, let buf else { return }
             let channel = Unmanaged<StreamChannel>.fromOpaque(h.pointee.data!).takeUnretainedValue()

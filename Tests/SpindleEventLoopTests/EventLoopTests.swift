@@ -94,6 +94,7 @@ struct EventLoopTests {
             let allOnLoop = onLoop.load(ordering: .relaxed)
             #expect(after == atCancel)
             #expect(allOnLoop)
+            await loop.settle()
             #expect(await loop.openHandleCount == 0)
         }
     }

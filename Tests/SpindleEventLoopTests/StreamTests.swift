@@ -88,8 +88,7 @@ struct StreamTests {
                 #expect(FileManager.default.fileExists(atPath: path))
                 _ = try await Self.roundTrip(loop, .unix(path: path), payload: pattern(300_000, seed: 9))
                 listener.close()
-                _ = try await loop.submit { 0 }  // the close callback has run by the next turn
-                _ = try await loop.submit { 0 }
+                await loop.settle()
                 #expect(!FileManager.default.fileExists(atPath: path))
             }
         }
@@ -101,7 +100,7 @@ struct StreamTests {
             let listener = try await StreamListener.listen(on: loop, address: .tcp(host: "127.0.0.1", port: 0)) { _ in }
             let address = listener.address
             listener.close()
-            _ = try await loop.submit { 0 }
+            await loop.settle()
             do {
                 _ = try await StreamChannel.connect(on: loop, to: address)
                 Issue.record("connect succeeded")
@@ -144,8 +143,7 @@ struct StreamTests {
             for _ in 0..<(total / chunk.count) { client.write(chunk) }
             #expect(!client.isWritable)
             // Two loop turns later the flush has happened; the kernel cannot take 16 MiB.
-            _ = try await loop.submit { 0 }
-            _ = try await loop.submit { 0 }
+            await loop.settle()
             #expect(!client.isWritable)
             #expect(client.queuedByteCount > config.highWatermark)
 

@@ -119,3 +119,12 @@ func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws 
     defer { try? FileManager.default.removeItem(atPath: path) }
     return try await body(path)
 }
+
+extension EventLoop {
+    /// Returns after at least one full loop iteration, so close callbacks of handles closed
+    /// before the call have run.
+    func settle() async {
+        _ = try? await submit { 0 }
+        _ = try? await submit { 0 }
+    }
+}

@@ -130,4 +130,21 @@ private final class LinkInbox: Sendable {
         await listener.shutdown()
         await t.shutdown()
     }
+
+    @Test func listenerRejectsNonHelloAndClosesSilentConnections() async throws {
+        let t = InProcessTransport()
+        let listener = try await ReliableListener.listen(over: t, on: .inproc(name: "strict")) { _ in LinkInbox().handler }
+        let rude = try await t.connect(to: .inproc(name: "strict"))
+        let rudeGot = Received()
+        rude.start(rudeGot.handler)
+        try rude.send(envelope(1))                       // data before any hello
+        try await waitUntil("rude peer dropped") { rudeGot.closes == [.closedByPeer] }
+        let silent = try await t.connect(to: .inproc(name: "strict"))
+        let silentGot = Received()
+        silent.start(silentGot.handler)
+        await listener.shutdown()
+        try await waitUntil("silent peer closed at shutdown") { silentGot.closes == [.closedByPeer] }
+        #expect(listener.links.isEmpty)
+        await t.shutdown()
+    }
 }

@@ -61,21 +61,16 @@ public final class ReliableLink: Sendable {
         public var lastError: String?
     }
 
-    private enum Work: Sendable {
-        case transmit(Envelope, any TransportConnection)
-        case deliver(Envelope)
-        case undeliverable([Envelope], UndeliverableReason)
-        case closeConnection(any TransportConnection)
-        case connect
-    }
-
     private struct State {
         var core: ReliableLinkCore
-        var handler: Handler?
         var connection: (any TransportConnection)?
         var epoch: UInt64 = 0
-        var scratch: [ReliableLinkCore.Action] = []
-        var work: Deque<Work> = []
+        /// Actions not yet performed, in order. Transmits in it are for `connection`: when the
+        /// connection changes they are purged (they could only fail on the old one, and the
+        /// core retransmits after the next handshake).
+        var work: [ReliableLinkCore.Action] = []
+        /// An empty buffer with capacity, swapped with `work` by the flusher.
+        var spare: [ReliableLinkCore.Action] = []
         var flushing = false
         var tasks: [UInt64: Task<Void, Never>] = [:]
         var nextTask: UInt64 = 0
@@ -87,8 +82,14 @@ public final class ReliableLink: Sendable {
     /// The address the initiator connects to (nil on the accepting side).
     public let remoteAddress: Address?
     public let configuration: Configuration
+    // Hot-path copies of configuration fields (reading through the struct would copy it).
+    private let clock: any SpindleClock
+    private let maximumFrameSize: Int
     private let transport: any Transport
     private let state: Mutex<State>
+    /// Set once (at creation, or by the listener before the first connection is attached);
+    /// read by the flusher only when it has something to hand to the application.
+    private let handlerSlot: Mutex<Handler?>
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -97,8 +98,10 @@ public final class ReliableLink: Sendable {
         self.transport = transport
         self.remoteAddress = remote
         self.configuration = configuration
-        state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core),
-                            handler: handler))
+        self.clock = configuration.clock
+        self.maximumFrameSize = configuration.maximumFrameSize
+        state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
+        handlerSlot = Mutex(handler)
     }
 
     /// Opens the initiating end of a new session to the `ReliableListener` at `address`.
@@ -123,17 +126,16 @@ public final class ReliableLink: Sendable {
     ///   await acknowledgement, `.tooLarge` when it cannot fit one frame.
     public func send(_ message: Envelope) throws(ReliableLinkError) {
         let size = FrameEncoder.frameSize(of: message)
-        if size > configuration.maximumFrameSize {
-            throw .tooLarge(size: size, limit: configuration.maximumFrameSize)
+        if size > maximumFrameSize {
+            throw .tooLarge(size: size, limit: maximumFrameSize)
         }
-        let now = configuration.clock.now()
-        let (error, mustFlush): (ReliableLinkError?, Bool) = state.withLock { s in
-            s.scratch.removeAll(keepingCapacity: true)
-            if let e = s.core.send(message, now: now, into: &s.scratch) { return (e, false) }
+        let now = clock.now()
+        let (error, claimed): (ReliableLinkError?, Claimed?) = state.withLock { s in
+            if let e = s.core.send(message, now: now, into: &s.work) { return (e, nil) }
             return (nil, Self.enqueue(&s))
         }
         if let error { throw error }
-        if mustFlush { flush() }
+        if let claimed { flush(claimed) }
     }
 
     /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
@@ -160,8 +162,7 @@ public final class ReliableLink: Sendable {
         run(.close, epoch: nil)
         let conn: (any TransportConnection)? = state.withLock { s in
             let c = s.connection
-            s.connection = nil
-            s.epoch &+= 1
+            Self.setConnection(nil, &s)
             return c
         }
         conn?.close()
@@ -186,8 +187,7 @@ public final class ReliableLink: Sendable {
         let (old, epoch): ((any TransportConnection)?, UInt64?) = state.withLock { s in
             if s.core.phase == .closed || s.shutDown { return (nil, nil) }
             let o = s.connection
-            s.epoch &+= 1
-            s.connection = connection
+            Self.setConnection(connection, &s)
             return (o, s.epoch)
         }
         guard let epoch else {
@@ -199,75 +199,95 @@ public final class ReliableLink: Sendable {
     }
 
     /// A handler for `connection` that feeds the core, ignoring it once it is replaced.
+    /// It holds the link strongly; the transport drops the handler after `onClose`, and the
+    /// link closes its connection on `close`/`shutdown`, which ends that cycle.
     func connectionHandler(epoch: UInt64) -> ConnectionHandler {
         ConnectionHandler(
-            onEnvelope: { [weak self] e in self?.run(.received(e), epoch: epoch) },
-            onClose: { [weak self] reason in self?.run(.disconnected(reason.description), epoch: epoch) })
+            onEnvelope: { e in self.run(.received(e), epoch: epoch) },
+            onClose: { reason in self.run(.disconnected(reason.description), epoch: epoch) })
     }
 
     /// Feeds one event to the core (ignored when it comes from a replaced connection) and
     /// performs the resulting actions.
     func run(_ event: ReliableLinkCore.Event, epoch: UInt64?) {
-        let now = configuration.clock.now()
-        let mustFlush = state.withLock { s -> Bool in
-            if let epoch, epoch != s.epoch { return false }
-            if case .disconnected = event { s.connection = nil }
-            s.scratch.removeAll(keepingCapacity: true)
-            s.core.handle(event, now: now, into: &s.scratch)
+        let now = clock.now()
+        let claimed = state.withLock { s -> Claimed? in
+            if let epoch, epoch != s.epoch { return nil }
+            if case .disconnected = event { Self.setConnection(nil, &s) }
+            s.core.handle(event, now: now, into: &s.work)
             return Self.enqueue(&s)
         }
-        if mustFlush { flush() }
+        if let claimed { flush(claimed) }
     }
 
-    func setHandler(_ handler: Handler) { state.withLock { $0.handler = handler } }
+    func setHandler(_ handler: Handler) { handlerSlot.withLock { $0 = handler } }
 
-    /// Turns the core's actions into work; returns true when the caller must flush.
-    private static func enqueue(_ s: inout State) -> Bool {
-        for action in s.scratch {
+    /// Work taken by the flusher, with the connection to perform it with.
+    private struct Claimed: Sendable {
+        var batch: [ReliableLinkCore.Action]
+        var connection: (any TransportConnection)?
+    }
+
+    /// Changes the connection, purging transmits meant for the old one.
+    private static func setConnection(_ c: (any TransportConnection)?, _ s: inout State) {
+        s.connection = c
+        s.epoch &+= 1
+        s.work.removeAll { action in
             switch action {
-            case .transmit(let e):
-                // Without a connection the core retransmits after the next handshake.
-                if let c = s.connection { s.work.append(.transmit(e, c)) }
-            case .deliver(let e): s.work.append(.deliver(e))
-            case .undeliverable(let es, let why): s.work.append(.undeliverable(es, why))
-            case .closeConnection:
-                if let c = s.connection { s.work.append(.closeConnection(c)) }
-            case .connect: s.work.append(.connect)
+            case .transmit, .closeConnection: return true
+            default: return false
             }
         }
-        guard !s.flushing, !s.work.isEmpty else { return false }
-        s.flushing = true
-        return true
     }
 
-    /// Performs queued work in order until none is left. Only one flusher runs at a time.
-    private func flush() {
+    /// Claims the flusher role and takes the work when nobody is flushing (so the common case
+    /// costs one lock round trip).
+    private static func enqueue(_ s: inout State) -> Claimed? {
+        guard !s.flushing, !s.work.isEmpty else { return nil }
+        s.flushing = true
+        var batch: [ReliableLinkCore.Action] = []
+        swap(&batch, &s.spare)
+        swap(&batch, &s.work)
+        return Claimed(batch: batch, connection: s.connection)
+    }
+
+    /// Performs work in order until none is left. Only one flusher runs at a time.
+    private func flush(_ first: Claimed) {
+        var batch = first.batch
+        var handler: Handler? = nil
+        var connection = first.connection
         while true {
-            let next: (Deque<Work>, Handler?)? = state.withLock { s in
-                if s.work.isEmpty {
-                    s.flushing = false
-                    return nil
-                }
-                var batch: Deque<Work> = []
-                swap(&batch, &s.work)
-                return (batch, s.handler)
-            }
-            guard let (batch, handler) = next else { return }
-            for w in batch {
-                switch w {
-                case .transmit(let e, let c):
+            // Move actions out one by one (reverse + popLast moves without copying).
+            batch.reverse()
+            while let action = batch.popLast() {
+                switch action {
+                case .transmit(let e):
                     // A failed send means the connection is closing; its onClose reports it.
-                    try? c.send(e)
+                    try? connection?.send(e)
                 case .deliver(let e):
+                    if handler == nil { handler = handlerSlot.withLock { $0 } }
                     handler?.onDeliver(e)
                 case .undeliverable(let es, let why):
+                    if handler == nil { handler = handlerSlot.withLock { $0 } }
                     handler?.onUndeliverable(es, why)
-                case .closeConnection(let c):
-                    c.close()
+                case .closeConnection:
+                    connection?.close()
                 case .connect:
                     startConnecting()
                 }
             }
+            batch.removeAll(keepingCapacity: true)
+            let more: Bool = state.withLock { s in
+                if s.work.isEmpty {
+                    s.flushing = false
+                    swap(&batch, &s.spare)
+                    return false
+                }
+                swap(&batch, &s.work)
+                connection = s.connection
+                return true
+            }
+            if !more { return }
         }
     }
 

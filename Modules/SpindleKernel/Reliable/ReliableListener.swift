@@ -9,6 +9,8 @@ public final class ReliableListener: Sendable {
     private struct State {
         var links: [SessionID: ReliableLink] = [:]
         var listener: (any TransportListener)?
+        /// Accepted connections that have not sent their hello yet.
+        var unrouted: [ObjectIdentifier: any TransportConnection] = [:]
         var closed = false
     }
 
@@ -57,23 +59,33 @@ public final class ReliableListener: Sendable {
     /// Stops listening and shuts every link down (their unacknowledged messages are returned
     /// as `.linkClosed`).
     public func shutdown() async {
-        let (l, links) = state.withLock { s in
+        let (l, links, unrouted) = state.withLock { s in
             s.closed = true
-            let r = (s.listener, Array(s.links.values))
+            let r = (s.listener, Array(s.links.values), Array(s.unrouted.values))
             s.listener = nil
             s.links = [:]
+            s.unrouted = [:]
             return r
         }
         l?.close()
+        for c in unrouted { c.close() }
         for link in links { await link.shutdown() }
     }
 
     private func accepted(_ conn: any TransportConnection) {
+        let key = ObjectIdentifier(conn)
+        let open = state.withLock { s in
+            if s.closed { return false }
+            s.unrouted[key] = conn
+            return true
+        }
+        guard open else { conn.close(); return }
         let router = Router()
         conn.start(ConnectionHandler(
             onEnvelope: { [weak self] e in
-                if let (link, epoch) = router.route { link.run(.received(e), epoch: epoch); return }
+                if let route = router.route { route.link.run(.received(e), epoch: route.epoch); return }
                 guard let self else { conn.close(); return }
+                _ = self.state.withLock { $0.unrouted.removeValue(forKey: key) }
                 guard e.protocolTag == .reliable, e.kind == ReliableWire.hello,
                       let session = ReliableWire.session(of: e) else {
                     conn.close()
@@ -83,11 +95,12 @@ public final class ReliableListener: Sendable {
                     conn.close()
                     return
                 }
-                router.route = (link, epoch)
+                router.route = Route(link: link, epoch: epoch)
                 link.run(.received(e), epoch: epoch)
             },
-            onClose: { reason in
-                if let (link, epoch) = router.route { link.run(.disconnected(reason.description), epoch: epoch) }
+            onClose: { [weak self] reason in
+                if let route = router.route { route.link.run(.disconnected(reason.description), epoch: route.epoch) }
+                _ = self?.state.withLock { $0.unrouted.removeValue(forKey: key) }
             }))
     }
 
@@ -108,14 +121,19 @@ public final class ReliableListener: Sendable {
     }
 }
 
-/// Per-connection routing: set once by the connection's first envelope. Calls on one
-/// connection never overlap, but they may come from different threads, hence the lock.
-private final class Router: Sendable {
-    private let value = Mutex<(ReliableLink, UInt64)?>(nil)
-    var route: (ReliableLink, UInt64)? {
-        get { value.withLock { $0 } }
-        set { value.withLock { $0 = newValue } }
-    }
+/// Per-connection routing: set once, by the connection's first envelope.
+private final class Router: @unchecked Sendable {
+    // @unchecked: `route` is only read and written inside the handler of one connection, whose
+    // calls never overlap and are ordered by the transport's delivery lock (happens-before),
+    // so no two threads touch it concurrently.
+    var route: Route?
+}
+
+/// Where a connection's envelopes go once its hello has been seen.
+private final class Route: Sendable {
+    let link: ReliableLink
+    let epoch: UInt64
+    init(link: ReliableLink, epoch: UInt64) { self.link = link; self.epoch = epoch }
 }
 
 private final class WeakListenerBox: Sendable {

@@ -16,6 +16,9 @@ final class InProcessInbox: Sendable {
 
     struct State {
         var queue: Deque<Item> = []
+        /// An empty buffer with capacity that the drainer swaps with `queue`, so steady
+        /// traffic allocates nothing.
+        var spare: Deque<Item> = []
         /// Items held back by a delay fault, in FIFO order with non-decreasing due times.
         var delayed: Deque<(due: MonotonicInstant, item: Item)> = []
         var handler: ConnectionHandler?
@@ -42,22 +45,22 @@ final class InProcessInbox: Sendable {
     /// Appends items (or holds them until `due`); returns true when the caller must start a drain.
     /// - Throws: the sender-side close reason when the inbox refuses sends.
     func push(_ envelope: Envelope, copies: Int, due: MonotonicInstant?) throws(TransportError) -> Bool {
-        let refusal: CloseReason? = state.withLock { s in
-            if let r = s.sendRefusal { return r }
+        let outcome: Result<Bool, TransportError> = state.withLock { s in
+            if let r = s.sendRefusal { return .failure(.closed(r)) }
             if let due {
                 let d = max(due, s.delayed.last?.due ?? due)
                 for _ in 0..<copies { s.delayed.append((d, .envelope(envelope))) }
-            } else if !s.delayed.isEmpty {
-                // Keep FIFO: queue behind the envelopes still held back.
-                let d = s.delayed.last!.due
-                for _ in 0..<copies { s.delayed.append((d, .envelope(envelope))) }
-            } else {
-                for _ in 0..<copies { s.queue.append(.envelope(envelope)) }
+                return .success(false)
             }
-            return nil
+            if let last = s.delayed.last {
+                // Keep FIFO: queue behind the envelopes still held back.
+                for _ in 0..<copies { s.delayed.append((last.due, .envelope(envelope))) }
+                return .success(false)
+            }
+            for _ in 0..<copies { s.queue.append(.envelope(envelope)) }
+            return .success(Self.claim(&s))
         }
-        if let refusal { throw TransportError.closed(refusal) }
-        return claimDrain()
+        return try outcome.get()
     }
 
     /// Marks the inbox closed. `discardPending` drops undelivered items (local close, broken
@@ -110,33 +113,40 @@ final class InProcessInbox: Sendable {
 
     /// Claims the drainer role when there is something to deliver and a handler to deliver to.
     private func claimDrain() -> Bool {
-        state.withLock { s in
-            guard !s.draining, s.handler != nil, !s.queue.isEmpty, !s.closeDelivered else { return false }
-            s.draining = true
-            return true
-        }
+        state.withLock { Self.claim(&$0) }
+    }
+
+    private static func claim(_ s: inout State) -> Bool {
+        guard !s.draining, s.handler != nil, !s.queue.isEmpty, !s.closeDelivered else { return false }
+        s.draining = true
+        return true
     }
 
     /// Delivers until the queue is empty. Only the claimant of `claimDrain` calls this.
     func drain() {
+        // `batch` starts as the spare buffer and goes back there on exit; in between it trades
+        // places with `queue`, so the queue always has storage and steady traffic allocates nothing.
+        var batch: Deque<Item> = []
+        var first = true
         while true {
-            let next: (Deque<Item>, ConnectionHandler, [CheckedContinuation<CloseReason?, Never>])? = state.withLock { s in
+            let next: (ConnectionHandler, [CheckedContinuation<CloseReason?, Never>])? = state.withLock { s in
+                if first { swap(&batch, &s.spare); first = false }
                 guard !s.queue.isEmpty, !s.closeDelivered, let h = s.handler else {
                     s.draining = false
+                    swap(&batch, &s.spare)
                     return nil
                 }
-                var batch: Deque<Item> = []
                 swap(&batch, &s.queue)
                 var w: [CheckedContinuation<CloseReason?, Never>] = []
                 if !s.writableWaiters.isEmpty {
                     w = s.writableWaiters
                     s.writableWaiters = []
                 }
-                return (batch, h, w)
+                return (h, w)
             }
-            guard let (batch, handler, waiters) = next else { return }
+            guard let (handler, waiters) = next else { return }
             for w in waiters { w.resume(returning: nil) }
-            for item in batch {
+            while let item = batch.popFirst() {      // moves out: no copy per envelope
                 switch item {
                 case .envelope(let e):
                     handler.onEnvelope(e)
@@ -151,6 +161,7 @@ final class InProcessInbox: Sendable {
                     return
                 }
             }
+            batch.removeAll(keepingCapacity: true)
         }
     }
 

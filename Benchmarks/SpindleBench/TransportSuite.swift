@@ -1,0 +1,283 @@
+// The `transport` suite: SpindleTCP against raw libuv C in the same run, a reliable link over
+// SpindleTCP against the bare transport, and the in-process transport. (The frame codec's own
+// speed is in the `kernel` suite.)
+import CBaselines
+import Spindle
+import Synchronization
+
+/// 64-byte payloads, like the C baselines' frames.
+private let payloadSize = 64
+private let pingPongTrips = 5_000
+private let pumpMessages = 2_000_000
+private let linkMessages = 200_000
+private let rounds = 5
+
+let transportSuite = BenchSuite(name: "transport") { reporter in
+    // C and Spindle rounds alternate, so both see the same machine load; medians are reported.
+    let pair = try TCPBenchPair()
+    do {
+        try await runTCPBenchmarks(pair, reporter)
+    } catch {
+        await pair.shutdown()
+        throw error
+    }
+    await pair.shutdown()
+    try await runInProcessBenchmark(reporter)
+}
+
+private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) async throws {
+    // Bare TCPTransport: the server echoes two-way envelopes and counts one-way ones.
+    let counter = ArrivalCounter()
+    let listener = try await pair.server.listen(on: .tcp(host: "127.0.0.1", port: 0)) { conn in
+        conn.start(ConnectionHandler(
+            onEnvelope: { e in
+                if e.flags.contains(.oneWay) { counter.arrived() } else { try? conn.send(e) }
+            },
+            onClose: { _ in }))
+    }
+    let conn = try await pair.client.connect(to: listener.address)
+    let driver = PingPong()
+    conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
+    driver.setSender { envelope in try conn.send(envelope) }
+
+    // MARK: ping-pong vs C
+    reporter.note("ping-pong: \(pingPongTrips) round trips, \(payloadSize)-byte payloads, server and client on two loop threads")
+    let (cPingPong, tcpPingPong) = try await interleaved(iterations: pingPongTrips,
+        baseline: { n in try checkC(cbaselines_net_pingpong(UInt64(n), UInt32(payloadSize)), "C ping-pong") },
+        spindle: { n in try await driver.run(n) })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "tcp ping-pong 64 B", value: 1 / tcpPingPong, unit: "round trips/s",
+        baseline: "C libuv", baselineValue: 1 / cPingPong, higherIsBetter: true))
+
+    // MARK: pump vs C
+    reporter.note("pump: \(pumpMessages) one-way messages, \(payloadSize)-byte payloads, coalesced writes")
+    let (cPump, tcpPump) = try await interleaved(iterations: pumpMessages,
+        baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
+        spindle: { n in try await pump(n, counter) { e in try conn.send(e) } backpressure: { try await conn.waitUntilWritable() } })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "tcp pump 64 B", value: 1 / tcpPump, unit: "messages/s",
+        baseline: "C libuv", baselineValue: 1 / cPump, higherIsBetter: true))
+    let frame = Double(FrameEncoder.frameSize(of: pumpMessage))
+    let cFrame = Double(4 + payloadSize)
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "tcp pump bytes (\(Int(frame)) B vs \(Int(cFrame)) B frames)",
+        value: frame / tcpPump / 1e6, unit: "MB/s",
+        baseline: "C libuv", baselineValue: cFrame / cPump / 1e6, higherIsBetter: true))
+
+    // MARK: reliable link over TCP vs bare TCP
+    let linkCounter = ArrivalCounter()
+    let reliableListener = try await ReliableListener.listen(over: pair.server, on: .tcp(host: "127.0.0.1", port: 0)) { link in
+        ReliableLink.Handler(
+            onDeliver: { e in
+                if e.flags.contains(.oneWay) { linkCounter.arrived() } else { try? link.send(e) }
+            },
+            onUndeliverable: { _, _ in })
+    }
+    let linkDriver = PingPong()
+    let link = ReliableLink.connect(over: pair.client, to: reliableListener.address, handler: .init(
+        onDeliver: { _ in linkDriver.pong() },
+        onUndeliverable: { _, reason in linkDriver.fail(BenchFailure(text: "undeliverable: \(reason)")) }))
+    linkDriver.setSender { envelope in try link.send(envelope) }
+
+    reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages")
+    let (bareTrip, linkTrip) = try await interleaved(iterations: pingPongTrips,
+        baseline: { n in try await driver.run(n) },
+        spindle: { n in try await linkDriver.run(n) })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "reliable link over tcp, ping-pong 64 B", value: 1 / linkTrip,
+        unit: "round trips/s", baseline: "bare TCP", baselineValue: 1 / bareTrip, higherIsBetter: true))
+    let (barePump, linkPump) = try await interleaved(iterations: linkMessages,
+        baseline: { n in try await pump(n, counter) { e in try conn.send(e) } backpressure: { try await conn.waitUntilWritable() } },
+        spindle: { n in try await pump(n, linkCounter) { e in try link.send(e) } backpressure: {} })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "reliable link over tcp, pump 64 B", value: 1 / linkPump,
+        unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / barePump, higherIsBetter: true))
+
+    let stats = link.statistics
+    reporter.note("reliable link: \(stats.retransmitted) retransmitted, \(stats.duplicatesDropped) duplicates dropped, \(stats.reconnects) reconnects")
+    await link.shutdown()
+    await reliableListener.shutdown()
+}
+
+private func runInProcessBenchmark(_ reporter: BenchReporter) async throws {
+    let inproc = InProcessTransport()
+    let listener = try await inproc.listen(on: .inproc(name: "bench-echo")) { conn in
+        conn.start(ConnectionHandler(onEnvelope: { try? conn.send($0) }, onClose: { _ in }))
+    }
+    let conn = try await inproc.connect(to: listener.address)
+    let driver = PingPong()
+    conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
+    driver.setSender { envelope in try conn.send(envelope) }
+    let secs = try await measureAsync(iterations: pingPongTrips * 4, rounds: 3) { n in try await driver.run(n) }
+    await inproc.shutdown()
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "in-process ping-pong 64 B", value: 1 / secs,
+        unit: "round trips/s", higherIsBetter: true))
+}
+
+private let pumpMessage = Envelope(protocolTag: .application, kind: 2, flags: [.oneWay],
+                                   payload: [UInt8](repeating: 0x5A, count: payloadSize))
+
+/// Sends `n` one-way envelopes from this task (calling `backpressure` every 1024) and returns
+/// once the receiver has counted them all.
+private func pump(_ n: Int, _ counter: ArrivalCounter,
+                  send: (Envelope) throws -> Void, backpressure: () async throws -> Void) async throws {
+    counter.arm(n)
+    var i = 0
+    while i < n {
+        try send(pumpMessage)
+        i += 1
+        if i & 1023 == 0 { try await backpressure() }
+    }
+    await counter.wait()
+}
+
+/// Runs the baseline and Spindle alternately for `rounds` rounds after one short warm-up each;
+/// returns the median seconds per iteration of each.
+private func interleaved(iterations: Int,
+                         baseline: (Int) async throws -> Void,
+                         spindle: (Int) async throws -> Void) async throws -> (baseline: Double, spindle: Double) {
+    try await baseline(max(1, iterations / 10))
+    try await spindle(max(1, iterations / 10))
+    var b: [Double] = [], s: [Double] = []
+    let clock = SystemClock()
+    for _ in 0..<rounds {
+        var t0 = clock.now()
+        try await baseline(iterations)
+        b.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
+        t0 = clock.now()
+        try await spindle(iterations)
+        s.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
+    }
+    b.sort()
+    s.sort()
+    return (b[b.count / 2], s[s.count / 2])
+}
+
+/// A benchmark that could not run; the text says why.
+private struct BenchFailure: Error, CustomStringConvertible {
+    var text: String
+    var description: String { text }
+}
+
+/// Checks a C baseline's result (nanoseconds, or a negative libuv status).
+private func checkC(_ ns: Int64, _ what: String) throws {
+    guard ns >= 0 else { throw BenchFailure(text: "\(what) failed with libuv status \(ns)") }
+    blackHole(ns)
+}
+
+/// Two TCP transports on two loops, like the C baseline's two threads.
+private final class TCPBenchPair: Sendable {
+    let serverLoop: EventLoop
+    let clientLoop: EventLoop
+    let server: TCPTransport
+    let client: TCPTransport
+
+    init() throws {
+        serverLoop = try EventLoop(name: "bench-server")
+        clientLoop = try EventLoop(name: "bench-client")
+        server = TCPTransport(loop: serverLoop)
+        client = TCPTransport(loop: clientLoop)
+    }
+
+    func shutdown() async {
+        await client.shutdown()
+        await server.shutdown()
+        await clientLoop.shutdown()
+        await serverLoop.shutdown()
+    }
+}
+
+/// Counts envelopes arriving at a receiver and wakes a waiter when a target is reached.
+private final class ArrivalCounter: Sendable {
+    private let remaining = Atomic<Int>(0)
+    private struct Waiter {
+        var done = false
+        var continuation: CheckedContinuation<Void, Never>?
+    }
+    private let waiter = Mutex(Waiter())
+
+    /// Expects `count` arrivals from now on.
+    func arm(_ count: Int) {
+        waiter.withLock { $0 = Waiter() }
+        remaining.store(count, ordering: .releasing)
+    }
+
+    func arrived() {
+        guard remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        let c = waiter.withLock { w -> CheckedContinuation<Void, Never>? in
+            w.done = true
+            defer { w.continuation = nil }
+            return w.continuation
+        }
+        c?.resume()
+    }
+
+    /// Returns once the armed number of envelopes has arrived.
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let already = waiter.withLock { w -> Bool in
+                if w.done { return true }
+                w.continuation = c
+                return false
+            }
+            if already { c.resume() }
+        }
+    }
+}
+
+/// Drives ping-pong from the client's receive handler: each reply sends the next ping from
+/// the thread that delivered it (the loop thread for TCP), with no hop.
+private final class PingPong: Sendable {
+    private struct State {
+        var remaining = 0
+        var waiter: CheckedContinuation<Result<Void, any Error>, Never>?
+        var send: (@Sendable (Envelope) throws -> Void)?
+    }
+    private let ping = Envelope(protocolTag: .application, kind: 1,
+                                payload: [UInt8](repeating: 0xA5, count: payloadSize))
+    private let state = Mutex(State())
+
+    /// Sets how pings are sent (once, before `run`).
+    func setSender(_ send: @escaping @Sendable (Envelope) throws -> Void) {
+        state.withLock { $0.send = send }
+    }
+
+    /// A reply arrived: send the next ping, or wake `run` after the last.
+    func pong() {
+        let (done, send) = state.withLock { s -> (Bool, (@Sendable (Envelope) throws -> Void)?) in
+            s.remaining -= 1
+            return (s.remaining == 0, s.send)
+        }
+        if done {
+            finish(.success(()))
+        } else if let send {
+            do { try send(ping) } catch { finish(.failure(error)) }
+        }
+    }
+
+    /// The connection failed: wake `run` with the error.
+    func fail(_ error: any Error) { finish(.failure(error)) }
+
+    private func finish(_ result: Result<Void, any Error>) {
+        let waiter = state.withLock { s -> CheckedContinuation<Result<Void, any Error>, Never>? in
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    /// Runs `n` round trips and returns when the last reply has arrived.
+    func run(_ n: Int) async throws {
+        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Void, any Error>, Never>) in
+            let send = state.withLock { s -> (@Sendable (Envelope) throws -> Void)? in
+                s.remaining = n
+                s.waiter = c
+                return s.send
+            }
+            guard let send else { return finish(.failure(BenchFailure(text: "ping-pong has no sender"))) }
+            do { try send(ping) } catch { finish(.failure(error)) }
+        }
+        try result.get()
+    }
+}

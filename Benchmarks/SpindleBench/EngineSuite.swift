@@ -1,3 +1,4 @@
+import CBaselines
 import Spindle
 import Synchronization
 
@@ -5,8 +6,8 @@ import Synchronization
 let engineSuite = BenchSuite(name: "engine") { reporter in
     try engineChain(reporter)
     try await engineIngressPush(reporter)
-    try await enginePingPong(reporter)
-    reporter.note("engine: request/response over TCP loopback not measured (TCPTransport and the C libuv ping-pong baseline are not merged on this branch)")
+    try await enginePingPongInProcess(reporter)
+    try await enginePingPongTCP(reporter)
 }
 
 /// Adds one to its input: the cheapest useful component op.
@@ -110,19 +111,20 @@ private final class PingPong: Sendable {
     }
 }
 
-private func enginePingPong(_ reporter: BenchReporter) async throws {
-    let loop = try EventLoop(name: "bench-engine")
-    let transport = InProcessTransport()
+/// Requests per second between a client and a server node, each with a driver; the client
+/// starts the next request when the previous execution finishes.
+private func pingPong(serverLoop: EventLoop, clientLoop: EventLoop, serverTransport: any Transport,
+                      clientTransport: any Transport, listen: Address, trips: Int) async throws -> Double {
     let serverID = NodeID.generate()
-
     var sp = ProgramBuilder("server")
     sp.site("req"); sp.site("res")
     sp.op("echo", .component(slot: "echo", op: "echo"), inputs: ["x": "req"], outputs: ["y": "res"])
     let server = Node(id: serverID)
     try server.install(Echo(), at: "echo")
     try server.install(sp.program)
-    let serverDriver = try await NodeDriver.start(node: server, on: loop, transport: transport,
-                                                  configuration: .init(listenAddress: .inproc(name: "bench-engine-server")))
+    let serverDriver = try await NodeDriver.start(node: server, on: serverLoop, transport: serverTransport,
+                                                  configuration: .init(listenAddress: listen))
+    let bound = serverDriver.listenAddress ?? listen
 
     var cp = ProgramBuilder("client")
     cp.site("in"); cp.site("got")
@@ -130,7 +132,7 @@ private func enginePingPong(_ reporter: BenchReporter) async throws {
                params: ["peer": .string("server"), "op": .string("echo"), "timeoutMs": .int(10_000)])
     let client = Node()
     try client.install(cp.program)
-    client.addPeer(serverID, name: "server", addresses: [.inproc(name: "bench-engine-server")])
+    client.addPeer(serverID, name: "server", addresses: [bound])
 
     let round = Mutex<PingPong?>(nil)
     let ingressBox = Mutex<Ingress?>(nil)
@@ -141,20 +143,51 @@ private func enginePingPong(_ reporter: BenchReporter) async throws {
             try? ingressBox.withLock { $0 }?.push(.start(site: "in", value: .int(1)))
         }
     }
-    let clientDriver = try await NodeDriver.start(node: client, on: loop, transport: transport, configuration: config)
+    let clientDriver = try await NodeDriver.start(node: client, on: clientLoop, transport: clientTransport,
+                                                  configuration: config)
     ingressBox.withLock { $0 = clientDriver.ingress }
 
-    let perTrip = await measureAsync(iterations: 2000, rounds: 3) { n in
+    let perTrip = await measureAsync(iterations: trips, rounds: 3) { n in
         let pp = PingPong(total: n)
         round.withLock { $0 = pp }
         try? clientDriver.start(site: "in", value: .int(1))
         await pp.wait()
     }
-    reporter.report(BenchResult(suite: "engine", benchmark: "request/response, in-process (2 nodes, 1 loop)",
-                                value: 1 / perTrip, unit: "rt/s", higherIsBetter: true))
-
     await clientDriver.shutdown()
     await serverDriver.shutdown()
+    return 1 / perTrip
+}
+
+private func enginePingPongInProcess(_ reporter: BenchReporter) async throws {
+    let loop = try EventLoop(name: "bench-engine")
+    let transport = InProcessTransport()
+    let rate = try await pingPong(serverLoop: loop, clientLoop: loop, serverTransport: transport,
+                                  clientTransport: transport, listen: .inproc(name: "bench-engine-server"), trips: 2000)
+    reporter.report(BenchResult(suite: "engine", benchmark: "request/response, in-process (2 nodes, 1 loop)",
+                                value: rate, unit: "rt/s", higherIsBetter: true))
     await transport.shutdown()
     await loop.shutdown()
+}
+
+private func enginePingPongTCP(_ reporter: BenchReporter) async throws {
+    let trips = 2000
+    let serverLoop = try EventLoop(name: "bench-engine-srv")
+    let clientLoop = try EventLoop(name: "bench-engine-cli")
+    let serverTransport = TCPTransport(loop: serverLoop)
+    let clientTransport = TCPTransport(loop: clientLoop)
+    let rate = try await pingPong(serverLoop: serverLoop, clientLoop: clientLoop, serverTransport: serverTransport,
+                                  clientTransport: clientTransport, listen: .tcp(host: "127.0.0.1", port: 0), trips: trips)
+    await clientTransport.shutdown()
+    await serverTransport.shutdown()
+    await clientLoop.shutdown()
+    await serverLoop.shutdown()
+    var cRates: [Double] = []
+    for _ in 0..<3 {
+        let ns = cbaselines_net_pingpong(UInt64(trips), 64)
+        if ns > 0 { cRates.append(Double(trips) / (Double(ns) / 1e9)) }
+    }
+    cRates.sort()
+    reporter.report(BenchResult(suite: "engine", benchmark: "request/response, tcp loopback (2 loops)",
+                                value: rate, unit: "rt/s", baseline: "C libuv ping-pong 64 B",
+                                baselineValue: cRates.isEmpty ? nil : cRates[cRates.count / 2], higherIsBetter: true))
 }

@@ -83,6 +83,21 @@ private func engineIngressPush(_ reporter: BenchReporter) async throws {
     blackHole(drained)
     reporter.report(BenchResult(suite: "engine", benchmark: "ingress push from another thread", value: nsPerPush,
                                 unit: "ns", baseline: "target", baselineValue: 100, higherIsBetter: false))
+
+    // The same pushes with the node not draining meanwhile (no lock contention): the cost of
+    // the push itself.
+    let quiet = Node(configuration: c, clock: ManualClock())
+    let quietIngress = quiet.ingress
+    let alone = await Task.detached { () -> Double in
+        let t0 = SystemClock().now()
+        for i in 0..<pushes {
+            try? quietIngress.push(.completion(CommandID(UInt64(i) | 1 << 63), OpOutputs()))
+        }
+        return Double((SystemClock().now() - t0).nanosecondsClamped) / Double(pushes)
+    }.value
+    blackHole(quiet.poll(now: .zero).events.count)
+    reporter.report(BenchResult(suite: "engine", benchmark: "ingress push, no concurrent drain", value: alone,
+                                unit: "ns", baseline: "target", baselineValue: 100, higherIsBetter: false))
 }
 
 /// Counts finished round trips and starts the next one until `total` are done.

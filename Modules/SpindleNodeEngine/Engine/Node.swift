@@ -1,4 +1,3 @@
-import Logging
 import SpindleKernel
 
 /// An event-driven node: a program of ops between sites, components at named slots, and an

@@ -1,8 +1,8 @@
 import SpindleKernel
 
 /// The state of one run of the program: the input slots of every op and their fill counters.
-/// Pooled and reused by the node so starting an execution rarely allocates.
-final class Execution {
+/// Lives in the engine's slab of executions and is reused in place when freed.
+struct ExecState {
     var id = ExecID(0)
     var slots: [Value?]
     var required: [Int16]
@@ -21,7 +21,10 @@ final class Execution {
     var awaitingReply = false
     var fromWire = false
     var failures = 0
+    /// Running (false once finished).
     var live = false
+    /// Holds an execution (running or finished but not yet collected).
+    var inUse = false
 
     init(program: InstalledProgram) {
         slots = Array(repeating: nil, count: program.totalSlots)
@@ -31,8 +34,9 @@ final class Execution {
         queued = Array(repeating: false, count: program.ops.count)
     }
 
-    /// Clears everything for reuse (slots are already empty when every op fired).
-    func reset() {
+    /// Clears everything for reuse (slots are normally already empty: every fired op took its
+    /// inputs).
+    mutating func reset() {
         for i in slots.indices where slots[i] != nil { slots[i] = nil }
         for i in required.indices { required[i] = 0; groupsSatisfied[i] = 0; queued[i] = false }
         for i in groupHits.indices { groupHits[i] = 0 }
@@ -45,6 +49,7 @@ final class Execution {
         fromWire = false
         failures = 0
         live = false
+        inUse = false
     }
 }
 

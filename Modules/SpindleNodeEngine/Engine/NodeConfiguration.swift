@@ -1,4 +1,3 @@
-import Logging
 import SpindleKernel
 
 /// Options of a node. Every bounded structure has its bound here; the defaults suit a node
@@ -41,7 +40,6 @@ public struct NodeConfiguration: Sendable {
     public var resultCap = 1 << 20
     /// Byte cap of a failure detail.
     public var failureDetailCap = 512
-    public var logger = Logger(label: "spindle.node")
 
     public init() {}
 }

@@ -103,6 +103,13 @@ public final class Ingress: Sendable {
         state.withLock { swap(&$0.queue, &buffer) }
     }
 
+    /// Every queued event, in order (node thread only).
+    func drainAll() -> [IngressEvent] {
+        var buffer = Deque<IngressEvent>()
+        drain(into: &buffer)
+        return Array(buffer)
+    }
+
     /// Rejections counted since the last call: (full, oversize).
     func takeRejections() -> (full: UInt64, oversize: UInt64) {
         (fullRejections.exchange(0, ordering: .relaxed), oversizeRejections.exchange(0, ordering: .relaxed))

@@ -59,6 +59,26 @@ final class InstalledProgram {
     /// Event kind → sites to start executions at.
     let subscriptions: [NodeEventKind: [Int]]
 
+    // Hot-path copies of the per-op and per-site data as flat arrays of plain integers, so
+    // firing an op copies no strings or nested arrays.
+    let opSlotBase: [Int]
+    let opInputCount: [Int]
+    let opRequired: [Int16]
+    let opGroupBase: [Int]
+    let opGroupCount: [Int16]
+    let opIsAsync: [Bool]
+    /// Component index of the op (-1 for syscalls) and the op's index in the component.
+    let opComponent: [Int]
+    let opComponentOp: [Int]
+    let opOutputBase: [Int]
+    let opOutputCount: [Int]
+    let outputSiteFlat: [Int]
+    let siteConsumerBase: [Int]
+    let siteConsumerCount: [Int]
+    let consumerFlat: [Int]
+    /// The components the program calls, by index (a snapshot taken at install).
+    let components: [any Component]
+
     init(_ program: Program, siblings: SiblingView) throws(ProgramError) {
         self.program = program
         var siteIndex: [String: Int] = [:]
@@ -188,6 +208,31 @@ final class InstalledProgram {
         self.totalGroups = groupTotal
         self.sourceOps = sourceOps
         self.subscriptions = subscriptions
+        opSlotBase = ops.map(\.slotBase)
+        opInputCount = ops.map(\.inputCount)
+        opRequired = ops.map(\.requiredCount)
+        opGroupBase = ops.map(\.groupBase)
+        opGroupCount = ops.map(\.groupCount)
+        opIsAsync = ops.map(\.isAsync)
+        opComponent = ops.map { if case .component(let c, _) = $0.target { return c } else { return -1 } }
+        opComponentOp = ops.map { if case .component(_, let o) = $0.target { return o } else { return -1 } }
+        var outputBase: [Int] = [], outputFlat: [Int] = []
+        for op in ops {
+            outputBase.append(outputFlat.count)
+            outputFlat.append(contentsOf: op.outputSites)
+        }
+        opOutputBase = outputBase
+        opOutputCount = ops.map(\.outputSites.count)
+        outputSiteFlat = outputFlat
+        var consumerBase: [Int] = [], flat: [Int] = []
+        for c in consumers {
+            consumerBase.append(flat.count)
+            flat.append(contentsOf: c)
+        }
+        siteConsumerBase = consumerBase
+        siteConsumerCount = consumers.map(\.count)
+        consumerFlat = flat
+        components = siblings.components
 
         try Self.checkCycles(ops: ops, slotSite: slotSite, slotRole: slotRole, sites: program.sites.count,
                              subscribed: Set(subscriptions.values.joined()))

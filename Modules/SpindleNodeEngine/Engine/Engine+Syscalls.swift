@@ -1,9 +1,9 @@
 import SpindleKernel
 
-extension Node {
+extension Engine {
     /// Runs a built-in syscall. Failures are reported with `failOp` (typed reason) and absorb.
-    func runSyscall(_ config: SyscallConfig, op: Int, exec slot: Int, inputs: OpInputs) -> DispatchResult {
-        let e = execs[slot]!
+    mutating func runSyscall(_ config: SyscallConfig, op: Int, exec slot: Int, inputs: OpInputs) -> DispatchResult {
+        let execID = execs[slot].id
         switch config {
         case .sleep(let delay):
             return park(after: delay, OpOutputs(inputs[0] ?? .unit), op: op, slot: slot)
@@ -13,10 +13,10 @@ extension Node {
             guard context.syscalls.anyFiredGroups.insert(group).inserted else { return .absorb }
             return .immediate(OpOutputs(inputs.first ?? .unit))
         case .deadlineMatch(let within):
-            let latch = SyscallState.DeadlineLatch(op: op, execution: e.id)
+            let latch = SyscallState.DeadlineLatch(op: op, execution: execID)
             guard context.syscalls.deadlineMatchFired.insert(latch).inserted else { return .absorb }
             var out = OpOutputs()
-            out[now <= e.startedAt + within ? 0 : 1] = inputs.first ?? .unit
+            out[now <= execs[slot].startedAt + within ? 0 : 1] = inputs.first ?? .unit
             return .immediate(out)
         case .rngU64:
             return .immediate(OpOutputs(.uint(context.syscalls.rng.next())))
@@ -58,7 +58,7 @@ extension Node {
             }
             return .immediate(OpOutputs(inputs[0] ?? .unit))
         case .emit(let event):
-            appEvents.append(AppEvent(name: event, value: inputs[0] ?? .unit, execution: e.id, at: now))
+            appEvents.append(AppEvent(name: event, value: inputs[0] ?? .unit, execution: execID, at: now))
             return .absorb
         case .wireCall(let peer, let target, let timeout, let chain):
             return wireCall(peerName: peer, target: target, timeout: timeout, chain: chain, op: op, slot: slot,
@@ -69,17 +69,17 @@ extension Node {
                  payload: WireMessage.encodeCall(.site(site), [inputs[0] ?? .unit]), flags: .oneWay)
             return .absorb
         case .reply:
-            guard e.awaitingReply else {
-                failOp(op, slot, .failed("no inbound request to reply to in \(e.id)"))
+            guard execs[slot].awaitingReply else {
+                failOp(op, slot, .failed("no inbound request to reply to in \(execID)"))
                 return .absorb
             }
-            reply(e, [inputs[0] ?? .unit])
+            reply(slot, [inputs[0] ?? .unit])
             return .absorb
         }
     }
 
     /// Parks the op on a timer that completes it with `outputs`.
-    private func park(after delay: Duration, _ outputs: OpOutputs, op: Int, slot: Int) -> DispatchResult {
+    private mutating func park(after delay: Duration, _ outputs: OpOutputs, op: Int, slot: Int) -> DispatchResult {
         let cmd = context.allocateCommand()
         guard context.time.timers.schedule(at: now + delay, .complete(cmd)) else {
             failOp(op, slot, .capacity("timer heap is full (\(context.time.timers.capacity) timers)"))

@@ -1,8 +1,8 @@
 import SpindleKernel
 
-extension Node {
+extension Engine {
     /// Resolves a program's peer name and checks policy and backoff; fails the op otherwise.
-    func usablePeer(_ name: String, op: Int, slot: Int) -> NodeID? {
+    mutating func usablePeer(_ name: String, op: Int, slot: Int) -> NodeID? {
         guard let peer = context.peers.addresses.resolve(name) else {
             failOp(op, slot, .peerUnavailable("unknown peer `\(name)`"))
             return nil
@@ -21,7 +21,7 @@ extension Node {
 
     /// Sends a request for `target` on `peer` and parks the op until the reply, its deadline,
     /// or the execution's inbound deadline.
-    func wireCall(peerName: String, target: WireTarget, timeout: Duration?, chain: ChainHop?,
+    mutating func wireCall(peerName: String, target: WireTarget, timeout: Duration?, chain: ChainHop?,
                   op: Int, slot: Int, value: Value) -> DispatchResult {
         guard let peer = usablePeer(peerName, op: op, slot: slot) else { return .absorb }
         guard context.peers.gate.tryAcquire(peer) else {
@@ -38,7 +38,7 @@ extension Node {
             budget = tier == .staticDefault ? estimate
                 : .nanoseconds(Int64(Double(estimate.nanosecondsClamped) * configuration.wireBudgetFactor))
         }
-        if let d = execs[slot]!.deadline {
+        if let d = execs[slot].deadline {
             let left = d - now
             guard left > .zero else {
                 context.peers.gate.release(peer)
@@ -62,28 +62,30 @@ extension Node {
     }
 
     /// Answers the request that started `e`.
-    func reply(_ e: Execution, _ values: [Value]) {
-        guard e.awaitingReply, let peer = e.inbound.sourcePeer, let request = e.inbound.requestID else { return }
-        e.awaitingReply = false
+    mutating func reply(_ slot: Int, _ values: [Value]) {
+        guard execs[slot].awaitingReply, let peer = execs[slot].inbound.sourcePeer,
+              let request = execs[slot].inbound.requestID else { return }
+        execs[slot].awaitingReply = false
         send(to: peer, kind: .response, correlation: request, budget: nil,
              payload: WireMessage.encodeValues(values), flags: .response)
     }
 
     /// Answers the request that started `e` with an error.
-    func replyError(_ e: Execution, _ text: String) {
-        guard e.awaitingReply, let peer = e.inbound.sourcePeer, let request = e.inbound.requestID else { return }
-        e.awaitingReply = false
+    mutating func replyError(_ slot: Int, _ text: String) {
+        guard execs[slot].awaitingReply, let peer = execs[slot].inbound.sourcePeer,
+              let request = execs[slot].inbound.requestID else { return }
+        execs[slot].awaitingReply = false
         sendError(to: peer, request: request, text)
     }
 
-    func sendError(to peer: NodeID, request: UInt64, _ text: String) {
+    mutating func sendError(to peer: NodeID, request: UInt64, _ text: String) {
         send(to: peer, kind: .response, correlation: request, budget: nil,
              payload: WireMessage.encodeText(Ingress.truncate(text, toBytes: configuration.failureDetailCap)),
              flags: [.response, .error])
     }
 
     /// Handles one inbound envelope.
-    func receive(_ env: Envelope) {
+    mutating func receive(_ env: Envelope) {
         guard env.protocolTag == .nodeEngine, let kind = WireKind(rawValue: env.kind) else {
             context.bus.publish(.inboundRejected(peer: env.source, reason: "not a node-engine envelope (\(env.protocolTag), kind \(env.kind))"))
             return
@@ -115,7 +117,7 @@ extension Node {
         }
     }
 
-    private func receiveCall(_ env: Envelope, from source: NodeID, expectsReply: Bool) {
+    private mutating func receiveCall(_ env: Envelope, from source: NodeID, expectsReply: Bool) {
         let target: WireTarget, values: [Value]
         do {
             (target, values) = try WireMessage.decodeCall(env.payload)
@@ -149,8 +151,8 @@ extension Node {
                 return
             }
             let slot = beginExecution(inbound: inbound, fromWire: true)
-            execs[slot]!.awaitingReply = expectsReply
-            writeSite(s, values.first ?? .unit, exec: slot)
+            execs[slot].awaitingReply = expectsReply
+            writeSite(s, values.first ?? .unit, exec: slot, p)
             settle(slot)
         case .op(let name):
             guard let o = p.opIndex[name] else {
@@ -159,16 +161,15 @@ extension Node {
                 return
             }
             let slot = beginExecution(inbound: inbound, fromWire: true)
-            let e = execs[slot]!
-            e.awaitingReply = expectsReply
-            e.replyOp = o
+            execs[slot].awaitingReply = expectsReply
+            execs[slot].replyOp = o
             let cop = p.ops[o]
-            for (i, v) in values.prefix(cop.inputCount).enumerated() { fill(cop.slotBase + i, v, e, slot, p) }
+            for (i, v) in values.prefix(cop.inputCount).enumerated() { fill(cop.slotBase + i, v, slot, p) }
             settle(slot)
         }
     }
 
-    private func receiveResponse(_ env: Envelope, from source: NodeID) {
+    private mutating func receiveResponse(_ env: Envelope, from source: NodeID) {
         guard let entry = context.net.requests.finish(env.correlation), entry.peer == source else {
             context.bus.publish(.unknownResponse(peer: source, correlation: env.correlation))
             return

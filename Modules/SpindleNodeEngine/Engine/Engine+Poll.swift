@@ -1,6 +1,6 @@
 import SpindleKernel
 
-extension Node {
+extension Engine {
     /// Runs one cycle at `now`.
     ///
     /// In order: frees executions reported by the previous poll, drains the ingress queue and
@@ -8,7 +8,7 @@ extension Node {
     /// suspicion, fires ready ops up to the op budget (bus events start executions at
     /// subscribed sites), then hands out envelopes, app events, bus events and finished
     /// executions.
-    public func poll(now: MonotonicInstant) -> PollOutcome {
+    mutating func poll(now: MonotonicInstant) -> PollOutcome {
         self.now = max(self.now, now)
         context.now = self.now
         context.bus.now = self.now
@@ -27,7 +27,7 @@ extension Node {
             case .failure(let cmd, let detail): applyCompletion(cmd, .failure(.failed(detail)))
             case .envelope(let env): receive(env)
             case .start(let site, let value):
-                do { try start(site: site, value: value) } catch {
+                do { _ = try start(site: site, value: value) } catch {
                     context.bus.publish(.inboundRejected(peer: nil, reason: error.description))
                 }
             }
@@ -80,11 +80,15 @@ extension Node {
         // 5. Frontier, within the op budget; bus events start subscribed executions.
         var fired = 0
         let budget = configuration.opBudgetPerPoll
+        let installed = program
         var published: [BusRecord] = []
         repeat {
-            while fired < budget, let (op, slot) = frontier.popFirst() {
-                fire(op, exec: slot)
-                fired += 1
+            if let installed {
+                while fired < budget, let (op, slot) = frontier.popFirst() {
+                    fire(op, exec: slot, installed)
+                    fired += 1
+                }
+                endDispatch()
             }
             let records = context.bus.take()
             published.reserveCapacity(published.count + records.count)
@@ -94,7 +98,7 @@ extension Node {
                     guard let sites = p.subscriptions[r.event.kind] else { continue }
                     for s in sites {
                         let slot = beginExecution(inbound: InboundContext(), fromWire: false)
-                        writeSite(s, .string(r.event.description), exec: slot)
+                        writeSite(s, .string(r.event.description), exec: slot, p)
                         settle(slot)
                     }
                 }
@@ -129,7 +133,7 @@ extension Node {
         return next
     }
 
-    private func rebuildDeadlines() {
+    private mutating func rebuildDeadlines() {
         var fresh = TimerHeap<CommandID>(capacity: .max)
         for (cmd, p) in pending.sorted(by: { $0.key < $1.key }) { _ = fresh.schedule(at: p.deadline, cmd) }
         deadlines = fresh

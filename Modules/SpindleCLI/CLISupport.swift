@@ -67,12 +67,9 @@ func writeFile(_ path: String, _ text: String) throws {
     }
 }
 
-/// The cluster key in `path`: its contents with trailing whitespace removed, as a passphrase.
+/// The cluster key in `path` (see `ClusterKey(contentsOfFile:)`).
 func loadClusterKey(_ path: String) throws -> ClusterKey {
-    var bytes = try readFile(path)
-    while let last = bytes.last, last == 10 || last == 13 || last == 32 || last == 9 { bytes.removeLast() }
-    guard !bytes.isEmpty else { throw CLIError(description: "key file \(path) is empty") }
-    return ClusterKey(passphrase: String(decoding: bytes, as: UTF8.self))
+    try ClusterKey(contentsOfFile: path)
 }
 
 /// An absolute form of `path` (relative to the working directory).

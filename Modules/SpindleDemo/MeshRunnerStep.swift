@@ -1,5 +1,9 @@
 import Spindle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Runs the colony in process with 1 and 4 shards, then with 4 remote shards: `spindle-shard`
 /// procs spawned by two host agents (TCP loopback, cluster key) as a proc mesh. All three final
 /// states must be identical.
@@ -24,8 +28,11 @@ func meshAndRunnerStep(_ log: DemoLog) async throws -> String {
     // Remote: two host agents on TCP loopback with a cluster key, 2 shard procs each.
     let shardProgram = executableDirectory() + "/spindle-shard"
     let loop = try EventLoop(name: "demo-mesh")
+    // The cluster key lives in a file the agents hand to their procs (SPINDLE_KEY_FILE).
+    let keyFile = try writeDemoKeyFile()
+    defer { unlink(keyFile) }
     var tcpConfig = TCPTransport.Configuration()
-    tcpConfig.clusterKey = ClusterKey.random()
+    tcpConfig.clusterKey = try ClusterKey(contentsOfFile: keyFile)
     tcpConfig.logger = quietLogger("demo.tcp")
     let tcp = TCPTransport(loop: loop, configuration: tcpConfig)
     var agents: [HostAgent] = []
@@ -45,6 +52,7 @@ func meshAndRunnerStep(_ log: DemoLog) async throws -> String {
             c.listenAddress = .tcp(host: "127.0.0.1", port: 0)
             c.allowedPrograms = [shardProgram]
             c.transportAuthenticates = true
+            c.procKeyFile = keyFile
             c.forwardProcStdout = false
             c.logger = quietLogger("demo.agent")
             let agent = HostAgent(on: loop, transport: tcp, configuration: c)
@@ -91,4 +99,19 @@ func meshAndRunnerStep(_ log: DemoLog) async throws -> String {
 func hex(_ v: UInt64) -> String {
     let s = String(v, radix: 16)
     return String(repeating: "0", count: 16 - s.count) + s
+}
+
+/// Writes a fresh random cluster passphrase to a private temporary file and returns its path.
+func writeDemoKeyFile() throws -> String {
+    var template = Array("/tmp/spindle-demo-key-XXXXXX".utf8CString)
+    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+    guard fd >= 0 else { throw DemoError("cannot create a key file in /tmp: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var rng = SystemRandomNumberGenerator()
+    let passphrase = (0..<4).map { _ in hex(rng.next()) }.joined()
+    let bytes = Array(passphrase.utf8)
+    guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+        throw DemoError("cannot write the key file")
+    }
+    return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
 }

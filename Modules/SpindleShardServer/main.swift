@@ -2,8 +2,10 @@
 //
 //   spindle-shard --coordinator tcp://127.0.0.1:7400 --shard 2 --shards 4 \
 //                 [--model colony|idle] [--seed 42] [--nodes 512] [--agents 128] [--chords 1] \
-//                 [--virtual-nodes 256]
+//                 [--virtual-nodes 256] [--key-file F]
 //
+// With --key-file (or SPINDLE_KEY_FILE, which a host agent with a cluster key sets) the
+// connection to the coordinator authenticates with that cluster key.
 // Started by a host mesh, `--shard` and `--shards` default to SPINDLE_RANK + 1 and
 // SPINDLE_WORLD_SIZE, and the proc announces itself ready to its agent once it has said hello
 // to the coordinator. Exit status: 0 when the coordinator said stop, 1 when the connection was
@@ -35,6 +37,7 @@ struct Options {
     var agents = 128
     var chords = 1
     var virtualNodes = 256
+    var keyFile: String?
 
     init(_ args: [String]) {
         var i = 0
@@ -62,6 +65,7 @@ struct Options {
             case "--agents": agents = number(a)
             case "--chords": chords = number(a)
             case "--virtual-nodes": virtualNodes = number(a)
+            case "--key-file": keyFile = value(a)
             default: fail(2, "unknown argument \"\(a)\"")
             }
             i += 1
@@ -97,8 +101,14 @@ default:
     fail(2, "--model: unknown model \"\(options.model)\" (colony or idle)")
 }
 
+var tcpConfiguration = TCPTransport.Configuration()
+if let keyFile = options.keyFile ?? mesh?.keyFile {
+    do { tcpConfiguration.clusterKey = try ClusterKey(contentsOfFile: keyFile) } catch { fail(2, "--key-file: \(error)") }
+}
 let transport: TCPTransport
-do { transport = try TCPTransport(loopCount: 1) } catch { fail(3, "cannot start the event loop: \(error)") }
+do { transport = try TCPTransport(loopCount: 1, configuration: tcpConfiguration) } catch {
+    fail(3, "cannot start the event loop: \(error)")
+}
 let host: ShardHost
 do {
     host = try await ShardHost.serve(shard, coordinator: coordinator, transport: transport, execution: .transportThread)

@@ -10,6 +10,7 @@ print("Spindle demo — tasklets, a task queue of worker processes, nodes exchan
 print("host agents with a proc mesh, and a sharded simulation, all on this machine.")
 
 await log.step("tasklets: fork-join sum") { try await taskletsStep(log) }
+await log.step("node engine: two nodes over TCP") { try await nodesStep(log) }
 await log.step("host mesh + runner: colony") { try await meshAndRunnerStep(log) }
 
 log.printSummary()

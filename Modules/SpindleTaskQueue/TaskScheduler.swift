@@ -107,6 +107,12 @@ public struct TaskScheduler<Kind: TaskKind> {
         return slots[i].phase == .ready && !slots[i].inFlight.isEmpty
     }
 
+    /// The sequence numbers worker `id` holds, in dispatch order.
+    public func inFlightSeqs(of id: WorkerID) -> [UInt64] {
+        guard let i = index(of: id) else { return [] }
+        return slots[i].inFlight.map(\.seq)
+    }
+
     /// Whether any queued task has a deadline (the shell ticks only then).
     public var hasDeadlines: Bool { deadlineCount > 0 }
 

@@ -230,7 +230,7 @@ public struct TaskScheduler<Kind: TaskKind> {
             counters.workersRetired += 1
             actions.append(.retire(id))
         }
-        fill(now: now, into: &actions)
+        fill(now: now, preferring: i, into: &actions)
         return actions
     }
 
@@ -430,14 +430,15 @@ public struct TaskScheduler<Kind: TaskKind> {
                      into: &actions)
     }
 
-    /// Hands queued tasks to ready workers that have room, rotating the starting slot.
-    private mutating func fill(now: MonotonicInstant, into actions: inout [Action]) {
+    /// Hands queued tasks to ready workers that have room, starting with `preferred` (the
+    /// worker that just answered: it is awake) or else rotating the starting slot.
+    private mutating func fill(now: MonotonicInstant, preferring preferred: Int? = nil, into actions: inout [Action]) {
         guard queuedCount > 0, !isShuttingDown else { return }
         let n = slots.count
         guard n > 0 else { return }
         let refillAt = prefetch / 2
-        let start = rotation
-        rotation = (rotation + 1) % n
+        let start = preferred ?? rotation
+        if preferred == nil { rotation = (rotation + 1) % n }
         var hungry = 0
         for slot in slots where slot.phase == .ready && slot.inFlight.count <= refillAt { hungry += 1 }
         guard hungry > 0 else { return }

@@ -23,7 +23,7 @@ check: deps
 
 test: deps
 	$(SWIFT) build --build-tests $(STRICT_FLAGS)
-	$(SWIFT) test --skip-build --parallel --num-workers 2
+	$(SWIFT) test --skip-build
 
 demo: deps
 	$(SWIFT) build $(STRICT_FLAGS) --product spindle

@@ -1,4 +1,7 @@
 /// Every suite spindle-bench knows, in the order they run. Each suite lives in its own file
 /// (`<Name>Suite.swift`) and adds one line here.
 let allSuites: [BenchSuite] = [
+    kernelSuite,
+    transportSuite,
+    taskletsSuite,
 ]

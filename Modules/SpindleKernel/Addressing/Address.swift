@@ -57,7 +57,8 @@ public enum Address: Hashable, Sendable, Codable, CustomStringConvertible, Lossl
             self = .unix(path: rest)
         case "tcp":
             let (host, portText) = try Address.splitHostPort(rest, text: text)
-            guard let port = UInt16(portText) else {
+            // Digits only: `UInt16(_:)` alone would also accept a leading "+".
+            guard portText.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let port = UInt16(portText) else {
                 throw AddressParseError(text: text, part: .port,
                                         problem: portText.isEmpty ? "missing port"
                                             : "\"\(portText)\" is not a port number 0...65535")
@@ -75,8 +76,12 @@ public enum Address: Hashable, Sendable, Codable, CustomStringConvertible, Lossl
                 throw AddressParseError(text: text, part: .host, problem: "missing \"]\" after IPv6 host")
             }
             let host = String(rest[rest.index(after: rest.startIndex)..<close])
-            guard !host.isEmpty, host.contains(":"),
-                  host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }) else {
+            // An IPv6 literal, optionally with a zone after "%" (fe80::1%eth0).
+            let literal = host.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
+            let zoneOK = literal.count == 1
+                || (!literal[1].isEmpty && literal[1].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-" }))
+            guard !host.isEmpty, literal[0].contains(":"), zoneOK,
+                  literal[0].allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else {
                 throw AddressParseError(text: text, part: .host, problem: "\"\(host)\" is not an IPv6 address")
             }
             let after = rest[rest.index(after: close)...]

@@ -37,11 +37,16 @@ public struct RawID128: Hashable, Sendable, Comparable, Codable {
 
     /// Parses the 32-hex-digit form; nil when the text is not exactly that.
     public init?(hex text: Substring) {
-        guard text.utf8.count == 32,
+        // Check the digits first: `UInt64(_:radix:)` alone would also accept a leading "+".
+        guard text.utf8.count == 32, text.utf8.allSatisfy(isHexDigitASCII),
               let h = UInt64(text.prefix(16), radix: 16),
               let l = UInt64(text.suffix(16), radix: 16) else { return nil }
         self.init(high: h, low: l)
     }
+}
+
+private func isHexDigitASCII(_ c: UInt8) -> Bool {
+    (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46)
 }
 
 @usableFromInline
@@ -179,7 +184,9 @@ extension LocalIdentifier {
             throw IdentifierParseError(expected: Self.prefix, text: text,
                                        problem: "expected prefix \"\(want)\"")
         }
-        guard let v = UInt64(text.dropFirst(want.count)) else {
+        let digits = text.dropFirst(want.count)
+        // Digits only: `UInt64(_:)` alone would also accept a leading "+".
+        guard digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let v = UInt64(digits) else {
             throw IdentifierParseError(expected: Self.prefix, text: text,
                                        problem: "expected a decimal number after \"\(want)\"")
         }

@@ -1,0 +1,197 @@
+// spindle-bench tasklets: fork-join launch, data-lane barrier and a parallel sum, each beside
+// its baseline in the same run (C pool / C barriers in CBaselines, DispatchQueue.concurrentPerform,
+// a single-threaded loop).
+import CBaselines
+import Dispatch
+import Spindle
+
+let taskletsSuite = BenchSuite(name: "tasklets") { reporter in
+    let pool = TaskletPool(configuration: .init(waitPolicy: benchSpin))
+    do {
+        try taskletOverheadBenchmarks(reporter, pool)
+        try await taskletAsyncBenchmarks(reporter, pool)
+        try taskletLaunchBenchmarks(reporter, pool)
+        try taskletBarrierBenchmarks(reporter, pool)
+        try taskletSumBenchmarks(reporter, pool)
+    } catch {
+        await pool.shutdown()
+        throw error
+    }
+    await pool.shutdown()
+}
+
+/// The spin budget both Spindle and the C pool use in these benchmarks (the default policy).
+private let benchSpin = WaitPolicy.default
+
+private func micros(_ seconds: Double) -> Double { seconds * 1e6 }
+
+/// A one-lane launch: the runtime's own cost, with no fork and no join.
+private func taskletOverheadBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    let spindle = try measure(iterations: 50_000) { n in
+        for _ in 0..<n {
+            blackHole(try pool.launch(workers: 1, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } })
+        }
+    }
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "launch+join, 1 lane (no fork: runtime cost)",
+                                value: micros(spindle), unit: "µs", higherIsBetter: false))
+}
+
+/// The async entry point (lane 0 on the runner thread, caller suspended) vs the blocking one.
+private func taskletAsyncBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) async throws {
+    let iterations = 5_000
+    let blocking = try measure(iterations: iterations) { n in
+        for _ in 0..<n {
+            blackHole(try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } })
+        }
+    }
+    let suspended = try await measureAsync(iterations: iterations) { n in
+        for _ in 0..<n {
+            blackHole(try await pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { try $0.parallelForWorkers { _ in } })
+        }
+    }
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "async launch+empty phase+join, 2 lanes",
+                                value: micros(suspended), unit: "µs", baseline: "blocking launch",
+                                baselineValue: micros(blocking), higherIsBetter: false))
+}
+
+/// launch + empty phase + join at 2 and 4 lanes, vs the C pool and concurrentPerform.
+private func taskletLaunchBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    for lanes in [2, 4] {
+        let iterations = lanes == 2 ? 10_000 : 3_000
+        guard let cPool = cb_forkjoin_create(Int32(lanes), UInt64(benchSpin.spin.nanosecondsClamped)) else {
+            throw TaskletBenchError("cb_forkjoin_create(\(lanes)) failed")
+        }
+        defer { cb_forkjoin_destroy(cPool) }
+        let times = try interleaved(iterations: iterations, [
+            { n in
+                for _ in 0..<n {
+                    blackHole(try pool.launch(workers: lanes, shared: 0, scratch: { _ in 0 }) { coord in
+                        try coord.parallelForWorkers { _ in }
+                    })
+                }
+            },
+            { n in blackHole(cb_forkjoin_run_empty(cPool, n)) },
+            { n in
+                for _ in 0..<n { DispatchQueue.concurrentPerform(iterations: lanes) { blackHole($0) } }
+            },
+        ])
+        reporter.report(BenchResult(suite: "tasklets", benchmark: "launch+empty phase+join, \(lanes) lanes",
+                                    value: micros(times[0]), unit: "µs", baseline: "C spin-then-park pool",
+                                    baselineValue: micros(times[1]), higherIsBetter: false))
+        reporter.report(BenchResult(suite: "tasklets", benchmark: "launch+empty phase+join, \(lanes) lanes",
+                                    value: micros(times[0]), unit: "µs", baseline: "concurrentPerform",
+                                    baselineValue: micros(times[2]), higherIsBetter: false))
+    }
+}
+
+/// Barrier round trip with 2 data lanes, vs a C spin barrier and pthread_barrier_wait.
+private func taskletBarrierBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    let rounds = 100_000
+    let times = try interleaved(iterations: rounds, [
+        { n in
+            blackHole(try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { coord in
+                try coord.parallelForWorkers { w in
+                    for _ in 0..<n { try w.barrier() }
+                }
+            })
+        },
+        { n in blackHole(cb_spin_barrier_roundtrip_ns(n)) },
+    ])
+    let blocking = median((0..<3).map { _ in cb_pthread_barrier_roundtrip_ns(2_000) })
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "barrier round trip, 2 data lanes",
+                                value: times[0] * 1e9, unit: "ns", baseline: "C spin barrier",
+                                baselineValue: times[1] * 1e9, higherIsBetter: false))
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "barrier round trip, 2 data lanes",
+                                value: times[0] * 1e9, unit: "ns", baseline: "pthread_barrier_wait",
+                                baselineValue: blocking, higherIsBetter: false))
+}
+
+/// Measures `bodies` in alternation (round r of each, then round r + 1 of each, …) so that the
+/// load changes of a shared machine hit them alike; returns each body's median seconds per
+/// iteration.
+private func interleaved(iterations: Int, rounds: Int = 7, _ bodies: [(Int) throws -> Void]) throws -> [Double] {
+    for body in bodies { try body(max(1, iterations / 10)) }
+    var samples = Array(repeating: [Double](), count: bodies.count)
+    for _ in 0..<rounds {
+        for (index, body) in bodies.enumerated() {
+            let t0 = SystemClock().now()
+            try body(iterations)
+            samples[index].append(Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
+        }
+    }
+    return samples.map(median)
+}
+
+/// Parallel sum of 64 M Int32 with a fuel checkpoint every 64 K, vs one thread.
+private func taskletSumBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    let count = 64 << 20
+    let chunk = 64 << 10
+    let data = [Int32](unsafeUninitializedCapacity: count) { buffer, initialized in
+        for i in 0..<count { buffer[i] = Int32(truncatingIfNeeded: i & 0x3FF) }
+        initialized = count
+    }
+    var expected: Int64 = 0
+    let dataLanes = 2
+    var got: Int64 = 0
+    let times = try interleaved(iterations: 1, rounds: 5, [
+        { _ in
+            expected = data.withUnsafeBufferPointer { p in
+                var total: Int64 = 0
+                var start = 0
+                while start < count {
+                    total &+= sumChunk(p, start..<min(start + chunk, count))
+                    start += chunk
+                }
+                return total
+            }
+            blackHole(expected)
+        },
+        { _ in
+            let result = try pool.launch(workers: dataLanes + 1, shared: data, scratch: { _ in Int64(0) },
+                                         fuel: .sharedPool(UInt64(count))) { coord in
+                try coord.parallelForWorkers { w in
+                    let per = (count / w.dataWorkerCount + chunk - 1) / chunk * chunk
+                    let lo = w.dataIndex * per
+                    let hi = min(lo + per, count)
+                    var total: Int64 = 0
+                    try w.shared.withUnsafeBufferPointer { p in
+                        var start = lo
+                        while start < hi {
+                            let end = min(start + chunk, hi)
+                            try w.fuelCheckpoint(UInt64(end - start))
+                            total &+= sumChunk(p, start..<end)
+                            start = end
+                        }
+                    }
+                    w.scratch = total
+                }
+                let total = (0..<coord.dataWorkerCount).map { coord.dataScratch($0) }.reduce(0, &+)
+                coord.setOutput(withUnsafeBytes(of: total.littleEndian) { Array($0) })
+            }
+            got = result.output.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }
+            blackHole(result)
+        },
+    ])
+    let single = times[0], spindle = times[1]
+    guard got == expected else { throw TaskletBenchError("parallel sum \(got) ≠ single-thread sum \(expected)") }
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "sum 64M Int32, fuel/64K, 2 data lanes",
+                                value: spindle * 1e3, unit: "ms", baseline: "single thread",
+                                baselineValue: single * 1e3, higherIsBetter: false))
+}
+
+@inline(never)
+private func sumChunk(_ p: UnsafeBufferPointer<Int32>, _ range: Range<Int>) -> Int64 {
+    var s: Int64 = 0
+    for i in range { s &+= Int64(p[i]) }
+    return s
+}
+
+private func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted[sorted.count / 2]
+}
+
+private struct TaskletBenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleEventLoop: content arrives with its issue (see docs/).

@@ -1,0 +1,361 @@
+import DequeModule
+
+/// The reliable-link protocol as a value-type state machine: events in, actions out, no I/O.
+///
+/// One core is one end of one session. The *initiator* connects (and reconnects with capped
+/// exponential backoff and jitter); the *acceptor* waits for the initiator's `hello`. Each
+/// side numbers its data 1, 2, 3…, keeps every message until the peer's cumulative ack covers
+/// it, retransmits what is unacknowledged after each handshake (and after
+/// `retransmitTimeout` without progress), delivers in order exactly once and drops
+/// duplicates. Messages not acknowledged within `deliveryTimeout` of being sent are handed
+/// back as `.undeliverable`, and the peer is told to stop waiting for them (`skip`).
+///
+/// ```
+///  send ─► outbox (seq, envelope, t) ──transmit──► peer ──ack(n)──► drop seq ≤ n
+///                 └── older than deliveryTimeout ──► undeliverable(…, .timedOut)
+/// ```
+public struct ReliableLinkCore: Sendable {
+    public enum Role: Sendable, Equatable { case initiator, acceptor }
+
+    /// Options (durations on the link's clock).
+    public struct Configuration: Sendable {
+        /// How long a message may stay unacknowledged before it is returned.
+        public var deliveryTimeout: Duration
+        /// First reconnect delay; doubles per failed attempt up to `maximumBackoff`.
+        public var initialBackoff: Duration
+        public var maximumBackoff: Duration
+        /// Fraction (0...1) of each backoff delay that is randomised away (full jitter at 1).
+        public var jitter: Double
+        /// Retransmit everything unacknowledged when no ack has arrived for this long.
+        public var retransmitTimeout: Duration
+        /// Acknowledge after this many in-order messages…
+        public var ackEvery: Int
+        /// …or this long after the first unacknowledged one (on `tick`).
+        public var ackDelay: Duration
+        /// `send` refuses more than this many unacknowledged messages.
+        public var maximumQueued: Int
+        /// Seed for the backoff jitter.
+        public var seed: UInt64
+
+        public init(deliveryTimeout: Duration = .seconds(30), initialBackoff: Duration = .milliseconds(10),
+                    maximumBackoff: Duration = .seconds(2), jitter: Double = 0.5,
+                    retransmitTimeout: Duration = .seconds(1), ackEvery: Int = 64,
+                    ackDelay: Duration = .milliseconds(5), maximumQueued: Int = 1 << 20, seed: UInt64 = 0x11CE) {
+            self.deliveryTimeout = deliveryTimeout
+            self.initialBackoff = initialBackoff
+            self.maximumBackoff = maximumBackoff
+            self.jitter = min(max(jitter, 0), 1)
+            self.retransmitTimeout = retransmitTimeout
+            self.ackEvery = max(1, ackEvery)
+            self.ackDelay = ackDelay
+            self.maximumQueued = max(1, maximumQueued)
+            self.seed = seed
+        }
+    }
+
+    public enum Event: Sendable {
+        /// The application sends a message.
+        case send(Envelope)
+        /// An envelope arrived on the current connection.
+        case received(Envelope)
+        /// (Initiator) a new connection is open.
+        case connected
+        /// (Initiator) connecting failed.
+        case connectFailed(String)
+        /// The current connection closed.
+        case disconnected(String)
+        /// Time passed: timeouts, acks, reconnects.
+        case tick
+        /// Close the link: everything unacknowledged is returned.
+        case close
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// Send this envelope on the current connection.
+        case transmit(Envelope)
+        /// Hand this envelope to the application.
+        case deliver(Envelope)
+        /// (Initiator) open a new connection now, then report `.connected` or `.connectFailed`.
+        case connect
+        /// Close the current connection: the peer broke the protocol.
+        case closeConnection(String)
+        /// These messages will not be delivered; tell their sender.
+        case undeliverable([Envelope], UndeliverableReason)
+    }
+
+    public enum Phase: Sendable, Equatable {
+        /// No connection; (initiator) reconnect at the instant, if set.
+        case disconnected(reconnectAt: MonotonicInstant?)
+        /// (Initiator) waiting for `connected` / `connectFailed`.
+        case connecting
+        /// Connection up, waiting for the peer's handshake.
+        case handshaking
+        case established
+        case closed
+    }
+
+    private struct Pending: Sendable {
+        var envelope: Envelope
+        var queuedAt: MonotonicInstant
+    }
+
+    public let role: Role
+    public let session: SessionID
+    public let configuration: Configuration
+    public private(set) var phase: Phase
+
+    /// Unacknowledged messages, ascending sequence.
+    private var outbox: Deque<Pending> = []
+    private var nextSequence: UInt64 = 1
+    /// Highest sequence transmitted on the current connection (0 = none).
+    private var transmittedUpTo: UInt64 = 0
+    /// Next sequence to deliver.
+    private var expected: UInt64 = 1
+    /// In-order messages received since the last ack sent.
+    private var unacknowledged = 0
+    private var firstUnacknowledgedAt: MonotonicInstant?
+    private var lastProgressAt: MonotonicInstant = .zero
+    private var attempt = 0
+    /// The last connection failure seen (nil until one happens).
+    public private(set) var lastError: String?
+    private var rng: SplitMix64
+
+    /// Counters for tests and operators.
+    public private(set) var duplicatesDropped = 0
+    public private(set) var outOfOrderDropped = 0
+    public private(set) var retransmitted = 0
+    public private(set) var reconnects = 0
+
+    /// - Parameters:
+    ///   - role: `.initiator` starts by asking to `.connect`; `.acceptor` waits for a hello.
+    public init(role: Role, session: SessionID, configuration: Configuration = Configuration()) {
+        self.role = role
+        self.session = session
+        self.configuration = configuration
+        self.phase = .disconnected(reconnectAt: role == .initiator ? .zero : nil)
+        self.rng = SplitMix64(seed: configuration.seed ^ session.raw.low)
+    }
+
+    /// Messages waiting for acknowledgement.
+    public var queuedCount: Int { outbox.count }
+    /// The highest sequence delivered in order.
+    public var deliveredUpTo: UInt64 { expected - 1 }
+
+    /// Handles one event; returns the actions to perform, in order.
+    public mutating func handle(_ event: Event, now: MonotonicInstant) -> [Action] {
+        var actions: [Action] = []
+        handle(event, now: now, into: &actions)
+        return actions
+    }
+
+    /// Handles one event, appending the actions to perform (in order) to `actions`.
+    public mutating func handle(_ event: Event, now: MonotonicInstant, into actions: inout [Action]) {
+        switch event {
+        case .send(let e): _ = send(e, now: now, into: &actions)
+        case .received(let e): received(e, now: now, into: &actions)
+        case .connected: connected(now: now, into: &actions)
+        case .connectFailed(let why): lost(why, now: now)
+        case .disconnected(let why): lost(why, now: now)
+        case .tick: tick(now: now, into: &actions)
+        case .close: close(into: &actions)
+        }
+    }
+
+    /// Accepts a message for sending.
+    /// - Returns: nil, or the error when the link is closed or its queue is full.
+    public mutating func send(_ message: Envelope, now: MonotonicInstant,
+                              into actions: inout [Action]) -> ReliableLinkError? {
+        if phase == .closed { return .closed }
+        if outbox.count >= configuration.maximumQueued { return .queueFull(limit: configuration.maximumQueued) }
+        var e = message
+        e.sequence = nextSequence
+        e.flags.insert(.sequenced)
+        nextSequence += 1
+        if outbox.isEmpty { lastProgressAt = now }
+        outbox.append(Pending(envelope: e, queuedAt: now))
+        if phase == .established {
+            transmittedUpTo = e.sequence
+            actions.append(.transmit(e))
+        }
+        return nil
+    }
+
+    private mutating func received(_ e: Envelope, now: MonotonicInstant, into actions: inout [Action]) {
+        if e.protocolTag == .reliable {
+            control(e, now: now, into: &actions)
+            return
+        }
+        guard e.flags.contains(.sequenced) else {
+            violation("envelope without the sequenced flag (protocol \(e.protocolTag), kind \(e.kind))", into: &actions)
+            return
+        }
+        guard phase == .established else {
+            violation("data (sequence \(e.sequence)) before the handshake", into: &actions)
+            return
+        }
+        if e.sequence == expected {
+            expected += 1
+            var d = e
+            d.flags.remove(.sequenced)
+            actions.append(.deliver(d))
+            unacknowledged += 1
+            if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }
+            if unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
+        } else if e.sequence < expected {
+            duplicatesDropped += 1
+            unacknowledged += 1            // re-acknowledge: the sender may have missed our ack
+            if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }
+        } else {
+            // A gap (an envelope was lost on a connection that stayed up): drop and let the
+            // sender retransmit from our cumulative ack.
+            outOfOrderDropped += 1
+            if unacknowledged == 0 { unacknowledged = 1; firstUnacknowledgedAt = now }
+        }
+    }
+
+    private mutating func control(_ e: Envelope, now: MonotonicInstant, into actions: inout [Action]) {
+        switch e.kind {
+        case ReliableWire.hello where role == .acceptor, ReliableWire.helloAck where role == .initiator:
+            guard ReliableWire.session(of: e) == session else {
+                violation("handshake for another session", into: &actions)
+                return
+            }
+            guard phase == .handshaking || (role == .acceptor && phase != .closed) else {
+                violation("unexpected handshake in phase \(phase)", into: &actions)
+                return
+            }
+            acknowledged(upTo: e.sequence, now: now)
+            if e.correlation > expected { expected = e.correlation }   // peer abandoned older ones
+            if role == .acceptor {
+                actions.append(.transmit(ReliableWire.handshake(
+                    kind: ReliableWire.helloAck, session: session, receivedUpTo: expected - 1, lowestHeld: lowestHeld)))
+            }
+            phase = .established
+            attempt = 0
+            unacknowledged = 0
+            firstUnacknowledgedAt = nil
+            lastProgressAt = now
+            retransmitAll(into: &actions, counting: false)
+        case ReliableWire.ack:
+            guard phase == .established else { return }
+            acknowledged(upTo: e.sequence, now: now)
+        case ReliableWire.skip:
+            guard phase == .established else { return }
+            if e.sequence > expected { expected = e.sequence }
+        default:
+            violation("unexpected reliable-link control kind \(e.kind)", into: &actions)
+        }
+    }
+
+    private var lowestHeld: UInt64 { outbox.first?.envelope.sequence ?? nextSequence }
+
+    private mutating func acknowledged(upTo n: UInt64, now: MonotonicInstant) {
+        guard n < nextSequence else { return }   // acks for messages never sent are ignored
+        var progressed = false
+        while let first = outbox.first, first.envelope.sequence <= n {
+            outbox.removeFirst()
+            progressed = true
+        }
+        if progressed { lastProgressAt = now }
+    }
+
+    private mutating func retransmitAll(into actions: inout [Action], counting: Bool) {
+        actions.reserveCapacity(actions.count + outbox.count)
+        for p in outbox { actions.append(.transmit(p.envelope)) }
+        if counting { retransmitted += outbox.count }
+        transmittedUpTo = nextSequence - 1
+    }
+
+    private mutating func sendAck(into actions: inout [Action]) {
+        actions.append(.transmit(ReliableWire.control(ReliableWire.ack, sequence: expected - 1)))
+        unacknowledged = 0
+        firstUnacknowledgedAt = nil
+    }
+
+    private mutating func connected(now: MonotonicInstant, into actions: inout [Action]) {
+        guard role == .initiator, phase == .connecting else { return }
+        phase = .handshaking
+        transmittedUpTo = 0
+        actions.append(.transmit(ReliableWire.handshake(
+            kind: ReliableWire.hello, session: session, receivedUpTo: expected - 1, lowestHeld: lowestHeld)))
+    }
+
+    private mutating func lost(_ why: String, now: MonotonicInstant) {
+        guard phase != .closed else { return }
+        lastError = why
+        unacknowledged = 0
+        firstUnacknowledgedAt = nil
+        transmittedUpTo = 0
+        switch role {
+        case .acceptor:
+            phase = .disconnected(reconnectAt: nil)
+        case .initiator:
+            phase = .disconnected(reconnectAt: now + backoff())
+            attempt += 1
+        }
+    }
+
+    /// The delay before reconnect attempt `attempt`: capped exponential, minus random jitter.
+    private mutating func backoff() -> Duration {
+        let base = configuration.initialBackoff.nanosecondsClamped
+        let cap = configuration.maximumBackoff.nanosecondsClamped
+        let shift = min(attempt, 40)
+        let (grown, overflow) = base.multipliedReportingOverflow(by: Int64(1) << shift)
+        let full = overflow ? cap : min(grown, cap)
+        let cut = Double(rng.next() >> 11) * 0x1.0p-53 * configuration.jitter
+        return .nanoseconds(Int64(Double(full) * (1 - cut)))
+    }
+
+    private mutating func tick(now: MonotonicInstant, into actions: inout [Action]) {
+        // Delivery timeout: return what has waited too long (outbox is in queueing order).
+        var expired: [Envelope] = []
+        while let first = outbox.first, now - first.queuedAt >= configuration.deliveryTimeout {
+            var e = outbox.removeFirst().envelope
+            e.flags.remove(.sequenced)
+            expired.append(e)
+        }
+        if !expired.isEmpty {
+            lastProgressAt = now
+            if phase == .established {
+                actions.append(.transmit(ReliableWire.control(ReliableWire.skip, sequence: lowestHeld)))
+            }
+            actions.append(.undeliverable(expired, .timedOut(after: configuration.deliveryTimeout, lastError: lastError)))
+        }
+        switch phase {
+        case .disconnected(let at?) where now >= at:
+            phase = .connecting
+            reconnects += 1
+            actions.append(.connect)
+        case .established:
+            if let first = firstUnacknowledgedAt, unacknowledged > 0, now - first >= configuration.ackDelay {
+                sendAck(into: &actions)
+            }
+            if !outbox.isEmpty, now - lastProgressAt >= configuration.retransmitTimeout {
+                lastProgressAt = now
+                retransmitAll(into: &actions, counting: true)
+            }
+        default:
+            break
+        }
+    }
+
+    private mutating func close(into actions: inout [Action]) {
+        guard phase != .closed else { return }
+        phase = .closed
+        if !outbox.isEmpty {
+            var returned: [Envelope] = []
+            returned.reserveCapacity(outbox.count)
+            for p in outbox {
+                var e = p.envelope
+                e.flags.remove(.sequenced)
+                returned.append(e)
+            }
+            outbox.removeAll()
+            actions.append(.undeliverable(returned, .linkClosed))
+        }
+    }
+
+    private mutating func violation(_ what: String, into actions: inout [Action]) {
+        actions.append(.closeConnection(what))
+    }
+}

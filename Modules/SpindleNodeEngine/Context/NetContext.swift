@@ -1,0 +1,9 @@
+/// Network state an op may use: the outbound queue, RTT tracker and failure detector, wire
+/// requests in flight and the inbound dedup window.
+public struct NetContext: Sendable {
+    public var outbound: OutboundQueue
+    public var rtt: RttTracker
+    public var suspicion: PhiAccrualDetector
+    public var requests: RequestTracker
+    public var dedup: InboundDedup
+}

@@ -1,0 +1,14 @@
+import SpindleKernel
+
+/// What a matured timer does.
+public enum TimerPayload: Sendable, Equatable {
+    /// Completes a pending command (Sleep, After) with the outputs it parked.
+    case complete(CommandID)
+    /// Calls `timerFired(kind:)` on the component at slot index `slot`.
+    case component(slot: Int, kind: UInt32)
+}
+
+/// Time state: the node's bounded timer heap.
+public struct TimeContext: Sendable {
+    public var timers: TimerHeap<TimerPayload>
+}

@@ -1,0 +1,37 @@
+import DequeModule
+import SpindleKernel
+
+/// Envelopes waiting for the next outbound drain. Bounded: when full, the oldest envelope is
+/// dropped and counted, so a stalled transport cannot grow the node without limit.
+public struct OutboundQueue: Sendable {
+    public let capacity: Int
+    private var queue: Deque<Envelope> = []
+    /// Envelopes dropped because the queue was full.
+    public private(set) var dropped: UInt64 = 0
+
+    public init(capacity: Int) {
+        self.capacity = max(1, capacity)
+    }
+
+    public var count: Int { queue.count }
+
+    /// Queues `envelope`; returns the envelope dropped to make room, if any.
+    @discardableResult
+    public mutating func push(_ envelope: Envelope) -> Envelope? {
+        var evicted: Envelope?
+        if queue.count >= capacity {
+            evicted = queue.removeFirst()
+            dropped &+= 1
+        }
+        queue.append(envelope)
+        return evicted
+    }
+
+    /// Takes every queued envelope in FIFO order.
+    public mutating func drain() -> [Envelope] {
+        guard !queue.isEmpty else { return [] }
+        let out = Array(queue)
+        queue.removeAll(keepingCapacity: true)
+        return out
+    }
+}

@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleNodeEngine: content arrives with its issue (see docs/).

@@ -1,0 +1,129 @@
+/// A failure decoding values from wire bytes; names the byte offset and what was wrong.
+public struct ValueDecodingError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Offset in the payload where decoding failed.
+    public var offset: Int
+    public var problem: String
+
+    public var description: String { "cannot decode value at byte \(offset): \(problem)" }
+}
+
+/// Fixed binary layout for values on the wire (little endian).
+///
+/// ```
+/// tag u8 | body
+///   0 unit | 1 bool u8 | 2 int i64 | 3 uint u64 | 4 double f64 bits
+///   5 string u32 len + UTF-8 | 6 bytes u32 len + bytes | 7 list u32 count + values
+/// ```
+/// Decoding is total: any byte sequence yields values or a `ValueDecodingError`.
+enum ValueCodec {
+    static let maxDepth = 16
+
+    static func encode(_ value: Value, into out: inout [UInt8]) {
+        switch value {
+        case .unit: out.append(0)
+        case .bool(let b): out.append(1); out.append(b ? 1 : 0)
+        case .int(let i): out.append(2); appendU64(UInt64(bitPattern: i), &out)
+        case .uint(let u): out.append(3); appendU64(u, &out)
+        case .double(let d): out.append(4); appendU64(d.bitPattern, &out)
+        case .string(let s):
+            out.append(5); appendU32(UInt32(truncatingIfNeeded: s.utf8.count), &out); out.append(contentsOf: s.utf8)
+        case .bytes(let b):
+            out.append(6); appendU32(UInt32(truncatingIfNeeded: b.count), &out); out.append(contentsOf: b)
+        case .list(let l):
+            out.append(7); appendU32(UInt32(truncatingIfNeeded: l.count), &out)
+            for v in l { encode(v, into: &out) }
+        }
+    }
+
+    static func appendU64(_ v: UInt64, _ out: inout [UInt8]) {
+        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+    }
+
+    static func appendU32(_ v: UInt32, _ out: inout [UInt8]) {
+        for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) }
+    }
+
+    /// A cursor over payload bytes.
+    struct Reader {
+        let bytes: [UInt8]
+        var offset: Int
+
+        init(_ bytes: [UInt8], offset: Int = 0) {
+            self.bytes = bytes
+            self.offset = offset
+        }
+
+        var isAtEnd: Bool { offset >= bytes.count }
+
+        mutating func u8() throws(ValueDecodingError) -> UInt8 {
+            guard offset < bytes.count else { throw ValueDecodingError(offset: offset, problem: "truncated: expected 1 byte") }
+            defer { offset += 1 }
+            return bytes[offset]
+        }
+
+        mutating func u32() throws(ValueDecodingError) -> UInt32 {
+            guard bytes.count - offset >= 4 else { throw ValueDecodingError(offset: offset, problem: "truncated: expected 4 bytes") }
+            var v: UInt32 = 0
+            for i in 0..<4 { v |= UInt32(bytes[offset + i]) << (8 * UInt32(i)) }
+            offset += 4
+            return v
+        }
+
+        mutating func u64() throws(ValueDecodingError) -> UInt64 {
+            guard bytes.count - offset >= 8 else { throw ValueDecodingError(offset: offset, problem: "truncated: expected 8 bytes") }
+            var v: UInt64 = 0
+            for i in 0..<8 { v |= UInt64(bytes[offset + i]) << (8 * UInt64(i)) }
+            offset += 8
+            return v
+        }
+
+        mutating func slice(_ count: Int) throws(ValueDecodingError) -> ArraySlice<UInt8> {
+            guard count >= 0, bytes.count - offset >= count else {
+                throw ValueDecodingError(offset: offset, problem: "length \(count) runs past the end (\(bytes.count - offset) bytes left)")
+            }
+            defer { offset += count }
+            return bytes[offset..<(offset + count)]
+        }
+
+        mutating func string() throws(ValueDecodingError) -> String {
+            let start = offset
+            let n = Int(try u32())
+            let s = try slice(n)
+            guard let text = String(validating: s, as: UTF8.self) else {
+                throw ValueDecodingError(offset: start, problem: "string is not valid UTF-8")
+            }
+            return text
+        }
+
+        mutating func value(depth: Int = 0) throws(ValueDecodingError) -> Value {
+            guard depth < ValueCodec.maxDepth else {
+                throw ValueDecodingError(offset: offset, problem: "lists nested deeper than \(ValueCodec.maxDepth)")
+            }
+            let tagOffset = offset
+            switch try u8() {
+            case 0: return .unit
+            case 1: return .bool(try u8() != 0)
+            case 2: return .int(Int64(bitPattern: try u64()))
+            case 3: return .uint(try u64())
+            case 4: return .double(Double(bitPattern: try u64()))
+            case 5:
+                offset = tagOffset + 1
+                return .string(try string())
+            case 6: return .bytes(Array(try slice(Int(try u32()))))
+            case 7:
+                let n = Int(try u32())
+                // Each value takes at least one byte: refuse counts the payload cannot hold
+                // before reserving anything.
+                guard n <= bytes.count - offset else {
+                    throw ValueDecodingError(offset: offset, problem: "list of \(n) values cannot fit in \(bytes.count - offset) bytes")
+                }
+                var l: [Value] = []
+                l.reserveCapacity(n)
+                for _ in 0..<n { l.append(try value(depth: depth + 1)) }
+                return .list(l)
+            case let t:
+                throw ValueDecodingError(offset: tagOffset, problem: "unknown value tag \(t)")
+            }
+        }
+    }
+}

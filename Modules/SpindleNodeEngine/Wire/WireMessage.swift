@@ -1,0 +1,86 @@
+/// Envelope kinds of the node-engine protocol (`ProtocolTag.nodeEngine`).
+public enum WireKind: UInt16, Sendable {
+    /// Fill a remote site or fire a remote op; a response is expected (correlation = request id).
+    case request = 1
+    /// Answers a request (flag `.response`; with flag `.error` the payload is the error text).
+    case response = 2
+    /// Fill a remote site; no response (flag `.oneWay`).
+    case fill = 3
+    /// The receiver is overloaded: back off.
+    case backoffNotice = 4
+}
+
+/// Payloads of node-engine envelopes.
+///
+/// ```
+/// request / fill : target u8 (0 site, 1 op) | name (u32 len + UTF-8) | count u32 | values…
+/// response       : count u32 | values…        (error flag: text u32 len + UTF-8)
+/// backoffNotice  : empty
+/// ```
+enum WireMessage {
+    static func encodeCall(_ target: WireTarget, _ values: [Value]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(16 + values.reduce(0) { $0 + $1.byteCount })
+        let name: String
+        switch target {
+        case .site(let s): out.append(0); name = s
+        case .op(let o): out.append(1); name = o
+        }
+        ValueCodec.appendU32(UInt32(truncatingIfNeeded: name.utf8.count), &out)
+        out.append(contentsOf: name.utf8)
+        encodeValues(values, into: &out)
+        return out
+    }
+
+    static func decodeCall(_ bytes: [UInt8]) throws(ValueDecodingError) -> (WireTarget, [Value]) {
+        var r = ValueCodec.Reader(bytes)
+        let kind = try r.u8()
+        let name = try r.string()
+        let values = try decodeValues(&r)
+        switch kind {
+        case 0: return (.site(name), values)
+        case 1: return (.op(name), values)
+        default: throw ValueDecodingError(offset: 0, problem: "unknown target kind \(kind)")
+        }
+    }
+
+    static func encodeValues(_ values: [Value]) -> [UInt8] {
+        var out: [UInt8] = []
+        encodeValues(values, into: &out)
+        return out
+    }
+
+    static func encodeValues(_ values: [Value], into out: inout [UInt8]) {
+        ValueCodec.appendU32(UInt32(truncatingIfNeeded: values.count), &out)
+        for v in values { ValueCodec.encode(v, into: &out) }
+    }
+
+    static func decodeValues(_ bytes: [UInt8]) throws(ValueDecodingError) -> [Value] {
+        var r = ValueCodec.Reader(bytes)
+        return try decodeValues(&r)
+    }
+
+    static func decodeValues(_ r: inout ValueCodec.Reader) throws(ValueDecodingError) -> [Value] {
+        let n = Int(try r.u32())
+        guard n <= r.bytes.count - r.offset else {
+            throw ValueDecodingError(offset: r.offset, problem: "\(n) values cannot fit in \(r.bytes.count - r.offset) bytes")
+        }
+        var values: [Value] = []
+        values.reserveCapacity(n)
+        for _ in 0..<n { values.append(try r.value()) }
+        guard r.isAtEnd else { throw ValueDecodingError(offset: r.offset, problem: "\(r.bytes.count - r.offset) trailing bytes") }
+        return values
+    }
+
+    static func encodeText(_ text: String) -> [UInt8] {
+        var out: [UInt8] = []
+        ValueCodec.appendU32(UInt32(truncatingIfNeeded: text.utf8.count), &out)
+        out.append(contentsOf: text.utf8)
+        return out
+    }
+
+    static func decodeText(_ bytes: [UInt8]) throws(ValueDecodingError) -> String {
+        var r = ValueCodec.Reader(bytes)
+        return try r.string()
+    }
+}

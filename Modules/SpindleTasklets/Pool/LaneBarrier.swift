@@ -1,0 +1,100 @@
+import Synchronization
+
+/// A reusable, cancellable barrier among the data lanes of one phase.
+///
+/// Sense reversal by generation: a lane reads the generation, arrives, and waits (spinning,
+/// then parked) until the generation moves on, which the last arrival does after resetting the
+/// arrival count. The count word packs the lanes still running the phase (high 32 bits) and
+/// the arrivals of this round (low 32 bits), so a lane that returns from the phase body
+/// *departs*: rounds then complete among the lanes still running instead of hanging forever
+/// on a lane that will never arrive (like `Phaser.arriveAndDeregister`).
+///
+/// Breaking it (cancellation, a lane's failure, fuel exhaustion) wakes every waiter with
+/// `TaskletError.cancelled`, and every later `wait()` in the same launch fails the same way.
+final class LaneBarrier: @unchecked Sendable {
+    // @unchecked Sendable: all shared state is atomic; `spinNanoseconds` is written only by
+    // the coordinator between launches, before the releasing store that starts a phase.
+    private let counts = Atomic<UInt64>(0)
+    private let generation = Atomic<UInt32>(0)
+    private let broken = Atomic<Bool>(false)
+    private let parker = Parker()
+    var spinNanoseconds: UInt64 = 0
+
+    private static let arrivedMask: UInt64 = 0xFFFF_FFFF
+
+    /// Unbreaks the barrier for a new launch.
+    func resetForLaunch(spinNanoseconds: UInt64) {
+        self.spinNanoseconds = spinNanoseconds
+        broken.store(false, ordering: .sequentiallyConsistent)
+    }
+
+    /// Starts a phase with `parties` lanes and no arrivals (only while no lane runs).
+    func resetForPhase(parties: Int) {
+        counts.store(UInt64(parties) << 32, ordering: .relaxed)
+    }
+
+    /// Whether the barrier was broken in this launch.
+    var isBroken: Bool { broken.load(ordering: .sequentiallyConsistent) }
+
+    /// Waits until every lane still running the phase has arrived.
+    /// - Throws: `TaskletError.cancelled` if the barrier is or becomes broken first.
+    func wait() throws(TaskletError) {
+        if broken.load(ordering: .sequentiallyConsistent) { throw .cancelled }
+        let gen = generation.load(ordering: .sequentiallyConsistent)
+        var c = counts.load(ordering: .relaxed)
+        while true {
+            let active = c >> 32
+            let arrived = c & Self.arrivedMask
+            if arrived + 1 >= active {
+                let (exchanged, original) = counts.compareExchange(
+                    expected: c, desired: active << 32, ordering: .acquiringAndReleasing)
+                if exchanged {
+                    advance()
+                    return
+                }
+                c = original
+            } else {
+                let (exchanged, original) = counts.compareExchange(
+                    expected: c, desired: c + 1, ordering: .acquiringAndReleasing)
+                if exchanged { break }
+                c = original
+            }
+        }
+        spinThenPark(spinNanoseconds, on: parker) {
+            generation.load(ordering: .sequentiallyConsistent) != gen
+                || broken.load(ordering: .sequentiallyConsistent)
+        }
+        if generation.load(ordering: .sequentiallyConsistent) != gen { return }
+        throw .cancelled
+    }
+
+    /// Removes a lane that finished its phase body; completes the round if it was the last
+    /// lane the others were waiting for.
+    func depart() {
+        var c = counts.load(ordering: .relaxed)
+        while true {
+            let active = (c >> 32) &- 1
+            let arrived = c & Self.arrivedMask
+            let completes = arrived > 0 && arrived >= active
+            let desired = active << 32 | (completes ? 0 : arrived)
+            let (exchanged, original) = counts.compareExchange(
+                expected: c, desired: desired, ordering: .acquiringAndReleasing)
+            if exchanged {
+                if completes { advance() }
+                return
+            }
+            c = original
+        }
+    }
+
+    /// Breaks the barrier: every waiter returns `TaskletError.cancelled` promptly.
+    func breakAll() {
+        broken.store(true, ordering: .sequentiallyConsistent)
+        parker.wakeAll()
+    }
+
+    private func advance() {
+        generation.add(1, ordering: .sequentiallyConsistent)
+        parker.wakeAll()
+    }
+}

@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleTasklets: content arrives with its issue (see docs/).

@@ -1,0 +1,119 @@
+import SpindleKernel
+
+/// A set of persistent lane threads that runs tasklets, reused across launches.
+///
+/// Lane threads start on the first launch that needs them and then stay: a pool that has
+/// run a 4-lane tasklet keeps 3 lane threads (the caller's thread is lane 0). Idle threads
+/// spin for the wait policy's budget and then park, so an idle pool burns no CPU.
+///
+/// Launches on one pool **queue**: each holds all of the pool's lanes from its start to its
+/// end, and concurrent callers wait (blocked in a mutex, or suspended for the async entry)
+/// until the running launch ends. A launch from inside a lane of the same pool would wait
+/// for itself, so it is refused with `TaskletError.invalidConfiguration`; use a second pool.
+///
+/// `shared` lives for the whole process. Pools you create own threads: call `shutdown()`.
+public final class TaskletPool: Sendable {
+    /// Options of a pool.
+    public struct Configuration: Sendable {
+        /// The largest `workers` a launch may ask for (lane threads = maxLanes - 1 at most).
+        public var maxLanes: Int
+        /// How waiting lanes spin before parking. Defaults to `SPINDLE_TASKLET_WAIT_POLICY`,
+        /// else `WaitPolicy.default`.
+        public var waitPolicy: WaitPolicy
+        /// The clock that times lanes in `TaskletResult` (never used for spinning).
+        public var clock: any SpindleClock
+
+        public init(maxLanes: Int = 64, waitPolicy: WaitPolicy = .fromEnvironment(),
+                    clock: any SpindleClock = SystemClock()) {
+            self.maxLanes = maxLanes
+            self.waitPolicy = waitPolicy
+            self.clock = clock
+        }
+    }
+
+    /// The process-wide pool that `Tasklet.launch` uses by default.
+    public static let shared = TaskletPool()
+
+    /// The options this pool was made with.
+    public let configuration: Configuration
+    let core: PoolCore
+
+    /// Creates a pool; no thread starts until a launch needs one.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        core = PoolCore(configuration: configuration)
+    }
+
+    deinit { core.abandon() }
+
+    /// Threads this pool has started so far: lane threads, plus one runner thread once an
+    /// async launch was made. It stays flat across launches of the same or fewer lanes.
+    public var threadCount: Int { core.threadCount }
+
+    /// Runs a tasklet on this pool, with the calling thread as lane 0; see `Tasklet.launch`.
+    public func launch<Shared: Sendable, Scratch: Sendable>(
+        workers: Int, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
+        cancellation: TaskletCancellation? = nil,
+        _ coordinator: (CoordinatorContext<Shared, Scratch>) throws -> Void
+    ) throws(TaskletError) -> TaskletResult {
+        try core.launch(workers: workers, shared: shared, scratch: scratch, fuel: fuel,
+                        cancellation: cancellation, coordinator: coordinator)
+    }
+
+    /// Runs a tasklet with lane 0 on the pool's runner thread and suspends the caller until
+    /// it ends; cancelling the awaiting task cancels the tasklet.
+    public func launch<Shared: Sendable, Scratch: Sendable>(
+        workers: Int, shared: Shared, scratch: @escaping @Sendable (Int) -> Scratch,
+        fuel: FuelPolicy = .unlimited,
+        _ coordinator: @escaping @Sendable (CoordinatorContext<Shared, Scratch>) throws -> Void
+    ) async throws(TaskletError) -> TaskletResult {
+        let cancellation = TaskletCancellation()
+        let core = self.core
+        let outcome: Result<TaskletResult, TaskletError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<TaskletResult, TaskletError>, Never>) in
+                do throws(TaskletError) {
+                    try core.enqueueAsync {
+                        continuation.resume(returning: Result { () throws(TaskletError) -> TaskletResult in
+                            try core.launch(workers: workers, shared: shared, scratch: scratch, fuel: fuel,
+                                            cancellation: cancellation, coordinator: coordinator)
+                        })
+                    }
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        } onCancel: {
+            cancellation.cancel()
+        }
+        return try outcome.get()
+    }
+
+    /// Stops the pool: refuses new launches, lets a running launch finish, fails queued async
+    /// launches with `.invalidConfiguration`, and joins every thread the pool started.
+    ///
+    /// The blocking part runs on a helper thread, so the awaiting task never blocks a
+    /// cooperative thread for long.
+    public func shutdown() async {
+        let core = self.core
+        let helper = ThreadBox()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            do {
+                helper.thread = try PoolThread.start(name: "spindle-stop") {
+                    core.shutdownBlocking()
+                    continuation.resume()
+                }
+            } catch {
+                core.shutdownBlocking()
+                continuation.resume()
+            }
+        }
+        // The helper resumed us as its last act; joining it takes microseconds.
+        helper.thread?.join()
+    }
+}
+
+/// Carries the shutdown helper's handle from the continuation body back to the caller.
+private final class ThreadBox: @unchecked Sendable {
+    // @unchecked Sendable: written before the continuation resumes, read after it resumed.
+    var thread: PoolThread?
+}

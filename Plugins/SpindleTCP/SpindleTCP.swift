@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleTCP: content arrives with its issue.

@@ -1,0 +1,48 @@
+import Logging
+import SpindleKernel
+
+extension TCPTransport {
+    /// Options for a `TCPTransport`; the defaults suit a cluster on one network.
+    public struct Configuration: Sendable {
+        /// The largest frame (prefix + header + payload) sent or accepted, in bytes. A peer that
+        /// announces a larger frame is disconnected with `.protocolViolation`; a local `send`
+        /// of a larger envelope throws `TransportError.frameTooLarge`.
+        public var maxFrameSize: Int = FrameLayout.defaultMaxFrameSize
+        /// Bytes queued for a connection above which `waitUntilWritable()` suspends.
+        public var highWatermark: Int = 1 << 20
+        /// Bytes queued below which a suspended `waitUntilWritable()` resumes.
+        public var lowWatermark: Int = 256 << 10
+        /// The shared cluster secret. When set, every connection must pass the authenticated
+        /// handshake (docs/tcp.md, "TCP handshake") before any envelope is accepted; a peer
+        /// without it, with another key, or too slow is disconnected with
+        /// `.authenticationFailed`.
+        public var clusterKey: ClusterKey? = nil
+        /// How long a new connection may take to complete its handshake.
+        public var handshakeTimeout: Duration = .seconds(10)
+        /// Disables Nagle's algorithm (TCP_NODELAY) on TCP connections: right for
+        /// request/response traffic; bulk senders lose little since writes are coalesced.
+        public var noDelay: Bool = true
+        /// Envelopes received before `start(_:)` is called are buffered; above this many the
+        /// connection stops reading from its socket until it is started.
+        public var maxBufferedBeforeStart: Int = 4096
+        /// Where handshakes, rejected peers and protocol violations are logged.
+        public var logger: Logger = Logger(label: "spindle.tcp")
+        /// Called on the loop thread for every connection (accepted or initiated) that fails
+        /// its handshake, with the peer's address and the reason the connection was closed
+        /// (`.authenticationFailed` or `.protocolViolation`): a hook for metrics and audits.
+        public var onHandshakeFailure: (@Sendable (_ peer: Address, _ reason: CloseReason) -> Void)? = nil
+        /// The clock handshake deadlines are measured on.
+        public var clock: any SpindleClock = SystemClock()
+
+        public init() {}
+
+        /// Creates a configuration, overriding the most common options.
+        public init(clusterKey: ClusterKey? = nil,
+                    maxFrameSize: Int = FrameLayout.defaultMaxFrameSize,
+                    logger: Logger = Logger(label: "spindle.tcp")) {
+            self.clusterKey = clusterKey
+            self.maxFrameSize = maxFrameSize
+            self.logger = logger
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Logging
+import SpindleEventLoop
+import SpindleKernel
+import Synchronization
+
+/// A `Transport` over TCP (`tcp://host:port`) and Unix-domain sockets (`unix:///path`), on
+/// SpindleEventLoop streams.
+///
+/// Each connection starts with a short preamble (and, when a `ClusterKey` is configured, an
+/// HMAC challenge/response; see docs/tcp.md), then carries envelopes as frames
+/// (docs/wire-protocol.md). A peer that sends a malformed or oversized frame is disconnected
+/// with `.protocolViolation`; other connections and the listener carry on.
+///
+/// ```swift
+/// let transport = try TCPTransport(loopCount: 1)
+/// let listener = try await transport.listen(on: Address(parsing: "tcp://127.0.0.1:0")) { conn in
+///     conn.start(ConnectionHandler(onEnvelope: { try? conn.send($0) }, onClose: { _ in }))
+/// }
+/// let conn = try await transport.connect(to: listener.address)
+/// ```
+public final class TCPTransport: Transport {
+    public let configuration: Configuration
+    private let group: EventLoopGroup?
+    private let singleLoop: EventLoop?
+    private let ownsGroup: Bool
+    private let logger: Logger
+
+    private struct Registry {
+        var isShutdown = false
+        var listeners: [ObjectIdentifier: TCPListener] = [:]
+        var connections: [ObjectIdentifier: TCPConnection] = [:]
+    }
+    private let registry = Mutex(Registry())
+
+    /// Runs connections on the loops of `group` (round robin); the caller owns the group.
+    public init(group: EventLoopGroup, configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        self.group = group
+        self.singleLoop = nil
+        self.ownsGroup = false
+        self.logger = configuration.logger
+    }
+
+    /// Runs every connection on `loop`; the caller owns the loop.
+    public init(loop: EventLoop, configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        self.group = nil
+        self.singleLoop = loop
+        self.ownsGroup = false
+        self.logger = configuration.logger
+    }
+
+    /// Creates its own group of `loopCount` loops, which `shutdown()` stops.
+    /// - Throws: `EventLoopError` when a loop cannot be started.
+    public init(loopCount: Int, configuration: Configuration = Configuration()) throws(EventLoopError) {
+        self.configuration = configuration
+        self.group = try EventLoopGroup(loopCount: max(1, loopCount), namePrefix: "spindle-tcp")
+        self.singleLoop = nil
+        self.ownsGroup = true
+        self.logger = configuration.logger
+    }
+
+    private func nextLoop() -> EventLoop {
+        if let singleLoop { return singleLoop }
+        return group!.next()
+    }
+
+    private static func checkScheme(_ address: Address) -> Bool {
+        switch address {
+        case .tcp, .unix: return true
+        case .inproc: return false
+        }
+    }
+
+    // MARK: Transport
+
+    public func listen(on address: Address,
+                       accept: @escaping @Sendable (any TransportConnection) -> Void) async throws(TransportError) -> any TransportListener {
+        guard Self.checkScheme(address) else { throw .unsupportedAddress(address, transport: "TCP") }
+        guard !registry.withLock({ $0.isShutdown }) else {
+            throw .cannotListen(address, "the transport is shut down")
+        }
+        let loop = nextLoop()
+        let stream: StreamListener
+        do {
+            stream = try await StreamListener.listen(on: loop, address: address,
+                                                     configuration: streamConfiguration) { [weak self] channel in
+                self?.accepted(channel, listenAddress: address, accept: accept)
+            }
+        } catch {
+            throw .cannotListen(address, error.description)
+        }
+        let listener = TCPListener(stream: stream) { [weak self] l in
+            _ = self?.registry.withLock { $0.listeners.removeValue(forKey: ObjectIdentifier(l)) }
+        }
+        let registered = registry.withLock { r -> Bool in
+            guard !r.isShutdown else { return false }
+            r.listeners[ObjectIdentifier(listener)] = listener
+            return true
+        }
+        guard registered else {
+            listener.close()
+            throw .cannotListen(address, "the transport was shut down while binding")
+        }
+        logger.debug("listening", metadata: ["address": "\(listener.address)"])
+        return listener
+    }
+
+    public func connect(to address: Address) async throws(TransportError) -> any TransportConnection {
+        guard Self.checkScheme(address) else { throw .unsupportedAddress(address, transport: "TCP") }
+        guard !registry.withLock({ $0.isShutdown }) else { throw .closed(.transportShutdown) }
+        let loop = nextLoop()
+        let channel: StreamChannel
+        do {
+            channel = try await StreamChannel.connect(on: loop, to: address, configuration: streamConfiguration)
+        } catch {
+            throw .unreachable(address, error.description)
+        }
+        let connection = TCPConnection(channel: channel, fallbackAddress: address, configuration: configuration)
+        guard register(connection) else {
+            channel.close()
+            throw .closed(.transportShutdown)
+        }
+        let outcome: Result<Void, TCPHandshakeError> = await withCheckedContinuation { c in
+            loop.execute { [self] in
+                connection.begin(role: .initiator, finished: { [weak self] in self?.unregister($0) }) { result in
+                    c.resume(returning: result)
+                }
+            }
+        }
+        switch outcome {
+        case .success:
+            return connection
+        case .failure(let error):
+            if error.isKeyMismatch {
+                throw .closed(.authenticationFailed("\(address) refused authentication: \(error)"))
+            } else if error.isAuthenticationFailure {
+                throw .closed(.authenticationFailed("\(address): authentication did not complete: \(error)"))
+            }
+            throw .closed(.protocolViolation("\(address): \(error)"))
+        }
+    }
+
+    public func shutdown() async {
+        let (listeners, connections) = registry.withLock { r in
+            r.isShutdown = true
+            let l = Array(r.listeners.values), c = Array(r.connections.values)
+            r.listeners = [:]
+            r.connections = [:]
+            return (l, c)
+        }
+        for l in listeners { await l.closeAndWait() }
+        for c in connections { c.close(reason: .transportShutdown) }
+        for c in connections { await c.waitUntilClosed() }
+        if ownsGroup, let group { await group.shutdown() }
+    }
+
+    // MARK: internals
+
+    private var streamConfiguration: StreamConfiguration {
+        var s = StreamConfiguration()
+        s.highWatermark = configuration.highWatermark
+        s.lowWatermark = configuration.lowWatermark
+        s.noDelay = configuration.noDelay
+        return s
+    }
+
+    /// Runs on the listener's loop for each accepted socket.
+    private func accepted(_ channel: StreamChannel, listenAddress: Address,
+                          accept: @escaping @Sendable (any TransportConnection) -> Void) {
+        let connection = TCPConnection(channel: channel, fallbackAddress: listenAddress, configuration: configuration)
+        guard register(connection) else {
+            channel.close()
+            return
+        }
+        connection.begin(role: .acceptor, finished: { [weak self] in self?.unregister($0) }) { result in
+            if case .success = result { accept(connection) }
+        }
+    }
+
+    private func register(_ c: TCPConnection) -> Bool {
+        registry.withLock { r in
+            guard !r.isShutdown else { return false }
+            r.connections[ObjectIdentifier(c)] = c
+            return true
+        }
+    }
+
+    private func unregister(_ c: TCPConnection) {
+        _ = registry.withLock { $0.connections.removeValue(forKey: ObjectIdentifier(c)) }
+    }
+}

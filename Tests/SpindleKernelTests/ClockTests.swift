@@ -1,0 +1,116 @@
+import Testing
+import SpindleKernel
+
+@Suite struct ClockTests {
+    @Test func systemClockIsMonotonic() {
+        let c = SystemClock()
+        var last = c.now()
+        for _ in 0..<10_000 {
+            let t = c.now()
+            #expect(t >= last)
+            last = t
+        }
+        #expect(c.wallNanoseconds() > 1_600_000_000_000_000_000)   // after 2020
+    }
+
+    @Test func manualClockMovesOnlyWhenTold() {
+        let c = ManualClock(start: MonotonicInstant(nanoseconds: 100), wall: 5_000)
+        #expect(c.now() == MonotonicInstant(nanoseconds: 100))
+        c.advance(by: .microseconds(2))
+        #expect(c.now().nanoseconds == 2_100)
+        #expect(c.wallNanoseconds() == 7_000)
+        c.advance(by: .seconds(-1))                         // ignored
+        #expect(c.now().nanoseconds == 2_100)
+        c.advance(to: MonotonicInstant(nanoseconds: 1_000)) // earlier: ignored
+        #expect(c.now().nanoseconds == 2_100)
+        c.advance(to: MonotonicInstant(nanoseconds: 3_100))
+        #expect(c.now().nanoseconds == 3_100 && c.wallNanoseconds() == 8_000)
+        c.setWall(10)                                       // wall steps back, monotonic does not
+        #expect(c.wallNanoseconds() == 10 && c.now().nanoseconds == 3_100)
+    }
+
+    @Test func instantArithmeticSaturates() {
+        let t = MonotonicInstant(nanoseconds: 10)
+        #expect(t + .nanoseconds(5) == MonotonicInstant(nanoseconds: 15))
+        #expect(t + .nanoseconds(-50) == .zero)
+        #expect(MonotonicInstant(nanoseconds: .max - 1) + .seconds(1) == MonotonicInstant(nanoseconds: .max))
+        #expect(MonotonicInstant(nanoseconds: 30) - t == .nanoseconds(20))
+        #expect(t - MonotonicInstant(nanoseconds: 30) == .nanoseconds(-20))
+        #expect(Duration.seconds(Int64.max).nanosecondsClamped == .max)
+        #expect(Duration.seconds(Int64.min).nanosecondsClamped == .min)
+        #expect(Duration.milliseconds(3).nanosecondsClamped == 3_000_000)
+    }
+}
+
+@Suite struct HybridLogicalClockTests {
+    @Test func tickIsMonotonicWhenWallStepsBack() {
+        let wall = ManualClock(wall: 1_000)
+        let hlc = HybridLogicalClock(clock: wall)
+        #expect(hlc.tick() == HLCTimestamp(physical: 1_000, logical: 0))
+        #expect(hlc.tick() == HLCTimestamp(physical: 1_000, logical: 1))
+        wall.setWall(400)                               // NTP steps the clock back
+        let a = hlc.tick(), b = hlc.tick()
+        #expect(a == HLCTimestamp(physical: 1_000, logical: 2))
+        #expect(b == HLCTimestamp(physical: 1_000, logical: 3))
+        wall.setWall(2_000)                             // wall catches up: logical resets
+        #expect(hlc.tick() == HLCTimestamp(physical: 2_000, logical: 0))
+        #expect(hlc.current == HLCTimestamp(physical: 2_000, logical: 0))
+    }
+
+    @Test func receiveRules() {
+        let wall = ManualClock(wall: 1_000)
+        let hlc = HybridLogicalClock(clock: wall)
+        _ = hlc.tick()                                                      // (1000, 0)
+        // Remote ahead of both: take its physical part, logical + 1.
+        #expect(hlc.receive(HLCTimestamp(physical: 5_000, logical: 7)) == HLCTimestamp(physical: 5_000, logical: 8))
+        // Remote equal physical, smaller logical: our logical + 1.
+        #expect(hlc.receive(HLCTimestamp(physical: 5_000, logical: 2)) == HLCTimestamp(physical: 5_000, logical: 9))
+        // Remote equal physical, larger logical: max + 1.
+        #expect(hlc.receive(HLCTimestamp(physical: 5_000, logical: 20)) == HLCTimestamp(physical: 5_000, logical: 21))
+        // Remote behind, our last ahead of wall: our logical + 1.
+        #expect(hlc.receive(HLCTimestamp(physical: 10, logical: 99)) == HLCTimestamp(physical: 5_000, logical: 22))
+        // Wall ahead of everything: wall, logical 0.
+        wall.setWall(9_000)
+        #expect(hlc.receive(HLCTimestamp(physical: 8_000, logical: 3)) == HLCTimestamp(physical: 9_000, logical: 0))
+        // Logical counter exhausted: borrow a nanosecond, still strictly greater.
+        let r = hlc.receive(HLCTimestamp(physical: 9_000, logical: .max))
+        #expect(r > HLCTimestamp(physical: 9_000, logical: .max))
+        #expect(hlc.tick() > r)
+    }
+
+    /// Three nodes whose wall clocks disagree by seconds and step backwards at random exchange
+    /// messages; every receive is stamped after its send, and each node's stamps only grow.
+    @Test func causalOrderUnderSkewedClocks() {
+        var rng = SeededRNG(seed: 42)
+        let base: UInt64 = 1_700_000_000_000_000_000
+        let skews: [Int64] = [0, 5_000_000_000, -3_000_000_000]
+        let walls = skews.map { ManualClock(wall: UInt64(Int64(base) + $0)) }
+        let clocks = walls.map { HybridLogicalClock(clock: $0) }
+        var lastStamp = [HLCTimestamp](repeating: .zero, count: 3)
+        var inFlight: [(to: Int, stamp: HLCTimestamp)] = []
+        var maxWallEver: UInt64 = 0
+        for step in 0..<5_000 {
+            let node = Int.random(in: 0..<3, using: &rng)
+            // Time passes unevenly; sometimes a wall clock steps back.
+            walls[node].advance(by: .nanoseconds(Int64.random(in: 0..<1_000_000, using: &rng)))
+            maxWallEver = max(maxWallEver, walls[node].wallNanoseconds())
+            if step % 97 == 0 {
+                walls[node].setWall(walls[node].wallNanoseconds() - UInt64.random(in: 0..<2_000_000_000, using: &rng))
+            }
+            let stamp: HLCTimestamp
+            if !inFlight.isEmpty, let i = inFlight.indices.randomElement(using: &rng), inFlight[i].to == node {
+                let msg = inFlight.remove(at: i)
+                stamp = clocks[node].receive(msg.stamp)
+                #expect(stamp > msg.stamp, "receive must follow its send")
+            } else {
+                stamp = clocks[node].tick()
+                inFlight.append((to: (node + Int.random(in: 1...2, using: &rng)) % 3, stamp: stamp))
+            }
+            #expect(stamp > lastStamp[node], "stamps of one node must grow")
+            lastStamp[node] = stamp
+        }
+        // Physical parts never run ahead of the fastest wall clock: HLC stays close to real time.
+        #expect(lastStamp.allSatisfy { $0.physical <= maxWallEver })
+        #expect(lastStamp.allSatisfy { $0.physical >= base })
+    }
+}

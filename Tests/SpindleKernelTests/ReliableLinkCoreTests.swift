@@ -1,0 +1,267 @@
+import Testing
+import SpindleKernel
+
+/// Two cores joined by a simulated connection, driven on a ManualClock: no threads, no I/O.
+private struct Simulation {
+    var a: ReliableLinkCore      // initiator
+    var b: ReliableLinkCore      // acceptor
+    let clock = ManualClock()
+    var up = false
+    var connectRequested = false
+    var toB: [Envelope] = []
+    var toA: [Envelope] = []
+    var deliveredAtB: [Envelope] = []
+    var deliveredAtA: [Envelope] = []
+    var undeliverableAtA: [([Envelope], UndeliverableReason)] = []
+    var closeRequests: [String] = []
+
+    init(configuration: ReliableLinkCore.Configuration = .init()) {
+        let session = SessionID.generate()
+        a = ReliableLinkCore(role: .initiator, session: session, configuration: configuration)
+        b = ReliableLinkCore(role: .acceptor, session: session, configuration: configuration)
+    }
+
+    var now: MonotonicInstant { clock.now() }
+
+    mutating func applyA(_ actions: [ReliableLinkCore.Action]) {
+        for act in actions {
+            switch act {
+            case .transmit(let e): if up { toB.append(e) }
+            case .deliver(let e): deliveredAtA.append(e)
+            case .connect: connectRequested = true
+            case .undeliverable(let es, let why): undeliverableAtA.append((es, why))
+            case .closeConnection(let why): closeRequests.append(why)
+            }
+        }
+    }
+
+    mutating func applyB(_ actions: [ReliableLinkCore.Action]) {
+        for act in actions {
+            switch act {
+            case .transmit(let e): if up { toA.append(e) }
+            case .deliver(let e): deliveredAtB.append(e)
+            case .closeConnection(let why): closeRequests.append(why)
+            case .connect, .undeliverable: break
+            }
+        }
+    }
+
+    mutating func send(_ e: Envelope) { applyA(a.handle(.send(e), now: now)) }
+
+    mutating func tick() {
+        applyA(a.handle(.tick, now: now))
+        applyB(b.handle(.tick, now: now))
+    }
+
+    /// Completes a requested connect.
+    mutating func connect() {
+        guard connectRequested else { return }
+        connectRequested = false
+        up = true
+        applyA(a.handle(.connected, now: now))
+    }
+
+    /// Delivers up to `limit` in-flight envelopes each way.
+    mutating func pump(_ limit: Int = .max) {
+        var n = 0
+        while n < limit, !toB.isEmpty || !toA.isEmpty {
+            if !toB.isEmpty { let e = toB.removeFirst(); applyB(b.handle(.received(e), now: now)) }
+            if !toA.isEmpty { let e = toA.removeFirst(); applyA(a.handle(.received(e), now: now)) }
+            n += 1
+        }
+    }
+
+    /// Breaks the connection: whatever is in flight is lost.
+    mutating func disconnect() {
+        up = false
+        toA = []; toB = []
+        applyA(a.handle(.disconnected("test: connection lost"), now: now))
+        applyB(b.handle(.disconnected("test: connection lost"), now: now))
+    }
+}
+
+@Suite struct ReliableLinkCoreTests {
+    @Test func initiatorConnectsAndHandshakes() {
+        var sim = Simulation()
+        sim.tick()
+        #expect(sim.connectRequested)
+        sim.send(envelope(0, payload: [1]))              // queued before the handshake
+        sim.connect()
+        #expect(sim.a.phase == .handshaking)
+        sim.pump()
+        #expect(sim.a.phase == .established && sim.b.phase == .established)
+        #expect(sim.deliveredAtB.map(\.payload) == [[1]])
+        #expect(sim.deliveredAtB[0].sequence == 1 && !sim.deliveredAtB[0].flags.contains(.sequenced))
+    }
+
+    /// 10 000 messages; the connection drops three times mid-stream, losing what is in flight;
+    /// every message arrives exactly once, in order, and the sender's queue drains.
+    @Test func tenThousandAcrossThreeConnectionLosses() {
+        var sim = Simulation()
+        var rng = SeededRNG(seed: 99)
+        let drops: Set<Int> = [2_500, 5_000, 7_500]
+        sim.tick(); sim.connect(); sim.pump()
+        for i in 1...10_000 {
+            sim.send(envelope(UInt64(i), payload: [UInt8(truncatingIfNeeded: i)]))
+            if Int.random(in: 0..<4, using: &rng) == 0 { sim.pump(Int.random(in: 1...40, using: &rng)) }
+            if drops.contains(i) {
+                sim.disconnect()
+                // Reconnect after the backoff.
+                while !sim.connectRequested {
+                    sim.clock.advance(by: .milliseconds(5))
+                    sim.tick()
+                }
+                sim.connect()
+            }
+            if i % 100 == 0 { sim.clock.advance(by: .milliseconds(1)); sim.tick() }
+        }
+        for _ in 0..<10 { sim.pump(); sim.clock.advance(by: .milliseconds(10)); sim.tick() }
+        #expect(sim.deliveredAtB.count == 10_000)
+        #expect(sim.deliveredAtB.map(\.sequence) == Array(1...10_000))
+        #expect(sim.deliveredAtB.map(\.payload) == (1...10_000).map { [UInt8(truncatingIfNeeded: $0)] })
+        #expect(sim.a.queuedCount == 0)
+        #expect(sim.a.reconnects == 4)      // first connect + three reconnects
+        #expect(sim.undeliverableAtA.isEmpty)
+    }
+
+    @Test func duplicatesAreDropped() {
+        var sim = Simulation()
+        sim.tick(); sim.connect(); sim.pump()
+        sim.send(envelope(1))
+        let copy = sim.toB[0]
+        sim.toB.append(copy)
+        sim.pump()
+        #expect(sim.deliveredAtB.count == 1)
+        #expect(sim.b.duplicatesDropped == 1)
+    }
+
+    @Test func lossOnALiveConnectionIsRetransmitted() {
+        var sim = Simulation()
+        sim.tick(); sim.connect(); sim.pump()
+        for i in 1...5 { sim.send(envelope(UInt64(i))) }
+        sim.toB.remove(at: 1)                           // sequence 2 lost, connection stays up
+        sim.pump()
+        #expect(sim.deliveredAtB.map(\.sequence) == [1])
+        #expect(sim.b.outOfOrderDropped == 3)
+        sim.clock.advance(by: .seconds(1))
+        sim.tick(); sim.pump()
+        #expect(sim.deliveredAtB.map(\.sequence) == [1, 2, 3, 4, 5])
+        #expect(sim.a.retransmitted == 5)
+    }
+
+    @Test func cumulativeAcksReleaseTheQueue() {
+        var sim = Simulation(configuration: .init(ackEvery: 10, ackDelay: .milliseconds(5)))
+        sim.tick(); sim.connect(); sim.pump()
+        for i in 1...25 { sim.send(envelope(UInt64(i))) }
+        sim.pump()
+        #expect(sim.a.queuedCount == 5)                 // acks after 10 and 20
+        sim.clock.advance(by: .milliseconds(5))
+        sim.tick(); sim.pump()
+        #expect(sim.a.queuedCount == 0)                 // the delayed ack covers the rest
+    }
+
+    @Test func deliveryTimeoutReturnsQueuedMessagesWithTheReason() {
+        var sim = Simulation(configuration: .init(deliveryTimeout: .seconds(30)))
+        sim.tick()
+        #expect(sim.connectRequested)
+        sim.connectRequested = false
+        sim.applyA(sim.a.handle(.connectFailed("cannot reach inproc://server: no listener"), now: sim.now))
+        for i in 1...3 { sim.send(envelope(UInt64(i), payload: [UInt8(i)])) }
+        sim.clock.advance(by: .seconds(29))
+        sim.tick()
+        #expect(sim.undeliverableAtA.isEmpty)
+        sim.clock.advance(by: .seconds(1))
+        sim.tick()
+        #expect(sim.undeliverableAtA.count == 1)
+        let (returned, reason) = sim.undeliverableAtA[0]
+        #expect(returned.map(\.payload) == [[1], [2], [3]])
+        #expect(!returned[0].flags.contains(.sequenced))
+        #expect(reason == .timedOut(after: .seconds(30), lastError: "cannot reach inproc://server: no listener"))
+        #expect(reason.description.contains("no listener"))
+        #expect(sim.a.queuedCount == 0)
+    }
+
+    @Test func skipAfterTimeoutLetsTheReceiverMoveOn() {
+        var sim = Simulation(configuration: .init(deliveryTimeout: .seconds(5)))
+        sim.tick(); sim.connect(); sim.pump()
+        sim.send(envelope(1))
+        sim.toB.removeAll()                              // lost
+        sim.clock.advance(by: .seconds(5))
+        sim.tick()                                       // returned; skip sent
+        #expect(sim.undeliverableAtA.first?.0.count == 1)
+        sim.send(envelope(2))
+        sim.pump()
+        #expect(sim.deliveredAtB.map(\.sequence) == [2])
+    }
+
+    @Test func reconnectBackoffIsExponentialJitteredAndCapped() {
+        let cfg = ReliableLinkCore.Configuration(initialBackoff: .milliseconds(10), maximumBackoff: .milliseconds(200),
+                                                 jitter: 0.5)
+        var sim = Simulation(configuration: cfg)
+        sim.tick()
+        var delays: [Duration] = []
+        for _ in 0..<10 {
+            #expect(sim.connectRequested)
+            sim.connectRequested = false
+            let failedAt = sim.now
+            sim.applyA(sim.a.handle(.connectFailed("refused"), now: failedAt))
+            while !sim.connectRequested {
+                sim.clock.advance(by: .microseconds(100))
+                sim.tick()
+            }
+            delays.append(sim.now - failedAt)
+        }
+        for (k, d) in delays.enumerated() {
+            let full = min(10 * (1 << k), 200)
+            #expect(d >= .milliseconds(full) / 2 && d <= .milliseconds(full) + .microseconds(100), "attempt \(k): \(d)")
+        }
+        #expect(Set(delays).count > 5)                  // jitter varies them
+    }
+
+    @Test func acceptorRestartAdoptsTheLowestHeldSequence() {
+        var sim = Simulation()
+        sim.tick(); sim.connect(); sim.pump()
+        for i in 1...100 { sim.send(envelope(UInt64(i))) }
+        sim.pump()
+        sim.clock.advance(by: .milliseconds(10)); sim.tick(); sim.pump()
+        #expect(sim.a.queuedCount == 0)
+        // The acceptor loses its state (a new process); the session reconnects.
+        sim.b = ReliableLinkCore(role: .acceptor, session: sim.a.session)
+        sim.disconnect()
+        sim.send(envelope(101))
+        while !sim.connectRequested { sim.clock.advance(by: .milliseconds(5)); sim.tick() }
+        sim.connect(); sim.pump()
+        #expect(sim.deliveredAtB.last?.sequence == 101)
+    }
+
+    @Test func protocolViolationsAskToCloseTheConnection() {
+        var sim = Simulation()
+        var data = envelope(1)
+        data.flags.insert(.sequenced)
+        sim.applyB(sim.b.handle(.received(data), now: sim.now))               // before any hello
+        var plain = envelope(1)
+        plain.flags = []
+        sim.applyB(sim.b.handle(.received(plain), now: sim.now))              // not sequenced
+        sim.applyB(sim.b.handle(.received(Envelope(protocolTag: .reliable, kind: 99)), now: sim.now))
+        #expect(sim.closeRequests.count == 3)
+        #expect(sim.closeRequests[0].contains("before the handshake"))
+    }
+
+    @Test func closeReturnsEverythingAndRefusesMore() {
+        var sim = Simulation()
+        for i in 1...4 { sim.send(envelope(UInt64(i))) }
+        sim.applyA(sim.a.handle(.close, now: sim.now))
+        #expect(sim.undeliverableAtA.count == 1)
+        #expect(sim.undeliverableAtA[0].0.count == 4 && sim.undeliverableAtA[0].1 == .linkClosed)
+        var actions: [ReliableLinkCore.Action] = []
+        #expect(sim.a.send(envelope(5), now: sim.now, into: &actions) == .closed)
+        #expect(actions.isEmpty)
+    }
+
+    @Test func queueLimit() {
+        var sim = Simulation(configuration: .init(maximumQueued: 3))
+        for i in 1...3 { sim.send(envelope(UInt64(i))) }
+        var actions: [ReliableLinkCore.Action] = []
+        #expect(sim.a.send(envelope(4), now: sim.now, into: &actions) == .queueFull(limit: 3))
+    }
+}

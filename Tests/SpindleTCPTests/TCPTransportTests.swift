@@ -1,0 +1,290 @@
+import SpindleEventLoop
+import SpindleKernel
+import Testing
+@testable import SpindleTCP
+
+/// TCPTransport over real sockets on 127.0.0.1 and Unix-domain sockets.
+@Suite("TCP transport", .timeLimit(.minutes(1)))
+struct TCPTransportTests {
+    static let localhost = Address.tcp(host: "127.0.0.1", port: 0)
+
+    @Test("echo over TCP on 127.0.0.1:0 returns the envelope unchanged")
+    func echoTCP() async throws {
+        try await withTransport { transport, _ in
+            let listener = try await listenEcho(transport)
+            guard case .tcp(let host, let port) = listener.address else {
+                Issue.record("listener address \(listener.address) is not tcp")
+                return
+            }
+            #expect(host == "127.0.0.1" && port != 0)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            let sent = Envelope(protocolTag: .application, kind: 42, flags: [.oneWay],
+                                source: NodeID.generate(), destination: NodeID.generate(),
+                                correlation: 7, sequence: 9, stamp: HLCTimestamp(physical: 123, logical: 4),
+                                deadlineBudgetNanos: 5_000, payload: Array("hello".utf8))
+            try conn.send(sent)
+            #expect(try await received.first("the echo") == sent)
+            #expect(conn.remoteAddress == listener.address)
+        }
+    }
+
+    @Test("echo over a Unix-domain socket")
+    func echoUnix() async throws {
+        try await withTransport { transport, _ in
+            let path = temporarySocketPath()
+            let listener = try await listenEcho(transport, on: .unix(path: path))
+            #expect(listener.address == .unix(path: path))
+            let conn = try await transport.connect(to: .unix(path: path))
+            let (received, _) = collect(conn)
+            try conn.send(envelope(1))
+            #expect(try await received.first("the echo") == envelope(1))
+        }
+    }
+
+    @Test("10 000 envelopes come back in the order they were sent")
+    func fifo() async throws {
+        try await withTransport { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            let n = 10_000
+            for i in 0..<n {
+                try conn.send(envelope(i, payload: [UInt8(truncatingIfNeeded: i)]))
+                if i % 1000 == 999 { try await conn.waitUntilWritable() }
+            }
+            let got = try await received.wait(count: n, "echoed envelopes")
+            #expect(got.map(\.sequence) == (0..<n).map(UInt64.init))
+            #expect(got.allSatisfy { $0.payload == [UInt8(truncatingIfNeeded: $0.sequence)] })
+        }
+    }
+
+    @Test("envelopes that arrive before start() are buffered and delivered first, in order")
+    func bufferedBeforeStart() async throws {
+        try await withTransport { transport, _ in
+            let accepted = Collector<any TransportConnection>()
+            let listener = try await transport.listen(on: Self.localhost) { accepted.append($0) }
+            let conn = try await transport.connect(to: listener.address)
+            for i in 0..<200 { try conn.send(envelope(i)) }
+            let server = try await accepted.first("the accepted connection")
+            let (received, _) = collect(server)
+            let got = try await received.wait(count: 200, "buffered envelopes")
+            #expect(got.map(\.sequence) == (0..<200).map(UInt64.init))
+        }
+    }
+
+    @Test("a payload filling the maximum frame exactly is carried; one byte more is refused")
+    func largePayload() async throws {
+        var config = TCPTransport.Configuration()
+        config.maxFrameSize = 1 << 20
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            let fits = (1 << 20) - FrameLayout.prefixSize - FrameLayout.headerSize
+            let big = envelope(1, payload: (0..<fits).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            try conn.send(big)
+            #expect(try await received.first("the large echo") == big)
+            #expect(throws: TransportError.frameTooLarge(size: (1 << 20) + 1, limit: 1 << 20)) {
+                try conn.send(envelope(2, payload: Array(repeating: 0, count: fits + 1)))
+            }
+            // The refused send did not disturb the connection.
+            try conn.send(envelope(3))
+            #expect(try await received.wait(count: 2, "the echo after a refused send")[1] == envelope(3))
+        }
+    }
+
+    @Test("a peer sending garbage frames is dropped while another client keeps working")
+    func garbageAfterHandshake() async throws {
+        let logs = Collector<String>()
+        let serverCloses = Collector<CloseReason>()
+        try await withTransport(capturingConfiguration(logs)) { transport, loop in
+            let listener = try await listenEcho(transport, closes: serverCloses)
+            let good = try await transport.connect(to: listener.address)
+            let (goodReceived, _) = collect(good)
+            try good.send(envelope(1))
+            try await goodReceived.first("the first echo")
+
+            let raw = try await RawPeer.connect(loop: loop, to: listener.address)
+            raw.channel.write(TCPHandshake.hello(role: .initiator, authenticate: false, nonce: []))
+            raw.channel.write(Array("GET / HTTP/1.1\r\nHost: spindle\r\n\r\n".utf8))
+            _ = try await raw.closed.first("the garbage peer to be disconnected")
+
+            let reason = try await serverCloses.first("the server side to close")
+            guard case .protocolViolation(let text) = reason else {
+                Issue.record("expected a protocol violation, got \(reason)")
+                return
+            }
+            #expect(text.contains("byte 0"), "\(text)")
+            #expect(logs.items.contains { $0.contains("protocol violation") })
+
+            try good.send(envelope(2))
+            #expect(try await goodReceived.wait(count: 2, "the echo after the garbage peer")[1] == envelope(2))
+            let second = try await transport.connect(to: listener.address)
+            let (secondReceived, _) = collect(second)
+            try second.send(envelope(3))
+            #expect(try await secondReceived.first("an echo on a new connection") == envelope(3))
+        }
+    }
+
+    @Test("bytes that are not a SpindleTCP preamble are rejected before any envelope")
+    func garbageBeforeHandshake() async throws {
+        let logs = Collector<String>()
+        let failures = Collector<CloseReason>()
+        var config = capturingConfiguration(logs)
+        config.onHandshakeFailure = { _, reason in failures.append(reason) }
+        try await withTransport(config) { transport, loop in
+            let accepted = Collector<Bool>()
+            let listener = try await transport.listen(on: Self.localhost) { _ in accepted.append(true) }
+            let raw = try await RawPeer.connect(loop: loop, to: listener.address)
+            raw.channel.write(Array("SSH-2.0-OpenSSH\r\n".utf8))
+            _ = try await raw.closed.first("the peer to be disconnected")
+            let reason = try await failures.first("the handshake failure")
+            #expect(reason.isProtocolViolation(containing: "byte 1"), "\(reason)")
+            #expect(accepted.items.isEmpty)
+        }
+    }
+
+    @Test("an oversized frame closes only that connection, naming the byte offset")
+    func oversizedFrame() async throws {
+        let serverCloses = Collector<CloseReason>()
+        var config = TCPTransport.Configuration()
+        config.maxFrameSize = 64 << 10
+        try await withTransport(config) { transport, loop in
+            let listener = try await listenEcho(transport, closes: serverCloses)
+            let good = try await transport.connect(to: listener.address)
+            let (goodReceived, goodCloses) = collect(good)
+
+            let raw = try await RawPeer.connect(loop: loop, to: listener.address)
+            raw.channel.write(TCPHandshake.hello(role: .initiator, authenticate: false, nonce: []))
+            // A valid prefix announcing a 1 GiB payload.
+            raw.channel.write([0x53, 0x50, 1, 80] + withUnsafeBytes(of: UInt32(1 << 30).littleEndian, Array.init))
+            _ = try await raw.closed.first("the oversized peer to be disconnected")
+            let reason = try await serverCloses.first("the server side to close")
+            #expect(reason.isProtocolViolation(containing: "byte 4"), "\(reason)")
+            #expect(reason.isProtocolViolation(containing: "exceeds the limit of 65536"), "\(reason)")
+
+            try good.send(envelope(5))
+            #expect(try await goodReceived.first("an echo after the oversized peer") == envelope(5))
+            #expect(goodCloses.items.isEmpty)
+            #expect(serverCloses.items.count == 1)
+        }
+    }
+
+    @Test("connecting to a closed port fails with .unreachable naming the address")
+    func unreachable() async throws {
+        try await withTransport { transport, _ in
+            let listener = try await transport.listen(on: Self.localhost) { _ in }
+            let address = listener.address
+            listener.close()
+            do throws(TransportError) {
+                _ = try await transport.connect(to: address)
+                Issue.record("connect to a closed port succeeded")
+            } catch {
+                guard case .unreachable(let a, let why) = error else {
+                    Issue.record("expected .unreachable, got \(error)")
+                    return
+                }
+                #expect(a == address)
+                #expect(why.contains("ECONNREFUSED"), "\(why)")
+                #expect(error.description.contains(address.description))
+            }
+        }
+    }
+
+    @Test("a missing Unix socket and an inproc address are refused with typed errors")
+    func badAddresses() async throws {
+        try await withTransport { transport, _ in
+            let missing = Address.unix(path: temporarySocketPath())
+            await #expect(throws: TransportError.self) { try await transport.connect(to: missing) }
+            let inproc = Address.inproc(name: "x")
+            await #expect(throws: TransportError.unsupportedAddress(inproc, transport: "TCP")) {
+                try await transport.connect(to: inproc)
+            }
+            let listener = try await transport.listen(on: Self.localhost) { _ in }
+            await #expect(throws: TransportError.self) {
+                _ = try await transport.listen(on: listener.address) { _ in }
+            }
+        }
+    }
+
+    @Test("shutdown closes every listener and connection and leaves no open handles")
+    func shutdownLeavesNothing() async throws {
+        let loop = try EventLoop(name: "tcp-shutdown")
+        let transport = TCPTransport(loop: loop)
+        let serverCloses = Collector<CloseReason>()
+        let listener = try await listenEcho(transport, closes: serverCloses)
+        var clients: [(any TransportConnection, Collector<Envelope>, Collector<CloseReason>)] = []
+        for i in 0..<3 {
+            let c = try await transport.connect(to: listener.address)
+            let (received, closes) = collect(c)
+            try c.send(envelope(i))
+            try await received.first("echo \(i)")
+            clients.append((c, received, closes))
+        }
+        await transport.shutdown()
+        for (c, _, closes) in clients {
+            #expect(try await closes.first("client close") == .transportShutdown)
+            #expect(throws: TransportError.closed(.transportShutdown)) { try c.send(envelope(9)) }
+        }
+        #expect(try await serverCloses.wait(count: 3, "server closes").allSatisfy { $0 == .transportShutdown })
+        #expect(await loop.openHandleCount == 0)
+        await #expect(throws: TransportError.self) { try await transport.connect(to: listener.address) }
+        await loop.shutdown()
+    }
+
+    @Test("a transport that owns its loops stops them on shutdown")
+    func ownedLoops() async throws {
+        let transport = try TCPTransport(loopCount: 2)
+        let listener = try await listenEcho(transport)
+        let conn = try await transport.connect(to: listener.address)
+        let (received, closes) = collect(conn)
+        try conn.send(envelope(1))
+        try await received.first("the echo")
+        await transport.shutdown()
+        #expect(try await closes.first("the close") == .transportShutdown)
+    }
+
+    @Test("closing a connection tells both handlers, locally and as closed by the peer")
+    func closeReasons() async throws {
+        try await withTransport { transport, _ in
+            let serverCloses = Collector<CloseReason>()
+            let listener = try await listenEcho(transport, closes: serverCloses)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, closes) = collect(conn)
+            try conn.send(envelope(1))
+            try await received.first("the echo")
+            conn.close()
+            #expect(try await closes.first("the local close") == .closedLocally)
+            #expect(try await serverCloses.first("the peer close") == .closedByPeer)
+            #expect(throws: TransportError.closed(.closedLocally)) { try conn.send(envelope(2)) }
+        }
+    }
+}
+
+/// A raw socket peer that speaks whatever bytes a test writes.
+struct RawPeer {
+    let channel: StreamChannel
+    let received: Collector<[UInt8]>
+    let closed: Collector<String>
+
+    static func connect(loop: EventLoop, to address: Address) async throws -> RawPeer {
+        let channel = try await StreamChannel.connect(on: loop, to: address)
+        let received = Collector<[UInt8]>(), closed = Collector<String>()
+        channel.start(onRead: { received.append(Array($0)) },
+                      onClose: { closed.append($0?.description ?? "EOF") })
+        return RawPeer(channel: channel, received: received, closed: closed)
+    }
+}
+
+extension CloseReason {
+    func isProtocolViolation(containing text: String) -> Bool {
+        if case .protocolViolation(let s) = self { return s.contains(text) }
+        return false
+    }
+
+    func isAuthenticationFailure(containing text: String) -> Bool {
+        if case .authenticationFailed(let s) = self { return s.contains(text) }
+        return false
+    }
+}

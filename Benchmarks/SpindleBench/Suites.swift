@@ -4,4 +4,5 @@ let allSuites: [BenchSuite] = [
     kernelSuite,
     transportSuite,
     taskletsSuite,
+    queueSuite,
 ]

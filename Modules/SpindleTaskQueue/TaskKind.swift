@@ -112,7 +112,7 @@ public protocol TaskKind: Sendable {
     // MARK: Worker side
 
     /// Processes one request on a worker. Runs on a worker thread or in a worker process.
-    static func perform(_ request: Request, context: WorkerContext<Feedback>) -> Response
+    static func perform(_ request: Request, context: PerformContext<Feedback>) -> Response
 
     /// Feedback the master broadcast; delivered to each live worker between tasks.
     static func received(broadcast feedback: Feedback)

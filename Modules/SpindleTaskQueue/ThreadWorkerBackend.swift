@@ -231,7 +231,7 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
         let route = FeedbackRoute<Kind>()
         let events = self.events
         let id = self.id
-        let context = WorkerContext<Kind.Feedback>(cancelFlag: cancelFlag) { feedback in
+        let context = PerformContext<Kind.Feedback>(cancelFlag: cancelFlag) { feedback in
             if let task = route.current { events.feedback(id, task: task, feedback) }
         }
         events.ready(id)

@@ -64,7 +64,7 @@ struct ScriptKind: TaskKind {
     }
 
     /// Worker side: "sleep" tasks spin until cancelled; "fb" tasks emit three feedbacks.
-    static func perform(_ request: String, context: WorkerContext<String>) -> String {
+    static func perform(_ request: String, context: PerformContext<String>) -> String {
         if request.hasPrefix("fb") {
             for i in 1...3 { context.emit("\(request)#\(i)") }
         }

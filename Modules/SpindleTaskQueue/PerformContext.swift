@@ -7,7 +7,7 @@ import Synchronization
 /// worker is abandoned (the result is discarded, a replacement thread takes its place) and
 /// `isCancelled` turns true so a long `perform` can return early. In a worker process the
 /// process is killed instead, so `isCancelled` stays false there.
-public struct WorkerContext<Feedback: Sendable>: Sendable {
+public struct PerformContext<Feedback: Sendable>: Sendable {
     private let emitter: @Sendable (Feedback) -> Void
     private let cancelFlag: CancellationFlag
 

@@ -75,6 +75,18 @@ struct ScriptKind: TaskKind {
             while !context.isCancelled && clock.now < until {}
             ScriptProbe.blocked.subtract(1, ordering: .relaxed)
         }
+        if request.hasPrefix("conc") {
+            let now = ScriptProbe.concurrent.add(1, ordering: .acquiringAndReleasing).newValue
+            var seen = ScriptProbe.maxConcurrent.load(ordering: .relaxed)
+            while now > seen {
+                let (exchanged, original) = ScriptProbe.maxConcurrent.compareExchange(
+                    expected: seen, desired: now, ordering: .relaxed)
+                if exchanged { break }
+                seen = original
+            }
+            for _ in 0..<2_000 { _ = ScriptProbe.concurrent.load(ordering: .relaxed) }
+            ScriptProbe.concurrent.subtract(1, ordering: .acquiringAndReleasing)
+        }
         if request.hasPrefix("hold") {
             ScriptProbe.holdRunning.add(1, ordering: .relaxed)
             while ScriptProbe.holdRelease.load(ordering: .acquiring) == false && !context.isCancelled {}
@@ -94,4 +106,6 @@ enum ScriptProbe {
     static let broadcasts = Atomic<Int>(0)
     static let holdRunning = Atomic<Int>(0)
     static let holdRelease = Atomic<Bool>(false)
+    static let concurrent = Atomic<Int>(0)
+    static let maxConcurrent = Atomic<Int>(0)
 }

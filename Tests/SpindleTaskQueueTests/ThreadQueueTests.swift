@@ -65,7 +65,7 @@ struct ThreadQueueTests {
         let (queue, backend) = try await makeQueue(workers: 1)
         let sw = try await queue.enqueue(ScriptTask(name: "block-1"))
         try await queue.enqueue(ScriptTask(name: "after"))
-        #expect(await waitFor { ScriptProbe.blocked.load(ordering: .relaxed) > 0 })
+        #expect(await waitFor { queue.snapshot().workers.first?.state == .busy(task: "block-1", inFlight: 1) })
         queue.cancel(sw)
         // Reported before cancel() returns: the 50 ms promise holds by construction.
         #expect(recorder.events.contains(.failed("block-1", .cancelled)))
@@ -105,6 +105,24 @@ struct ThreadQueueTests {
         _ = try await waiter.value
         await queue.join()
         #expect(queue.snapshot().counters.completed == 4)
+        await queue.shutdown()
+    }
+
+    @Test("a queued task whose deadline passes is reported expired by the queue's own checks")
+    func deadlineExpiry() async throws {
+        let clock = ManualClock()
+        var config = TaskQueue<ScriptKind>.Configuration(workers: 1)
+        config.clock = clock
+        config.deadlineCheckInterval = .milliseconds(5)
+        let queue = try await TaskQueue(kind: ScriptKind(recorder: recorder), configuration: config)
+        let hold = try await queue.enqueue(ScriptTask(name: "block-deadline"))
+        #expect(await waitFor { queue.snapshot().workers.first?.state == .busy(task: "block-deadline", inFlight: 1) })
+        try await queue.enqueue(ScriptTask(name: "late"), deadline: clock.now() + .milliseconds(10))
+        #expect(queue.snapshot().queued == 1)
+        clock.advance(by: .milliseconds(20))
+        #expect(await recorder.wait { $0.contains(.failed("late", .expired)) })
+        #expect(queue.snapshot().queued == 0)
+        queue.cancel(hold)
         await queue.shutdown()
     }
 

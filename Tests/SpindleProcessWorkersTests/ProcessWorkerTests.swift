@@ -27,6 +27,19 @@ struct ProcessWorkerTests {
         await h.queue.shutdown()
     }
 
+    @Test("broadcast feedback reaches every worker process before its next task")
+    func broadcast() async throws {
+        let h = try await ProcessQueueHarness.make(workers: 2)
+        #expect(await h.waitUntilPoolReady())
+        h.queue.broadcast("epoch 7")
+        try await h.queue.enqueue(contentsOf: (1...20).map { FixtureTask(id: $0) })
+        await h.queue.join()
+        let notes = h.events.events.compactMap { if case .sawBroadcast(let id, let n) = $0 { (id, n) } else { nil } }
+        #expect(notes.count == 20)
+        #expect(notes.allSatisfy { $0.1 == "epoch 7" })
+        await h.queue.shutdown()
+    }
+
     @Test(".end retires the worker process and a fresh one (another pid) replaces it")
     func endReplaces() async throws {
         let h = try await ProcessQueueHarness.make(workers: 1)

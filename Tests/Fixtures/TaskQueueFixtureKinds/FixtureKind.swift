@@ -46,7 +46,12 @@ public struct FixtureResponse: Codable, Sendable {
     public var id: Int
     public var pid: Int32
     public var value: Double
+    /// The last broadcast this worker received, if any.
+    public var lastBroadcast: String? = nil
 }
+
+/// Worker-side memory of the last broadcast (one per worker process).
+let lastBroadcast = Mutex<String?>(nil)
 
 /// What the fixture kind's master-side hooks saw.
 public enum FixtureEvent: Sendable, Equatable {
@@ -54,6 +59,7 @@ public enum FixtureEvent: Sendable, Equatable {
     case failed(id: Int?, TaskFailure)
     case marshal(id: Int, MarshalError.Direction)
     case feedback(id: Int, String, pid: Int32?)
+    case sawBroadcast(id: Int, String)
 }
 
 /// The task kind the process-worker tests run; the fixture executable registers it.
@@ -79,6 +85,7 @@ public struct FixtureKind: TaskKind {
     public func use(_ response: FixtureResponse, for task: FixtureTask,
                     status: WorkerStatus<Int>) -> ResponseDecision<FixtureTask, Int> {
         sink(.answered(id: response.id, pid: response.pid))
+        if let note = response.lastBroadcast { sink(.sawBroadcast(id: response.id, note)) }
         if task.op == .end { return .end }
         if case .old(let n) = status { return .stay(n + 1, inject: []) }
         return .stay(1, inject: [])
@@ -101,11 +108,16 @@ public struct FixtureKind: TaskKind {
         }
     }
 
+    public static func received(broadcast feedback: String) {
+        lastBroadcast.withLock { $0 = feedback }
+    }
+
     public static func perform(_ request: FixtureRequest, context: PerformContext<String>) -> FixtureResponse {
         let pid = getpid()
         switch request.op {
         case .echo, .end:
-            return FixtureResponse(id: request.id, pid: pid, value: request.weight)
+            return FixtureResponse(id: request.id, pid: pid, value: request.weight,
+                                   lastBroadcast: lastBroadcast.withLock { $0 })
         case .feedback:
             for i in 1...3 { context.emit("step \(i)") }
             return FixtureResponse(id: request.id, pid: pid, value: 3)

@@ -98,14 +98,9 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     public func tryEnqueue(contentsOf tasks: some Collection<Kind.Task>, priority: QueuePriority = .normal,
                            cancel: CancelSwitch = CancelSwitch(),
                            deadline: MonotonicInstant? = nil) throws(TaskQueueError) -> CancelSwitch {
-        let fits = state.withLock { $0.scheduler.freeSpace >= tasks.count || $0.shutDown }
-        guard fits else { throw .full(limit: configuration.limit) }
-        let accepted = try offer(Array(tasks)[...], priority: priority, cancel: cancel, deadline: deadline)
-        if accepted < tasks.count {
-            // Another producer took the room in between: withdraw what we put in.
-            _ = run { $0.cancel(cancel, now: self.now()) }
-            throw .full(limit: configuration.limit)
-        }
+        let accepted = try offer(Array(tasks)[...], priority: priority, cancel: cancel, deadline: deadline,
+                                 allOrNothing: true)
+        guard accepted == tasks.count else { throw .full(limit: configuration.limit) }
         return cancel
     }
 
@@ -117,8 +112,9 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         try tryEnqueue(contentsOf: CollectionOfOne(task), priority: priority, cancel: cancel, deadline: deadline)
     }
 
+    /// Offers tasks to the scheduler; with `allOrNothing`, accepts none unless all fit.
     private func offer(_ tasks: ArraySlice<Kind.Task>, priority: QueuePriority, cancel: CancelSwitch,
-                       deadline: MonotonicInstant?) throws(TaskQueueError) -> Int {
+                       deadline: MonotonicInstant?, allOrNothing: Bool = false) throws(TaskQueueError) -> Int {
         if tasks.isEmpty { return 0 }
         let now = now()
         var shutDown = false
@@ -128,6 +124,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
                 shutDown = true
                 return []
             }
+            if allOrNothing && s.freeSpace < tasks.count { return [] }
             let r = s.enqueue(tasks, priority: priority, cancel: cancel, deadline: deadline, now: now)
             accepted = r.accepted
             return r.actions

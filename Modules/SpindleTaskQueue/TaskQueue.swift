@@ -20,7 +20,8 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     private struct State {
         var scheduler: TaskScheduler<Kind>
         var joinWaiters: [CheckedContinuation<Void, Never>] = []
-        var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+        var spaceWaiters: [(id: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+        var nextWaiterID: UInt64 = 1
         var tokenHolders: Set<WorkerID> = []
         var tokenPending: [WorkerID: (ticket: UInt64, batches: [[Assignment<Kind>]])] = [:]
         var tickerStarted = false
@@ -72,22 +73,41 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     }
 
     /// Queues tasks in order under one cancel switch, suspending while the queue is full.
+    ///
+    /// - Throws: ``TaskQueueError/shutDown(kind:)``; ``TaskQueueError/cancelledWhileWaiting(accepted:)``
+    ///   when the calling task is cancelled while waiting for room (the first `accepted`
+    ///   tasks were queued, the rest were not).
     @discardableResult
     public func enqueue(contentsOf tasks: some Collection<Kind.Task>, priority: QueuePriority = .normal,
                         cancel: CancelSwitch = CancelSwitch(),
                         deadline: MonotonicInstant? = nil) async throws(TaskQueueError) -> CancelSwitch {
         var rest = Array(tasks)[...]
+        var acceptedSoFar = 0
         while true {
             let accepted = try offer(rest, priority: priority, cancel: cancel, deadline: deadline)
             rest = rest.dropFirst(accepted)
+            acceptedSoFar += accepted
             if rest.isEmpty { return cancel }
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { s -> Bool in
-                    if s.shutDown || s.scheduler.freeSpace > 0 { return true }
-                    s.spaceWaiters.append(c)
-                    return false
+            if Task.isCancelled { throw .cancelledWhileWaiting(accepted: acceptedSoFar) }
+            let id = state.withLock { s -> UInt64 in
+                s.nextWaiterID += 1
+                return s.nextWaiterID
+            }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let now = state.withLock { s -> Bool in
+                        if s.shutDown || s.scheduler.freeSpace > 0 || Task.isCancelled { return true }
+                        s.spaceWaiters.append((id, c))
+                        return false
+                    }
+                    if now { c.resume() }
                 }
-                if now { c.resume() }
+            } onCancel: {
+                let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                    guard let i = s.spaceWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                    return s.spaceWaiters.remove(at: i).continuation
+                }
+                waiter?.resume()
             }
         }
     }
@@ -199,7 +219,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         }
         run { $0.forceShutdown() }
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            let all = s.joinWaiters + s.spaceWaiters
+            let all = s.joinWaiters + s.spaceWaiters.map(\.continuation)
             s.joinWaiters = []
             s.spaceWaiters = []
             return all
@@ -287,7 +307,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             deferred.append { for w in waiters { w.resume() } }
         }
         if !s.spaceWaiters.isEmpty && s.scheduler.freeSpace > 0 {
-            let waiters = s.spaceWaiters
+            let waiters = s.spaceWaiters.map(\.continuation)
             s.spaceWaiters = []
             deferred.append { for w in waiters { w.resume() } }
         }

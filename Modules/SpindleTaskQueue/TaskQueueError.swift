@@ -6,6 +6,9 @@ public enum TaskQueueError: Error, Sendable, Equatable, CustomStringConvertible 
     case shutDown(kind: String)
     /// The configuration is not usable; `detail` says which field and why.
     case invalidConfiguration(String)
+    /// The calling task was cancelled while `enqueue` waited for room; the first `accepted`
+    /// tasks were queued, the others were not.
+    case cancelledWhileWaiting(accepted: Int)
     /// A backend could not start a worker.
     case workerStartFailed(worker: WorkerID, detail: String)
 
@@ -15,6 +18,7 @@ public enum TaskQueueError: Error, Sendable, Equatable, CustomStringConvertible 
         case .shutDown(let kind): "task queue of \(kind) is shut down"
         case .invalidConfiguration(let d): "invalid task queue configuration: \(d)"
         case .workerStartFailed(let w, let d): "could not start worker \(w): \(d)"
+        case .cancelledWhileWaiting(let n): "cancelled while waiting for room in the task queue; \(n) tasks had been queued"
         }
     }
 }

@@ -91,7 +91,7 @@ struct ThreadQueueTests {
         await queue.shutdown()
     }
 
-    @Test("a full queue makes tryEnqueue throw and enqueue wait for room")
+    @Test("a full queue makes tryEnqueue throw and enqueue wait for room (or give up when cancelled)")
     func backpressure() async throws {
         ScriptProbe.holdRelease.store(false, ordering: .releasing)
         let (queue, _) = try await makeQueue(workers: 1, limit: 2)
@@ -100,6 +100,9 @@ struct ThreadQueueTests {
         try queue.tryEnqueue(ScriptTask(name: "q1"))
         try queue.tryEnqueue(ScriptTask(name: "q2"))
         #expect(throws: TaskQueueError.full(limit: 2)) { try queue.tryEnqueue(ScriptTask(name: "q3")) }
+        let abandoned = Task { try await queue.enqueue(ScriptTask(name: "never")) }
+        abandoned.cancel()
+        await #expect(throws: TaskQueueError.cancelledWhileWaiting(accepted: 0)) { try await abandoned.value }
         let waiter = Task { try await queue.enqueue(ScriptTask(name: "q3")) }
         ScriptProbe.holdRelease.store(true, ordering: .releasing)
         _ = try await waiter.value

@@ -9,15 +9,12 @@ public enum TaskQueueError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The calling task was cancelled while `enqueue` waited for room; the first `accepted`
     /// tasks were queued, the others were not.
     case cancelledWhileWaiting(accepted: Int)
-    /// A backend could not start a worker.
-    case workerStartFailed(worker: WorkerID, detail: String)
 
     public var description: String {
         switch self {
         case .full(let limit): "task queue full: \(limit) tasks already queued"
         case .shutDown(let kind): "task queue of \(kind) is shut down"
         case .invalidConfiguration(let d): "invalid task queue configuration: \(d)"
-        case .workerStartFailed(let w, let d): "could not start worker \(w): \(d)"
         case .cancelledWhileWaiting(let n): "cancelled while waiting for room in the task queue; \(n) tasks had been queued"
         }
     }

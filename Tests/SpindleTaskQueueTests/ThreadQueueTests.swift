@@ -34,6 +34,19 @@ struct ThreadQueueTests {
         #expect(backend.liveThreadCount == 0)
     }
 
+    @Test("an unusable configuration is refused with the field named")
+    func invalidConfiguration() async {
+        var config = TaskQueue<ScriptKind>.Configuration(workers: 0)
+        await #expect(throws: TaskQueueError.invalidConfiguration("workers must be at least 1, got 0")) {
+            _ = try await TaskQueue(kind: ScriptKind(recorder: recorder), configuration: config)
+        }
+        config.workers = 1
+        config.prefetch = 0
+        await #expect(throws: TaskQueueError.invalidConfiguration("prefetch must be at least 1, got 0")) {
+            _ = try await TaskQueue(kind: ScriptKind(recorder: recorder), configuration: config)
+        }
+    }
+
     @Test("join on an idle queue returns at once")
     func joinEmpty() async throws {
         let (queue, _) = try await makeQueue()

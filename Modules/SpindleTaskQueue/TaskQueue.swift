@@ -20,13 +20,19 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     private struct State {
         var scheduler: TaskScheduler<Kind>
         var joinWaiters: [CheckedContinuation<Void, Never>] = []
-        var spaceWaiters: [(id: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
+        var spaceWaiters: [SpaceWaiter] = []
         var nextWaiterID: UInt64 = 1
         var tokenHolders: Set<WorkerID> = []
         var tokenPending: [WorkerID: (ticket: UInt64, batches: [[Assignment<Kind>]])] = [:]
         var tickerStarted = false
         var deadWaiters: [CheckedContinuation<Void, Never>] = []
         var shutDown = false
+    }
+
+    /// An `enqueue` waiting for room.
+    private struct SpaceWaiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Void, Never>
     }
 
     /// Work to do once the lock is released: hooks, continuations, token hand-backs.
@@ -97,7 +103,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                     let now = state.withLock { s -> Bool in
                         if s.shutDown || s.scheduler.freeSpace > 0 || Task.isCancelled { return true }
-                        s.spaceWaiters.append((id, c))
+                        s.spaceWaiters.append(SpaceWaiter(id: id, continuation: c))
                         return false
                     }
                     if now { c.resume() }

@@ -5,6 +5,7 @@ let allSuites: [BenchSuite] = [
     eventLoopSuite,
     transportSuite,
     taskletsSuite,
+    queueSuite,
     engineSuite,
     meshSuite,
     runnerSuite,

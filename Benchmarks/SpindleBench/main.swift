@@ -9,6 +9,10 @@ import Spindle
 import Glibc
 #endif
 
+// The process backend of the queue suite re-enters this executable as a task worker: serve
+// and exit here, before anything else runs.
+ProcessWorkerMain.runIfWorker(kinds: benchWorkerKinds)
+
 #if DEBUG
 printError("spindle-bench: refusing to report numbers from a debug build; use `swift run -c release spindle-bench`")
 exit(2)

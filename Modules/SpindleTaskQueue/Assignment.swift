@@ -1,0 +1,27 @@
+/// One task handed to a worker: the master's task and the request made for it.
+public struct Assignment<Kind: TaskKind>: Sendable {
+    /// The queue-local sequence number that the worker's answer must carry back.
+    public let seq: UInt64
+    /// The master's task (backends keep it for feedback routing; it is not sent).
+    public let task: Kind.Task
+    /// What the worker performs.
+    public let request: Kind.Request
+    /// The task's cancel switch.
+    public let cancel: CancelSwitch
+}
+
+/// A worker's answer to one assignment.
+public struct Completion<Kind: TaskKind>: Sendable {
+    public enum Outcome: Sendable {
+        case response(Kind.Response)
+        case marshalFailed(MarshalError)
+    }
+
+    public let seq: UInt64
+    public let outcome: Outcome
+
+    public init(seq: UInt64, outcome: Outcome) {
+        self.seq = seq
+        self.outcome = outcome
+    }
+}

@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleTaskQueue: content arrives with its issue (see docs/).

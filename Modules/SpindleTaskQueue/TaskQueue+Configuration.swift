@@ -1,0 +1,40 @@
+import Logging
+import SpindleKernel
+
+extension TaskQueue {
+    /// A queue's options.
+    public struct Configuration: Sendable {
+        /// Pool size; the pool keeps it through deaths and `.end`.
+        public var workers: Int = 2
+        /// Most tasks a worker holds at once. 1 (the default) sends the next task only after
+        /// the previous answer, exactly the reference's model. Larger values pipeline tasks
+        /// (each matched against the worker's status when sent) for throughput.
+        public var prefetch: Int = 1
+        /// Most tasks waiting in the queue: `enqueue` suspends and `tryEnqueue` throws above it.
+        public var limit: Int = 1 << 20
+        /// The clock deadlines are measured on.
+        public var clock: any SpindleClock = SystemClock()
+        /// How often queued deadlines are checked while any exist.
+        public var deadlineCheckInterval: Duration = .milliseconds(10)
+        /// How long `shutdown()` lets running tasks finish before killing their workers.
+        public var shutdownGrace: Duration = .seconds(5)
+        /// Consecutive failed starts after which a pool slot stays dead.
+        public var maxStartFailures: Int = 3
+        /// A limiter shared with other queues, or nil for none.
+        public var tokens: ExecutionTokens? = nil
+        /// This queue's priority when waiting for a token.
+        public var tokenPriority: ExecutionTokens.Priority = .low
+        public var logger = Logger(label: "spindle.taskqueue")
+
+        public init(workers: Int = 2) { self.workers = workers }
+
+        func validate() throws(TaskQueueError) {
+            if workers < 1 { throw .invalidConfiguration("workers must be at least 1, got \(workers)") }
+            if prefetch < 1 { throw .invalidConfiguration("prefetch must be at least 1, got \(prefetch)") }
+            if limit < 1 { throw .invalidConfiguration("limit must be at least 1, got \(limit)") }
+            if deadlineCheckInterval <= .zero {
+                throw .invalidConfiguration("deadlineCheckInterval must be positive, got \(deadlineCheckInterval)")
+            }
+        }
+    }
+}

@@ -1,2 +1,0 @@
-import SpindleKernel
-// SpindleProcessWorkers: content arrives with its issue.

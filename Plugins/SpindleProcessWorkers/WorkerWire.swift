@@ -1,0 +1,137 @@
+import Foundation
+import SpindleTaskQueue
+
+/// The bytes between a master and a worker process, over the worker's stdin and stdout.
+///
+/// Every message is one frame: a 4-byte little-endian length `n`, then `n` bytes: a type
+/// byte and the body. Frames larger than `maxFrameSize` are refused before allocation.
+///
+/// ```
+///  master → worker                         worker → master
+///  'H' hello  {version, kind}              'A' accept {version, kind, pid}
+///  'R' request  seq:u64le ‖ JSON request   'N' refuse  UTF-8 reason
+///  'B' broadcast JSON feedback             'F' feedback seq:u64le ‖ JSON feedback
+///  'X' exit (finish, then exit 0)          'S' response seq:u64le ‖ JSON response
+///                                          'M' marshal failure seq:u64le ‖ dir:u8 ‖ UTF-8 detail
+///                                          'm' feedback marshal failure seq:u64le ‖ UTF-8 detail
+/// ```
+///
+/// Bodies are JSON (Foundation's coders): kinds need only `Codable`. The framing is our own
+/// rather than the kernel's envelope frames because these messages need no addressing, no
+/// clock stamps and no routing; a 5-byte header keeps the per-task cost minimal.
+enum WorkerWire {
+    static let version: UInt32 = 1
+    static let headerSize = 4
+
+    enum FrameType: UInt8 {
+        case hello = 0x48      // H
+        case request = 0x52    // R
+        case broadcast = 0x42  // B
+        case exit = 0x58       // X
+        case accept = 0x41     // A
+        case refuse = 0x4E     // N
+        case feedback = 0x46   // F
+        case response = 0x53   // S
+        case marshalFailure = 0x4D  // M
+        case feedbackMarshalFailure = 0x6D  // m
+    }
+
+    struct Hello: Codable {
+        var version: UInt32
+        var kind: String
+    }
+
+    struct Accept: Codable {
+        var version: UInt32
+        var kind: String
+        var pid: Int32
+    }
+
+    static let directionCodes: [MarshalError.Direction] = [
+        .encodeRequest, .decodeRequest, .encodeResponse, .decodeResponse, .encodeFeedback, .decodeFeedback,
+    ]
+
+    /// Appends a frame of `type` whose body is `seq` (when given) followed by `body`.
+    static func append(_ type: FrameType, seq: UInt64? = nil, body: some Collection<UInt8>, to out: inout [UInt8]) {
+        let length = 1 + (seq == nil ? 0 : 8) + body.count
+        withUnsafeBytes(of: UInt32(length).littleEndian) { out.append(contentsOf: $0) }
+        out.append(type.rawValue)
+        if let seq { withUnsafeBytes(of: seq.littleEndian) { out.append(contentsOf: $0) } }
+        out.append(contentsOf: body)
+    }
+
+    static func frame(_ type: FrameType, seq: UInt64? = nil, body: some Collection<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(13 + body.count)
+        append(type, seq: seq, body: body, to: &out)
+        return out
+    }
+}
+
+/// One decoded frame: its type byte and its body.
+struct WireFrame {
+    var type: UInt8
+    var body: ArraySlice<UInt8>
+
+    /// Splits a body into its leading `seq` and the rest.
+    func splitSeq() -> (UInt64, ArraySlice<UInt8>)? {
+        guard body.count >= 8 else { return nil }
+        var seq: UInt64 = 0
+        for (i, b) in body.prefix(8).enumerated() { seq |= UInt64(b) << (8 * UInt64(i)) }
+        return (seq, body.dropFirst(8))
+    }
+}
+
+/// A malformed byte stream from the other side.
+struct WireError: Error, CustomStringConvertible {
+    var offset: Int
+    var problem: String
+    var description: String { "byte \(offset): \(problem)" }
+}
+
+/// Incremental frame decoder: feed any split of the bytes, get the same frames.
+struct WireReader {
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// Bytes consumed before `buffer[0]`, for error offsets.
+    private var consumed = 0
+    let maxFrameSize: Int
+
+    init(maxFrameSize: Int) { self.maxFrameSize = maxFrameSize }
+
+    mutating func feed(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0 && start == buffer.count {
+            consumed += start
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        } else if start > 65_536 && start * 2 > buffer.count {
+            consumed += start
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    mutating func feed(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { feed($0) }
+    }
+
+    /// The next complete frame, nil when more bytes are needed.
+    mutating func next() throws(WireError) -> WireFrame? {
+        guard buffer.count - start >= WorkerWire.headerSize else { return nil }
+        var length = 0
+        for i in 0..<4 { length |= Int(buffer[start + i]) << (8 * i) }
+        if length < 1 {
+            throw WireError(offset: consumed + start, problem: "empty frame (length 0)")
+        }
+        if length > maxFrameSize {
+            throw WireError(offset: consumed + start,
+                            problem: "frame of \(length) bytes exceeds the limit of \(maxFrameSize)")
+        }
+        guard buffer.count - start - WorkerWire.headerSize >= length else { return nil }
+        let bodyStart = start + WorkerWire.headerSize
+        let frame = WireFrame(type: buffer[bodyStart], body: buffer[(bodyStart + 1)..<(bodyStart + length)])
+        start = bodyStart + length
+        return frame
+    }
+}

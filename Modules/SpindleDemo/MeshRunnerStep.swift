@@ -64,9 +64,11 @@ func meshAndRunnerStep(_ log: DemoLog) async throws -> String {
         let l = try await ShardServerListener.listen(on: .tcp(host: "127.0.0.1", port: 0), transport: tcp,
                                                     hlc: coordinator.hlc)
         listener = l
+        var meshConfig = HostMesh.Configuration()
+        meshConfig.logger = quietLogger("demo.mesh")
         let m = try await HostMesh.attach(name: "colony", hosts: hosts,
                                           config: ConfigSnapshot(["model": "colony", "seed": "2026"]),
-                                          timeout: .seconds(10), transport: tcp)
+                                          timeout: .seconds(10), transport: tcp, configuration: meshConfig)
         mesh = m
         log.say("attached mesh \(m.ref): config installed on \(hosts.count) hosts")
         let procs = try await m.spawnProcs(name: "shards", perHost: 2) { _ in

@@ -25,9 +25,11 @@ test: deps
 	$(SWIFT) build --build-tests $(STRICT_FLAGS)
 	$(SWIFT) test --skip-build
 
+# The demo starts `spindle-shard` procs and re-enters itself as task workers: build every
+# product, then run it.
 demo: deps
-	$(SWIFT) build $(STRICT_FLAGS) --product spindle
-	$(SWIFT) run $(STRICT_FLAGS) spindle-demo
+	$(SWIFT) build $(STRICT_FLAGS)
+	$$($(SWIFT) build --show-bin-path)/spindle-demo
 
 bench: deps
 	$(SWIFT) run -c release spindle-bench $(ARGS)

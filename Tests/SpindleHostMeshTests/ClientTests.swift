@@ -7,9 +7,9 @@ import SpindleKernel
 struct ClientTests {
     static func fastConfiguration() -> HostMesh.Configuration {
         var c = HostMesh.Configuration()
-        c.spawnIdleTimeout = .milliseconds(400)
-        c.stopIdleTimeout = .milliseconds(400)
-        c.stateIdleTimeout = .milliseconds(400)
+        c.spawnIdleTimeout = .milliseconds(1500)
+        c.stopIdleTimeout = .milliseconds(1500)
+        c.stateIdleTimeout = .milliseconds(1500)
         return c
     }
 
@@ -42,7 +42,7 @@ struct ClientTests {
         let nobody = Address.inproc(name: "nobody")
         do {
             _ = try await HostMesh.attach(name: "m", hosts: [good.address, rejecting.address, nobody, silent.address, wrong.address],
-                                          config: ConfigSnapshot(["a": "1"]), timeout: .milliseconds(500), transport: t)
+                                          config: ConfigSnapshot(["a": "1"]), timeout: .milliseconds(1500), transport: t)
             Issue.record("attach succeeded with failing hosts")
         } catch {
             guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -50,7 +50,7 @@ struct ClientTests {
             #expect(e.failures.map(\.rank) == [1, 2, 3, 4])
             #expect(e.failures[0].cause == .rejectedConfig("key x unknown"))
             guard case .unreachable = e.failures[1].cause else { Issue.record("expected unreachable: \(e.failures[1])"); return }
-            #expect(e.failures[2].cause == .timedOut(after: .milliseconds(500)))
+            #expect(e.failures[2].cause == .timedOut(after: .milliseconds(1500)))
             guard case .digestMismatch = e.failures[3].cause else { Issue.record("expected digest mismatch"); return }
             #expect(!e.description.contains("inproc://good"))
         }
@@ -127,7 +127,7 @@ struct ClientTests {
             Issue.record("spawn succeeded")
         } catch {
             guard case .spawnTimedOut(_, let idle, let states) = error else { Issue.record("wrong error \(error)"); return }
-            #expect(idle == .milliseconds(400))
+            #expect(idle == .milliseconds(1500))
             #expect(states == [.timeout, .ready])
         }
         #expect(hanging.stopRequests == ["w"], "a failed spawn stops what it started")

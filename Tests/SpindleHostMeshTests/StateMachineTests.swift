@@ -107,6 +107,16 @@ struct ProcLifecycleTests {
         #expect(p.poll(now: clock.now() + .seconds(3)) == [], "no SIGKILL after exit")
     }
 
+    @Test("a ready announced before the agent saw the spawn complete is not lost")
+    func readyBeforeSpawned() {
+        let clock = ManualClock()
+        var p = ProcLifecycle(grace: .seconds(2))
+        #expect(p.announcedReady() == [], "nothing to report while starting")
+        #expect(p.state == .starting)
+        #expect(p.spawned(pid: 7, now: clock.now()) == [.report(.running), .report(.ready)])
+        #expect(p.state == .ready)
+    }
+
     @Test("SIGKILL only after the grace period")
     func grace() {
         let clock = ManualClock()

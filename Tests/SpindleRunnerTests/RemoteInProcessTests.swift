@@ -121,7 +121,9 @@ struct RemoteInProcessTests {
         let host = try await ShardHost.serve(slow, coordinator: listener.address, transport: transport)
         let remotes = try await listener.waitForShards(count: 1, timeout: .seconds(20))
         let runner = try DistributedRunner(coordinator: coordinator, members: [.remote(remotes[0]), .local(TestShard(5))],
-                                           configuration: RunnerConfiguration(phaseTimeout: .milliseconds(300)))
+                                           // Long enough that Sense never times out on a loaded machine;
+                                           // the blocked Act still does.
+                                           configuration: RunnerConfiguration(phaseTimeout: .seconds(3)))
         do {
             _ = try await runner.tick()
             Issue.record("the tick did not time out")

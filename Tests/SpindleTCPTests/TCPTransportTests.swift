@@ -1,6 +1,10 @@
 import SpindleEventLoop
 import SpindleKernel
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import SpindleTCP
 
 /// TCPTransport over real sockets on 127.0.0.1 and Unix-domain sockets.
@@ -212,9 +216,9 @@ struct TCPTransportTests {
     @Test("connecting to a closed port fails with .unreachable naming the address")
     func unreachable() async throws {
         try await withTransport { transport, _ in
-            let listener = try await transport.listen(on: Self.localhost) { _ in }
-            let address = listener.address
-            listener.close()
+            // A port that was bound and closed synchronously: a TCPListener's close() completes
+            // on its loop later, so a connect racing it could still be accepted.
+            let address = try #require(closedLocalPort())
             do throws(TransportError) {
                 _ = try await transport.connect(to: address)
                 Issue.record("connect to a closed port succeeded")
@@ -405,4 +409,23 @@ extension CloseReason {
         if case .authenticationFailed(let s) = self { return s.contains(text) }
         return false
     }
+}
+
+/// A 127.0.0.1 port nothing listens on: bound to port 0 by a plain socket, then closed.
+func closedLocalPort() -> Address? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+            bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
+        }
+    }
+    guard ok else { return nil }
+    return .tcp(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port))
 }

@@ -26,6 +26,9 @@ public struct ProcLifecycle: Sendable {
     public private(set) var killDeadline: MonotonicInstant?
     private var stopWanted = false
     private var killSent = false
+    /// The proc announced itself ready before the shell reported its spawn (the child can
+    /// connect back before the spawn's completion reaches the agent's state).
+    private var readyBeforeSpawned = false
     private let grace: Duration
 
     /// - Parameter grace: how long a stopping proc has between SIGTERM and SIGKILL.
@@ -39,7 +42,12 @@ public struct ProcLifecycle: Sendable {
         self.pid = pid
         state = .running
         var actions: [Action] = [.report(.running)]
-        if stopWanted { actions += beginStop(now: now) }
+        if stopWanted {
+            actions += beginStop(now: now)
+        } else if readyBeforeSpawned {
+            state = .ready
+            actions.append(.report(.ready))
+        }
         return actions
     }
 
@@ -52,6 +60,10 @@ public struct ProcLifecycle: Sendable {
 
     /// The process connected back and announced itself ready.
     public mutating func announcedReady() -> [Action] {
+        if state == .starting {
+            readyBeforeSpawned = true
+            return []
+        }
         guard state == .running else { return [] }
         state = .ready
         return [.report(.ready)]

@@ -31,8 +31,11 @@ demo: deps
 	$(SWIFT) build $(STRICT_FLAGS)
 	$$($(SWIFT) build --show-bin-path)/spindle-demo
 
+# The mesh and runner suites start the `spindle` and `spindle-shard` binaries: build every
+# product in release, then run the benchmarks (ARGS="queue --json" picks suites and format).
 bench: deps
-	$(SWIFT) run -c release spindle-bench $(ARGS)
+	$(SWIFT) build -c release
+	$$($(SWIFT) build -c release --show-bin-path)/spindle-bench $(ARGS)
 
 docs:
 	@ls docs

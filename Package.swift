@@ -219,9 +219,14 @@ let package = Package(
             path: "Tests/SpindleTaskletsTests",
             swiftSettings: strict
         ),
+        .target(
+            name: "TaskQueueTestSupport",
+            path: "Tests/Support/TaskQueueTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleTaskQueueTests",
-            dependencies: ["SpindleTaskQueue", "SpindleKernel"],
+            dependencies: ["SpindleTaskQueue", "SpindleKernel", "TaskQueueTestSupport"],
             path: "Tests/SpindleTaskQueueTests",
             swiftSettings: strict
         ),
@@ -240,7 +245,7 @@ let package = Package(
         .testTarget(
             name: "SpindleProcessWorkersTests",
             dependencies: ["SpindleProcessWorkers", "SpindleTaskQueue", "SpindleEventLoop", "SpindleKernel",
-                           "TaskQueueFixtureKinds", "TaskQueueWorkerFixture"],
+                           "TaskQueueFixtureKinds", "TaskQueueWorkerFixture", "TaskQueueTestSupport"],
             path: "Tests/SpindleProcessWorkersTests",
             swiftSettings: strict
         ),

@@ -1,3 +1,4 @@
+import TaskQueueTestSupport
 import SpindleProcessWorkers
 import SpindleTaskQueue
 import TaskQueueFixtureKinds

@@ -1,3 +1,4 @@
+import TaskQueueTestSupport
 import SpindleKernel
 import Testing
 @testable import SpindleTaskQueue

@@ -1,3 +1,4 @@
+import TaskQueueTestSupport
 import SpindleTaskQueue
 import Synchronization
 

@@ -1,3 +1,4 @@
+import TaskQueueTestSupport
 import SpindleKernel
 import Synchronization
 import Testing

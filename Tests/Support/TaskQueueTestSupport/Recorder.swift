@@ -2,7 +2,7 @@ import Synchronization
 
 /// Collects events from hooks and lets a test wait for a condition on them, with a timeout
 /// that fails the wait instead of hanging.
-final class Recorder<Event: Sendable>: Sendable {
+public final class Recorder<Event: Sendable>: Sendable {
     private struct Waiter {
         var predicate: @Sendable ([Event]) -> Bool
         var continuation: CheckedContinuation<Bool, Never>
@@ -15,11 +15,11 @@ final class Recorder<Event: Sendable>: Sendable {
     }
     private let state = Mutex(State())
 
-    init() {}
+    public init() {}
 
-    var events: [Event] { state.withLock { $0.events } }
+    public var events: [Event] { state.withLock { $0.events } }
 
-    func record(_ event: Event) {
+    public func record(_ event: Event) {
         let ready = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
             s.events.append(event)
             let events = s.events
@@ -35,7 +35,7 @@ final class Recorder<Event: Sendable>: Sendable {
     }
 
     /// Waits until `predicate` holds over the events; false after `timeout`.
-    func wait(timeout: Duration = .seconds(20), until predicate: @escaping @Sendable ([Event]) -> Bool) async -> Bool {
+    public func wait(timeout: Duration = .seconds(20), until predicate: @escaping @Sendable ([Event]) -> Bool) async -> Bool {
         let id = state.withLock { s -> Int in
             s.nextID += 1
             return s.nextID

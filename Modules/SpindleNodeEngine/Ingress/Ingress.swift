@@ -1,11 +1,6 @@
 import DequeModule
 import SpindleKernel
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// What reaches a node from outside its thread.
 public enum IngressEvent: Sendable {
@@ -51,17 +46,7 @@ public final class Ingress: Sendable {
     public let resultCap: Int
     /// Byte cap for a failure's detail text (longer text is truncated at a UTF-8 boundary).
     public let detailCap: Int
-    /// Guarded by `lockWord` (see `withLock`): every read and write of it happens between a
-    /// successful acquiring compare-exchange of `lockWord` from false to true and the releasing
-    /// store of false, so accesses from different threads never overlap and each sees the
-    /// previous holder's writes. That is why it can be `nonisolated(unsafe)` and skip the
-    /// dynamic exclusivity check (the lock already makes accesses exclusive).
-    @exclusivity(unchecked) nonisolated(unsafe) private var state = State()
-    /// A test-and-test-and-set spin lock. The critical sections are a bounds check and a Deque
-    /// append (producers) or a swap of the Deque (the node): a few nanoseconds, far shorter
-    /// than the futex round trip a contended `Mutex` takes; a waiter that spins long yields
-    /// its CPU so a preempted holder can finish.
-    private let lockWord = Atomic<Bool>(false)
+    private let state: Mutex<State>
     private let fullRejections = Atomic<UInt64>(0)
     private let oversizeRejections = Atomic<UInt64>(0)
 
@@ -69,31 +54,13 @@ public final class Ingress: Sendable {
         self.capacity = max(1, capacity)
         self.resultCap = resultCap
         self.detailCap = max(4, detailCap)
-    }
-
-    @inline(__always)
-    private func withLock<R>(_ body: (inout State) -> R) -> R {
-        if !lockWord.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged { lockSlow() }
-        defer { lockWord.store(false, ordering: .releasing) }
-        return body(&state)
-    }
-
-    @inline(never)
-    private func lockSlow() {
-        var spins = 0
-        while true {
-            while lockWord.load(ordering: .relaxed) {
-                spins += 1
-                if spins >= 64 { sched_yield() }
-            }
-            if lockWord.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged { return }
-        }
+        state = Mutex(State())
     }
 
     /// Queues `event` for the next poll.
     /// - Throws: `IngressError.full` when the queue is at capacity (also counted on the bus).
     public func push(_ event: IngressEvent) throws(IngressError) {
-        let (accepted, wake) = withLock { s -> (Bool, (@Sendable () -> Void)?) in
+        let (accepted, wake) = state.withLock { s -> (Bool, (@Sendable () -> Void)?) in
             guard s.queue.count < capacity else { return (false, nil) }
             let wasEmpty = s.queue.isEmpty
             s.queue.append(event)
@@ -125,15 +92,15 @@ public final class Ingress: Sendable {
 
     /// Sets the function run when the queue becomes non-empty (replaces any earlier one).
     public func setWaker(_ waker: (@Sendable () -> Void)?) {
-        withLock { $0.waker = waker }
+        state.withLock { $0.waker = waker }
     }
 
     /// Whether events are waiting.
-    public var isEmpty: Bool { withLock { $0.queue.isEmpty } }
+    public var isEmpty: Bool { state.withLock { $0.queue.isEmpty } }
 
     /// Moves every queued event into `buffer` (which must be empty) in one lock.
     func drain(into buffer: inout Deque<IngressEvent>) {
-        withLock { swap(&$0.queue, &buffer) }
+        state.withLock { swap(&$0.queue, &buffer) }
     }
 
     /// Every queued event, in order (node thread only).

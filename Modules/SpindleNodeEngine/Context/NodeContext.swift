@@ -21,8 +21,12 @@ public final class NodeContext {
     public var syscalls: SyscallState
     public var bus: TypedBus
     public let ingress: Ingress
-    public internal(set) var siblings = SiblingView()
-    public internal(set) var current: CurrentCall
+    // `siblings` and `current` are written only by the engine (internal setters), on the node's
+    // thread, each access a single statement that never spans a dispatch or a call back into a
+    // component, so no two accesses can overlap: the dynamic exclusivity check the compiler
+    // would emit on every op fired (several per op) can never trap and is skipped.
+    @exclusivity(unchecked) public internal(set) var siblings = SiblingView()
+    @exclusivity(unchecked) public internal(set) var current: CurrentCall
     /// The time of the poll in progress.
     public internal(set) var now: MonotonicInstant = .zero
     var program: InstalledProgram?

@@ -15,9 +15,9 @@ extension Engine {
         let count = p.opInputCount[op]
         var inputs = OpInputs(count: count)
         let base = p.opSlotBase[op]
-        for i in 0..<count where execs[slot].slots[base + i] != nil {
-            inputs[i] = execs[slot].slots[base + i]
-            execs[slot].slots[base + i] = nil
+        // Move each value out of its slot (leaving nil): no copy, no retain/release pair.
+        for i in 0..<count {
+            if let v = execs[slot].slots[base + i].take() { inputs[i] = v }
         }
 
         if p.opIsAsync[op] && pending.count >= configuration.maxPendingAsync {
@@ -32,7 +32,7 @@ extension Engine {
             context.current.inbound = execs[slot].inbound
         }
         context.current.opIndex = op
-        nextPendingKind = .component
+        if case .component = nextPendingKind {} else { nextPendingKind = .component }
         let result: DispatchResult
         let ci = p.opComponent[op]
         if ci >= 0 {

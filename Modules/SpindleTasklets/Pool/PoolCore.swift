@@ -124,16 +124,22 @@ final class PoolCore: @unchecked Sendable {
 
         let elapsedNanoseconds = UInt64(clamping: elapsed.nanosecondsClamped)
         control.addBusy(lane: 0, nanoseconds: elapsedNanoseconds &- min(elapsedNanoseconds, state.joinWaitNanoseconds))
-        var busy: [Duration] = []
-        var fuelPerLane: [UInt64] = []
-        busy.reserveCapacity(workers)
-        fuelPerLane.reserveCapacity(workers)
+        // Filled in place: one allocation per array, no growth checks.
+        let control = self.control
+        let busy = [Duration](unsafeUninitializedCapacity: workers) { buffer, count in
+            for lane in 0..<workers {
+                (buffer.baseAddress! + lane).initialize(to: .nanoseconds(Int64(clamping: control.busyNanoseconds(lane: lane))))
+            }
+            count = workers
+        }
         var fuelUsed: UInt64 = 0
-        for lane in 0..<workers {
-            busy.append(.nanoseconds(Int64(clamping: control.busyNanoseconds(lane: lane))))
-            let used = control.fuelUsed(lane: lane)
-            fuelPerLane.append(used)
-            fuelUsed &+= used
+        let fuelPerLane = [UInt64](unsafeUninitializedCapacity: workers) { buffer, count in
+            for lane in 0..<workers {
+                let used = control.fuelUsed(lane: lane)
+                (buffer.baseAddress! + lane).initialize(to: used)
+                fuelUsed &+= used
+            }
+            count = workers
         }
         return TaskletResult(output: state.output, fuelUsed: fuelUsed, laneFuelUsed: fuelPerLane,
                              laneBusyTime: busy, elapsed: elapsed)
@@ -185,7 +191,9 @@ final class PoolCore: @unchecked Sendable {
             }
             if stopping.load(ordering: .sequentiallyConsistent) { return }
             seen &+= 1
-            if let job = currentJob { job.takeUnretainedValue().runLane(slot.lane) }
+            // The coordinator keeps the job alive until the join: no retain/release here (they
+            // would bounce the job's reference count between cores).
+            if let job = currentJob { job._withUnsafeGuaranteedRef { $0.runLane(slot.lane) } }
             control.barrier.depart()
             if control.remaining.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 {
                 control.joinParker.wakeAll()

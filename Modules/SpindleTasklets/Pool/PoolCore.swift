@@ -131,22 +131,16 @@ final class PoolCore: @unchecked Sendable {
 
         let elapsedNanoseconds = UInt64(clamping: elapsed.nanosecondsClamped)
         control.addBusy(lane: 0, nanoseconds: elapsedNanoseconds &- min(elapsedNanoseconds, state.joinWaitNanoseconds))
-        // Filled in place: one allocation per array, no growth checks.
-        let control = self.control
-        let busy = [Duration](unsafeUninitializedCapacity: workers) { buffer, count in
-            for lane in 0..<workers {
-                (buffer.baseAddress! + lane).initialize(to: .nanoseconds(Int64(clamping: control.busyNanoseconds(lane: lane))))
-            }
-            count = workers
-        }
+        var busy: [Duration] = []
+        var fuelPerLane: [UInt64] = []
+        busy.reserveCapacity(workers)
+        fuelPerLane.reserveCapacity(workers)
         var fuelUsed: UInt64 = 0
-        let fuelPerLane = [UInt64](unsafeUninitializedCapacity: workers) { buffer, count in
-            for lane in 0..<workers {
-                let used = control.fuelUsed(lane: lane)
-                (buffer.baseAddress! + lane).initialize(to: used)
-                fuelUsed &+= used
-            }
-            count = workers
+        for lane in 0..<workers {
+            busy.append(.nanoseconds(Int64(clamping: control.busyNanoseconds(lane: lane))))
+            let used = control.fuelUsed(lane: lane)
+            fuelPerLane.append(used)
+            fuelUsed &+= used
         }
         return TaskletResult(output: state.output, fuelUsed: fuelUsed, laneFuelUsed: fuelPerLane,
                              laneBusyTime: busy, elapsed: elapsed)

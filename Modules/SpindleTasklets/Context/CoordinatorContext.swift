@@ -58,13 +58,16 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
         let control = launch.control
         if control.isCancelled { throw control.firstFailure ?? .cancelled }
         if launch.laneCount > 1 {
-            let start = launch.clock.now()
+            let start = launch.clock.now().nanoseconds
             withoutActuallyEscaping(body) { escapable in
                 launch.body = escapable
                 launch.core.runPhase(launch, dataLanes: launch.laneCount - 1)
                 launch.body = nil
             }
-            launch.joinWaitNanoseconds &+= UInt64(clamping: (launch.clock.now() - start).nanosecondsClamped)
+            // The join ended when the last lane's body did: its end stamp (same clock) spares
+            // the coordinator a clock read per phase.
+            let end = max(start, control.lastPhaseEnd(dataLanes: launch.laneCount - 1))
+            launch.joinWaitNanoseconds &+= end &- start
         }
         if control.isCancelled { throw control.firstFailure ?? .cancelled }
     }

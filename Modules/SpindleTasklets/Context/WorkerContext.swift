@@ -9,6 +9,7 @@ public struct WorkerContext<Shared: Sendable, Scratch: Sendable> {
     /// This lane's index among all lanes (1…workerCount-1; lane 0 is the coordinator).
     public let lane: Int
 
+    @inline(__always)
     init(launch: LaunchState<Shared, Scratch>, lane: Int) {
         self.launch = launch
         self.lane = lane

@@ -15,6 +15,10 @@ final class LaneBarrier: @unchecked Sendable {
     // @unchecked Sendable: all shared state is atomic; `spinNanoseconds` is written only by
     // the coordinator between launches, before the releasing store that starts a phase.
     private let counts = Atomic<UInt64>(0)
+    /// Keeps `counts` (every arrival writes it) off the line the waiters spin on.
+    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                          UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+        = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     private let generation = Atomic<UInt32>(0)
     private let broken = Atomic<Bool>(false)
     private let parker = Parker()
@@ -25,7 +29,8 @@ final class LaneBarrier: @unchecked Sendable {
     /// Unbreaks the barrier for a new launch.
     func resetForLaunch(spinNanoseconds: UInt64) {
         self.spinNanoseconds = spinNanoseconds
-        broken.store(false, ordering: .sequentiallyConsistent)
+        // Relaxed: called with no lane running; the first phase's ticket bump publishes it.
+        broken.store(false, ordering: .relaxed)
     }
 
     /// Starts a phase with `parties` lanes and no arrivals (only while no lane runs).
@@ -39,32 +44,27 @@ final class LaneBarrier: @unchecked Sendable {
     /// Waits until every lane still running the phase has arrived.
     /// - Throws: `TaskletError.cancelled` if the barrier is or becomes broken first.
     func wait() throws(TaskletError) {
-        if broken.load(ordering: .sequentiallyConsistent) { throw .cancelled }
-        let gen = generation.load(ordering: .sequentiallyConsistent)
-        var c = counts.load(ordering: .relaxed)
-        while true {
-            let active = c >> 32
-            let arrived = c & Self.arrivedMask
-            if arrived + 1 >= active {
-                let (exchanged, original) = counts.compareExchange(
-                    expected: c, desired: active << 32, ordering: .acquiringAndReleasing)
-                if exchanged {
-                    advance()
-                    return
-                }
-                c = original
-            } else {
-                let (exchanged, original) = counts.compareExchange(
-                    expected: c, desired: c + 1, ordering: .acquiringAndReleasing)
-                if exchanged { break }
-                c = original
-            }
+        if broken.load(ordering: .relaxed) { throw .cancelled }
+        let gen = generation.load(ordering: .acquiring)
+        // One unconditional atomic add per arrival (no compare-exchange loop to lose under
+        // contention). The old value says whether this arrival completes the round.
+        let c = counts.add(1, ordering: .acquiringAndReleasing).oldValue
+        let active = c >> 32
+        if (c & Self.arrivedMask) + 1 >= active {
+            // Every lane still running has arrived and waits for `generation`, so none can
+            // arrive or depart until it moves: a plain store resets the round (the seq-cst
+            // add below publishes it). Only a broken barrier lets an arrived lane leave early,
+            // and a broken barrier stays broken (every wait throws) until the next launch
+            // resets the word, so a departure this store may overwrite is never counted on.
+            counts.store(active << 32, ordering: .relaxed)
+            advance()
+            return
         }
         spinThenPark(spinNanoseconds, on: parker) {
             generation.load(ordering: .sequentiallyConsistent) != gen
                 || broken.load(ordering: .sequentiallyConsistent)
         }
-        if generation.load(ordering: .sequentiallyConsistent) != gen { return }
+        if generation.load(ordering: .acquiring) != gen { return }
         throw .cancelled
     }
 
@@ -72,10 +72,15 @@ final class LaneBarrier: @unchecked Sendable {
     /// lane the others were waiting for.
     func depart() {
         var c = counts.load(ordering: .relaxed)
+        // The only lane of the phase leaves no one waiting: skip the atomic write (the next
+        // phase resets the word anyway).
+        if c == 1 << 32 { return }
         while true {
             let active = (c >> 32) &- 1
             let arrived = c & Self.arrivedMask
-            let completes = arrived > 0 && arrived >= active
+            // A round whose arrivals already reached the active count was completed by its
+            // last arrival (only a broken barrier lets an arrived lane leave and depart).
+            let completes = arrived > 0 && arrived == active
             let desired = active << 32 | (completes ? 0 : arrived)
             let (exchanged, original) = counts.compareExchange(
                 expected: c, desired: desired, ordering: .acquiringAndReleasing)

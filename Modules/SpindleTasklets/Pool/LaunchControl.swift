@@ -68,7 +68,9 @@ final class LaunchControl: @unchecked Sendable {
             failure.withLock { $0 = nil }
             failed.store(false, ordering: .relaxed)
         }
-        cancelled.store(false, ordering: .sequentiallyConsistent)
+        // Relaxed: no lane runs and no cancellation handle is attached yet; the first phase's
+        // sequentially consistent ticket bump publishes these stores to the lanes.
+        cancelled.store(false, ordering: .relaxed)
         barrier.resetForLaunch(spinNanoseconds: spinNanoseconds)
     }
 
@@ -156,6 +158,18 @@ final class LaunchControl: @unchecked Sendable {
     }
 
     func busyNanoseconds(lane: Int) -> UInt64 { stats[lane * Self.rowStride] }
+
+    /// Records when `lane` finished its latest phase body (on the pool's clock).
+    func setPhaseEnd(lane: Int, nanoseconds: UInt64) {
+        stats[lane * Self.rowStride + 3] = nanoseconds
+    }
+
+    /// When the last of lanes `1...dataLanes` finished its latest phase body (after the join).
+    func lastPhaseEnd(dataLanes: Int) -> UInt64 {
+        var latest: UInt64 = 0
+        for lane in 1...dataLanes { latest = max(latest, stats[lane * Self.rowStride + 3]) }
+        return latest
+    }
 
     func fuelUsed(lane: Int) -> UInt64 { stats[lane * Self.rowStride + 1] }
 }

@@ -11,8 +11,16 @@ import Darwin
 final class WorkerSlot: @unchecked Sendable {
     // @unchecked Sendable: `ticket` is atomic and `parker` thread-safe; `thread` is written
     // once by the coordinator under the pool's gate and read only by shutdown, under it too.
+    // `job` and `phaseLanes` are written by the coordinator (under the gate, no lane running
+    // this slot's phase) before its sequentially consistent ticket bump, and read by the lane
+    // only after it saw that bump: the ticket orders them.
     let lane: Int
     let ticket = Atomic<UInt32>(0)
+    /// The current phase's job, on the ticket's line so a lane fetches both at once. Left
+    /// stale after the join; only read after the next ticket bump.
+    var job: Unmanaged<LaneJob>?
+    /// Data lanes in the current phase (1 means no peer can wait at the barrier).
+    var phaseLanes = 0
     let parker = Parker()
     var thread: PoolThread?
     /// Keeps neighbouring slots off this slot's cache line.
@@ -29,16 +37,16 @@ final class WorkerSlot: @unchecked Sendable {
 ///  gate.lock
 ///  reset control
 ///  coordinator closure ─┐
-///    parallelForWorkers │ currentJob = state
+///    parallelForWorkers │ slot.job = state
 ///      ticket[k] += 1 ──┼────────▶ spin/park until ticket changes
 ///      spin/park until  │          state.runLane(k)
 ///      remaining == 0 ◀─┼───────── barrier.depart; remaining -= 1
 ///  gate.unlock          │          back to spin/park
 /// ```
 final class PoolCore: @unchecked Sendable {
-    // @unchecked Sendable: `slots` and `currentJob` are written only by the launch that holds
-    // `gate`; pool threads read `currentJob` after the acquiring load of their ticket, which
-    // the coordinator bumps after writing it. Everything else is atomic, a Mutex, or immutable.
+    // @unchecked Sendable: `slots` is written only by the launch that holds `gate`; a slot's
+    // phase fields are covered by its ticket (see `WorkerSlot`). Everything else is atomic, a
+    // Mutex, or immutable.
     let clock: any SpindleClock
     let spinNanoseconds: UInt64
     let maxLanes: Int
@@ -46,7 +54,6 @@ final class PoolCore: @unchecked Sendable {
     let control = LaunchControl()
     private let gate = GateLock()
     private var slots: [WorkerSlot] = []
-    private var currentJob: Unmanaged<LaneJob>?
     private let stopping = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
     private let startedThreads = Atomic<Int>(0)
@@ -141,11 +148,13 @@ final class PoolCore: @unchecked Sendable {
 
     /// Runs one phase on lanes 1…dataLanes and returns when all have finished.
     func runPhase(_ job: LaneJob, dataLanes: Int) {
-        currentJob = Unmanaged.passUnretained(job)
+        let unmanaged = Unmanaged.passUnretained(job)
         control.barrier.resetForPhase(parties: dataLanes)
         control.remaining.store(dataLanes, ordering: .relaxed)
         slots.withUnsafeBufferPointer { slots in
             for index in 0..<dataLanes {
+                slots[index].job = unmanaged
+                slots[index].phaseLanes = dataLanes
                 slots[index].ticket.add(1, ordering: .sequentiallyConsistent)
                 slots[index].parker.wakeAll()
             }
@@ -154,7 +163,6 @@ final class PoolCore: @unchecked Sendable {
         spinThenPark(spinNanoseconds, on: control.joinParker) {
             control.remaining.load(ordering: .sequentiallyConsistent) == 0
         }
-        currentJob = nil
     }
 
     /// Starts lane threads until there are `count` (under the gate).
@@ -185,8 +193,12 @@ final class PoolCore: @unchecked Sendable {
             }
             if stopping.load(ordering: .sequentiallyConsistent) { return }
             seen &+= 1
-            if let job = currentJob { job.takeUnretainedValue().runLane(slot.lane) }
-            control.barrier.depart()
+            // The coordinator keeps the job alive until the join: no retain/release here (they
+            // would bounce the job's reference count between cores).
+            let phaseLanes = slot.phaseLanes
+            if let job = slot.job { job._withUnsafeGuaranteedRef { $0.runLane(slot.lane) } }
+            // A lone data lane has no peer to release: leave the barrier's line alone.
+            if phaseLanes > 1 { control.barrier.depart() }
             if control.remaining.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 {
                 control.joinParker.wakeAll()
             }

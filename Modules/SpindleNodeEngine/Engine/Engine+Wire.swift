@@ -117,6 +117,13 @@ extension Engine {
         }
     }
 
+    /// Refuses an inbound call: counts it on the bus and, when the caller waits for a reply,
+    /// answers with an error naming this node.
+    private mutating func rejectInbound(_ env: Envelope, from source: NodeID, expectsReply: Bool, _ reason: String) {
+        context.bus.publish(.inboundRejected(peer: source, reason: reason))
+        if expectsReply { sendError(to: source, request: env.correlation, "\(reason) on \(id)") }
+    }
+
     private mutating func receiveCall(_ env: Envelope, from source: NodeID, expectsReply: Bool) {
         let target: WireTarget, values: [Value]
         do {
@@ -137,8 +144,7 @@ extension Engine {
             return
         }
         guard let p = program else {
-            context.bus.publish(.inboundRejected(peer: source, reason: "no program installed"))
-            if expectsReply { sendError(to: source, request: env.correlation, "no program installed on \(id)") }
+            rejectInbound(env, from: source, expectsReply: expectsReply, "no program installed")
             return
         }
         let inbound = InboundContext(sourcePeer: source, requestID: expectsReply ? env.correlation : nil,
@@ -146,8 +152,7 @@ extension Engine {
         switch target {
         case .site(let name):
             guard let s = p.siteIndex[name] else {
-                context.bus.publish(.inboundRejected(peer: source, reason: "unknown site `\(name)`"))
-                if expectsReply { sendError(to: source, request: env.correlation, "unknown site `\(name)` on \(id)") }
+                rejectInbound(env, from: source, expectsReply: expectsReply, "unknown site `\(name)`")
                 return
             }
             let slot = beginExecution(inbound: inbound, fromWire: true)
@@ -156,8 +161,7 @@ extension Engine {
             settle(slot)
         case .op(let name):
             guard let o = p.opIndex[name] else {
-                context.bus.publish(.inboundRejected(peer: source, reason: "unknown op `\(name)`"))
-                if expectsReply { sendError(to: source, request: env.correlation, "unknown op `\(name)` on \(id)") }
+                rejectInbound(env, from: source, expectsReply: expectsReply, "unknown op `\(name)`")
                 return
             }
             let slot = beginExecution(inbound: inbound, fromWire: true)

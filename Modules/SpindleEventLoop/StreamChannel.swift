@@ -246,6 +246,33 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         if schedule { scheduleFlush() }
     }
 
+    /// Appends bytes produced in place by `fill`, without an intermediate copy. Any thread.
+    ///
+    /// `fill` runs under the channel's output lock with a `StreamChannelWriter` positioned at
+    /// the end of the pending buffer; everything it appends goes out in order, in the same
+    /// write as other bytes queued in this loop turn. Keep it short (it blocks other writers).
+    /// - Returns: false, without calling `fill`, when the channel refuses writes (closing or
+    ///   closed).
+    package func writeInPlace(_ fill: (inout StreamChannelWriter) -> Void) -> Bool {
+        let outcome = output.withLock { o -> Bool? in
+            guard !o.refusesWrites else { return nil }
+            if o.pending == nil {
+                var b = o.pool.popLast() ?? ByteBuffer(capacity: 64 << 10)
+                b.count = 0
+                o.pending = b
+            }
+            var writer = StreamChannelWriter(buffer: o.pending.take()!)
+            fill(&writer)
+            let added = writer.added
+            o.pending = writer.buffer
+            guard added > 0 else { return false }
+            return o.enqueued(added, high: configuration.highWatermark, flag: writableFlag)
+        }
+        guard let schedule = outcome else { return false }
+        if schedule { scheduleFlush() }
+        return true
+    }
+
     private func scheduleFlush() {
         if loop.inEventLoop {
             loop.scheduleFlush(self)
@@ -464,5 +491,24 @@ extension StreamChannel {
     /// Closes a channel whose connect failed, without an `onClose` (loop thread).
     func abandon() {
         closeNow(nil)
+    }
+}
+
+/// Appends bytes to a channel's pending write buffer in place (see
+/// `StreamChannel.writeInPlace`). Valid only inside that call.
+package struct StreamChannelWriter {
+    fileprivate var buffer: ByteBuffer
+    fileprivate var added = 0
+
+    fileprivate init(buffer: ByteBuffer) { self.buffer = buffer }
+
+    /// Reserves `count` bytes at the end of the buffer and lets `body` write them; `body`
+    /// must initialise all `count` bytes.
+    @inline(__always)
+    package mutating func append(byteCount count: Int, _ body: (UnsafeMutableRawPointer) -> Void) {
+        buffer.reserve(count)
+        body(buffer.base + buffer.count)
+        buffer.count += count
+        added += count
     }
 }

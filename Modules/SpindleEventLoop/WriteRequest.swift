@@ -23,6 +23,12 @@ struct ByteBuffer: @unchecked Sendable {
         count += bytes.count
     }
 
+    /// Makes room for `extra` more bytes after `count`.
+    @inline(__always)
+    mutating func reserve(_ extra: Int) {
+        if count + extra > capacity { grow(to: count + extra) }
+    }
+
     private mutating func grow(to needed: Int) {
         let newCapacity = max(needed, capacity * 2)
         let newBase = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)

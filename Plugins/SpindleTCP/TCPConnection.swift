@@ -13,13 +13,15 @@ enum HandshakeOutcome: Sendable {
 /// One SpindleTCP connection: a `StreamChannel` running the handshake, then frames.
 ///
 /// ```
-///  send() (any thread) ──encode──▶ outbound buffer ──flush (loop)──▶ StreamChannel.write
-///  StreamChannel.onRead (loop) ──▶ TCPHandshake ──▶ FrameDecoder ──▶ handler / backlog
+///  send() (any thread) ──encode in place──▶ StreamChannel pending buffer ──end of loop turn──▶ uv_write
+///  StreamChannel.onRead (loop) ──▶ TCPHandshake ──▶ FrameDecoder (in place) ──▶ handler / backlog
 /// ```
 ///
-/// Sends append their frame to one shared outbound buffer; the loop hands the whole buffer to
-/// the channel as one write, at the end of the read callback that produced replies or in the
-/// next loop turn for sends from other threads. So a burst of sends costs one `uv_write`.
+/// Sends encode their frame straight into the channel's pending write buffer (one lock, no
+/// intermediate copy); the loop writes everything queued in a turn with one
+/// `uv_try_write`/`uv_write`, so a burst of sends costs one write and one wake-up. Reads are
+/// decoded in place from the loop's read buffer: a view handler gets borrowed views with no
+/// allocation per message, an owned handler gets one payload copy per envelope.
 final class TCPConnection: TransportConnection, @unchecked Sendable {
     // @unchecked Sendable: the `var`s below the "loop-confined" mark are read and written only
     // on `loop`'s thread (channel callbacks run there; public entry points hop there with
@@ -29,19 +31,18 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     let channel: StreamChannel
     let localAddress: Address
     let remoteAddress: Address
-    private let encoder: FrameEncoder
+    private let maxFrameSize: Int
     private let configuration: TCPTransport.Configuration
     private let logger: Logger
 
-    /// State shared with sending threads, under one lock (one acquisition per `send`).
+    /// State shared with sending threads.
     private struct Shared {
-        /// Frames encoded by `send` and not yet handed to the channel.
-        var bytes: [UInt8] = []
-        var flushScheduled = false
         /// Why the connection is closing or closed; set once.
         var closeReason: CloseReason?
     }
     private let shared = Mutex(Shared())
+    /// Set (after `closeReason`) once closing has begun: `send` checks it without the lock.
+    private let closing = Atomic<Bool>(false)
 
     // MARK: loop-confined
     private var handshake: TCPHandshake?
@@ -56,9 +57,6 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private var backlog: [Envelope] = []
     private var backlogHead = 0
     private var readingPaused = false
-    /// True while envelopes from one read are being delivered: replies sent by the handler
-    /// are flushed once the read is done, without a loop hop.
-    private var dispatching = false
     /// Set on the loop when closing begins: stops delivery without taking the lock.
     private var closeStarted = false
     private var finalReason: CloseReason?
@@ -72,7 +70,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         self.localAddress = channel.localAddress ?? fallbackAddress
         self.remoteAddress = channel.remoteAddress ?? fallbackAddress
         self.configuration = configuration
-        self.encoder = FrameEncoder(maxFrameSize: configuration.maxFrameSize)
+        self.maxFrameSize = FrameEncoder(maxFrameSize: configuration.maxFrameSize).maxFrameSize
         self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize)
         var logger = configuration.logger
         logger[metadataKey: "peer"] = "\(remoteAddress)"
@@ -82,53 +80,46 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     // MARK: TransportConnection
 
-    private enum SendOutcome {
-        case queued, needsFlush, closed(CloseReason), unframeable(FrameError)
+    func send(_ envelope: Envelope) throws(TransportError) {
+        if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
+        let size = FrameEncoder.frameSize(of: envelope)
+        guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+        let queued = channel.writeInPlace { writer in
+            writer.append(byteCount: size) { p in _ = FrameEncoder.encodeUnchecked(envelope, to: p) }
+        }
+        // The channel refuses writes once it is closing; the handler's onClose says why.
+        if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
     }
 
-    func send(_ envelope: Envelope) throws(TransportError) {
-        let outcome = shared.withLock { s -> SendOutcome in
-            if let reason = s.closeReason { return .closed(reason) }
-            do throws(FrameError) {
-                try encoder.encode(envelope, into: &s.bytes)
-            } catch {
-                return .unframeable(error)
+    /// Queues the envelopes in order with one lock acquisition and at most one wake-up of the
+    /// loop. All-or-nothing for size: when one envelope cannot be framed none is queued.
+    func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
+        if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
+        guard !envelopes.isEmpty else { return }
+        var total = 0
+        for e in envelopes {
+            let size = FrameEncoder.frameSize(of: e)
+            guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+            total += size
+        }
+        let queued = channel.writeInPlace { writer in
+            writer.append(byteCount: total) { p in
+                var at = p
+                for e in envelopes { at += FrameEncoder.encodeUnchecked(e, to: at) }
             }
-            if s.flushScheduled { return .queued }
-            s.flushScheduled = true
-            return .needsFlush
         }
-        switch outcome {
-        case .queued:
-            return
-        case .needsFlush:
-            if loop.inEventLoop && dispatching { return }   // flushed when the read callback ends
-            loop.execute { [self] in flushOutbound() }
-        case .closed(let reason):
-            throw .closed(reason)
-        case .unframeable(let error):
-            throw error.transportError
-        }
+        if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
     }
 
     /// Bytes accepted by `send` and not yet taken by the socket (outbound buffer plus the
     /// stream's write queue).
-    var queuedByteCount: Int { shared.withLock { $0.bytes.count } + channel.queuedByteCount }
+    var queuedByteCount: Int { channel.queuedByteCount }
 
     /// The recorded close reason, if closing has begun.
     private var recordedCloseReason: CloseReason? { shared.withLock { $0.closeReason } }
 
     func waitUntilWritable() async throws(TransportError) {
-        let (reason, pending) = shared.withLock { ($0.closeReason, $0.bytes.count) }
-        if let reason { throw .closed(reason) }
-        if pending >= configuration.highWatermark {
-            // Hand what is buffered to the channel so its watermarks see it.
-            do {
-                try await loop.submit { [self] in flushOutbound() }
-            } catch {
-                throw .closed(recordedCloseReason ?? .transportShutdown)
-            }
-        }
+        if let reason = recordedCloseReason { throw .closed(reason) }
         do {
             try await channel.waitUntilWritable()
         } catch {
@@ -186,14 +177,15 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             return (true, reason)
         }
         guard first else { return effective }
+        closing.store(true, ordering: .releasing)
+        // Frames sent before this point are in the channel's pending buffer: closing the
+        // channel flushes them before it closes the socket.
         if loop.inEventLoop {
             closeStarted = true
-            flushOutbound()
             channel.close()
         } else {
             loop.execute { [self] in
                 closeStarted = true
-                flushOutbound()
                 channel.close()
             }
         }
@@ -212,21 +204,6 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     // MARK: loop-side internals
 
-    private func flushOutbound() {
-        let bytes = shared.withLock { s -> [UInt8] in
-            s.flushScheduled = false
-            guard !s.bytes.isEmpty else { return [] }
-            let taken = s.bytes
-            // The channel keeps `taken` until its write completes; start the next batch with
-            // room for one like it, so encoding does not regrow (and copy) the buffer.
-            s.bytes = []
-            s.bytes.reserveCapacity(min(taken.count, 256 << 10))
-            return taken
-        }
-        guard !bytes.isEmpty, finalReason == nil else { return }
-        channel.write(bytes)
-    }
-
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
         guard finalReason == nil, !closeStarted else { return }
         if handshaking {
@@ -236,39 +213,40 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             apply(actions)
             return
         }
-        decoder.feed(bytes)
-        drainDecoder()
+        decodeAndDeliver(bytes)
     }
 
-    /// Delivers every complete envelope the decoder holds, then flushes replies.
-    private func drainDecoder() {
-        dispatching = true
-        defer {
-            dispatching = false
-            flushOutbound()
-        }
-        var deliver = handler?.onEnvelope
-        while finalReason == nil, !closeStarted {
-            let envelope: Envelope?
-            do {
-                envelope = try decoder.next()
-            } catch {
-                let text = "\(remoteAddress): \(error) (offsets count from the first frame byte after the handshake)"
-                logger.warning("closing connection: protocol violation", metadata: ["error": "\(text)"])
-                close(reason: .protocolViolation(text))
-                return
-            }
-            guard let envelope else { return }
-            if deliver == nil { deliver = handler?.onEnvelope }
-            if let deliver {
-                deliver(envelope)
-            } else {
-                backlog.append(envelope)
-                if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
-                    readingPaused = true
-                    channel.pauseReading()
+    /// Decodes `bytes` (after any partial frame kept from earlier reads) in place and delivers
+    /// every complete envelope: as a borrowed view to a view handler, as an owned envelope to
+    /// any other handler, into the backlog before `start`. Replies the handler sends are
+    /// written at the end of this loop turn.
+    private func decodeAndDeliver(_ bytes: UnsafeRawBufferPointer) {
+        var viewHandler = handler?.onEnvelopeView
+        var ownedHandler = viewHandler == nil ? handler?.onEnvelope : nil
+        do {
+            try decoder.decode(bytes) { view in
+                if let viewHandler {
+                    viewHandler(view)
+                } else if let ownedHandler {
+                    ownedHandler(view.envelope)
+                } else if let installed = handler {
+                    // `start` ran from inside a handler call (on this loop): deliver from now on.
+                    viewHandler = installed.onEnvelopeView
+                    ownedHandler = installed.onEnvelope
+                    if let viewHandler { viewHandler(view) } else { installed.onEnvelope(view.envelope) }
+                } else {
+                    backlog.append(view.envelope)
+                    if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
+                        readingPaused = true
+                        channel.pauseReading()
+                    }
                 }
+                return finalReason == nil && !closeStarted
             }
+        } catch {
+            let text = "\(remoteAddress): \(error) (offsets count from the first frame byte after the handshake)"
+            logger.warning("closing connection: protocol violation", metadata: ["error": "\(text)"])
+            close(reason: .protocolViolation(text))
         }
     }
 
@@ -287,8 +265,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 onHandshakeDone = nil
                 done?(.established)
                 if !leftover.isEmpty {
-                    decoder.feed(leftover)
-                    drainDecoder()
+                    leftover.withUnsafeBytes { decodeAndDeliver($0) }
                 }
             case .fail(let error):
                 handshake = nil

@@ -23,18 +23,43 @@ import SpindleKernel
         }
     }
 
-    @Test func fixedLayoutBytes() throws {
+    @Test func layoutBytesWithNumbersPresent() throws {
         let e = Envelope(protocolTag: .reliable, kind: 0x0203, flags: [.response],
                          correlation: 0x0102030405060708, sequence: 9,
                          stamp: HLCTimestamp(physical: 10, logical: 11),
                          deadlineBudgetNanos: 12, payload: [0xAA, 0xBB])
         let b = try FrameEncoder().encode(e)
-        #expect(Array(b[0..<8]) == [0x53, 0x50, 1, 80, 2, 0, 0, 0])
-        #expect(Array(b[8..<16]) == [1, 0, 3, 2, 1, 0, 0, 0])        // tag, kind, flags, presence
-        #expect(b[16..<48].allSatisfy { $0 == 0 })                      // no source, no destination
-        #expect(Array(b[48..<56]) == [8, 7, 6, 5, 4, 3, 2, 1])          // correlation
-        #expect(b[56] == 9 && b[64] == 10 && b[72] == 11 && b[76..<80].allSatisfy { $0 == 0 } && b[80] == 12)
-        #expect(Array(b[88...]) == [0xAA, 0xBB])
+        #expect(b.count == 8 + 43 + 2)
+        #expect(Array(b[0..<8]) == [0x53, 0x50, 2, 43, 2, 0, 0, 0])   // "SP", v2, header 43, payload 2
+        #expect(Array(b[8..<15]) == [1, 0, 3, 2, 1, 0, 0x3C])          // tag, kind, flags, presence
+        #expect(Array(b[15..<23]) == [8, 7, 6, 5, 4, 3, 2, 1])          // correlation
+        #expect(Array(b[23..<31]) == [9, 0, 0, 0, 0, 0, 0, 0])          // sequence
+        #expect(Array(b[31..<43]) == [10, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0])   // stamp
+        #expect(Array(b[43..<51]) == [12, 0, 0, 0, 0, 0, 0, 0])         // deadline budget
+        #expect(Array(b[51...]) == [0xAA, 0xBB])
+    }
+
+    @Test func bareEnvelopeIs79BytesFor64BytePayload() throws {
+        let payload = [UInt8](repeating: 0x5A, count: 64)
+        let e = Envelope(protocolTag: .application, kind: 2, flags: [.oneWay], payload: payload)
+        let b = try FrameEncoder().encode(e)
+        #expect(b.count == 79 && FrameEncoder.frameSize(of: e) == 79)
+        #expect(Array(b[0..<15]) == [0x53, 0x50, 2, 7, 64, 0, 0, 0, 0x00, 0x01, 2, 0, 4, 0, 0])
+        #expect(Array(b[15...]) == payload)
+    }
+
+    @Test func idsComeFirstInPresenceOrder() throws {
+        let e = Envelope(protocolTag: .control, kind: 0,
+                         source: NodeID(raw: RawID128(high: 1, low: 2)),
+                         destination: NodeID(raw: RawID128(high: 0, low: 0)), sequence: 3)
+        let b = try FrameEncoder().encode(e)
+        #expect(b[3] == 7 + 16 + 16 + 8 && b[14] == 0b1011)
+        #expect(Array(b[15..<31]) == [1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0])
+        #expect(b[31..<47].allSatisfy { $0 == 0 })                      // the all-zero id is present
+        #expect(b[47] == 3)
+        var d = FrameDecoder()
+        d.feed(b)
+        #expect(try d.next() == e)
     }
 
     /// Every split point (and every pair of split points over a short stream) decodes the same.
@@ -75,10 +100,15 @@ import SpindleKernel
         #expect(got == envelopes)
     }
 
-    @Test func exactMaxAcceptedAndMaxPlusOneRejected() throws {
+    /// For headers with no optional field, some, and every one.
+    @Test(arguments: [0, 1, 5])
+    func exactMaxAcceptedAndMaxPlusOneRejected(_ sample: Int) throws {
         let limit = 1000
-        let payloadAtLimit = limit - FrameLayout.minimumFrameSize
-        let fits = sampleEnvelope(1, payloadSize: payloadAtLimit)
+        let base = sample == 0
+            ? Envelope(protocolTag: .application, kind: 1)
+            : sampleEnvelope(sample, payloadSize: 0)
+        var fits = base
+        fits.payload = [UInt8](repeating: 0x11, count: limit - FrameEncoder.frameSize(of: base))
         let enc = FrameEncoder(maxFrameSize: limit)
         let bytes = try enc.encode(fits)
         #expect(bytes.count == limit)
@@ -86,7 +116,8 @@ import SpindleKernel
         d.feed(bytes)
         #expect(try d.next() == fits)
 
-        let tooBig = sampleEnvelope(1, payloadSize: payloadAtLimit + 1)
+        var tooBig = fits
+        tooBig.payload.append(0x22)
         #expect(throws: FrameError(.oversized(size: limit + 1, limit: limit), offset: nil)) {
             _ = try enc.encode(tooBig)
         }
@@ -100,9 +131,22 @@ import SpindleKernel
     @Test func oversizedDeclarationRejectedBeforePayloadArrives() {
         // A prefix declaring a 4 GiB payload: rejected at once, nothing allocated for it.
         var d = FrameDecoder()
-        d.feed([0x53, 0x50, 1, 80, 0xFF, 0xFF, 0xFF, 0xFF])
+        d.feed([0x53, 0x50, 2, 7, 0xFF, 0xFF, 0xFF, 0xFF])
         #expect(throws: FrameError.self) { _ = try d.next() }
-        #expect(d.failed?.kind == .oversized(size: 8 + 80 + Int(UInt32.max), limit: 16 << 20))
+        #expect(d.failed?.kind == .oversized(size: 8 + 7 + Int(UInt32.max), limit: 16 << 20))
+        // The same through the in-place path, with the prefix split over two calls.
+        var v = FrameDecoder()
+        var calls = 0
+        func decode(_ bytes: [UInt8]) -> FrameError? {
+            bytes.withUnsafeBytes { raw -> FrameError? in
+                do throws(FrameError) { try v.decode(raw) { _ in calls += 1; return true } } catch { return error }
+                return nil
+            }
+        }
+        #expect(decode([0x53, 0x50, 2]) == nil)
+        let error = decode([0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(error == FrameError(.oversized(size: 8 + 255 + Int(UInt32.max), limit: 16 << 20), offset: 4))
+        #expect(calls == 0)
     }
 
     @Test func errorsNameOffsetAndProblem() throws {
@@ -118,13 +162,23 @@ import SpindleKernel
         #expect(firstError(bad) == FrameError(.badMagic(0x47, 0x50), offset: good.count))
         var v = good; v[2] = 9
         #expect(firstError(v) == FrameError(.unsupportedVersion(9), offset: 2))
-        var h = good; h[3] = 12
-        #expect(firstError(h) == FrameError(.headerTooShort(declared: 12, minimum: 80), offset: 3))
+        var h = good; h[3] = 6
+        #expect(firstError(h) == FrameError(.headerTooShort(declared: 6, minimum: 7), offset: 3))
+        // sampleEnvelope(5): source, destination, correlation, sequence, stamp, deadline.
+        let full = try FrameEncoder().encode(sampleEnvelope(5))
+        #expect(full[14] == 0x3F && full[3] == 75)
+        var short = full; short[3] = 74
+        #expect(firstError(short) == FrameError(.headerTooShort(declared: 74, minimum: 75), offset: 3))
         var p = good; p[14] = 0x80
         #expect(firstError(p)?.kind == .malformedHeader("unknown presence bits 0x80"))
         #expect(firstError(p)?.offset == 14)
-        var r = good; r[8 + 68] = 1
-        #expect(firstError(r) == FrameError(.malformedHeader("reserved field is not zero"), offset: 76))
+        // A number marked present must not be zero (zero is written by leaving it out).
+        let corr = try FrameEncoder().encode(Envelope(protocolTag: .application, kind: 1, correlation: 5))
+        var z = corr; z[15] = 0
+        #expect(firstError(z) == FrameError(.malformedHeader("correlation marked present but zero"), offset: 15))
+        let dl = try FrameEncoder().encode(Envelope(protocolTag: .application, kind: 1, deadlineBudgetNanos: 1 << 40))
+        var zd = dl; zd[15 + 5] = 0
+        #expect(firstError(zd) == FrameError(.malformedHeader("deadline budget marked present but zero"), offset: 15))
         let text = FrameError(.badMagic(0x47, 0x45), offset: 0).description
         #expect(text.contains("byte 0") && text.contains("0x47"))
     }
@@ -142,8 +196,9 @@ import SpindleKernel
         // A compatible future writer with a 96-byte header: the extra bytes are ignored.
         let e = sampleEnvelope(5)
         var b = try FrameEncoder().encode(e)
-        b[3] = 96
-        b.insert(contentsOf: [UInt8](repeating: 0xEE, count: 16), at: 88)
+        let h = Int(b[3])
+        b[3] = UInt8(h + 16)
+        b.insert(contentsOf: [UInt8](repeating: 0xEE, count: 16), at: 8 + h)
         var d = FrameDecoder()
         d.feed(b)
         #expect(try d.next() == e)
@@ -169,7 +224,7 @@ import SpindleKernel
             case 0:
                 bytes = (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
                 if Bool.random(using: &rng) && bytes.count >= 2 { bytes[0] = 0x53; bytes[1] = 0x50 }
-                if bytes.count >= 4 && Bool.random(using: &rng) { bytes[2] = 1; bytes[3] = 80 }
+                if bytes.count >= 4 && Bool.random(using: &rng) { bytes[2] = 2; bytes[3] = UInt8.random(in: 7...75, using: &rng) }
             default:
                 bytes = []
                 for i in 0..<Int.random(in: 1..<4, using: &rng) {

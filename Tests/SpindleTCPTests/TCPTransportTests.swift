@@ -123,7 +123,7 @@ struct TCPTransportTests {
             let listener = try await listenEcho(transport)
             let conn = try await transport.connect(to: listener.address)
             let (received, _) = collect(conn)
-            let fits = (1 << 20) - FrameLayout.prefixSize - FrameLayout.headerSize
+            let fits = (1 << 20) - FrameEncoder.frameSize(of: envelope(1, payload: []))
             let big = envelope(1, payload: (0..<fits).map { UInt8(truncatingIfNeeded: $0 &* 31) })
             try conn.send(big)
             #expect(try await received.first("the large echo") == big)

@@ -55,14 +55,34 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
 /// Receives what arrives on a connection. Calls to one handler never overlap and arrive in the
 /// connection's FIFO order; they may run on any thread the transport chooses (for SpindleTCP,
 /// the connection's event-loop thread), so keep them short.
+///
+/// Two forms: `init(onEnvelope:onClose:)` receives owned `Envelope`s;
+/// `init(onEnvelopeView:onClose:)` receives borrowed `EnvelopeView`s, valid only during the
+/// call. A transport that can deliver views without copying (SpindleTCP decodes them in place
+/// from its read buffer, with no allocation per message) calls `onEnvelopeView`; any other
+/// transport calls `onEnvelope`, which for a view handler lends the envelope's own bytes.
 public struct ConnectionHandler: Sendable {
     public var onEnvelope: @Sendable (Envelope) -> Void
+    /// Set by `init(onEnvelopeView:onClose:)`: the zero-copy form of `onEnvelope` (which then
+    /// forwards to it). Transports that can deliver borrowed views call this when it is set.
+    public var onEnvelopeView: (@Sendable (EnvelopeView) -> Void)?
     /// Called exactly once, after the last `onEnvelope`.
     public var onClose: @Sendable (CloseReason) -> Void
 
     public init(onEnvelope: @escaping @Sendable (Envelope) -> Void,
                 onClose: @escaping @Sendable (CloseReason) -> Void) {
         self.onEnvelope = onEnvelope
+        self.onEnvelopeView = nil
+        self.onClose = onClose
+    }
+
+    /// A handler that receives borrowed views: no copy of the payload, no allocation per
+    /// message on transports that decode in place. Do not keep the view or its payload
+    /// pointer beyond the call; take `view.envelope` for an owned copy.
+    public init(onEnvelopeView: @escaping @Sendable (EnvelopeView) -> Void,
+                onClose: @escaping @Sendable (CloseReason) -> Void) {
+        self.onEnvelope = { envelope in envelope.withView(onEnvelopeView) }
+        self.onEnvelopeView = onEnvelopeView
         self.onClose = onClose
     }
 }
@@ -78,6 +98,13 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// - Throws: `TransportError.closed` once the connection has closed,
     ///   `TransportError.frameTooLarge` when the envelope cannot be framed.
     func send(_ envelope: Envelope) throws(TransportError)
+
+    /// Queues several envelopes for the peer, in order, without waiting. A transport may do
+    /// this more cheaply than one `send` per envelope (SpindleTCP takes its write lock and
+    /// wakes its loop once per batch). The default sends them one by one.
+    /// - Throws: like `send`. When it throws, envelopes before the failing one may have been
+    ///   queued (SpindleTCP checks every size first and queues none on `.frameTooLarge`).
+    func send(contentsOf envelopes: [Envelope]) throws(TransportError)
 
     /// Suspends while the connection's write queue is above its high watermark and returns when
     /// it has drained below the low watermark (backpressure for bulk senders).
@@ -116,6 +143,10 @@ public protocol Transport: AnyObject, Sendable {
 }
 
 extension TransportConnection {
+    public func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
+        for e in envelopes { try send(e) }
+    }
+
     /// The connection's envelopes as an async sequence that ends when the connection closes
     /// (normally for a local close or the peer's close, with an error otherwise). Starts the
     /// connection; use either this or `start(_:)`.

@@ -1,7 +1,15 @@
 /// Decodes a byte stream of frames back into envelopes, incrementally.
 ///
-/// Feed bytes as they arrive (any split: single bytes, whole buffers, several frames at once)
-/// and call `next()` until it returns nil. The decoder is
+/// Two ways to use it:
+/// - **Owned envelopes:** `feed` bytes as they arrive (any split: single bytes, whole buffers,
+///   several frames at once) and call `next()` until it returns nil.
+/// - **Borrowed views:** `decode(_:forEach:)` hands each complete frame to a closure as an
+///   `EnvelopeView` whose payload points into the bytes passed in (or, for a frame that
+///   straddled two calls, into the decoder's own buffer). Complete frames are parsed in
+///   place: nothing is copied or allocated per frame; only the bytes of an incomplete last
+///   frame are kept for the next call.
+///
+/// Either way the decoder is
 /// - **incremental**: every split of the same bytes yields the same envelopes and errors;
 /// - **bounded**: a frame whose declared size exceeds `maxFrameSize` is rejected as soon as its
 ///   8-byte prefix has arrived, before anything is allocated for it;
@@ -55,28 +63,102 @@ public struct FrameDecoder: Sendable {
     public mutating func next() throws(FrameError) -> Envelope? {
         if let failure { throw failure }
         let start = baseOffset + readIndex
-        let result = buffer.withUnsafeBytes { all in
-            Self.parse(UnsafeRawBufferPointer(rebasing: all[readIndex...]),
-                       streamOffset: start, maxFrameSize: maxFrameSize)
+        let from = readIndex, limit = maxFrameSize
+        let result = buffer.withUnsafeBytes { all -> Step<Envelope> in
+            switch Self.parse(UnsafeRawBufferPointer(rebasing: all[from...]), streamOffset: start, maxFrameSize: limit) {
+            case .needMore: return .needMore(0)
+            case .frame(let view, let length): return .consumed(length, view.envelope)
+            case .failure(let error): return .failed(error)
+            }
         }
         switch result {
         case .needMore:
             return nil
-        case .frame(let envelope, let length):
-            readIndex += length
-            if readIndex == buffer.count {
-                baseOffset += readIndex
-                readIndex = 0
-                buffer.removeAll(keepingCapacity: true)
-            }
+        case .consumed(let length, let envelope):
+            consumeBuffered(length)
             return envelope
-        case .failure(let error):
-            failure = error
-            buffer = []
-            baseOffset += readIndex
-            readIndex = 0
+        case .failed(let error):
+            fail(error)
             throw error
         }
+    }
+
+    /// Decodes the bytes buffered so far followed by `bytes`, calling `body` with a borrowed
+    /// view of each complete frame, in order.
+    ///
+    /// The view (and its payload pointer) is valid only during the call to `body`. Bytes of
+    /// an incomplete last frame are kept (copied) for the next call. When `body` returns
+    /// false, decoding stops after that frame and every byte not yet decoded is kept: a later
+    /// `decode` or `next()` continues from there.
+    /// - Returns: false when `body` stopped the decoding, true otherwise.
+    /// - Throws: `FrameError` when the stream is not valid frames (and on every later call);
+    ///   the frames before the bad one have been handed to `body`.
+    @discardableResult
+    public mutating func decode(_ bytes: UnsafeRawBufferPointer,
+                                forEach body: (EnvelopeView) -> Bool) throws(FrameError) -> Bool {
+        if let failure { throw failure }
+        var input = bytes
+        let limit = maxFrameSize
+        // 1. Finish what is buffered, taking from `input` only what the pending frame needs.
+        while readIndex < buffer.count {
+            let start = baseOffset + readIndex
+            let from = readIndex
+            var keepGoing = true
+            let result = buffer.withUnsafeBytes { all -> Step<Void> in
+                switch Self.parse(UnsafeRawBufferPointer(rebasing: all[from...]), streamOffset: start, maxFrameSize: limit) {
+                case .needMore(let need): return .needMore(need)
+                case .frame(let view, let length):
+                    keepGoing = body(view)
+                    return .consumed(length, ())
+                case .failure(let error): return .failed(error)
+                }
+            }
+            switch result {
+            case .consumed(let length, _):
+                consumeBuffered(length)
+                if !keepGoing {
+                    keep(input)
+                    return false
+                }
+            case .needMore(let need):
+                if input.isEmpty { return true }
+                let take = min(max(need - bufferedByteCount, 1), input.count)
+                buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: input[..<take]).assumingMemoryBound(to: UInt8.self))
+                input = UnsafeRawBufferPointer(rebasing: input[take...])
+            case .failed(let error):
+                fail(error)
+                throw error
+            }
+        }
+        // 2. Nothing buffered: parse complete frames in place.
+        if readIndex > 0 {
+            baseOffset += readIndex
+            readIndex = 0
+            buffer.removeAll(keepingCapacity: true)
+        }
+        var offset = 0
+        while offset < input.count {
+            switch Self.parse(UnsafeRawBufferPointer(rebasing: input[offset...]),
+                              streamOffset: baseOffset + offset, maxFrameSize: limit) {
+            case .frame(let view, let length):
+                offset += length
+                if !body(view) {
+                    baseOffset += offset
+                    keep(UnsafeRawBufferPointer(rebasing: input[offset...]))
+                    return false
+                }
+            case .needMore:
+                baseOffset += offset
+                keep(UnsafeRawBufferPointer(rebasing: input[offset...]))
+                return true
+            case .failure(let error):
+                baseOffset += offset
+                fail(error)
+                throw error
+            }
+        }
+        baseOffset += offset
+        return true
     }
 
     /// Declares the end of the stream.
@@ -100,6 +182,37 @@ public struct FrameDecoder: Sendable {
         throw error
     }
 
+    // MARK: internals
+
+    private enum Step<Value> {
+        case needMore(Int)
+        case consumed(Int, Value)
+        case failed(FrameError)
+    }
+
+    private mutating func consumeBuffered(_ length: Int) {
+        readIndex += length
+        if readIndex == buffer.count {
+            baseOffset += readIndex
+            readIndex = 0
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Appends undecoded bytes to the buffer (their stream offset follows the buffer's end).
+    private mutating func keep(_ rest: UnsafeRawBufferPointer) {
+        guard !rest.isEmpty else { return }
+        compact()
+        buffer.append(contentsOf: rest.assumingMemoryBound(to: UInt8.self))
+    }
+
+    private mutating func fail(_ error: FrameError) {
+        failure = error
+        baseOffset += readIndex
+        readIndex = 0
+        buffer = []
+    }
+
     /// Drops consumed bytes when that is cheap relative to what stays (amortised O(1)/byte).
     private mutating func compact() {
         guard readIndex > 0 else { return }
@@ -116,84 +229,95 @@ public struct FrameDecoder: Sendable {
     }
 
     private enum ParseResult {
-        case needMore
-        case frame(Envelope, length: Int)
+        /// The frame is incomplete; it needs at least this many bytes in all (its full size once
+        /// the prefix is known), always more than are available.
+        case needMore(Int)
+        case frame(EnvelopeView, length: Int)
         case failure(FrameError)
     }
 
     /// Parses one frame at the start of `raw`, checking each field as soon as it has arrived.
+    @inline(__always)
     private static func parse(_ raw: UnsafeRawBufferPointer, streamOffset at: Int,
                               maxFrameSize: Int) -> ParseResult {
         let avail = raw.count
-        if avail < 2 { return .needMore }
+        let p = FrameLayout.prefixSize
+        if avail < 2 { return .needMore(p) }
         if raw[0] != FrameLayout.magic0 || raw[1] != FrameLayout.magic1 {
             return .failure(FrameError(.badMagic(raw[0], raw[1]), offset: at))
         }
-        if avail < 3 { return .needMore }
+        if avail < 3 { return .needMore(p) }
         if raw[2] != FrameLayout.version {
             return .failure(FrameError(.unsupportedVersion(raw[2]), offset: at + 2))
         }
-        if avail < 4 { return .needMore }
+        if avail < 4 { return .needMore(p) }
         let headerLength = Int(raw[3])
-        if headerLength < FrameLayout.headerSize {
-            return .failure(FrameError(.headerTooShort(declared: headerLength, minimum: FrameLayout.headerSize),
+        if headerLength < FrameLayout.fixedHeaderSize {
+            return .failure(FrameError(.headerTooShort(declared: headerLength, minimum: FrameLayout.fixedHeaderSize),
                                        offset: at + 3))
         }
-        if avail < FrameLayout.prefixSize { return .needMore }
+        if avail < p { return .needMore(p) }
         let payloadLength = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        let total = FrameLayout.prefixSize + headerLength + payloadLength
+        let total = p + headerLength + payloadLength
         if total > maxFrameSize {
             return .failure(FrameError(.oversized(size: total, limit: maxFrameSize), offset: at + 4))
         }
-        if avail < total { return .needMore }
+        if avail < total { return .needMore(total) }
 
-        let h = FrameLayout.prefixSize
-        func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: h + o, as: UInt16.self)) }
-        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: h + o, as: UInt32.self)) }
-        func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: h + o, as: UInt64.self)) }
+        func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+        func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
 
-        let presence = u16(FrameLayout.offPresence)
+        let presence = raw[p + FrameLayout.offPresence]
         if presence & ~FrameLayout.knownPresenceBits != 0 {
             return .failure(FrameError(.malformedHeader("unknown presence bits 0x\(String(presence, radix: 16))"),
-                                       offset: at + h + FrameLayout.offPresence))
+                                       offset: at + p + FrameLayout.offPresence))
         }
-        if u32(FrameLayout.offReserved) != 0 {
-            return .failure(FrameError(.malformedHeader("reserved field is not zero"),
-                                       offset: at + h + FrameLayout.offReserved))
+        let required = FrameLayout.headerSize(presence: presence)
+        if headerLength < required {
+            return .failure(FrameError(.headerTooShort(declared: headerLength, minimum: required), offset: at + 3))
         }
-        let src = RawID128(high: u64(FrameLayout.offSource), low: u64(FrameLayout.offSource + 8))
-        let dst = RawID128(high: u64(FrameLayout.offDestination), low: u64(FrameLayout.offDestination + 8))
-        let hasSource = presence & FrameLayout.hasSource != 0
-        let hasDestination = presence & FrameLayout.hasDestination != 0
-        if !hasSource && (src.high | src.low) != 0 {
-            return .failure(FrameError(.malformedHeader("source id bytes set but source marked absent"),
-                                       offset: at + h + FrameLayout.offSource))
+        var view = EnvelopeView(
+            protocolTag: ProtocolTag(rawValue: u16(p + FrameLayout.offTag)),
+            kind: u16(p + FrameLayout.offKind),
+            flags: EnvelopeFlags(rawValue: u16(p + FrameLayout.offFlags)),
+            payload: UnsafeRawBufferPointer(rebasing: raw[(p + headerLength)..<total]))
+        if presence != 0 {
+            var o = p + FrameLayout.fixedHeaderSize
+            if presence & FrameLayout.hasSource != 0 {
+                view.source = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
+                o += 16
+            }
+            if presence & FrameLayout.hasDestination != 0 {
+                view.destination = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
+                o += 16
+            }
+            // A number marked present must be non-zero: zero is written by leaving it out, so
+            // every frame has one canonical form.
+            if presence & FrameLayout.hasCorrelation != 0 {
+                view.correlation = u64(o)
+                if view.correlation == 0 { return .failure(presentButZero("correlation", at + o)) }
+                o += 8
+            }
+            if presence & FrameLayout.hasSequence != 0 {
+                view.sequence = u64(o)
+                if view.sequence == 0 { return .failure(presentButZero("sequence", at + o)) }
+                o += 8
+            }
+            if presence & FrameLayout.hasStamp != 0 {
+                view.stamp = HLCTimestamp(physical: u64(o), logical: u32(o + 8))
+                if view.stamp.physical == 0 && view.stamp.logical == 0 { return .failure(presentButZero("stamp", at + o)) }
+                o += 12
+            }
+            if presence & FrameLayout.hasDeadline != 0 {
+                view.deadlineBudgetNanos = u64(o)
+                if view.deadlineBudgetNanos == 0 { return .failure(presentButZero("deadline budget", at + o)) }
+            }
         }
-        if !hasDestination && (dst.high | dst.low) != 0 {
-            return .failure(FrameError(.malformedHeader("destination id bytes set but destination marked absent"),
-                                       offset: at + h + FrameLayout.offDestination))
-        }
+        return .frame(view, length: total)
+    }
 
-        let payloadStart = h + headerLength
-        let payload: [UInt8]
-        if payloadLength == 0 {
-            payload = []
-        } else {
-            // Array(UnsafeBufferPointer<UInt8>) is a specialised memcpy.
-            payload = Array(UnsafeRawBufferPointer(rebasing: raw[payloadStart..<(payloadStart + payloadLength)])
-                .assumingMemoryBound(to: UInt8.self))
-        }
-        let envelope = Envelope(
-            protocolTag: ProtocolTag(rawValue: u16(FrameLayout.offTag)),
-            kind: u16(FrameLayout.offKind),
-            flags: EnvelopeFlags(rawValue: u16(FrameLayout.offFlags)),
-            source: hasSource ? NodeID(raw: src) : nil,
-            destination: hasDestination ? NodeID(raw: dst) : nil,
-            correlation: u64(FrameLayout.offCorrelation),
-            sequence: u64(FrameLayout.offSequence),
-            stamp: HLCTimestamp(physical: u64(FrameLayout.offStampPhysical), logical: u32(FrameLayout.offStampLogical)),
-            deadlineBudgetNanos: u64(FrameLayout.offDeadline),
-            payload: payload)
-        return .frame(envelope, length: total)
+    private static func presentButZero(_ field: String, _ offset: Int) -> FrameError {
+        FrameError(.malformedHeader("\(field) marked present but zero"), offset: offset)
     }
 }

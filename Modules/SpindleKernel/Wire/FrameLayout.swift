@@ -1,51 +1,78 @@
-/// The fixed byte layout of a version-1 frame (see docs/wire-protocol.md).
+/// The byte layout of a version-2 frame (see docs/wire-protocol.md).
 ///
 /// ```
-/// prefix (8 bytes)                      header (headerLength bytes, ≥ 80)   payload
-/// +------+------+-----+-----+---------+ +------------------------------+ +----------------+
-/// | 'S'  | 'P'  | ver | hdr | payload | | tag kind flags presence ...  | | payloadLength  |
-/// | 0x53 | 0x50 | 1   | len | len u32 | | (little-endian fields)       | | bytes          |
-/// +------+------+-----+-----+---------+ +------------------------------+ +----------------+
+/// prefix (8 bytes)                      header (headerLength bytes, ≥ 7)        payload
+/// +------+------+-----+-----+---------+ +-----------------------------------+ +-------------+
+/// | 'S'  | 'P'  | ver | hdr | payload | | tag kind flags presence [fields]  | | payloadLen  |
+/// | 0x53 | 0x50 | 2   | len | len u32 | | (fields present only when set)    | | bytes       |
+/// +------+------+-----+-----+---------+ +-----------------------------------+ +-------------+
 /// ```
-/// All integers are little-endian. The frame size is `8 + headerLength + payloadLength`.
+/// All integers are little-endian. The frame size is `8 + headerLength + payloadLength`. The
+/// header is 7 fixed bytes (tag u16, kind u16, flags u16, presence u8) followed, in presence-bit
+/// order, by the fields whose presence bit is set: source (16), destination (16),
+/// correlation (8), sequence (8), stamp (8 + 4), deadline budget (8). A bare envelope with a
+/// 64-byte payload is 8 + 7 + 64 = 79 bytes.
 public enum FrameLayout {
     /// The two magic bytes every frame starts with: ASCII "SP".
     public static let magic0: UInt8 = 0x53
     public static let magic1: UInt8 = 0x50
-    /// The frame format version this codec writes and reads.
-    public static let version: UInt8 = 1
+    /// The frame format version this codec writes and reads (version 1, the fixed 80-byte
+    /// header, is no longer read).
+    public static let version: UInt8 = 2
     /// Bytes before the header: magic (2), version (1), header length (1), payload length (4).
     public static let prefixSize = 8
-    /// The header length version 1 writes; a reader accepts longer headers and ignores the
-    /// bytes beyond the fields it knows (room for compatible additions).
-    public static let headerSize = 80
-    /// The smallest possible frame: prefix plus a version-1 header with an empty payload.
-    public static let minimumFrameSize = prefixSize + headerSize
+    /// The fixed part of every header: tag, kind, flags, presence.
+    public static let fixedHeaderSize = 7
+    /// The longest header version 2 writes (every optional field present).
+    public static let largestHeaderSize = fixedHeaderSize + 16 + 16 + 8 + 8 + 12 + 8
+    /// The smallest possible frame: prefix plus the fixed header, no optional field, no payload.
+    public static let minimumFrameSize = prefixSize + fixedHeaderSize
     /// The largest maximum a codec can be configured with (header length and payload length
     /// are bounded by their field widths).
     public static let largestFrameSize = prefixSize + 255 + Int(UInt32.max)
     /// The default maximum frame size: 16 MiB.
     public static let defaultMaxFrameSize = 16 << 20
 
-    // Header field offsets, relative to the start of the header.
+    // Fixed header field offsets, relative to the start of the header.
     static let offTag = 0
     static let offKind = 2
     static let offFlags = 4
     static let offPresence = 6
-    static let offSource = 8
-    static let offDestination = 24
-    static let offCorrelation = 40
-    static let offSequence = 48
-    static let offStampPhysical = 56
-    static let offStampLogical = 64
-    static let offReserved = 68
-    static let offDeadline = 72
 
-    /// Presence bit: the source id field is meaningful.
-    static let hasSource: UInt16 = 1 << 0
-    /// Presence bit: the destination id field is meaningful.
-    static let hasDestination: UInt16 = 1 << 1
-    static let knownPresenceBits: UInt16 = hasSource | hasDestination
+    /// Presence bits (the byte at header offset 6). Fields follow the fixed header in this order.
+    static let hasSource: UInt8 = 1 << 0
+    static let hasDestination: UInt8 = 1 << 1
+    static let hasCorrelation: UInt8 = 1 << 2
+    static let hasSequence: UInt8 = 1 << 3
+    static let hasStamp: UInt8 = 1 << 4
+    static let hasDeadline: UInt8 = 1 << 5
+    static let knownPresenceBits: UInt8 = 0x3F
+
+    /// The header length the presence bits imply.
+    static func headerSize(presence p: UInt8) -> Int {
+        // Each bit contributes its field's size; popcount-free so it compiles to a few adds.
+        var n = fixedHeaderSize
+        n &+= Int(p & 1) &* 16
+        n &+= Int((p >> 1) & 1) &* 16
+        n &+= Int((p >> 2) & 1) &* 8
+        n &+= Int((p >> 3) & 1) &* 8
+        n &+= Int((p >> 4) & 1) &* 12
+        n &+= Int((p >> 5) & 1) &* 8
+        return n
+    }
+
+    /// The presence bits an envelope encodes with: a field is present when it is set
+    /// (ids non-nil, numbers and stamp non-zero).
+    static func presence(of e: Envelope) -> UInt8 {
+        var p: UInt8 = 0
+        if e.source != nil { p |= hasSource }
+        if e.destination != nil { p |= hasDestination }
+        if e.correlation != 0 { p |= hasCorrelation }
+        if e.sequence != 0 { p |= hasSequence }
+        if e.stamp.physical != 0 || e.stamp.logical != 0 { p |= hasStamp }
+        if e.deadlineBudgetNanos != 0 { p |= hasDeadline }
+        return p
+    }
 
     /// Clamps a configured maximum into the range a frame can express.
     static func clampMax(_ requested: Int) -> Int {

@@ -93,6 +93,34 @@ let kernelSuite = BenchSuite(name: "kernel") { reporter in
     }
     reporter.report(BenchResult(suite: "kernel", benchmark: "frame decode, 64 B payload, 64 KiB reads",
                                 value: 1 / decodeSecs, unit: "frames/s", higherIsBetter: true))
+    // The same stream decoded in place: borrowed views, no copy or allocation per frame.
+    let viewSecs = try measure(iterations: frames) { n in
+        var decoder = FrameDecoder()
+        var got = 0
+        var offset = 0
+        while offset < stream.count {
+            let end = min(stream.count, offset + 65_536)
+            try stream[offset..<end].withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws(FrameError) in
+                try decoder.decode(raw) { view in
+                    got &+= view.payload.count
+                    return true
+                }
+            }
+            offset = end
+        }
+        blackHole(got)
+    }
+    reporter.report(BenchResult(suite: "kernel", benchmark: "frame decode in place (views), 64 B, 64 KiB reads",
+                                value: 1 / viewSecs, unit: "frames/s", higherIsBetter: true))
+    // A bare one-way envelope (no ids, numbers or stamp): the pump's frame, 79 bytes.
+    let bare = Envelope(protocolTag: .application, kind: 2, flags: [.oneWay], payload: payload)
+    let bareEncodeSecs = try measure(iterations: frames) { n in
+        buffer.removeAll(keepingCapacity: true)
+        for _ in 0..<n { try encoder.encode(bare, into: &buffer) }
+        blackHole(buffer.count)
+    }
+    reporter.report(BenchResult(suite: "kernel", benchmark: "frame encode, bare 64 B envelope (79 B frame)",
+                                value: 1 / bareEncodeSecs, unit: "frames/s", higherIsBetter: true))
 
     // In-process transport vs. reliable link over it: one-way pump of 64-byte messages, with
     // asynchronous delivery (handlers on tasks) and inline delivery (pure CPU cost, no hand-off).

@@ -36,6 +36,15 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
             onClose: { _ in }))
     }
     let conn = try await pair.client.connect(to: listener.address)
+    // A second server counts through borrowed views: frames decoded in place from the read
+    // buffer, no allocation per message (what the C server does with its borrowed pointer).
+    let viewCounter = ArrivalCounter()
+    let viewListener = try await pair.server.listen(on: .tcp(host: "127.0.0.1", port: 0)) { conn in
+        conn.start(ConnectionHandler(
+            onEnvelopeView: { view in if view.flags.contains(.oneWay) { viewCounter.arrived() } },
+            onClose: { _ in }))
+    }
+    let viewConn = try await pair.client.connect(to: viewListener.address)
     let driver = PingPong()
     conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
     driver.setSender { envelope in try conn.send(envelope) }
@@ -50,13 +59,39 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         baseline: "C libuv", baselineValue: 1 / cPingPong, higherIsBetter: true))
 
     // MARK: pump vs C
-    reporter.note("pump: \(pumpMessages) one-way messages, \(payloadSize)-byte payloads, coalesced writes")
+    reporter.note("pump: \(pumpMessages) one-way messages, \(payloadSize)-byte payloads, one send() per message from a task, waitUntilWritable every 1024; receiver counts through borrowed views")
     let (cPump, tcpPump) = try await interleaved(iterations: pumpMessages,
         baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
-        spindle: { n in try await pump(n, counter) { e in try conn.send(e) } backpressure: { try await conn.waitUntilWritable() } })
+        spindle: { n in try await pump(n, viewCounter) { e in try viewConn.send(e) } backpressure: { try await viewConn.waitUntilWritable() } })
     reporter.report(BenchResult(
         suite: "transport", benchmark: "tcp pump 64 B", value: 1 / tcpPump, unit: "messages/s",
         baseline: "C libuv", baselineValue: 1 / cPump, higherIsBetter: true))
+    reporter.note("pump, batched: send(contentsOf:) 1024 envelopes at a time (like C's 1024-frame writes); views")
+    let batch = [Envelope](repeating: pumpMessage, count: 1024)
+    let (cBatch, tcpBatch) = try await interleaved(iterations: pumpMessages,
+        baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
+        spindle: { n in try await pumpBatched(n, batch, viewCounter, viewConn) })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "tcp pump 64 B, send(contentsOf:)", value: 1 / tcpBatch, unit: "messages/s",
+        baseline: "C libuv", baselineValue: 1 / cBatch, higherIsBetter: true))
+    reporter.note("pump, sender on the loop: the producer runs on the client's loop thread (as C's does), 1024 send() per loop turn while writable; views")
+    let (cLoop, tcpLoop) = try await interleaved(iterations: pumpMessages,
+        baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
+        spindle: { n in
+            viewCounter.arm(n)
+            try await LoopPumper(pair.clientLoop, viewConn, count: n).run()
+            await viewCounter.wait()
+        })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "tcp pump 64 B, sender on the loop", value: 1 / tcpLoop, unit: "messages/s",
+        baseline: "C libuv", baselineValue: 1 / cLoop, higherIsBetter: true))
+    reporter.note("pump, owned: as the first pump, but the receiver takes owned Envelopes (one payload array each)")
+    let (cOwned, tcpOwned) = try await interleaved(iterations: pumpMessages,
+        baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
+        spindle: { n in try await pump(n, counter) { e in try conn.send(e) } backpressure: { try await conn.waitUntilWritable() } })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "tcp pump 64 B, owned envelopes", value: 1 / tcpOwned, unit: "messages/s",
+        baseline: "C libuv", baselineValue: 1 / cOwned, higherIsBetter: true))
     let frame = Double(FrameEncoder.frameSize(of: pumpMessage))
     let cFrame = Double(4 + payloadSize)
     reporter.report(BenchResult(
@@ -79,7 +114,7 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         onUndeliverable: { _, reason in linkDriver.fail(BenchFailure(text: "undeliverable: \(reason)")) }))
     linkDriver.setSender { envelope in try link.send(envelope) }
 
-    reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages")
+    reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages; both receivers take owned Envelopes")
     let (bareTrip, linkTrip) = try await interleaved(iterations: pingPongTrips,
         baseline: { n in try await driver.run(n) },
         spindle: { n in try await linkDriver.run(n) })
@@ -93,6 +128,7 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         suite: "transport", benchmark: "reliable link over tcp, pump 64 B", value: 1 / linkPump,
         unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / barePump, higherIsBetter: true))
 
+    viewConn.close()
     let stats = link.statistics
     reporter.note("reliable link: \(stats.retransmitted) retransmitted, \(stats.duplicatesDropped) duplicates dropped, \(stats.reconnects) reconnects")
     await link.shutdown()
@@ -129,6 +165,21 @@ private func pump(_ n: Int, _ counter: ArrivalCounter,
         i += 1
         if i & 1023 == 0 { try await backpressure() }
     }
+    await counter.wait()
+}
+
+/// Sends `n` one-way envelopes from this task in batches of `batch.count` with one
+/// `send(contentsOf:)` each (backpressure between batches) and returns once all have arrived.
+private func pumpBatched(_ n: Int, _ batch: [Envelope], _ counter: ArrivalCounter,
+                         _ conn: any TransportConnection) async throws {
+    counter.arm(n)
+    var left = n
+    while left >= batch.count {
+        try conn.send(contentsOf: batch)
+        left -= batch.count
+        try await conn.waitUntilWritable()
+    }
+    if left > 0 { try conn.send(contentsOf: Array(batch[..<left])) }
     await counter.wait()
 }
 
@@ -279,5 +330,52 @@ private final class PingPong: Sendable {
             do { try send(ping) } catch { finish(.failure(error)) }
         }
         try result.get()
+    }
+}
+
+/// Sends one-way envelopes from the connection's loop thread: up to 1024 per loop turn while
+/// the connection is writable (what an actor pinned to the loop executor would do).
+private final class LoopPumper: @unchecked Sendable {
+    // @unchecked Sendable: `left`, `failure` and `done` are touched only on the loop thread.
+    let loop: EventLoop
+    let conn: any TransportConnection
+    var left: Int
+    var failure: (any Error)?
+    var done: CheckedContinuation<Void, any Error>?
+
+    init(_ loop: EventLoop, _ conn: any TransportConnection, count: Int) {
+        self.loop = loop
+        self.conn = conn
+        self.left = count
+    }
+
+    func run() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            loop.execute {
+                self.done = c
+                self.step()
+            }
+        }
+    }
+
+    private func step() {
+        var batch = 0
+        do {
+            while left > 0 && batch < 1024 && conn.isWritable {
+                try conn.send(pumpMessage)
+                left -= 1
+                batch += 1
+            }
+        } catch {
+            done?.resume(throwing: error)
+            done = nil
+            return
+        }
+        if left == 0 {
+            done?.resume()
+            done = nil
+        } else {
+            loop.execute { self.step() }
+        }
     }
 }

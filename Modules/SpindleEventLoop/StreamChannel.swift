@@ -291,6 +291,13 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     /// Returns once the channel is writable (at once if it is).
     /// - Throws: `EventLoopError` (EPIPE, or the close reason) when the channel closes first.
     public func waitUntilWritable() async throws(EventLoopError) {
+        // Fast path without suspending: a continuation resumed at once still re-enqueues the
+        // task on the executor, which costs a thread hop per call for a bulk sender.
+        let now: Result<Void, EventLoopError>? = output.withLock { o in
+            if let error = o.closedError { return .failure(error) }
+            return o.writable ? .success(()) : nil
+        }
+        if let now { return try now.get() }
         let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Void, EventLoopError>, Never>) in
             let now: Result<Void, EventLoopError>? = output.withLock { o in
                 if let error = o.closedError { return .failure(error) }
@@ -306,11 +313,22 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     /// Writes everything pending (loop thread, end of a loop turn).
     func flushPending() {
         guard !handleClosing else { return }
+        // A large flush means a producer is streaming: stay scheduled and look again next loop
+        // turn (the loop polls without blocking meanwhile), so producers on other threads do
+        // not pay an eventfd write and this thread a wake-up per batch. The first turn that
+        // finds nothing pending ends it.
+        var stayScheduled = false
         let taken = output.withLock { o -> ByteBuffer? in
-            o.flushScheduled = false
-            defer { o.pending = nil }
-            return o.pending
+            guard let p = o.pending, p.count > 0 else {
+                o.flushScheduled = false
+                return nil
+            }
+            o.pending = nil
+            stayScheduled = p.count >= Self.streamingFlushBytes
+            if !stayScheduled { o.flushScheduled = false }
+            return p
         }
+        if stayScheduled { loop.scheduleFlush(self) }
         guard let buffer = taken else { return }
         guard buffer.count > 0 else { return recycle(buffer) }
         var offset = 0
@@ -333,6 +351,9 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         request.offset = offset
         submit(request)
     }
+
+    /// Flushes at least this large keep the channel scheduled for the next loop turn.
+    static let streamingFlushBytes = 16 << 10
 
     private func writeError(_ status: Int, _ bytes: Int) -> EventLoopError {
         EventLoopError(uvCode: Int32(status), operation: "write \(bytes) bytes to \(label)")
@@ -510,5 +531,16 @@ package struct StreamChannelWriter {
         body(buffer.base + buffer.count)
         buffer.count += count
         added += count
+    }
+
+    /// Reserves up to `maximum` bytes and lets `body` write some of them; `body` returns how
+    /// many it initialised (at most `maximum`), and only those are queued.
+    @inline(__always)
+    package mutating func append(upTo maximum: Int, _ body: (UnsafeMutableRawPointer) -> Int) {
+        buffer.reserve(maximum)
+        let n = body(buffer.base + buffer.count)
+        precondition(n >= 0 && n <= maximum, "StreamChannelWriter: wrote \(n) of at most \(maximum) bytes")
+        buffer.count += n
+        added += n
     }
 }

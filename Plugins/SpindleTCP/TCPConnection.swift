@@ -82,10 +82,15 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     func send(_ envelope: Envelope) throws(TransportError) {
         if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
-        let size = FrameEncoder.frameSize(of: envelope)
-        guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+        // Reserve the bound (payload + longest header) and encode once; the exact size is only
+        // needed for envelopes near the limit.
+        let bound = FrameEncoder.frameSizeBound(of: envelope)
+        if bound > maxFrameSize {
+            let size = FrameEncoder.frameSize(of: envelope)
+            guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+        }
         let queued = channel.writeInPlace { writer in
-            writer.append(byteCount: size) { p in _ = FrameEncoder.encodeUnchecked(envelope, to: p) }
+            writer.append(upTo: bound) { p in FrameEncoder.encodeUnchecked(envelope, to: p) }
         }
         // The channel refuses writes once it is closing; the handler's onClose says why.
         if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
@@ -98,14 +103,18 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         guard !envelopes.isEmpty else { return }
         var total = 0
         for e in envelopes {
-            let size = FrameEncoder.frameSize(of: e)
-            guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
-            total += size
+            let bound = FrameEncoder.frameSizeBound(of: e)
+            if bound > maxFrameSize {
+                let size = FrameEncoder.frameSize(of: e)
+                guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+            }
+            total += bound
         }
         let queued = channel.writeInPlace { writer in
-            writer.append(byteCount: total) { p in
-                var at = p
-                for e in envelopes { at += FrameEncoder.encodeUnchecked(e, to: at) }
+            writer.append(upTo: total) { p in
+                var at = 0
+                for e in envelopes { at += FrameEncoder.encodeUnchecked(e, to: p + at) }
+                return at
             }
         }
         if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
@@ -115,11 +124,14 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// stream's write queue).
     var queuedByteCount: Int { channel.queuedByteCount }
 
+    /// False above the channel's high watermark, until it drains below the low one.
+    var isWritable: Bool { channel.isWritable }
+
     /// The recorded close reason, if closing has begun.
     private var recordedCloseReason: CloseReason? { shared.withLock { $0.closeReason } }
 
     func waitUntilWritable() async throws(TransportError) {
-        if let reason = recordedCloseReason { throw .closed(reason) }
+        if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
         do {
             try await channel.waitUntilWritable()
         } catch {

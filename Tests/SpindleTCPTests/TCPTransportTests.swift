@@ -200,7 +200,7 @@ struct TCPTransportTests {
             let raw = try await RawPeer.connect(loop: loop, to: listener.address)
             raw.channel.write(TCPHandshake.hello(role: .initiator, authenticate: false, nonce: []))
             // A valid prefix announcing a 1 GiB payload.
-            raw.channel.write([0x53, 0x50, 1, 80] + withUnsafeBytes(of: UInt32(1 << 30).littleEndian, Array.init))
+            raw.channel.write([0x53, 0x50, 2, 7] + withUnsafeBytes(of: UInt32(1 << 30).littleEndian, Array.init))
             _ = try await raw.closed.first("the oversized peer to be disconnected")
             let reason = try await serverCloses.first("the server side to close")
             #expect(reason.isProtocolViolation(containing: "byte 4"), "\(reason)")

@@ -111,6 +111,12 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// - Throws: `TransportError.closed` if the connection closes while waiting.
     func waitUntilWritable() async throws(TransportError)
 
+    /// False while the connection's write queue is above its high watermark (until it drains
+    /// to the low one): the non-suspending check for producers that run on the transport's
+    /// own thread (an actor pinned to SpindleTCP's event loop) and cannot await. The default
+    /// is true (a transport without a bounded write queue).
+    var isWritable: Bool { get }
+
     /// Starts delivery to `handler`. Envelopes that arrived before are delivered first, in order.
     /// Call once; a second call replaces nothing and is ignored.
     func start(_ handler: ConnectionHandler)
@@ -143,6 +149,8 @@ public protocol Transport: AnyObject, Sendable {
 }
 
 extension TransportConnection {
+    public var isWritable: Bool { true }
+
     public func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
         for e in envelopes { try send(e) }
     }

@@ -14,6 +14,7 @@ public struct FrameEncoder: Sendable {
 
     /// The number of bytes `e` encodes to: the prefix, the fixed header, the fields that are
     /// set, and the payload.
+    @inlinable
     public static func frameSize(of e: Envelope) -> Int {
         FrameLayout.prefixSize + FrameLayout.headerSize(presence: FrameLayout.presence(of: e)) + e.payload.count
     }
@@ -57,12 +58,20 @@ public struct FrameEncoder: Sendable {
     ///
     /// For transports that encode straight into their own write buffers. The caller checks
     /// the size against its limit first (`frameSize(of:)`).
+    @inlinable
     public static func encodeUnchecked(_ e: Envelope, to destination: UnsafeMutableRawPointer) -> Int {
         write(e, presence: FrameLayout.presence(of: e), to: destination)
     }
 
+    /// An upper bound of `frameSize(of: e)` that only looks at the payload: the prefix, the
+    /// longest header and the payload. For reserving room before `encodeUnchecked`.
+    @inlinable
+    public static func frameSizeBound(of e: Envelope) -> Int {
+        FrameLayout.prefixSize + FrameLayout.largestHeaderSize + e.payload.count
+    }
+
     /// Writes the whole frame for `e` at `p`; returns its size.
-    @discardableResult
+    @discardableResult @inlinable
     static func write(_ e: Envelope, presence: UInt8, to p: UnsafeMutableRawPointer) -> Int {
         let payloadCount = e.payload.count
         let headerLength = FrameLayout.headerSize(presence: presence)

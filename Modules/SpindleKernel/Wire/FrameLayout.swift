@@ -34,21 +34,22 @@ public enum FrameLayout {
     public static let defaultMaxFrameSize = 16 << 20
 
     // Fixed header field offsets, relative to the start of the header.
-    static let offTag = 0
-    static let offKind = 2
-    static let offFlags = 4
-    static let offPresence = 6
+    @usableFromInline static let offTag = 0
+    @usableFromInline static let offKind = 2
+    @usableFromInline static let offFlags = 4
+    @usableFromInline static let offPresence = 6
 
     /// Presence bits (the byte at header offset 6). Fields follow the fixed header in this order.
-    static let hasSource: UInt8 = 1 << 0
-    static let hasDestination: UInt8 = 1 << 1
-    static let hasCorrelation: UInt8 = 1 << 2
-    static let hasSequence: UInt8 = 1 << 3
-    static let hasStamp: UInt8 = 1 << 4
-    static let hasDeadline: UInt8 = 1 << 5
-    static let knownPresenceBits: UInt8 = 0x3F
+    @usableFromInline static let hasSource: UInt8 = 1 << 0
+    @usableFromInline static let hasDestination: UInt8 = 1 << 1
+    @usableFromInline static let hasCorrelation: UInt8 = 1 << 2
+    @usableFromInline static let hasSequence: UInt8 = 1 << 3
+    @usableFromInline static let hasStamp: UInt8 = 1 << 4
+    @usableFromInline static let hasDeadline: UInt8 = 1 << 5
+    @usableFromInline static let knownPresenceBits: UInt8 = 0x3F
 
     /// The header length the presence bits imply.
+    @inlinable
     static func headerSize(presence p: UInt8) -> Int {
         // Each bit contributes its field's size; popcount-free so it compiles to a few adds.
         var n = fixedHeaderSize
@@ -63,6 +64,7 @@ public enum FrameLayout {
 
     /// The presence bits an envelope encodes with: a field is present when it is set
     /// (ids non-nil, numbers and stamp non-zero).
+    @inlinable
     static func presence(of e: Envelope) -> UInt8 {
         var p: UInt8 = 0
         if e.source != nil { p |= hasSource }

@@ -1,0 +1,38 @@
+import Testing
+import Synchronization
+import SpindleKernel
+
+/// `ConnectionHandler(onEnvelopeView:)` works on a transport that delivers owned envelopes.
+@Suite struct ConnectionHandlerViewTests {
+    @Test func inProcessTransportDeliversViewsOfItsEnvelopes() async throws {
+        let t = InProcessTransport()
+        let got = Locked<[Envelope]>([])
+        _ = try await t.listen(on: .inproc(name: "views")) { c in
+            c.start(ConnectionHandler(
+                onEnvelopeView: { view in
+                    let owned = view.envelope
+                    got.withLock { $0.append(owned) }
+                },
+                onClose: { _ in }))
+        }
+        let client = try await t.connect(to: .inproc(name: "views"))
+        let sent = (0..<50).map { sampleEnvelope($0) }
+        try client.send(contentsOf: sent)   // the protocol's default: one send per envelope
+        try await waitUntil("50 views") { got.withLock { $0.count } == 50 }
+        #expect(got.withLock { $0 } == sent)
+        await t.shutdown()
+    }
+
+    @Test func viewHandlerIsCalledThroughOnEnvelope() {
+        let calls = Mutex(0)
+        let handler = ConnectionHandler(onEnvelopeView: { view in
+            #expect(view.payload.count == 3 && view.kind == 9)
+            calls.withLock { $0 += 1 }
+        }, onClose: { _ in })
+        #expect(handler.onEnvelopeView != nil)
+        handler.onEnvelope(Envelope(protocolTag: .application, kind: 9, payload: [1, 2, 3]))
+        #expect(calls.withLock { $0 } == 1)
+        let owned = ConnectionHandler(onEnvelope: { _ in }, onClose: { _ in })
+        #expect(owned.onEnvelopeView == nil)
+    }
+}

@@ -1,0 +1,112 @@
+import SpindleEventLoop
+import SpindleKernel
+import Testing
+@testable import SpindleTCP
+
+/// Zero-copy receiving (`ConnectionHandler(onEnvelopeView:)`) and batched sending
+/// (`send(contentsOf:)`) over real sockets.
+@Suite("TCP views and batches", .timeLimit(.minutes(1)))
+struct TCPViewAndBatchTests {
+    static let localhost = Address.tcp(host: "127.0.0.1", port: 0)
+
+    /// Envelopes of every header shape and sizes from empty to larger than one 64 KiB read.
+    static func mixed(_ i: Int) -> Envelope {
+        let size = i % 50 == 0 ? 100_000 + i : (i * 37) % 300
+        return Envelope(protocolTag: ProtocolTag(rawValue: UInt16(i % 5)), kind: UInt16(i % 9),
+                        flags: i % 2 == 0 ? [.oneWay] : [],
+                        source: i % 3 == 0 ? NodeID(raw: RawID128(high: UInt64(i), low: 1)) : nil,
+                        destination: i % 4 == 0 ? NodeID(raw: RawID128(high: 2, low: UInt64(i))) : nil,
+                        correlation: UInt64(i % 6), sequence: UInt64(i),
+                        stamp: i % 7 == 0 ? .zero : HLCTimestamp(physical: UInt64(i) << 20, logical: UInt32(i % 3)),
+                        deadlineBudgetNanos: UInt64(i % 5) * 1000,
+                        payload: (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) })
+    }
+
+    @Test("a view handler receives every field and payload byte, in order, across reads")
+    func viewsCarryEverything() async throws {
+        try await withTransport { transport, _ in
+            let received = Collector<Envelope>()
+            let listener = try await transport.listen(on: Self.localhost) { conn in
+                conn.start(ConnectionHandler(
+                    onEnvelopeView: { view in received.append(view.envelope) },
+                    onClose: { _ in }))
+            }
+            let conn = try await transport.connect(to: listener.address)
+            let sent = (0..<600).map(Self.mixed)
+            for e in sent {
+                try conn.send(e)
+                try await conn.waitUntilWritable()
+            }
+            let got = try await received.wait(count: sent.count, timeout: .seconds(30), "views")
+            #expect(got == sent)
+        }
+    }
+
+    @Test("send(contentsOf:) delivers a batch in order, interleaved correctly with single sends")
+    func batchInOrder() async throws {
+        try await withTransport { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            let first = (0..<300).map(Self.mixed)
+            try conn.send(contentsOf: Array(first[..<100]))
+            try conn.send(first[100])
+            try conn.send(contentsOf: Array(first[101...]))
+            try conn.send(contentsOf: [])
+            let got = try await received.wait(count: first.count, timeout: .seconds(30), "the echoed batch")
+            #expect(got == first)
+        }
+    }
+
+    @Test("a batch with one unframeable envelope is refused whole; the connection carries on")
+    func batchRefusedWhole() async throws {
+        var config = TCPTransport.Configuration()
+        config.maxFrameSize = 4096
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            let big = envelope(2, payload: [UInt8](repeating: 1, count: 5000))
+            let bigSize = FrameEncoder.frameSize(of: big)
+            #expect(throws: TransportError.frameTooLarge(size: bigSize, limit: 4096)) {
+                try conn.send(contentsOf: [envelope(1), big, envelope(3)])
+            }
+            try conn.send(contentsOf: [envelope(4), envelope(5)])
+            let got = try await received.wait(count: 2, "the batch after the refused one")
+            #expect(got == [envelope(4), envelope(5)])
+        }
+    }
+
+    @Test("closing from inside a view handler stops delivery after that envelope")
+    func closeInsideViewHandler() async throws {
+        try await withTransport { transport, _ in
+            let seen = Collector<UInt64>(), closes = Collector<CloseReason>()
+            let listener = try await transport.listen(on: Self.localhost) { conn in
+                conn.start(ConnectionHandler(
+                    onEnvelopeView: { view in
+                        seen.append(view.sequence)
+                        if view.sequence == 3 { conn.close() }
+                    },
+                    onClose: { closes.append($0) }))
+            }
+            let conn = try await transport.connect(to: listener.address)
+            // One batch: all ten arrive in one read, so the close happens mid-read.
+            try conn.send(contentsOf: (1...10).map { envelope($0) })
+            #expect(try await closes.first("the server's close") == .closedLocally)
+            #expect(try await seen.wait(count: 3, "views before the close") == [1, 2, 3])
+        }
+    }
+
+    @Test("sends after close fail with the close reason, single and batched")
+    func sendAfterClose() async throws {
+        try await withTransport { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            let (_, closes) = collect(conn)
+            conn.close()
+            #expect(try await closes.first("the close") == .closedLocally)
+            #expect(throws: TransportError.closed(.closedLocally)) { try conn.send(envelope(1)) }
+            #expect(throws: TransportError.closed(.closedLocally)) { try conn.send(contentsOf: [envelope(1)]) }
+        }
+    }
+}

@@ -100,7 +100,7 @@ let kernelSuite = BenchSuite(name: "kernel") { reporter in
         var offset = 0
         while offset < stream.count {
             let end = min(stream.count, offset + 65_536)
-            try stream[offset..<end].withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws(FrameError) in
+            _ = try stream[offset..<end].withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws(FrameError) in
                 try decoder.decode(raw) { view in
                     got &+= view.payload.count
                     return true

@@ -1,3 +1,4 @@
+import Foundation
 // The `transport` suite: SpindleTCP against raw libuv C in the same run, a reliable link over
 // SpindleTCP against the bare transport, and the in-process transport. (The frame codec's own
 // speed is in the `kernel` suite.)
@@ -49,6 +50,22 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
     conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
     driver.setSender { envelope in try conn.send(envelope) }
 
+    if let only = ProcessInfo.processInfo.environment["TMP_ONLY"] {
+        for _ in 0..<20 {
+            if only == "c" {
+                try checkC(cbaselines_net_pump(UInt64(pumpMessages), UInt32(payloadSize)), "C pump")
+            } else if only == "batch" {
+                try await pumpBatched(pumpMessages, [Envelope](repeating: pumpMessage, count: 1024), viewCounter, viewConn)
+            } else if only == "loop" {
+                viewCounter.arm(pumpMessages)
+                try await LoopPumper(pair.clientLoop, viewConn, count: pumpMessages).run()
+                await viewCounter.wait()
+            } else {
+                try await pump(pumpMessages, viewCounter) { e in try viewConn.send(e) } backpressure: { try await viewConn.waitUntilWritable() }
+            }
+        }
+        return
+    }
     // MARK: ping-pong vs C
     reporter.note("ping-pong: \(pingPongTrips) round trips, \(payloadSize)-byte payloads, server and client on two loop threads")
     let (cPingPong, tcpPingPong) = try await interleaved(iterations: pingPongTrips,
@@ -240,22 +257,30 @@ private final class TCPBenchPair: Sendable {
 }
 
 /// Counts envelopes arriving at a receiver and wakes a waiter when a target is reached.
-private final class ArrivalCounter: Sendable {
-    private let remaining = Atomic<Int>(0)
+///
+/// Like the C server's `frames_seen++`, the count is a plain integer: it is touched only by
+/// the receiving handler, whose calls never overlap (the `ConnectionHandler` contract). The
+/// target is cumulative and atomic; `arm` adds to it before the sender starts.
+private final class ArrivalCounter: @unchecked Sendable {
+    // @unchecked Sendable: `seen` is read and written only inside `arrived()`, which one
+    // connection handler calls serially; `target` is atomic and `waiter` is under its mutex.
+    private var seen = 0
+    private let target = Atomic<Int>(0)
     private struct Waiter {
         var done = false
         var continuation: CheckedContinuation<Void, Never>?
     }
     private let waiter = Mutex(Waiter())
 
-    /// Expects `count` arrivals from now on.
+    /// Expects `count` more arrivals from now on.
     func arm(_ count: Int) {
         waiter.withLock { $0 = Waiter() }
-        remaining.store(count, ordering: .releasing)
+        target.add(count, ordering: .releasing)
     }
 
     func arrived() {
-        guard remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        seen += 1
+        guard seen == target.load(ordering: .acquiring) else { return }
         let c = waiter.withLock { w -> CheckedContinuation<Void, Never>? in
             w.done = true
             defer { w.continuation = nil }

@@ -55,6 +55,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private var handler: ConnectionHandler?
     private var started = false
     private var backlog: [Envelope] = []
+    /// The envelopes of one read, for a batch handler (reused between reads).
+    private var batch: [Envelope] = []
     private var backlogHead = 0
     private var readingPaused = false
     /// Set on the loop when closing begins: stops delivery without taking the lock.
@@ -101,20 +103,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
         if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
         guard !envelopes.isEmpty else { return }
-        var total = 0
-        for e in envelopes {
-            let bound = FrameEncoder.frameSizeBound(of: e)
-            if bound > maxFrameSize {
-                let size = FrameEncoder.frameSize(of: e)
-                guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+        // Elements are read through the buffer pointer: iterating the array would copy (and
+        // retain and release) every envelope.
+        let total = try envelopes.withUnsafeBufferPointer { es throws(TransportError) -> Int in
+            var total = 0
+            for i in es.indices {
+                let bound = FrameEncoder.frameSizeBound(of: es[i])
+                if bound > maxFrameSize {
+                    let size = FrameEncoder.frameSize(of: es[i])
+                    guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
+                }
+                total += bound
             }
-            total += bound
+            return total
         }
-        let queued = channel.writeInPlace { writer in
-            writer.append(upTo: total) { p in
-                var at = 0
-                for e in envelopes { at += FrameEncoder.encodeUnchecked(e, to: p + at) }
-                return at
+        let queued = envelopes.withUnsafeBufferPointer { es in
+            channel.writeInPlace { writer in
+                writer.append(upTo: total) { p in
+                    var at = 0
+                    for i in es.indices { at += FrameEncoder.encodeUnchecked(es[i], to: p + at) }
+                    return at
+                }
             }
         }
         if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
@@ -233,32 +242,59 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// any other handler, into the backlog before `start`. Replies the handler sends are
     /// written at the end of this loop turn.
     private func decodeAndDeliver(_ bytes: UnsafeRawBufferPointer) {
-        var viewHandler = handler?.onEnvelopeView
-        var ownedHandler = viewHandler == nil ? handler?.onEnvelope : nil
+        var input = bytes
         do {
-            try decoder.decode(bytes) { view in
-                if let viewHandler {
-                    viewHandler(view)
-                } else if let ownedHandler {
-                    ownedHandler(view.envelope)
-                } else if let installed = handler {
-                    // `start` ran from inside a handler call (on this loop): deliver from now on.
-                    viewHandler = installed.onEnvelopeView
-                    ownedHandler = installed.onEnvelope
-                    if let viewHandler { viewHandler(view) } else { installed.onEnvelope(view.envelope) }
+            while true {
+                // The handler is read once per pass, not per frame.
+                let finished: Bool
+                if let viewHandler = handler?.onEnvelopeView {
+                    finished = try decode(input, deliver: viewHandler)
+                } else if let batchHandler = handler?.onEnvelopes {
+                    // Everything this read holds, in one call. The array is reused unless the
+                    // handler kept it.
+                    defer { batch.removeAll(keepingCapacity: true) }
+                    do {
+                        finished = try decode(input) { view in batch.append(view.envelope) }
+                    } catch {
+                        if !batch.isEmpty { batchHandler(batch) }
+                        throw error
+                    }
+                    if !batch.isEmpty { batchHandler(batch) }
+                } else if let ownedHandler = handler?.onEnvelope {
+                    finished = try decode(input) { view in ownedHandler(view.envelope) }
                 } else {
-                    backlog.append(view.envelope)
-                    if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
-                        readingPaused = true
-                        channel.pauseReading()
+                    finished = try decoder.decode(input) { view in
+                        if let installed = handler {
+                            // `start` ran from inside a handler call on this loop: deliver this
+                            // one to it, then start a new pass that reads the handler again.
+                            if let v = installed.onEnvelopeView { v(view) } else { installed.onEnvelope(view.envelope) }
+                            return false
+                        }
+                        backlog.append(view.envelope)
+                        if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
+                            readingPaused = true
+                            channel.pauseReading()
+                        }
+                        return !closeStarted
                     }
                 }
-                return finalReason == nil && !closeStarted
+                if finished || closeStarted { return }
+                input = UnsafeRawBufferPointer(start: nil, count: 0)
             }
         } catch {
             let text = "\(remoteAddress): \(error) (offsets count from the first frame byte after the handshake)"
             logger.warning("closing connection: protocol violation", metadata: ["error": "\(text)"])
             close(reason: .protocolViolation(text))
+        }
+    }
+
+    /// Decodes `input` in place, handing every frame to `deliver` until closing starts.
+    /// (`deliver` is a non-escaping parameter, so calling it per frame costs no reference
+    /// counting; `closeStarted` is also set whenever `finalReason` is.)
+    private func decode(_ input: UnsafeRawBufferPointer, deliver: (EnvelopeView) -> Void) throws(FrameError) -> Bool {
+        try decoder.decode(input) { view in
+            deliver(view)
+            return !closeStarted
         }
     }
 
@@ -326,6 +362,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         guard !started else { return }
         started = true
         handler = newHandler
+        if let batchHandler = newHandler.onEnvelopes, backlogHead < backlog.count {
+            let early = Array(backlog[backlogHead...])
+            backlogHead = backlog.count
+            batchHandler(early)
+        }
         while backlogHead < backlog.count {
             let e = backlog[backlogHead]
             backlogHead += 1

@@ -289,3 +289,55 @@ private struct Simulation {
         #expect(sim.closeRequests == ["handshake not answered within 2.0 seconds"])
     }
 }
+
+/// Batches: `receivedBatch` (one read's envelopes) and `send(contentsOf:)`.
+@Suite struct ReliableLinkCoreBatchTests {
+    @Test func aBatchDeliversInOrderAndAcksOnceAtTheEnd() {
+        var sim = Simulation(configuration: .init(ackEvery: 64))
+        sim.tick(); sim.connect(); sim.pump()
+        var actions: [ReliableLinkCore.Action] = []
+        let accepted = sim.a.send(contentsOf: (1...200).map { envelope(UInt64($0)) }, now: sim.now, into: &actions)
+        #expect(accepted.accepted == 200 && accepted.error == nil)
+        let data = actions.compactMap { a -> Envelope? in if case .transmit(let e) = a { return e } else { return nil } }
+        #expect(data.map(\.sequence) == Array(1...200))
+        let out = sim.b.handle(.receivedBatch(data), now: sim.now)
+        let delivered = out.compactMap { a -> UInt64? in if case .deliver(let e) = a { return e.sequence } else { return nil } }
+        let acks = out.compactMap { a -> UInt64? in
+            if case .transmit(let e) = a, e.protocolTag == .reliable, e.kind == ReliableWire.ack { return e.sequence }
+            return nil
+        }
+        #expect(delivered == Array(1...200))
+        #expect(acks == [200])                                // not 64, 128, 192: one, cumulative
+        // The same 200 one by one ack three times.
+        var one = Simulation(configuration: .init(ackEvery: 64))
+        one.tick(); one.connect(); one.pump()
+        var perEnvelopeAcks = 0
+        for e in data {
+            for a in one.b.handle(.received(e), now: one.now) {
+                if case .transmit(let t) = a, t.kind == ReliableWire.ack { perEnvelopeAcks += 1 }
+            }
+        }
+        #expect(perEnvelopeAcks == 3)
+    }
+
+    @Test func aShortBatchLeavesTheAckToTheTimer() {
+        var sim = Simulation(configuration: .init(ackEvery: 64, ackDelay: .milliseconds(5)))
+        sim.tick(); sim.connect(); sim.pump()
+        var actions: [ReliableLinkCore.Action] = []
+        _ = sim.a.send(contentsOf: (1...10).map { envelope(UInt64($0)) }, now: sim.now, into: &actions)
+        let data = actions.compactMap { a -> Envelope? in if case .transmit(let e) = a { return e } else { return nil } }
+        let out = sim.b.handle(.receivedBatch(data), now: sim.now)
+        #expect(!out.contains { if case .transmit = $0 { return true } else { return false } })
+        sim.clock.advance(by: .milliseconds(5))
+        let later = sim.b.handle(.tick, now: sim.now)
+        #expect(later.contains { if case .transmit(let e) = $0 { return e.kind == ReliableWire.ack && e.sequence == 10 } else { return false } })
+    }
+
+    @Test func sendContentsOfStopsAtTheFirstRefusal() {
+        var core = ReliableLinkCore(role: .initiator, session: .generate(), configuration: .init(maximumQueued: 3))
+        var actions: [ReliableLinkCore.Action] = []
+        let r = core.send(contentsOf: (1...5).map { envelope(UInt64($0)) }, now: .zero, into: &actions)
+        #expect(r.accepted == 3 && r.error == .queueFull(limit: 3))
+        #expect(core.queuedCount == 3)
+    }
+}

@@ -101,10 +101,14 @@ private final class LinkInbox: Sendable {
         let t = InProcessTransport()
         let link = ReliableLink.connect(over: t, to: .inproc(name: "absent"),
                                         configuration: .init(maximumFrameSize: 200), handler: LinkInbox().handler)
-        #expect(throws: ReliableLinkError.tooLarge(size: 88 + 113, limit: 200)) {
-            try link.send(Envelope(protocolTag: .application, kind: 1, payload: [UInt8](repeating: 0, count: 113)))
+        // On the wire: prefix 8 + header 7 + the sequence the link adds 8 + payload.
+        #expect(throws: ReliableLinkError.tooLarge(size: 23 + 178, limit: 200)) {
+            try link.send(Envelope(protocolTag: .application, kind: 1, payload: [UInt8](repeating: 0, count: 178)))
         }
-        try link.send(Envelope(protocolTag: .application, kind: 1, payload: [UInt8](repeating: 0, count: 112)))
+        #expect(throws: ReliableLinkError.tooLarge(size: 23 + 178, limit: 200)) {
+            try link.send(contentsOf: [Envelope(protocolTag: .application, kind: 1, payload: [UInt8](repeating: 0, count: 178))])
+        }
+        try link.send(Envelope(protocolTag: .application, kind: 1, payload: [UInt8](repeating: 0, count: 177)))
         await link.shutdown()
         await t.shutdown()
     }

@@ -137,7 +137,7 @@ public final class ReliableLink: Sendable {
     /// - Throws: `ReliableLinkError.closed` after `close`, `.queueFull` when too many messages
     ///   await acknowledgement, `.tooLarge` when it cannot fit one frame.
     public func send(_ message: Envelope) throws(ReliableLinkError) {
-        let size = FrameEncoder.frameSize(of: message)
+        let size = Self.wireSize(of: message)
         if size > maximumFrameSize {
             throw .tooLarge(size: size, limit: maximumFrameSize)
         }
@@ -150,6 +150,43 @@ public final class ReliableLink: Sendable {
         if let error { throw error }
         // `take()` leaves no second reference behind, so the batch stays unique (no copy).
         if let c = claimed.take() { flush(c) }
+    }
+
+    /// Queues several messages for the peer, in order, with one lock acquisition, and hands
+    /// their transmissions to the transport as one batch.
+    /// - Throws: like `send`; messages before the refused one stay queued (they will be
+    ///   delivered), the refused one and those after it are not.
+    public func send(contentsOf messages: [Envelope]) throws(ReliableLinkError) {
+        guard !messages.isEmpty else { return }
+        let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
+        var tooLarge: ReliableLinkError? = nil
+        var accepted = messages.count
+        messages.withUnsafeBufferPointer { ms in
+            for i in ms.indices {
+                let size = Self.wireSize(of: ms[i])
+                if size > maximumFrameSize {
+                    tooLarge = .tooLarge(size: size, limit: maximumFrameSize)
+                    accepted = i
+                    return
+                }
+            }
+        }
+        var error: ReliableLinkError? = nil
+        var claimed: Claimed? = state.withLock { s in
+            let r = s.core.send(contentsOf: accepted == messages.count ? messages : Array(messages[..<accepted]),
+                                now: now, into: &s.work)
+            error = r.error
+            return Self.enqueue(&s)
+        }
+        if let c = claimed.take() { flush(c) }
+        if let error { throw error }
+        if let tooLarge { throw tooLarge }
+    }
+
+    /// The frame size of `message` once the link has numbered it (the sequence field it sets
+    /// takes 8 header bytes when the application left it 0).
+    static func wireSize(of message: Envelope) -> Int {
+        FrameEncoder.frameSize(of: message) + (message.sequence == 0 ? 8 : 0)
     }
 
     /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
@@ -237,7 +274,9 @@ public final class ReliableLink: Sendable {
     /// link closes its connection on `close`/`shutdown`, which ends that cycle.
     func connectionHandler(epoch: UInt64) -> ConnectionHandler {
         ConnectionHandler(
-            onEnvelope: { e in self.run(.received(e), epoch: epoch) },
+            onEnvelopes: { batch in
+                self.run(batch.count == 1 ? .received(batch[0]) : .receivedBatch(batch), epoch: epoch)
+            },
             onClose: { reason in self.run(.disconnected(reason.description), epoch: epoch) })
     }
 
@@ -245,7 +284,13 @@ public final class ReliableLink: Sendable {
     /// performs the resulting actions.
     func run(_ event: ReliableLinkCore.Event, epoch: UInt64?) {
         let now: MonotonicInstant
-        if case .received(let e) = event, e.protocolTag != .reliable {
+        let dataOnly: Bool
+        switch event {
+        case .received(let e): dataOnly = e.protocolTag != .reliable
+        case .receivedBatch(let es): dataOnly = !es.contains { $0.protocolTag == .reliable }
+        default: dataOnly = false
+        }
+        if dataOnly {
             now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         } else {
             now = clock.now()
@@ -301,6 +346,8 @@ public final class ReliableLink: Sendable {
         swap(&batch, &claimed.batch)
         var handler: Handler? = nil
         var connection = claimed.connection
+        // Consecutive transmits go to the transport as one `send(contentsOf:)`.
+        var transmits: [Envelope] = []
         while true {
             // Move actions out one by one (reverse + popLast moves without copying).
             batch.reverse()
@@ -308,7 +355,17 @@ public final class ReliableLink: Sendable {
                 switch action {
                 case .transmit(let e):
                     // A failed send means the connection is closing; its onClose reports it.
-                    try? connection?.send(e)
+                    let more: Bool
+                    if case .transmit? = batch.last { more = true } else { more = false }
+                    if more {
+                        transmits.append(e)
+                    } else if transmits.isEmpty {
+                        try? connection?.send(e)
+                    } else {
+                        transmits.append(e)
+                        try? connection?.send(contentsOf: transmits)
+                        transmits.removeAll(keepingCapacity: true)
+                    }
                 case .deliver(let e):
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onDeliver(e)

@@ -62,6 +62,9 @@ public struct ReliableLinkCore: Sendable {
         case send(Envelope)
         /// An envelope arrived on the current connection.
         case received(Envelope)
+        /// Several envelopes arrived on the current connection, in order (one read). Handled
+        /// like one `received` each, except that at most one ack is sent, after the batch.
+        case receivedBatch([Envelope])
         /// (Initiator) a new connection is open.
         case connected
         /// (Initiator) connecting failed.
@@ -117,6 +120,8 @@ public struct ReliableLinkCore: Sendable {
     private var expected: UInt64 = 1
     /// In-order messages received since the last ack sent.
     private var unacknowledged = 0
+    /// True while a `receivedBatch` is handled: the ack waits for the end of the batch.
+    private var coalescingAcks = false
     private var firstUnacknowledgedAt: MonotonicInstant?
     private var lastProgressAt: MonotonicInstant = .zero
     private var attempt = 0
@@ -168,11 +173,25 @@ public struct ReliableLinkCore: Sendable {
         switch event {
         case .send(let e): _ = send(e, now: now, into: &actions)
         case .received(let e): received(e, now: now, into: &actions)
+        case .receivedBatch(let es): received(batch: es, now: now, into: &actions)
         case .connected: connected(now: now, into: &actions)
         case .connectFailed(let why): if phase == .connecting { lost(why, now: now) }
         case .disconnected(let why): lost(why, now: now)
         case .tick: tick(now: now, into: &actions)
         case .close: close(into: &actions)
+        }
+    }
+
+    /// Accepts messages for sending, in order; stops at the first refused one.
+    /// - Returns: how many were accepted, and the error that stopped the rest (nil when all were).
+    public mutating func send(contentsOf messages: [Envelope], now: MonotonicInstant,
+                              into actions: inout [Action]) -> (accepted: Int, error: ReliableLinkError?) {
+        actions.reserveCapacity(actions.count + messages.count)
+        return messages.withUnsafeBufferPointer { ms in
+            for i in ms.indices {
+                if let error = send(ms[i], now: now, into: &actions) { return (i, error) }
+            }
+            return (ms.count, nil)
         }
     }
 
@@ -195,6 +214,18 @@ public struct ReliableLinkCore: Sendable {
         return nil
     }
 
+    /// Handles a batch of arrivals with acks coalesced: intermediate acks are cumulative and
+    /// would be superseded by the last one, so only that one is sent.
+    private mutating func received(batch: [Envelope], now: MonotonicInstant, into actions: inout [Action]) {
+        coalescingAcks = true
+        actions.reserveCapacity(actions.count + batch.count)
+        batch.withUnsafeBufferPointer { es in
+            for i in es.indices { received(es[i], now: now, into: &actions) }
+        }
+        coalescingAcks = false
+        if phase == .established && unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
+    }
+
     private mutating func received(_ e: Envelope, now: MonotonicInstant, into actions: inout [Action]) {
         if e.protocolTag == .reliable {
             control(e, now: now, into: &actions)
@@ -215,7 +246,7 @@ public struct ReliableLinkCore: Sendable {
             actions.append(.deliver(d))
             unacknowledged += 1
             if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }
-            if unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
+            if unacknowledged >= configuration.ackEvery && !coalescingAcks { sendAck(into: &actions) }
         } else if e.sequence < expected {
             duplicatesDropped += 1
             unacknowledged += 1            // re-acknowledge: the sender may have missed our ack

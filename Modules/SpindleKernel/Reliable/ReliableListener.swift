@@ -83,8 +83,13 @@ public final class ReliableListener: Sendable {
         guard open else { conn.close(); return }
         let router = Router()
         conn.start(ConnectionHandler(
-            onEnvelope: { [weak self] e in
-                if let route = router.route { route.link.run(.received(e), epoch: route.epoch); return }
+            onEnvelopes: { [weak self] batch in
+                if let route = router.route {
+                    route.link.run(batch.count == 1 ? .received(batch[0]) : .receivedBatch(batch), epoch: route.epoch)
+                    return
+                }
+                // The connection's first envelope must be a hello: it names the session.
+                let e = batch[0]
                 guard let self else { conn.close(); return }
                 _ = self.state.withLock { $0.unrouted.removeValue(forKey: key) }
                 guard e.protocolTag == .reliable, e.kind == ReliableWire.hello,
@@ -97,7 +102,7 @@ public final class ReliableListener: Sendable {
                     return
                 }
                 router.route = Route(link: link, epoch: epoch)
-                link.run(.received(e), epoch: epoch)
+                link.run(batch.count == 1 ? .received(e) : .receivedBatch(batch), epoch: epoch)
             },
             onClose: { [weak self] reason in
                 if let route = router.route { route.link.run(.disconnected(reason.description), epoch: route.epoch) }

@@ -127,6 +127,7 @@ final class InProcessInbox: Sendable {
         // `batch` starts as the spare buffer and goes back there on exit; in between it trades
         // places with `queue`, so the queue always has storage and steady traffic allocates nothing.
         var batch: Deque<Item> = []
+        var runOfEnvelopes: [Envelope] = []
         var first = true
         while true {
             let next: (ConnectionHandler, [CheckedContinuation<CloseReason?, Never>])? = state.withLock { s in
@@ -146,10 +147,19 @@ final class InProcessInbox: Sendable {
             }
             guard let (handler, waiters) = next else { return }
             for w in waiters { w.resume(returning: nil) }
+            let batchHandler = handler.onEnvelopes
             while let item = batch.popFirst() {      // moves out: no copy per envelope
                 switch item {
                 case .envelope(let e):
-                    handler.onEnvelope(e)
+                    if let batchHandler {
+                        // Consecutive envelopes go to a batch handler in one call.
+                        runOfEnvelopes.append(e)
+                        if case .envelope = batch.first { continue }
+                        batchHandler(runOfEnvelopes)
+                        runOfEnvelopes.removeAll(keepingCapacity: true)
+                    } else {
+                        handler.onEnvelope(e)
+                    }
                 case .close(let reason):
                     state.withLock { s in
                         s.closeDelivered = true

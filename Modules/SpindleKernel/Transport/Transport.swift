@@ -56,16 +56,24 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
 /// connection's FIFO order; they may run on any thread the transport chooses (for SpindleTCP,
 /// the connection's event-loop thread), so keep them short.
 ///
-/// Two forms: `init(onEnvelope:onClose:)` receives owned `Envelope`s;
-/// `init(onEnvelopeView:onClose:)` receives borrowed `EnvelopeView`s, valid only during the
-/// call. A transport that can deliver views without copying (SpindleTCP decodes them in place
-/// from its read buffer, with no allocation per message) calls `onEnvelopeView`; any other
-/// transport calls `onEnvelope`, which for a view handler lends the envelope's own bytes.
+/// Three forms:
+/// - `init(onEnvelope:onClose:)` receives owned `Envelope`s one by one;
+/// - `init(onEnvelopeView:onClose:)` receives borrowed `EnvelopeView`s, valid only during the
+///   call. A transport that can deliver views without copying (SpindleTCP decodes them in
+///   place from its read buffer, with no allocation per message) calls `onEnvelopeView`; any
+///   other transport calls `onEnvelope`, which for a view handler lends the envelope's bytes;
+/// - `init(onEnvelopes:onClose:)` receives owned envelopes in batches: everything one read
+///   (SpindleTCP) or one drain (in-process) produced, in order, in one call, so a handler
+///   with per-call costs (a lock, a state machine step) pays them once per batch. Transports
+///   that do not batch call `onEnvelope`, which passes a one-element array.
 public struct ConnectionHandler: Sendable {
     public var onEnvelope: @Sendable (Envelope) -> Void
     /// Set by `init(onEnvelopeView:onClose:)`: the zero-copy form of `onEnvelope` (which then
     /// forwards to it). Transports that can deliver borrowed views call this when it is set.
     public var onEnvelopeView: (@Sendable (EnvelopeView) -> Void)?
+    /// Set by `init(onEnvelopes:onClose:)`: the batch form of `onEnvelope` (which then
+    /// forwards to it). Transports that deliver in batches call this when it is set.
+    public var onEnvelopes: (@Sendable ([Envelope]) -> Void)?
     /// Called exactly once, after the last `onEnvelope`.
     public var onClose: @Sendable (CloseReason) -> Void
 
@@ -73,6 +81,17 @@ public struct ConnectionHandler: Sendable {
                 onClose: @escaping @Sendable (CloseReason) -> Void) {
         self.onEnvelope = onEnvelope
         self.onEnvelopeView = nil
+        self.onEnvelopes = nil
+        self.onClose = onClose
+    }
+
+    /// A handler that receives envelopes in batches (never empty), in order; calls never
+    /// overlap. The array may be kept.
+    public init(onEnvelopes: @escaping @Sendable ([Envelope]) -> Void,
+                onClose: @escaping @Sendable (CloseReason) -> Void) {
+        self.onEnvelope = { envelope in onEnvelopes([envelope]) }
+        self.onEnvelopeView = nil
+        self.onEnvelopes = onEnvelopes
         self.onClose = onClose
     }
 
@@ -83,6 +102,7 @@ public struct ConnectionHandler: Sendable {
                 onClose: @escaping @Sendable (CloseReason) -> Void) {
         self.onEnvelope = { envelope in envelope.withView(onEnvelopeView) }
         self.onEnvelopeView = onEnvelopeView
+        self.onEnvelopes = nil
         self.onClose = onClose
     }
 }

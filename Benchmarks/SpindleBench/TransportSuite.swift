@@ -1,4 +1,3 @@
-import Foundation
 // The `transport` suite: SpindleTCP against raw libuv C in the same run, a reliable link over
 // SpindleTCP against the bare transport, and the in-process transport. (The frame codec's own
 // speed is in the `kernel` suite.)
@@ -50,22 +49,6 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
     conn.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
     driver.setSender { envelope in try conn.send(envelope) }
 
-    if let only = ProcessInfo.processInfo.environment["TMP_ONLY"] {
-        for _ in 0..<20 {
-            if only == "c" {
-                try checkC(cbaselines_net_pump(UInt64(pumpMessages), UInt32(payloadSize)), "C pump")
-            } else if only == "batch" {
-                try await pumpBatched(pumpMessages, [Envelope](repeating: pumpMessage, count: 1024), viewCounter, viewConn)
-            } else if only == "loop" {
-                viewCounter.arm(pumpMessages)
-                try await LoopPumper(pair.clientLoop, viewConn, count: pumpMessages).run()
-                await viewCounter.wait()
-            } else {
-                try await pump(pumpMessages, viewCounter) { e in try viewConn.send(e) } backpressure: { try await viewConn.waitUntilWritable() }
-            }
-        }
-        return
-    }
     // MARK: ping-pong vs C
     reporter.note("ping-pong: \(pingPongTrips) round trips, \(payloadSize)-byte payloads, server and client on two loop threads")
     let (cPingPong, tcpPingPong) = try await interleaved(iterations: pingPongTrips,
@@ -84,7 +67,7 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         suite: "transport", benchmark: "tcp pump 64 B", value: 1 / tcpPump, unit: "messages/s",
         baseline: "C libuv", baselineValue: 1 / cPump, higherIsBetter: true))
     reporter.note("pump, batched: send(contentsOf:) 1024 envelopes at a time (like C's 1024-frame writes); views")
-    let batch = [Envelope](repeating: pumpMessage, count: 1024)
+    let batch = Array(pumpPool[..<1024])
     let (cBatch, tcpBatch) = try await interleaved(iterations: pumpMessages,
         baseline: { n in try checkC(cbaselines_net_pump(UInt64(n), UInt32(payloadSize)), "C pump") },
         spindle: { n in try await pumpBatched(n, batch, viewCounter, viewConn) })
@@ -109,7 +92,7 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
     reporter.report(BenchResult(
         suite: "transport", benchmark: "tcp pump 64 B, owned envelopes", value: 1 / tcpOwned, unit: "messages/s",
         baseline: "C libuv", baselineValue: 1 / cOwned, higherIsBetter: true))
-    let frame = Double(FrameEncoder.frameSize(of: pumpMessage))
+    let frame = Double(FrameEncoder.frameSize(of: pumpPool[0]))
     let cFrame = Double(4 + payloadSize)
     reporter.report(BenchResult(
         suite: "transport", benchmark: "tcp pump bytes (\(Int(frame)) B vs \(Int(cFrame)) B frames)",
@@ -130,7 +113,6 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         onDeliver: { _ in linkDriver.pong() },
         onUndeliverable: { _, reason in linkDriver.fail(BenchFailure(text: "undeliverable: \(reason)")) }))
     linkDriver.setSender { envelope in try link.send(envelope) }
-
     reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages; both receivers take owned Envelopes")
     let (bareTrip, linkTrip) = try await interleaved(iterations: pingPongTrips,
         baseline: { n in try await driver.run(n) },
@@ -146,6 +128,16 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / barePump, higherIsBetter: true))
 
     viewConn.close()
+    reporter.note("reliable link pump, batched: send(contentsOf:) 1024 at a time on both, owned receivers")
+    let (bareBatch, linkBatch) = try await interleaved(iterations: linkMessages,
+        baseline: { n in try await pumpBatched(n, batch, counter, send: { try conn.send(contentsOf: $0) },
+                                               backpressure: { try await conn.waitUntilWritable() }) },
+        spindle: { n in try await pumpBatched(n, batch, linkCounter, send: { try link.send(contentsOf: $0) },
+                                              backpressure: {}) })
+    reporter.report(BenchResult(
+        suite: "transport", benchmark: "reliable link over tcp, pump 64 B, send(contentsOf:)", value: 1 / linkBatch,
+        unit: "messages/s", baseline: "bare TCP", baselineValue: 1 / bareBatch, higherIsBetter: true))
+
     let stats = link.statistics
     reporter.note("reliable link: \(stats.retransmitted) retransmitted, \(stats.duplicatesDropped) duplicates dropped, \(stats.reconnects) reconnects")
     await link.shutdown()
@@ -168,8 +160,12 @@ private func runInProcessBenchmark(_ reporter: BenchReporter) async throws {
         unit: "round trips/s", higherIsBetter: true))
 }
 
-private let pumpMessage = Envelope(protocolTag: .application, kind: 2, flags: [.oneWay],
-                                   payload: [UInt8](repeating: 0x5A, count: payloadSize))
+/// 4096 pump envelopes, each with its own payload buffer, as in real traffic: one shared
+/// buffer would make the sending thread and a thread that releases sent messages (a reliable
+/// link's ack handling) fight over its reference count.
+private let pumpPool: [Envelope] = (0..<4096).map { _ in
+    Envelope(protocolTag: .application, kind: 2, flags: [.oneWay], payload: [UInt8](repeating: 0x5A, count: payloadSize))
+}
 
 /// Sends `n` one-way envelopes from this task (calling `backpressure` every 1024) and returns
 /// once the receiver has counted them all.
@@ -178,7 +174,7 @@ private func pump(_ n: Int, _ counter: ArrivalCounter,
     counter.arm(n)
     var i = 0
     while i < n {
-        try send(pumpMessage)
+        try send(pumpPool[i & 4095])
         i += 1
         if i & 1023 == 0 { try await backpressure() }
     }
@@ -189,14 +185,20 @@ private func pump(_ n: Int, _ counter: ArrivalCounter,
 /// `send(contentsOf:)` each (backpressure between batches) and returns once all have arrived.
 private func pumpBatched(_ n: Int, _ batch: [Envelope], _ counter: ArrivalCounter,
                          _ conn: any TransportConnection) async throws {
+    try await pumpBatched(n, batch, counter, send: { try conn.send(contentsOf: $0) },
+                          backpressure: { try await conn.waitUntilWritable() })
+}
+
+private func pumpBatched(_ n: Int, _ batch: [Envelope], _ counter: ArrivalCounter,
+                         send: ([Envelope]) throws -> Void, backpressure: () async throws -> Void) async throws {
     counter.arm(n)
     var left = n
     while left >= batch.count {
-        try conn.send(contentsOf: batch)
+        try send(batch)
         left -= batch.count
-        try await conn.waitUntilWritable()
+        try await backpressure()
     }
-    if left > 0 { try conn.send(contentsOf: Array(batch[..<left])) }
+    if left > 0 { try send(Array(batch[..<left])) }
     await counter.wait()
 }
 
@@ -387,7 +389,7 @@ private final class LoopPumper: @unchecked Sendable {
         var batch = 0
         do {
             while left > 0 && batch < 1024 && conn.isWritable {
-                try conn.send(pumpMessage)
+                try conn.send(pumpPool[left & 4095])
                 left -= 1
                 batch += 1
             }

@@ -398,6 +398,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             return reason
         }
         finalReason = recorded
+        closing.store(true, ordering: .releasing)
         deliverCloseIfReady()
         let waiters = closeWaiters
         closeWaiters = []

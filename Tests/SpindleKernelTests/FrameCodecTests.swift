@@ -48,6 +48,13 @@ import SpindleKernel
         #expect(Array(b[15...]) == payload)
     }
 
+    @Test func reliableAckIs23Bytes() throws {
+        // The example in docs/wire-protocol.md.
+        let ack = Envelope(protocolTag: .reliable, kind: ReliableWire.ack, sequence: 300)
+        #expect(try FrameEncoder().encode(ack) ==
+                [0x53, 0x50, 2, 15, 0, 0, 0, 0, 1, 0, 3, 0, 0, 0, 0x08, 0x2C, 0x01, 0, 0, 0, 0, 0, 0])
+    }
+
     @Test func idsComeFirstInPresenceOrder() throws {
         let e = Envelope(protocolTag: .control, kind: 0,
                          source: NodeID(raw: RawID128(high: 1, low: 2)),

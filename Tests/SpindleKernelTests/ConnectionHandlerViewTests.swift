@@ -35,4 +35,23 @@ import SpindleKernel
         let owned = ConnectionHandler(onEnvelope: { _ in }, onClose: { _ in })
         #expect(owned.onEnvelopeView == nil)
     }
+
+    @Test func inProcessIsWritableFollowsThePeersInbox() async throws {
+        let t = InProcessTransport(configuration: .init(highWatermark: 4, lowWatermark: 2))
+        let accepted = Locked<(any TransportConnection)?>(nil)
+        _ = try await t.listen(on: .inproc(name: "slow")) { c in accepted.withLock { $0 = c } }
+        let client = try await t.connect(to: .inproc(name: "slow"))
+        // The server has not started: its inbox fills.
+        for i in 1...4 { try client.send(envelope(UInt64(i))) }
+        #expect(client.isWritable)
+        try client.send(envelope(5))
+        #expect(!client.isWritable)
+        let server = try #require(accepted.withLock { $0 })
+        let got = Locked<Int>(0)
+        server.start(ConnectionHandler(onEnvelopes: { batch in got.withLock { $0 += batch.count } }, onClose: { _ in }))
+        try await client.waitUntilWritable()
+        try await waitUntil("5 envelopes") { got.withLock { $0 } == 5 }
+        #expect(client.isWritable)
+        await t.shutdown()
+    }
 }

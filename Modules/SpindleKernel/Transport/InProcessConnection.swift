@@ -59,6 +59,9 @@ final class InProcessConnection: TransportConnection {
         if let refusal = await outbound.waitUntilWritable() { throw .closed(refusal) }
     }
 
+    /// False while the peer's inbox holds more than its high watermark of undelivered items.
+    var isWritable: Bool { outbound.isBelowHighWatermark }
+
     func start(_ handler: ConnectionHandler) {
         if inbound.start(handler) { fabric.scheduleDrain(inbound) }
     }

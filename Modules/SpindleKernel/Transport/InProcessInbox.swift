@@ -175,6 +175,12 @@ final class InProcessInbox: Sendable {
         }
     }
 
+    /// True while at most `highWatermark` items wait for delivery (the non-suspending check
+    /// behind `isWritable`; `waitUntilWritable` adds the hysteresis down to `lowWatermark`).
+    var isBelowHighWatermark: Bool {
+        state.withLock { s in s.queue.count + s.delayed.count <= highWatermark }
+    }
+
     /// Waits while more than `highWatermark` items wait for delivery, until at most
     /// `lowWatermark` remain. Returns the refusal reason if the inbox closes meanwhile.
     func waitUntilWritable() async -> CloseReason? {

@@ -103,27 +103,25 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
         if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
         guard !envelopes.isEmpty else { return }
-        // Elements are read through the buffer pointer: iterating the array would copy (and
-        // retain and release) every envelope.
-        let total = try envelopes.withUnsafeBufferPointer { es throws(TransportError) -> Int in
-            var total = 0
-            for i in es.indices {
-                let bound = FrameEncoder.frameSizeBound(of: es[i])
-                if bound > maxFrameSize {
-                    let size = FrameEncoder.frameSize(of: es[i])
-                    guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
-                }
-                total += bound
+        // Elements are read through spans: iterating the array would copy (and retain and
+        // release) every envelope.
+        let es = envelopes.span
+        var total = 0
+        for i in es.indices {
+            let bound = FrameEncoder.frameSizeBound(of: es[i])
+            if bound > maxFrameSize {
+                let size = FrameEncoder.frameSize(of: es[i])
+                guard size <= maxFrameSize else { throw .frameTooLarge(size: size, limit: maxFrameSize) }
             }
-            return total
+            total += bound
         }
-        let queued = envelopes.withUnsafeBufferPointer { es in
-            channel.writeInPlace { writer in
-                writer.append(upTo: total) { p in
-                    var at = 0
-                    for i in es.indices { at += FrameEncoder.encodeUnchecked(es[i], to: p + at) }
-                    return at
-                }
+        let queued = channel.writeInPlace { writer in
+            writer.append(upTo: total) { p in
+                // A span's elements are borrowed in place (no copy, no retain per envelope).
+                let es = envelopes.span
+                var at = 0
+                for i in es.indices { at += FrameEncoder.encodeUnchecked(es[i], to: p + at) }
+                return at
             }
         }
         if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }

@@ -58,21 +58,21 @@ public struct FrameEncoder: Sendable {
     ///
     /// For transports that encode straight into their own write buffers. The caller checks
     /// the size against its limit first (`frameSize(of:)`).
-    @inlinable
-    public static func encodeUnchecked(_ e: Envelope, to destination: UnsafeMutableRawPointer) -> Int {
+    @inlinable @inline(__always)
+    public static func encodeUnchecked(_ e: borrowing Envelope, to destination: UnsafeMutableRawPointer) -> Int {
         write(e, presence: FrameLayout.presence(of: e), to: destination)
     }
 
     /// An upper bound of `frameSize(of: e)` that only looks at the payload: the prefix, the
     /// longest header and the payload. For reserving room before `encodeUnchecked`.
     @inlinable
-    public static func frameSizeBound(of e: Envelope) -> Int {
+    public static func frameSizeBound(of e: borrowing Envelope) -> Int {
         FrameLayout.prefixSize + FrameLayout.largestHeaderSize + e.payload.count
     }
 
     /// Writes the whole frame for `e` at `p`; returns its size.
-    @discardableResult @inlinable
-    static func write(_ e: Envelope, presence: UInt8, to p: UnsafeMutableRawPointer) -> Int {
+    @discardableResult @inlinable @inline(__always)
+    static func write(_ e: borrowing Envelope, presence: UInt8, to p: UnsafeMutableRawPointer) -> Int {
         let payloadCount = e.payload.count
         let headerLength = FrameLayout.headerSize(presence: presence)
         p.storeBytes(of: FrameLayout.magic0, toByteOffset: 0, as: UInt8.self)

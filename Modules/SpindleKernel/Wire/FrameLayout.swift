@@ -14,42 +14,42 @@
 /// 64-byte payload is 8 + 7 + 64 = 79 bytes.
 public enum FrameLayout {
     /// The two magic bytes every frame starts with: ASCII "SP".
-    public static let magic0: UInt8 = 0x53
-    public static let magic1: UInt8 = 0x50
+    @inlinable public static var magic0: UInt8 { 0x53 }
+    @inlinable public static var magic1: UInt8 { 0x50 }
     /// The frame format version this codec writes and reads (version 1, the fixed 80-byte
     /// header, is no longer read).
-    public static let version: UInt8 = 2
+    @inlinable public static var version: UInt8 { 2 }
     /// Bytes before the header: magic (2), version (1), header length (1), payload length (4).
-    public static let prefixSize = 8
+    @inlinable public static var prefixSize: Int { 8 }
     /// The fixed part of every header: tag, kind, flags, presence.
-    public static let fixedHeaderSize = 7
+    @inlinable public static var fixedHeaderSize: Int { 7 }
     /// The longest header version 2 writes (every optional field present).
-    public static let largestHeaderSize = fixedHeaderSize + 16 + 16 + 8 + 8 + 12 + 8
+    @inlinable public static var largestHeaderSize: Int { fixedHeaderSize + 16 + 16 + 8 + 8 + 12 + 8 }
     /// The smallest possible frame: prefix plus the fixed header, no optional field, no payload.
-    public static let minimumFrameSize = prefixSize + fixedHeaderSize
+    @inlinable public static var minimumFrameSize: Int { prefixSize + fixedHeaderSize }
     /// The largest maximum a codec can be configured with (header length and payload length
     /// are bounded by their field widths).
-    public static let largestFrameSize = prefixSize + 255 + Int(UInt32.max)
+    @inlinable public static var largestFrameSize: Int { prefixSize + 255 + Int(UInt32.max) }
     /// The default maximum frame size: 16 MiB.
-    public static let defaultMaxFrameSize = 16 << 20
+    @inlinable public static var defaultMaxFrameSize: Int { 16 << 20 }
 
     // Fixed header field offsets, relative to the start of the header.
-    @usableFromInline static let offTag = 0
-    @usableFromInline static let offKind = 2
-    @usableFromInline static let offFlags = 4
-    @usableFromInline static let offPresence = 6
+    @inlinable static var offTag: Int { 0 }
+    @inlinable static var offKind: Int { 2 }
+    @inlinable static var offFlags: Int { 4 }
+    @inlinable static var offPresence: Int { 6 }
 
     /// Presence bits (the byte at header offset 6). Fields follow the fixed header in this order.
-    @usableFromInline static let hasSource: UInt8 = 1 << 0
-    @usableFromInline static let hasDestination: UInt8 = 1 << 1
-    @usableFromInline static let hasCorrelation: UInt8 = 1 << 2
-    @usableFromInline static let hasSequence: UInt8 = 1 << 3
-    @usableFromInline static let hasStamp: UInt8 = 1 << 4
-    @usableFromInline static let hasDeadline: UInt8 = 1 << 5
-    @usableFromInline static let knownPresenceBits: UInt8 = 0x3F
+    @inlinable static var hasSource: UInt8 { 1 << 0 }
+    @inlinable static var hasDestination: UInt8 { 1 << 1 }
+    @inlinable static var hasCorrelation: UInt8 { 1 << 2 }
+    @inlinable static var hasSequence: UInt8 { 1 << 3 }
+    @inlinable static var hasStamp: UInt8 { 1 << 4 }
+    @inlinable static var hasDeadline: UInt8 { 1 << 5 }
+    @inlinable static var knownPresenceBits: UInt8 { 0x3F }
 
     /// The header length the presence bits imply.
-    @inlinable
+    @inlinable @inline(__always)
     static func headerSize(presence p: UInt8) -> Int {
         // Each bit contributes its field's size; popcount-free so it compiles to a few adds.
         var n = fixedHeaderSize
@@ -64,8 +64,8 @@ public enum FrameLayout {
 
     /// The presence bits an envelope encodes with: a field is present when it is set
     /// (ids non-nil, numbers and stamp non-zero).
-    @inlinable
-    static func presence(of e: Envelope) -> UInt8 {
+    @inlinable @inline(__always)
+    static func presence(of e: borrowing Envelope) -> UInt8 {
         var p: UInt8 = 0
         if e.source != nil { p |= hasSource }
         if e.destination != nil { p |= hasDestination }

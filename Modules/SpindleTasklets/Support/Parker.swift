@@ -57,7 +57,7 @@ final class Parker: @unchecked Sendable {
 
 /// Monotonic time in nanoseconds, for spin budgets (never the injected clock: a ManualClock
 /// would make a spin last forever).
-@inline(__always)
+@inlinable @inline(__always)
 func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

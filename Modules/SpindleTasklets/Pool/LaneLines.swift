@@ -27,6 +27,9 @@ struct PhaseOrder: ~Copyable {
     @usableFromInline var scratch: UnsafeMutableRawPointer?
     /// This lane's fuel slice under `.perLane`.
     var fuelBudget: UInt64 = 0
+    /// When the coordinator started the phase (pool clock). A lane that was spinning when
+    /// the ticket moved starts its busy time here instead of reading the clock itself.
+    var forkStamp: UInt64 = 0
 }
 
 /// What one lane reports about the current launch: written by the lane (during and at the end
@@ -52,6 +55,12 @@ struct LaneReport: ~Copyable {
         phaseEnd = 0
         fuelUsed = 0
         fuelLeft = fuelBudget
+    }
+
+    /// Prepares the fuel fields for a launch's first phase (busy time restarts at its end).
+    mutating func resetFuel(budget: UInt64) {
+        if fuelUsed != 0 { fuelUsed = 0 }
+        if fuelLeft != budget { fuelLeft = budget }
     }
 }
 

@@ -17,7 +17,8 @@ final class LaunchControl: @unchecked Sendable {
     @usableFromInline let barrier: LaneBarrier
     let joinParker = Parker()
     private let fuelPool = Atomic<UInt64>(0)
-    @usableFromInline private(set) var fuelMode = FuelMode.unlimited
+    // @exclusivity(unchecked): written only between launches under the pool's gate.
+    @usableFromInline @exclusivity(unchecked) private(set) var fuelMode = FuelMode.unlimited
 
     init(spinNanoseconds: UInt64) { barrier = LaneBarrier(spinNanoseconds: spinNanoseconds) }
 

@@ -30,6 +30,9 @@ final class LaunchFrame: @unchecked Sendable {
         /// Time the coordinator spent waiting for joins, subtracted from its busy time.
         var joinWaitNanoseconds: UInt64 = 0
         @usableFromInline var output: [UInt8] = []
+        /// The statistics array of the latest result. Once its caller dropped that result,
+        /// this is the only reference and the next launch refills the buffer in place.
+        var statistics: [LaneStatistics] = []
         /// The running launch's shared value (on the coordinator's stack).
         @usableFromInline var shared: UnsafeRawPointer?
         /// Scratch slots, one per lane, `scratchStride` bytes apart (a multiple of the
@@ -62,8 +65,9 @@ final class LaunchFrame: @unchecked Sendable {
     @inlinable var generation: UInt64 { state.pointee.generation }
 
     /// The lane entry of the latest launch types, and those types' identity.
-    private var laneEntry: LaneEntry?
-    private var laneEntryKey: ObjectIdentifier?
+    // @exclusivity(unchecked): only the coordinator holding the gate touches them.
+    @exclusivity(unchecked) private var laneEntry: LaneEntry?
+    @exclusivity(unchecked) private var laneEntryKey: ObjectIdentifier?
 
     /// The lane entry for the types identified by `key`, made by `make` when they differ from
     /// the previous phase's. The frame keeps it alive.

@@ -69,13 +69,15 @@ func monotonicNanoseconds() -> UInt64 {
 /// Every 64 checks the spinner reads the clock; every 1024 it yields its core, so on an
 /// oversubscribed machine (more lanes than cores) the thread it waits for gets to run.
 @inline(__always)
-func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () -> Bool) {
-    if ready() { return }
+/// - Returns: whether it parked (false when `ready()` held while spinning).
+@discardableResult
+func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () -> Bool) -> Bool {
+    if ready() { return false }
     var deadline: UInt64 = 0
     var i: UInt32 = 0
     while true {
         i &+= 1
-        if ready() { return }
+        if ready() { return false }
         if i & 63 == 0 {
             let now = monotonicNanoseconds()
             if deadline == 0 {
@@ -87,4 +89,5 @@ func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () 
         }
     }
     parker.park(until: ready)
+    return true
 }

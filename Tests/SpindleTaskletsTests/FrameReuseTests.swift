@@ -11,14 +11,14 @@ extension TaskletTests {
                 let first = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }, fuel: .perLane(300)) { coord in
                     try coord.parallelForWorkers { w in try w.fuelCheckpoint(UInt64(10 * w.lane)) }
                     try coord.fuelCheckpoint(7)
-            }
-            let second = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }, fuel: .sharedPool(1_000)) { coord in
-                try coord.parallelForWorkers { w in try w.fuelCheckpoint(UInt64(100 * w.lane)) }
-            }
-            #expect(first.laneFuelUsed == [7, 10, 20])
-            #expect(first.fuelUsed == 37)
-            #expect(second.laneFuelUsed == [0, 100, 200])
-            #expect(second.fuelUsed == 300)
+                }
+                let second = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }, fuel: .sharedPool(1_000)) { coord in
+                    try coord.parallelForWorkers { w in try w.fuelCheckpoint(UInt64(100 * w.lane)) }
+                }
+                #expect(first.laneFuelUsed == [7, 10, 20])
+                #expect(first.fuelUsed == 37)
+                #expect(second.laneFuelUsed == [0, 100, 200])
+                #expect(second.fuelUsed == 300)
             }
         }
 
@@ -26,15 +26,15 @@ extension TaskletTests {
             try await withPool { pool in
                 _ = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { coord in
                     try coord.parallelForWorkers { w in try w.fuelCheckpoint(5) }
-            }
-            let idle = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { _ in }
-            #expect(idle.laneFuelUsed == [0, 0, 0])
-            #expect(idle.laneBusyTime[1] == .zero && idle.laneBusyTime[2] == .zero)
+                }
+                let idle = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { _ in }
+                #expect(idle.laneFuelUsed == [0, 0, 0])
+                #expect(idle.laneBusyTime[1] == .zero && idle.laneBusyTime[2] == .zero)
             }
         }
 
         struct Wide: Sendable, Equatable {
-            // 320 bytes: more than one scratch slot's default 128, so slots grow their stride.
+            // 312 bytes: more than a scratch slot's default 128, so the slots widen their stride.
             var words = [UInt64](repeating: 0, count: 4)
             var inline: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                          UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
@@ -75,23 +75,23 @@ extension TaskletTests {
                         }
                     }
                     #expect(wide.workerCount == 6)
-            }
+                }
             }
         }
 
         @Test func anEscapedContextCannotCancelTheNextLaunch() async throws {
             try await withPool { pool in
-                let escaped = LaunchTests_EscapedCancel()
+                let escaped = EscapedCancel()
                 _ = try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in
                     escaped.cancel = { coord.cancel() }
-            }
-            let result = try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in
-                escaped.cancel?()
-                #expect(!coord.isCancelled)
-                try coord.parallelForWorkers { w in w.scratch = 1 }
-                coord.setOutput([UInt8(coord.dataScratch(0))])
-            }
-            #expect(result.output == [1])
+                }
+                let result = try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in
+                    escaped.cancel?()
+                    #expect(!coord.isCancelled)
+                    try coord.parallelForWorkers { w in w.scratch = 1 }
+                    coord.setOutput([UInt8(coord.dataScratch(0))])
+                }
+                #expect(result.output == [1])
             }
         }
 
@@ -106,9 +106,9 @@ extension TaskletTests {
                             w.scratch = x
                         }
                     }
-            }
-            #expect(result.laneBusyTime[1] > .zero && result.laneBusyTime[2] > .zero)
-            #expect(result.laneBusyTime[1] <= result.elapsed && result.laneBusyTime[2] <= result.elapsed)
+                }
+                #expect(result.laneBusyTime[1] > .zero && result.laneBusyTime[2] > .zero)
+                #expect(result.laneBusyTime[1] <= result.elapsed && result.laneBusyTime[2] <= result.elapsed)
             }
         }
     }
@@ -128,7 +128,7 @@ func withPool(_ configuration: TaskletPool.Configuration = .init(),
 }
 
 /// Carries an escaped coordinator's `cancel` out of its launch (one test thread only).
-final class LaunchTests_EscapedCancel: @unchecked Sendable {
+final class EscapedCancel: @unchecked Sendable {
     // @unchecked Sendable: written inside one launch and called in the next, on one thread.
     var cancel: (() -> Void)?
 }

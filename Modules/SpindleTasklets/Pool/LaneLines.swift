@@ -27,9 +27,6 @@ struct PhaseOrder: ~Copyable {
     @usableFromInline var scratch: UnsafeMutableRawPointer?
     /// This lane's fuel slice under `.perLane`.
     var fuelBudget: UInt64 = 0
-    /// When the coordinator started the phase (pool clock). A lane that was spinning when
-    /// the ticket moved starts its busy time here instead of reading the clock itself.
-    var forkStamp: UInt64 = 0
 }
 
 /// What one lane reports about the current launch: written by the lane (during and at the end
@@ -41,8 +38,10 @@ struct PhaseOrder: ~Copyable {
 @usableFromInline
 struct LaneReport: ~Copyable {
     let done = Atomic<UInt32>(0)
-    /// Time spent in phase bodies in this launch, in nanoseconds of the pool's clock.
-    var busyNanoseconds: UInt64 = 0
+    /// When the lane woke up for its latest phase if it had parked, else 0 (pool clock). A
+    /// spinning lane sees the fork within a fraction of a microsecond, so its busy time is
+    /// counted from the coordinator's fork stamp and it reads the clock once per phase.
+    var wokeAt: UInt64 = 0
     /// When the lane finished its latest phase body (pool clock).
     var phaseEnd: UInt64 = 0
     /// Fuel the lane debited in this launch.
@@ -50,14 +49,7 @@ struct LaneReport: ~Copyable {
     /// What is left of the lane's slice under `.perLane`.
     var fuelLeft: UInt64 = 0
 
-    mutating func reset(fuelBudget: UInt64) {
-        busyNanoseconds = 0
-        phaseEnd = 0
-        fuelUsed = 0
-        fuelLeft = fuelBudget
-    }
-
-    /// Prepares the fuel fields for a launch's first phase (busy time restarts at its end).
+    /// Prepares the fuel fields for a launch (a data lane does it on the launch's first phase).
     mutating func resetFuel(budget: UInt64) {
         if fuelUsed != 0 { fuelUsed = 0 }
         if fuelLeft != budget { fuelLeft = budget }

@@ -90,7 +90,7 @@ final class LaunchFrame: @unchecked Sendable {
         state.pointee.phases = 0
         state.pointee.joinWaitNanoseconds = 0
         if !state.pointee.output.isEmpty { state.pointee.output = [] }
-        coordinatorReport.pointee.reset(fuelBudget: fuelBudget(lane: 0))
+        coordinatorReport.pointee.resetFuel(budget: fuelBudget(lane: 0))
         let unit = max(LaneLines.lineSize, alignment)
         let stride = (max(scratchSize, 1) + unit - 1) / unit * unit
         let needed = stride * lanes

@@ -30,7 +30,7 @@ final class WorkerSlot: @unchecked Sendable {
 ///    parallelForWorkers │ order[k] = entry, body, shared, scratch
 ///      order[k].ticket += 1 ─────────▶ spin/park until the ticket changes
 ///      spin/park until  │             entry.run(k)  (types restored)
-///      report[k].done ◀─┼──────────── report[k] = busy, phase end; done = ticket
+///      report[k].done ◀─┼──────────── report[k] = phase end, fuel; done = ticket
 ///  build result, gate.unlock          back to spin/park
 /// ```
 /// Starting a phase moves one cache line to each lane (its order) and the join moves one back
@@ -67,6 +67,8 @@ final class PoolCore: @unchecked Sendable {
         /// The ticket of the phase this lane was last given: its report's `done` reaches it
         /// when the lane finished that phase.
         var expected: UInt32
+        /// The lane's busy time in the running launch, summed by the coordinator at each join.
+        var busy: UInt64 = 0
     }
     private let stopping = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
@@ -220,7 +222,7 @@ final class PoolCore: @unchecked Sendable {
         statistics.append(LaneStatistics(busyNanoseconds: coordinatorBusy, fuelUsed: coordinatorFuel))
         for lane in 1..<max(lanes, 1) {
             let report = joinList[lane - 1].report
-            let busy = ranPhases ? report.pointee.busyNanoseconds : 0
+            let busy = ranPhases ? joinList[lane - 1].busy : 0
             let used = ranPhases ? report.pointee.fuelUsed : 0
             fuelUsed &+= used
             statistics.append(LaneStatistics(busyNanoseconds: busy, fuelUsed: used))
@@ -270,7 +272,10 @@ final class PoolCore: @unchecked Sendable {
             order.pointee.entry = entry
             order.pointee.shared = shared
             order.pointee.scratch = frame.scratchSlot(index + 1)
-            if firstPhase { order.pointee.fuelBudget = frame.fuelBudget(lane: index + 1) }
+            if firstPhase {
+                order.pointee.fuelBudget = frame.fuelBudget(lane: index + 1)
+                joinList[index].busy = 0
+            }
         }
         return dataLanes
     }
@@ -279,12 +284,13 @@ final class PoolCore: @unchecked Sendable {
     @usableFromInline
     func forkAndJoin(dataLanes: Int) {
         let joinList = self.joinList
-        let start = now()
         for index in 0..<dataLanes {
-            joinList[index].order.pointee.forkStamp = start
             joinList[index].expected = joinList[index].order.pointee.ticket.add(1, ordering: .sequentiallyConsistent).newValue
             joinList[index].parker._withUnsafeGuaranteedRef { $0.wakeAll() }
         }
+        // The fork stamp is read after the tickets moved, while the lanes fetch their orders:
+        // off the critical path. It starts the busy time of every lane that was spinning.
+        let start = now()
         spinThenPark(spinNanoseconds, on: control.joinParker) {
             var index = 0
             while index < dataLanes {
@@ -298,7 +304,13 @@ final class PoolCore: @unchecked Sendable {
         // The join ended when the last lane's body did: its end stamp (same clock) spares the
         // coordinator a clock read per phase.
         var end = start
-        for index in 0..<dataLanes { end = max(end, joinList[index].report.pointee.phaseEnd) }
+        for index in 0..<dataLanes {
+            let report = joinList[index].report
+            let laneEnd = report.pointee.phaseEnd
+            let laneStart = max(start, report.pointee.wokeAt)
+            joinList[index].busy &+= laneEnd &- min(laneEnd, laneStart)
+            end = max(end, laneEnd)
+        }
         frame.state.pointee.joinWaitNanoseconds &+= end &- start
     }
 
@@ -345,17 +357,14 @@ final class PoolCore: @unchecked Sendable {
             if stopping.load(ordering: .sequentiallyConsistent) { return }
             seen = order.pointee.ticket.load(ordering: .acquiring)
             let laneCount = order.pointee.laneCount
-            let firstPhase = order.pointee.firstPhase
-            if firstPhase { report.pointee.resetFuel(budget: order.pointee.fuelBudget) }
+            if order.pointee.firstPhase { report.pointee.resetFuel(budget: order.pointee.fuelBudget) }
             // A spinning lane saw the ticket within a fraction of a microsecond of the fork:
-            // its busy time starts at the fork stamp, sparing a clock read. A parked lane
-            // reads the clock, so that its wake-up latency does not count as busy.
-            let start = parked ? now() : order.pointee.forkStamp
+            // the coordinator counts its busy time from the fork stamp, sparing it a clock
+            // read. A parked lane stamps its wake-up, so the wake latency is not counted.
+            let wokeAt: UInt64 = parked ? now() : 0
+            if report.pointee.wokeAt != wokeAt { report.pointee.wokeAt = wokeAt }
             order.pointee.entry.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.run(order, body, report, control, lane) }
-            let end = now()
-            let busy = end &- min(end, start)
-            report.pointee.busyNanoseconds = firstPhase ? busy : report.pointee.busyNanoseconds &+ busy
-            report.pointee.phaseEnd = end
+            report.pointee.phaseEnd = now()
             // A lone data lane has no peer to release: leave the barrier's line alone.
             if laneCount > 2 { control.barrier.depart() }
             report.pointee.done.store(seen, ordering: .sequentiallyConsistent)

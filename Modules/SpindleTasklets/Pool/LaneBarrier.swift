@@ -14,6 +14,7 @@ import Synchronization
 @usableFromInline
 final class LaneBarrier: @unchecked Sendable {
     // @unchecked Sendable: all shared state is atomic; `spinNanoseconds` is set at init.
+    private let headerPad = HeaderPad()
     private let counts = Atomic<UInt64>(0)
     /// Keeps `counts` (every arrival writes it) off the line the waiters spin on.
     private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,

@@ -1,14 +1,15 @@
 import Synchronization
 
 /// What the coordinator hands one data lane for a phase: written by the coordinator, read by
-/// the lane, all on one cache line so that starting a phase moves one line per lane.
+/// the lane, all on one cache line.
 ///
-/// The coordinator writes the plain fields, then bumps `ticket` (sequentially consistent); the
-/// lane reads the fields only after it saw the bump, and the coordinator writes them again only
-/// after the lane reported the phase done. The ticket orders every access.
+/// The coordinator writes the fields, then bumps the lane's doorbell ticket (sequentially
+/// consistent, on a line of its own); the lane reads the fields only after it saw the bump,
+/// and the coordinator writes them again only after the lane reported the phase done. The
+/// ticket orders every access. (With the ticket on this line, the spinning lane kept pulling
+/// the line back between the coordinator's field writes.)
 @usableFromInline
 struct PhaseOrder: ~Copyable {
-    let ticket = Atomic<UInt32>(0)
     /// Lanes of the launch, coordinator included (at most `UInt16.max`, see `PoolCore`).
     @usableFromInline var laneCount: UInt16 = 0
     /// The launch's fuel policy (`FuelMode.rawValue`).
@@ -18,7 +19,7 @@ struct PhaseOrder: ~Copyable {
     /// Runs the lane with the launch's types restored (kept alive by the pool's frame).
     @usableFromInline var entry: Unmanaged<LaneEntry>?
     /// Room for the phase's `PhaseBody` (a closure: two words), so that a lane finds the
-    /// body on the line it already fetched. Typed memory only while a phase runs: the
+    /// body on the order line instead of a line of the coordinator's stack. Typed memory only while a phase runs: the
     /// coordinator initialises it before the ticket bump and deinitialises it after the join.
     @usableFromInline var bodyStorage: (UInt, UInt) = (0, 0)
     /// The launch's shared value, on the coordinator's stack.
@@ -62,13 +63,17 @@ enum FuelMode: UInt8 {
     case unlimited, perLane, sharedPool
 }
 
-/// A `PhaseOrder` and a `LaneReport` on cache lines of their own, at stable addresses.
+/// A lane's `PhaseOrder`, `LaneReport` and doorbell, each on cache lines of its own, at
+/// stable addresses.
 ///
 /// `@unchecked Sendable`: the two lines are shared between the coordinator and one lane under
 /// the ticket / done protocol described on each type; the memory lives as long as this box.
 final class LaneLines: @unchecked Sendable {
     static let lineSize = 128
     let order: UnsafeMutablePointer<PhaseOrder>
+    /// The lane's doorbell: the ticket the coordinator bumps to start a phase, alone on its
+    /// line (the lane spins on it; order fields written on that line would bounce).
+    let doorbell: UnsafeMutablePointer<Atomic<UInt32>>
     /// `order.pointee.bodyStorage`'s address.
     let body: UnsafeMutableRawPointer
     let report: UnsafeMutablePointer<LaneReport>
@@ -77,7 +82,7 @@ final class LaneLines: @unchecked Sendable {
     init() {
         // Two 128-byte blocks: the adjacent-line prefetcher pairs 64-byte lines, so a 64-byte
         // separation alone would still let the two writers disturb each other.
-        raw = .allocate(byteCount: 2 * Self.lineSize, alignment: Self.lineSize)
+        raw = .allocate(byteCount: 3 * Self.lineSize, alignment: Self.lineSize)
         order = raw.bindMemory(to: PhaseOrder.self, capacity: 1)
         order.initialize(to: PhaseOrder())
         body = withUnsafeMutablePointer(to: &order.pointee.bodyStorage) { UnsafeMutableRawPointer($0) }
@@ -85,11 +90,14 @@ final class LaneLines: @unchecked Sendable {
                      "PhaseOrder no longer fits one 64-byte cache line")
         report = (raw + Self.lineSize).bindMemory(to: LaneReport.self, capacity: 1)
         report.initialize(to: LaneReport())
+        doorbell = (raw + 2 * Self.lineSize).bindMemory(to: Atomic<UInt32>.self, capacity: 1)
+        doorbell.initialize(to: Atomic<UInt32>(0))
     }
 
     deinit {
         order.deinitialize(count: 1)
         report.deinitialize(count: 1)
+        doorbell.deinitialize(count: 1)
         raw.deallocate()
     }
 }
@@ -108,6 +116,7 @@ typealias LaneFunction = (UnsafeMutablePointer<PhaseOrder>, UnsafeMutableRawPoin
 @usableFromInline
 final class LaneEntry: @unchecked Sendable {
     // @unchecked Sendable: immutable; the closure only reads what its order points at.
+    private let headerPad = HeaderPad()
     @usableFromInline let run: LaneFunction
 
     @inlinable

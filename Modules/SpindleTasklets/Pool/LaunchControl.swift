@@ -10,6 +10,7 @@ final class LaunchControl: @unchecked Sendable {
     // @unchecked Sendable: shared state is atomic or behind a Mutex; the only plain field,
     // `fuelMode`, changes between launches, under the pool's gate, before the ticket bump
     // that starts the first phase.
+    private let headerPad = HeaderPad()
     let cancelled = Atomic<Bool>(false)
     private let failure = Mutex<TaskletError?>(nil)
     /// Whether `failure` holds an error: lets the common no-failure path skip the lock.

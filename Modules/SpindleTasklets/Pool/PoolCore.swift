@@ -28,18 +28,19 @@ final class WorkerSlot: @unchecked Sendable {
 ///  gate.lock, frame.begin
 ///  coordinator closure ─┐
 ///    parallelForWorkers │ order[k] = entry, body, shared, scratch
-///      order[k].ticket += 1 ─────────▶ spin/park until the ticket changes
+///      doorbell[k] += 1 ─────────────▶ spin/park until the doorbell changes
 ///      spin/park until  │             entry.run(k)  (types restored)
 ///      report[k].done ◀─┼──────────── report[k] = phase end, fuel; done = ticket
 ///  build result, gate.unlock          back to spin/park
 /// ```
-/// Starting a phase moves one cache line to each lane (its order) and the join moves one back
-/// (its report); nothing else is written by both sides.
+/// Starting a phase moves two cache lines to each lane (its doorbell and its order) and the
+/// join moves one back (its report); nothing else is written by both sides.
 @usableFromInline
 final class PoolCore: @unchecked Sendable {
     // @unchecked Sendable: `slots` and `frame` are used only by the launch that holds `gate`
     // (pool threads reach their own slot, captured at start); a slot's lines follow their
     // ticket/done protocol. Everything else is atomic, a Mutex, or immutable.
+    private let headerPad = HeaderPad()
     @usableFromInline let clock: any SpindleClock
     /// Whether `clock` is the system clock: then lanes read the monotonic clock directly,
     /// without the existential call and `Duration` arithmetic (two reads per lane per phase).
@@ -61,6 +62,7 @@ final class PoolCore: @unchecked Sendable {
 
     struct JoinEntry {
         let order: UnsafeMutablePointer<PhaseOrder>
+        let doorbell: UnsafeMutablePointer<Atomic<UInt32>>
         let body: UnsafeMutableRawPointer
         let report: UnsafeMutablePointer<LaneReport>
         let parker: Unmanaged<Parker>
@@ -285,7 +287,7 @@ final class PoolCore: @unchecked Sendable {
     func forkAndJoin(dataLanes: Int) {
         let joinList = self.joinList
         for index in 0..<dataLanes {
-            joinList[index].expected = joinList[index].order.pointee.ticket.add(1, ordering: .sequentiallyConsistent).newValue
+            joinList[index].expected = joinList[index].doorbell.pointee.add(1, ordering: .sequentiallyConsistent).newValue
             joinList[index].parker._withUnsafeGuaranteedRef { $0.wakeAll() }
         }
         // The fork stamp is read after the tickets moved, while the lanes fetch their orders:
@@ -327,7 +329,7 @@ final class PoolCore: @unchecked Sendable {
                 joinCapacity = max(8, joinCapacity * 2)
             }
             (joinList + slots.count).initialize(to: JoinEntry(
-                order: slot.lines.order, body: slot.lines.body, report: slot.lines.report,
+                order: slot.lines.order, doorbell: slot.lines.doorbell, body: slot.lines.body, report: slot.lines.report,
                 parker: Unmanaged.passUnretained(slot.parker), expected: 0))
             slots.append(slot)
             startedThreads.add(1, ordering: .relaxed)
@@ -344,6 +346,7 @@ final class PoolCore: @unchecked Sendable {
             ownership.deallocate()
         }
         let order = slot.lines.order
+        let doorbell = slot.lines.doorbell
         let body = slot.lines.body
         let report = slot.lines.report
         let control = self.control
@@ -351,11 +354,11 @@ final class PoolCore: @unchecked Sendable {
         var seen: UInt32 = 0
         while true {
             let parked = spinThenPark(spinNanoseconds, on: slot.parker) {
-                order.pointee.ticket.load(ordering: .sequentiallyConsistent) != seen
+                doorbell.pointee.load(ordering: .sequentiallyConsistent) != seen
                     || stopping.load(ordering: .sequentiallyConsistent)
             }
             if stopping.load(ordering: .sequentiallyConsistent) { return }
-            seen = order.pointee.ticket.load(ordering: .acquiring)
+            seen = doorbell.pointee.load(ordering: .acquiring)
             let laneCount = order.pointee.laneCount
             if order.pointee.firstPhase { report.pointee.resetFuel(budget: order.pointee.fuelBudget) }
             // A spinning lane saw the ticket within a fraction of a microsecond of the fork:

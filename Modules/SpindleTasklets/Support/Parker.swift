@@ -15,6 +15,7 @@ import Darwin
 final class Parker: @unchecked Sendable {
     // @unchecked Sendable: the pthread mutex and condition live at stable heap addresses owned
     // by this object; they are only used through pthread calls, which are thread-safe.
+    private let headerPad = HeaderPad()
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private let waiters = Atomic<Int>(0)
@@ -90,4 +91,14 @@ func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () 
     }
     parker.park(until: ready)
     return true
+}
+
+/// 64 bytes of nothing. Declared first in a class whose fields other cores read, it keeps
+/// those fields off the cache line of the object's header: every retain and release writes
+/// the reference count there, and a core that only reads the fields would otherwise lose the
+/// line to each of them.
+@usableFromInline
+struct HeaderPad {
+    private let words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    @usableFromInline init() {}
 }

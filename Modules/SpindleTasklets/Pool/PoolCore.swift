@@ -286,13 +286,14 @@ final class PoolCore: @unchecked Sendable {
     @usableFromInline
     func forkAndJoin(dataLanes: Int) {
         let joinList = self.joinList
+        // The fork stamp starts the busy time of every lane that was spinning. It is read
+        // before the doorbells ring: read after, a coordinator preempted in between (say by
+        // the lane it just woke, on its own core) would stamp after the lane had finished.
+        let start = now()
         for index in 0..<dataLanes {
             joinList[index].expected = joinList[index].doorbell.pointee.add(1, ordering: .sequentiallyConsistent).newValue
             joinList[index].parker._withUnsafeGuaranteedRef { $0.wakeAll() }
         }
-        // The fork stamp is read after the tickets moved, while the lanes fetch their orders:
-        // off the critical path. It starts the busy time of every lane that was spinning.
-        let start = now()
         spinThenPark(spinNanoseconds, on: control.joinParker) {
             var index = 0
             while index < dataLanes {

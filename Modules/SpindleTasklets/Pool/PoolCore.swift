@@ -73,6 +73,11 @@ final class PoolCore: @unchecked Sendable {
         var busy: UInt64 = 0
     }
     private let stopping = Atomic<Bool>(false)
+    /// How often spinning threads yield (see `spinThenPark`): every 1 024 checks, or every 64
+    /// once the pool has more threads (its lane threads and a coordinator) than the machine
+    /// has cores, where a spinning lane holds a core that the lane it waits for needs.
+    private let yieldMask = Atomic<UInt32>(1023)
+    private static let onlineCores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     private let closed = Atomic<Bool>(false)
     private let startedThreads = Atomic<Int>(0)
 
@@ -294,7 +299,7 @@ final class PoolCore: @unchecked Sendable {
             joinList[index].expected = joinList[index].doorbell.pointee.add(1, ordering: .sequentiallyConsistent).newValue
             joinList[index].parker._withUnsafeGuaranteedRef { $0.wakeAll() }
         }
-        spinThenPark(spinNanoseconds, on: control.joinParker) {
+        spinThenPark(spinNanoseconds, yieldMask: yieldMask.load(ordering: .relaxed), on: control.joinParker) {
             var index = 0
             while index < dataLanes {
                 if joinList[index].report.pointee.done.load(ordering: .sequentiallyConsistent) != joinList[index].expected {
@@ -334,6 +339,7 @@ final class PoolCore: @unchecked Sendable {
                 parker: Unmanaged.passUnretained(slot.parker), expected: 0))
             slots.append(slot)
             startedThreads.add(1, ordering: .relaxed)
+            if slots.count + 1 > Self.onlineCores { yieldMask.store(63, ordering: .relaxed) }
         }
     }
 
@@ -354,7 +360,7 @@ final class PoolCore: @unchecked Sendable {
         let lane = slot.lane
         var seen: UInt32 = 0
         while true {
-            let parked = spinThenPark(spinNanoseconds, on: slot.parker) {
+            let parked = spinThenPark(spinNanoseconds, yieldMask: yieldMask.load(ordering: .relaxed), on: slot.parker) {
                 doorbell.pointee.load(ordering: .sequentiallyConsistent) != seen
                     || stopping.load(ordering: .sequentiallyConsistent)
             }

@@ -67,12 +67,14 @@ func monotonicNanoseconds() -> UInt64 {
 
 /// Waits until `ready()` holds: spins for the policy's budget, then parks on `parker`.
 ///
-/// Every 64 checks the spinner reads the clock; every 1024 it yields its core, so on an
-/// oversubscribed machine (more lanes than cores) the thread it waits for gets to run.
+/// Every 64 checks the spinner reads the clock; every `yieldMask + 1` checks (1 024 by
+/// default, 64 in a pool with more threads than cores) it yields its core, so on an
+/// oversubscribed machine the thread it waits for gets to run.
 @inline(__always)
 /// - Returns: whether it parked (false when `ready()` held while spinning).
 @discardableResult
-func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () -> Bool) -> Bool {
+func spinThenPark(_ spinNanoseconds: UInt64, yieldMask: UInt32 = 1023, on parker: Parker,
+                  until ready: () -> Bool) -> Bool {
     if ready() { return false }
     var deadline: UInt64 = 0
     var i: UInt32 = 0
@@ -86,7 +88,7 @@ func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () 
             } else if now >= deadline {
                 break
             }
-            if i & 1023 == 0 { sched_yield() }
+            if i & yieldMask == 0 { sched_yield() }
         }
     }
     parker.park(until: ready)

@@ -2,6 +2,12 @@ import SpindleTasklets
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The pool reuses one launch frame, one order and report line per lane and the previous
 /// result's buffer: these tests prove nothing leaks from one launch into the next.
 extension TaskletTests {
@@ -92,6 +98,19 @@ extension TaskletTests {
                     coord.setOutput([UInt8(coord.dataScratch(0))])
                 }
                 #expect(result.output == [1])
+            }
+        }
+
+        @Test func busyTimesAreInNanosecondsWhicheverClockThePoolReads() async throws {
+            // A body that takes at least 5 ms of wall time (the sleep is the workload, not a
+            // synchronisation): a pool that times lanes in CPU cycles must still report ≥ 5 ms.
+            try await withPool { pool in
+                let result = try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in
+                    try coord.parallelForWorkers { _ in usleep(5_000) }
+                }
+                #expect(result.laneBusyTime[1] >= .milliseconds(5))
+                #expect(result.laneBusyTime[1] <= result.elapsed)
+                #expect(result.elapsed < .seconds(5))
             }
         }
 

@@ -27,8 +27,9 @@ final class LaunchFrame: @unchecked Sendable {
         var fuel = FuelPolicy.unlimited
         /// Phases the running launch has started.
         var phases = 0
-        /// Time the coordinator spent waiting for joins, subtracted from its busy time.
-        var joinWaitNanoseconds: UInt64 = 0
+        /// Time the coordinator spent waiting for joins (ticks of the pool's `now()`),
+        /// subtracted from its busy time.
+        var joinWaitTicks: UInt64 = 0
         @usableFromInline var output: [UInt8] = []
         /// The statistics array of the latest result. Once its caller dropped that result,
         /// this is the only reference and the next launch refills the buffer in place.
@@ -88,7 +89,7 @@ final class LaunchFrame: @unchecked Sendable {
         state.pointee.laneCount = lanes
         state.pointee.fuel = fuel
         state.pointee.phases = 0
-        state.pointee.joinWaitNanoseconds = 0
+        state.pointee.joinWaitTicks = 0
         if !state.pointee.output.isEmpty { state.pointee.output = [] }
         coordinatorReport.pointee.resetFuel(budget: fuelBudget(lane: 0))
         let unit = max(LaneLines.lineSize, alignment)

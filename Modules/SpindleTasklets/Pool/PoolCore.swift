@@ -1,3 +1,4 @@
+import CSpindleCycles
 import SpindleKernel
 import Synchronization
 
@@ -42,9 +43,15 @@ final class PoolCore: @unchecked Sendable {
     // ticket/done protocol. Everything else is atomic, a Mutex, or immutable.
     private let headerPad = HeaderPad()
     @usableFromInline let clock: any SpindleClock
-    /// Whether `clock` is the system clock: then lanes read the monotonic clock directly,
-    /// without the existential call and `Duration` arithmetic (two reads per lane per phase).
-    @usableFromInline let clockIsSystem: Bool
+    /// How `now()` reads the pool's clock. With the system clock the pool reads the CPU's
+    /// cycle counter where it can stand in for the monotonic clock, else the monotonic clock
+    /// directly (no existential call, no `Duration` arithmetic); any other clock is called.
+    @usableFromInline let timeSource: TimeSource
+    /// Nanoseconds per tick of `now()` (1 unless `timeSource` is `.cycles`).
+    @usableFromInline let nanosecondsPerTick: Double
+
+    @usableFromInline
+    enum TimeSource: UInt8 { case cycles, monotonic, configured }
     let spinNanoseconds: UInt64
     let maxLanes: Int
     let threadName: String
@@ -69,7 +76,8 @@ final class PoolCore: @unchecked Sendable {
         /// The ticket of the phase this lane was last given: its report's `done` reaches it
         /// when the lane finished that phase.
         var expected: UInt32
-        /// The lane's busy time in the running launch, summed by the coordinator at each join.
+        /// The lane's busy time in the running launch, in ticks of `now()`, summed by the
+        /// coordinator at each join.
         var busy: UInt64 = 0
     }
     private let stopping = Atomic<Bool>(false)
@@ -93,7 +101,13 @@ final class PoolCore: @unchecked Sendable {
 
     init(configuration: TaskletPool.Configuration) {
         clock = configuration.clock
-        clockIsSystem = configuration.clock is SystemClock
+        if configuration.clock is SystemClock, let scale = CycleClock.nanosecondsPerCycle {
+            timeSource = .cycles
+            nanosecondsPerTick = scale
+        } else {
+            timeSource = configuration.clock is SystemClock ? .monotonic : .configured
+            nanosecondsPerTick = 1
+        }
         spinNanoseconds = configuration.waitPolicy.spinNanoseconds
         maxLanes = configuration.maxLanes
         threadName = configuration.threadName
@@ -109,9 +123,22 @@ final class PoolCore: @unchecked Sendable {
     @usableFromInline
     var ownerMark: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
-    /// The pool clock's reading in nanoseconds.
+    /// The pool clock's reading, in ticks of `nanosecondsPerTick`: every stamp a launch takes
+    /// and compares, converted to nanoseconds only in the durations it reports.
     @inlinable @inline(__always)
-    func now() -> UInt64 { clockIsSystem ? monotonicNanoseconds() : clock.now().nanoseconds }
+    func now() -> UInt64 {
+        switch timeSource {
+        case .cycles: return spindle_cycles()
+        case .monotonic: return monotonicNanoseconds()
+        case .configured: return clock.now().nanoseconds
+        }
+    }
+
+    /// `ticks` of `now()` in nanoseconds.
+    @inline(__always)
+    func nanoseconds(_ ticks: UInt64) -> UInt64 {
+        timeSource == .cycles ? UInt64(Double(ticks) * nanosecondsPerTick) : ticks
+    }
 
     // MARK: Launch
 
@@ -150,7 +177,7 @@ final class PoolCore: @unchecked Sendable {
         for lane in 0..<workers {
             frame.scratchSlot(lane).assumingMemoryBound(to: Scratch.self).deinitialize(count: 1)
         }
-        return try finish(elapsedNanoseconds: elapsed, coordinatorError: coordinatorError, cancellation: cancellation)
+        return try finish(elapsedTicks: elapsed, coordinatorError: coordinatorError, cancellation: cancellation)
     }
 
     /// Runs `body` with the calling thread marked as running a lane of this pool (so a nested
@@ -199,7 +226,7 @@ final class PoolCore: @unchecked Sendable {
 
     /// Ends the running launch: its result, or the error that ended it. Releases the gate.
     @usableFromInline
-    func finish(elapsedNanoseconds elapsed: UInt64, coordinatorError: (any Error)?,
+    func finish(elapsedTicks elapsed: UInt64, coordinatorError: (any Error)?,
                         cancellation: TaskletCancellation?) throws(TaskletError) -> TaskletResult {
         cancellation?.detach()
         let frame = self.frame
@@ -213,7 +240,7 @@ final class PoolCore: @unchecked Sendable {
         if control.isCancelled { throw .cancelled }
 
         let lanes = frame.laneCount
-        let coordinatorBusy = elapsed &- min(elapsed, frame.state.pointee.joinWaitNanoseconds)
+        let coordinatorBusy = nanoseconds(elapsed &- min(elapsed, frame.state.pointee.joinWaitTicks))
         let coordinatorFuel = frame.coordinatorReport.pointee.fuelUsed
         var fuelUsed = coordinatorFuel
         // Data lanes reset their report on a launch's first phase; without one, a report
@@ -229,14 +256,14 @@ final class PoolCore: @unchecked Sendable {
         statistics.append(LaneStatistics(busyNanoseconds: coordinatorBusy, fuelUsed: coordinatorFuel))
         for lane in 1..<max(lanes, 1) {
             let report = joinList[lane - 1].report
-            let busy = ranPhases ? joinList[lane - 1].busy : 0
+            let busy = ranPhases ? nanoseconds(joinList[lane - 1].busy) : 0
             let used = ranPhases ? report.pointee.fuelUsed : 0
             fuelUsed &+= used
             statistics.append(LaneStatistics(busyNanoseconds: busy, fuelUsed: used))
         }
         frame.state.pointee.statistics = statistics
         return TaskletResult(output: frame.state.pointee.output, fuelUsed: fuelUsed, lanes: statistics,
-                             elapsed: .nanoseconds(Int64(clamping: elapsed)))
+                             elapsed: .nanoseconds(Int64(clamping: nanoseconds(elapsed))))
     }
 
     /// Runs one phase on every data lane of the running launch and returns when all have
@@ -319,7 +346,7 @@ final class PoolCore: @unchecked Sendable {
             joinList[index].busy &+= laneEnd &- min(laneEnd, laneStart)
             end = max(end, laneEnd)
         }
-        frame.state.pointee.joinWaitNanoseconds &+= end &- start
+        frame.state.pointee.joinWaitTicks &+= end &- start
     }
 
     /// Starts lane threads until there are `count` (under the gate).

@@ -34,7 +34,7 @@ final class WorkerSlot: @unchecked Sendable {
 ///      report[k].done ◀─┼──────────── report[k] = phase end, fuel; done = ticket
 ///  build result, gate.unlock          back to spin/park
 /// ```
-/// Starting a phase moves two cache lines to each lane (its doorbell and its order) and the
+/// Starting a phase moves one cache line to each lane (its order, doorbell included) and the
 /// join moves one back (its report); nothing else is written by both sides.
 @usableFromInline
 final class PoolCore: @unchecked Sendable {

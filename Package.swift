@@ -66,8 +66,12 @@ let package = Package(
 
         // MARK: Modules
         .target(
+            name: "CSpindleCycles",
+            path: "Modules/CSpindleCycles"
+        ),
+        .target(
             name: "SpindleTasklets",
-            dependencies: ["SpindleKernel"],
+            dependencies: ["SpindleKernel", "CSpindleCycles"],
             path: "Modules/SpindleTasklets",
             swiftSettings: strict
         ),

@@ -162,7 +162,8 @@ private func interleaved(iterations: Int, rounds: Int = 7, _ bodies: [(Int) thro
     return samples.map(median)
 }
 
-/// Parallel sum of 64 M Int32 with a fuel checkpoint every 64 K, vs one thread.
+/// Parallel sum of 64 M Int32 with a fuel checkpoint every 64 K, vs one thread and vs the same
+/// kernel on two plain C pthreads (how far this machine's memory lets two cores go).
 private func taskletSumBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
     let count = 64 << 20
     let chunk = 64 << 10
@@ -173,6 +174,8 @@ private func taskletSumBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool
     var expected: Int64 = 0
     let dataLanes = 2
     var got: Int64 = 0
+    var cTotal: Int64 = 0
+    var cFailed = false
     let times = try interleaved(iterations: 1, rounds: 5, [
         { _ in
             expected = data.withUnsafeBufferPointer { p in
@@ -211,12 +214,26 @@ private func taskletSumBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool
             got = result.output.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }
             blackHole(result)
         },
+        { _ in
+            // The same kernel on two plain pthreads (no fuel): the machine's ceiling.
+            let ns = data.withUnsafeBufferPointer { p in
+                cb_parallel_sum_ns(p.baseAddress, count, Int32(dataLanes), &cTotal)
+            }
+            if ns == 0 { cFailed = true }
+        },
     ])
-    let single = times[0], spindle = times[1]
+    let single = times[0], spindle = times[1], cThreads = times[2]
     guard got == expected else { throw TaskletBenchError("parallel sum \(got) ≠ single-thread sum \(expected)") }
+    guard !cFailed, cTotal == expected else { throw TaskletBenchError("C parallel sum \(cTotal) ≠ single-thread sum \(expected)") }
     reporter.report(BenchResult(suite: "tasklets", benchmark: "sum 64M Int32, fuel/64K, 2 data lanes",
                                 value: spindle * 1e3, unit: "ms", baseline: "single thread",
                                 baselineValue: single * 1e3, higherIsBetter: false))
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "  C, 2 pthreads (the machine's ceiling)",
+                                value: cThreads * 1e3, unit: "ms", baseline: "single thread",
+                                baselineValue: single * 1e3, higherIsBetter: false))
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "sum 64M Int32, fuel/64K, 2 data lanes",
+                                value: spindle * 1e3, unit: "ms", baseline: "C, 2 pthreads",
+                                baselineValue: cThreads * 1e3, higherIsBetter: false))
 }
 
 @inline(never)

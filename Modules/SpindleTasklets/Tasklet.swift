@@ -27,6 +27,7 @@ public enum Tasklet {
     /// - Throws: `TaskletError`: the first lane failure or fuel exhaustion (naming the lane),
     ///   the coordinator's own error as `.laneFailed(lane: 0, …)`, `.cancelled`, or
     ///   `.invalidConfiguration` before anything ran.
+    @inlinable
     public static func launch<Shared: Sendable, Scratch: Sendable>(
         workers: Int, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
         pool: TaskletPool = .shared, cancellation: TaskletCancellation? = nil,

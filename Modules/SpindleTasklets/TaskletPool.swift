@@ -40,7 +40,7 @@ public final class TaskletPool: Sendable {
 
     /// The options this pool was made with.
     public let configuration: Configuration
-    let core: PoolCore
+    @usableFromInline let core: PoolCore
 
     /// Creates a pool; no thread starts until a launch needs one.
     public init(configuration: Configuration = Configuration()) {
@@ -55,6 +55,7 @@ public final class TaskletPool: Sendable {
     public var threadCount: Int { core.threadCount }
 
     /// Runs a tasklet on this pool, with the calling thread as lane 0; see `Tasklet.launch`.
+    @inlinable
     public func launch<Shared: Sendable, Scratch: Sendable>(
         workers: Int, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
         cancellation: TaskletCancellation? = nil,

@@ -26,4 +26,10 @@ double cb_spin_barrier_roundtrip_ns(long rounds);
 /// Nanoseconds per round of a 2-thread pthread_barrier_wait (`rounds` rounds, setup excluded).
 double cb_pthread_barrier_roundtrip_ns(long rounds);
 
+/// Sums `count` int32 values with `threads` pthreads (1…64), each taking one contiguous part
+/// in 64 Ki-element chunks, and stores the total in `*total`. Returns the nanoseconds taken,
+/// thread creation and joins included, or 0 if `threads` is out of range or a thread cannot
+/// start. The hardware's ceiling for the tasklet sum kernel.
+uint64_t cb_parallel_sum_ns(const int32_t *data, long count, int threads, int64_t *total);
+
 #endif

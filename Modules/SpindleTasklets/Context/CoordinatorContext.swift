@@ -5,41 +5,61 @@ import SpindleKernel
 /// Valid only inside the coordinator closure it was passed to. It is deliberately not
 /// `Sendable`, so a phase body cannot capture it: coordinator-only operations stay on lane 0.
 public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
-    let launch: LaunchState<Shared, Scratch>
+    @usableFromInline let core: PoolCore
+    /// The launch this context belongs to (the pool's frame serves every launch in turn).
+    @usableFromInline let generation: UInt64
 
-    init(launch: LaunchState<Shared, Scratch>) { self.launch = launch }
+    @usableFromInline
+    init(core: PoolCore) {
+        self.core = core
+        generation = core.frame.generation
+    }
+
+    @usableFromInline
+    var frame: LaunchFrame { core.frame }
 
     /// Number of lanes, coordinator included.
-    public var workerCount: Int { launch.laneCount }
+    public var workerCount: Int { frame.laneCount }
 
     /// Number of data lanes (`workerCount - 1`); zero for a one-lane tasklet.
-    public var dataWorkerCount: Int { launch.laneCount - 1 }
+    public var dataWorkerCount: Int { frame.laneCount - 1 }
 
     /// The tasklet's shared value.
-    public var shared: Shared { launch.shared }
+    @inlinable
+    public var shared: Shared {
+        precondition(frame.isCurrent(generation), "CoordinatorContext.shared used after its launch ended")
+        return frame.state.pointee.shared.unsafelyUnwrapped.assumingMemoryBound(to: Shared.self).pointee
+    }
 
     /// A copy of `lane`'s scratch slot (0 = the coordinator's own).
     ///
     /// Read it between phases: after `parallelForWorkers` returns, every data lane's writes
     /// are visible. `lane` must be in `0..<workerCount`.
+    @inlinable
     public func scratch(_ lane: Int) -> Scratch {
-        precondition(lane >= 0 && lane < launch.laneCount,
-                     "scratch(\(lane)): lane out of range 0..<\(launch.laneCount)")
-        return launch.scratch[lane]
+        slot(lane, "scratch").pointee
     }
 
     /// A copy of data lane `index`'s scratch slot (`index` in `0..<dataWorkerCount`).
+    @inlinable
     public func dataScratch(_ index: Int) -> Scratch {
-        precondition(index >= 0 && index < launch.laneCount - 1,
-                     "dataScratch(\(index)): index out of range 0..<\(launch.laneCount - 1)")
-        return launch.scratch[index + 1]
+        precondition(index >= 0 && index < frame.laneCount - 1,
+                     "dataScratch(\(index)): index out of range 0..<\(frame.laneCount - 1)")
+        return slot(index + 1, "dataScratch").pointee
     }
 
     /// Mutates `lane`'s scratch slot in place (between phases only).
+    @inlinable
     public func withScratch<R>(_ lane: Int, _ body: (inout Scratch) throws -> R) rethrows -> R {
-        precondition(lane >= 0 && lane < launch.laneCount,
-                     "withScratch(\(lane)): lane out of range 0..<\(launch.laneCount)")
-        return try body(&launch.scratch[lane])
+        try body(&slot(lane, "withScratch").pointee)
+    }
+
+    @usableFromInline
+    func slot(_ lane: Int, _ caller: StaticString) -> UnsafeMutablePointer<Scratch> {
+        precondition(frame.isCurrent(generation), "CoordinatorContext.\(caller) used after its launch ended")
+        precondition(lane >= 0 && lane < frame.laneCount,
+                     "\(caller)(\(lane)): lane out of range 0..<\(frame.laneCount)")
+        return frame.scratchSlot(lane).assumingMemoryBound(to: Scratch.self)
     }
 
     /// Runs `body` once on every data lane in parallel and returns when all have finished.
@@ -49,27 +69,37 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     /// - Throws: the launch's failure (`.laneFailed` or `.fuelExhausted`, naming the lane) if
     ///   a lane failed in this or an earlier phase; `.cancelled` if the tasklet was cancelled;
     ///   `.invalidConfiguration` if called after the launch ended.
+    @inlinable
     public func parallelForWorkers(
         _ body: @Sendable (WorkerContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) {
-        guard !launch.finished else {
+        guard frame.isCurrent(generation) else {
             throw .invalidConfiguration("parallelForWorkers called after its launch ended (the context escaped the coordinator closure)")
         }
-        let control = launch.control
-        if control.isCancelled { throw control.firstFailure ?? .cancelled }
-        if launch.laneCount > 1 {
-            let start = launch.clock.now().nanoseconds
-            withoutActuallyEscaping(body) { escapable in
-                launch.body = escapable
-                launch.core.runPhase(launch, dataLanes: launch.laneCount - 1)
-                launch.body = nil
+        let control = frame.control
+        if control.isCancelled { throw control.cancellationError }
+        if frame.laneCount > 1 {
+            let core = self.core
+            let entry = frame.laneEntry(for: ObjectIdentifier(PhaseBody<Shared, Scratch>.self)) {
+                LaneEntry { order, body, report, control, lane in
+                    let context = WorkerContext<Shared, Scratch>(
+                        lane: lane, laneCount: Int(order.pointee.laneCount),
+                        shared: order.pointee.shared.unsafelyUnwrapped.assumingMemoryBound(to: Shared.self),
+                        scratch: order.pointee.scratch.unsafelyUnwrapped.assumingMemoryBound(to: Scratch.self),
+                        control: control, report: report,
+                        fuelMode: FuelMode(rawValue: order.pointee.fuelMode) ?? .unlimited)
+                    do {
+                        try body.assumingMemoryBound(to: PhaseBody<Shared, Scratch>.self).pointee.run(context)
+                    } catch {
+                        control.recordThrown(error, lane: lane)
+                    }
+                }
             }
-            // The join ended when the last lane's body did: its end stamp (same clock) spares
-            // the coordinator a clock read per phase.
-            let end = max(start, control.lastPhaseEnd(dataLanes: launch.laneCount - 1))
-            launch.joinWaitNanoseconds &+= end &- start
+            withoutActuallyEscaping(body) { body in
+                core.runPhase(entry: entry, body: PhaseBody(run: body))
+            }
         }
-        if control.isCancelled { throw control.firstFailure ?? .cancelled }
+        if control.isCancelled { throw control.cancellationError }
     }
 
     /// The coordinator's barrier: a phase-boundary check.
@@ -81,26 +111,32 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     /// (Data lanes synchronise among themselves with `WorkerContext.barrier()`.)
     /// - Throws: the launch's failure, or `.cancelled`, if the tasklet was cancelled.
     public func barrier() throws(TaskletError) {
-        let control = launch.control
-        if control.isCancelled { throw control.firstFailure ?? .cancelled }
+        let control = frame.control
+        if control.isCancelled { throw control.cancellationError }
     }
 
     /// Cancels the tasklet: data lanes see `isCancelled`, barriers break, the launch throws
     /// `TaskletError.cancelled` unless a lane failed first.
-    public func cancel() { launch.control.cancel() }
+    public func cancel() {
+        // A context that escaped its launch must not cancel the pool's next one.
+        if frame.isCurrent(generation) { frame.control.cancel() }
+    }
 
     /// Whether the tasklet was cancelled.
-    public var isCancelled: Bool { launch.control.isCancelled }
+    public var isCancelled: Bool { frame.control.isCancelled }
 
     /// Sets the tasklet's output bytes (the last call wins).
     public func setOutput(_ bytes: some Sequence<UInt8>) {
-        launch.output = Array(bytes)
+        precondition(frame.isCurrent(generation), "CoordinatorContext.setOutput used after its launch ended")
+        frame.state.pointee.output = Array(bytes)
     }
 
     /// Debits `amount` fuel for the coordinator (lane 0); `0` is a no-op.
     /// - Throws: `TaskletError.fuelExhausted(lane: 0, …)` if it cannot be covered;
     ///   `.cancelled` if the tasklet was cancelled.
     public func fuelCheckpoint(_ amount: UInt64) throws(TaskletError) {
-        try launch.control.checkpoint(lane: 0, amount: amount)
+        try frame.control.checkpoint(lane: 0, report: frame.coordinatorReport, mode: frame.control.fuelMode,
+                                     amount: amount)
     }
 }
+

@@ -1,81 +1,57 @@
 import Synchronization
 
-/// The per-launch bookkeeping of a pool, allocated once and reset for every launch.
+/// The cross-lane state of a pool's launches, allocated once and reset for every launch.
 ///
 /// Launches on one pool run one at a time (the pool's gate), so one control block serves them
-/// all: cancellation, the first failure, the barrier, the join counter, the shared fuel pool
-/// and per-lane statistics.
+/// all: cancellation, the first failure, the data lanes' barrier and the shared fuel pool.
+/// Per-lane statistics live in each lane's `LaneReport`, on its own cache line.
+@usableFromInline
 final class LaunchControl: @unchecked Sendable {
-    // @unchecked Sendable: shared state is atomic or behind a Mutex. The statistics buffer
-    // holds one padded row per lane; each row is written only by its own lane during a phase
-    // and read by the coordinator after the join (whose acquire makes the writes visible).
-    // `fuelMode`, `laneCount` and the buffer pointer change only between launches, under the
-    // pool's gate.
+    // @unchecked Sendable: shared state is atomic or behind a Mutex; the only plain field,
+    // `fuelMode`, changes between launches, under the pool's gate, before the ticket bump
+    // that starts the first phase.
+    private let headerPad = HeaderPad()
     let cancelled = Atomic<Bool>(false)
     private let failure = Mutex<TaskletError?>(nil)
     /// Whether `failure` holds an error: lets the common no-failure path skip the lock.
     private let failed = Atomic<Bool>(false)
-    let barrier = LaneBarrier()
-    let remaining = Atomic<Int>(0)
+    @usableFromInline let barrier: LaneBarrier
     let joinParker = Parker()
     private let fuelPool = Atomic<UInt64>(0)
+    // @exclusivity(unchecked): written only between launches under the pool's gate.
+    @usableFromInline @exclusivity(unchecked) private(set) var fuelMode = FuelMode.unlimited
 
-    enum FuelMode { case unlimited, perLane, sharedPool }
-    private(set) var fuelMode = FuelMode.unlimited
-    private(set) var laneCount = 0
+    init(spinNanoseconds: UInt64) { barrier = LaneBarrier(spinNanoseconds: spinNanoseconds) }
 
-    /// One cache-line-sized row per lane: busy nanoseconds, fuel used, fuel left.
-    private static let rowStride = 16
-    private var stats: UnsafeMutablePointer<UInt64>
-    private var statsCapacity: Int
-
-    init() {
-        statsCapacity = 8
-        stats = .allocate(capacity: statsCapacity * Self.rowStride)
-        stats.initialize(repeating: 0, count: statsCapacity * Self.rowStride)
-    }
-
-    deinit { stats.deallocate() }
-
-    /// Prepares for a launch of `lanes` lanes (under the pool's gate, with no lane running).
-    func reset(lanes: Int, fuel: FuelPolicy, spinNanoseconds: UInt64) {
-        if lanes > statsCapacity {
-            stats.deallocate()
-            statsCapacity = max(lanes, statsCapacity * 2)
-            stats = .allocate(capacity: statsCapacity * Self.rowStride)
-            stats.initialize(repeating: 0, count: statsCapacity * Self.rowStride)
-        }
-        laneCount = lanes
-        for lane in 0..<lanes {
-            let row = stats + lane * Self.rowStride
-            row[0] = 0
-            row[1] = 0
-            row[2] = 0
-        }
+    /// Prepares for a launch (under the pool's gate, with no lane running).
+    ///
+    /// Each store is skipped when the value is already right: lanes read these words, and a
+    /// store would pull their lines back to this core on every launch for nothing.
+    func reset(fuel: FuelPolicy) {
+        let mode: FuelMode
         switch fuel {
         case .unlimited:
-            fuelMode = .unlimited
-        case .perLane(let budget):
-            fuelMode = .perLane
-            for lane in 0..<lanes {
-                stats[lane * Self.rowStride + 2] = FuelPolicy.slice(of: budget, lane: lane, lanes: lanes)
-            }
+            mode = .unlimited
+        case .perLane:
+            mode = .perLane
         case .sharedPool(let budget):
-            fuelMode = .sharedPool
+            mode = .sharedPool
             fuelPool.store(budget, ordering: .relaxed)
         }
+        if fuelMode != mode { fuelMode = mode }
         if failed.load(ordering: .relaxed) {
             failure.withLock { $0 = nil }
             failed.store(false, ordering: .relaxed)
         }
         // Relaxed: no lane runs and no cancellation handle is attached yet; the first phase's
         // sequentially consistent ticket bump publishes these stores to the lanes.
-        cancelled.store(false, ordering: .relaxed)
-        barrier.resetForLaunch(spinNanoseconds: spinNanoseconds)
+        if cancelled.load(ordering: .relaxed) { cancelled.store(false, ordering: .relaxed) }
+        barrier.resetForLaunch()
     }
 
     // MARK: Cancellation and failure
 
+    @usableFromInline
     var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
 
     /// Cancels the launch: flags it and breaks the barrier.
@@ -100,6 +76,7 @@ final class LaunchControl: @unchecked Sendable {
 
     /// Records what a lane's closure threw: `.cancelled` only cancels, other tasklet errors
     /// pass through, anything else becomes `.laneFailed(lane:error:)`.
+    @usableFromInline
     func recordThrown(_ error: any Error, lane: Int) {
         if let taskletError = error as? TaskletError {
             if taskletError.isCancellation { cancel() } else { fail(taskletError) }
@@ -113,23 +90,28 @@ final class LaunchControl: @unchecked Sendable {
         failed.load(ordering: .acquiring) ? failure.withLock { $0 } : nil
     }
 
+    /// The error a phase boundary reports once the launch is cancelled.
+    @usableFromInline
+    var cancellationError: TaskletError { firstFailure ?? .cancelled }
+
     // MARK: Fuel
 
-    /// Debits `amount` for `lane` under the launch's fuel policy.
-    func checkpoint(lane: Int, amount: UInt64) throws(TaskletError) {
+    /// Debits `amount` for `lane`, whose report is `report`, under the launch's fuel policy.
+    /// Only `lane`'s own thread calls this for its report.
+    @usableFromInline
+    func checkpoint(lane: Int, report: UnsafeMutablePointer<LaneReport>, mode: FuelMode,
+                    amount: UInt64) throws(TaskletError) {
         if amount == 0 { return }
         if cancelled.load(ordering: .relaxed) { throw .cancelled }
-        let row = stats + lane * Self.rowStride
-        switch fuelMode {
+        switch mode {
         case .unlimited:
-            row[1] &+= amount
+            break
         case .perLane:
-            let left = row[2]
+            let left = report.pointee.fuelLeft
             guard amount <= left else {
                 throw exhausted(lane: lane, requested: amount, remaining: left)
             }
-            row[2] = left - amount
-            row[1] &+= amount
+            report.pointee.fuelLeft = left - amount
         case .sharedPool:
             var left = fuelPool.load(ordering: .relaxed)
             while true {
@@ -141,8 +123,8 @@ final class LaunchControl: @unchecked Sendable {
                 if exchanged { break }
                 left = original
             }
-            row[1] &+= amount
         }
+        report.pointee.fuelUsed &+= amount
     }
 
     private func exhausted(lane: Int, requested: UInt64, remaining: UInt64) -> TaskletError {
@@ -150,26 +132,4 @@ final class LaunchControl: @unchecked Sendable {
         // Only the first exhaustion fails the tasklet; later ones see a cancelled tasklet.
         return fail(error) ? error : .cancelled
     }
-
-    // MARK: Statistics
-
-    func addBusy(lane: Int, nanoseconds: UInt64) {
-        stats[lane * Self.rowStride] &+= nanoseconds
-    }
-
-    func busyNanoseconds(lane: Int) -> UInt64 { stats[lane * Self.rowStride] }
-
-    /// Records when `lane` finished its latest phase body (on the pool's clock).
-    func setPhaseEnd(lane: Int, nanoseconds: UInt64) {
-        stats[lane * Self.rowStride + 3] = nanoseconds
-    }
-
-    /// When the last of lanes `1...dataLanes` finished its latest phase body (after the join).
-    func lastPhaseEnd(dataLanes: Int) -> UInt64 {
-        var latest: UInt64 = 0
-        for lane in 1...dataLanes { latest = max(latest, stats[lane * Self.rowStride + 3]) }
-        return latest
-    }
-
-    func fuelUsed(lane: Int) -> UInt64 { stats[lane * Self.rowStride + 1] }
 }

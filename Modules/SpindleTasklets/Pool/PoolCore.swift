@@ -1,3 +1,4 @@
+import CSpindleCycles
 import SpindleKernel
 import Synchronization
 
@@ -7,24 +8,15 @@ import Glibc
 import Darwin
 #endif
 
-/// One persistent pool thread's mailbox: a ticket the coordinator bumps to start a phase.
+/// One persistent pool thread: its lane number, its order and report lines, its parker.
 final class WorkerSlot: @unchecked Sendable {
-    // @unchecked Sendable: `ticket` is atomic and `parker` thread-safe; `thread` is written
-    // once by the coordinator under the pool's gate and read only by shutdown, under it too.
-    // `job` and `phaseLanes` are written by the coordinator (under the gate, no lane running
-    // this slot's phase) before its sequentially consistent ticket bump, and read by the lane
-    // only after it saw that bump: the ticket orders them.
+    // @unchecked Sendable: `lines` follows the ticket/done protocol (see `PhaseOrder`,
+    // `LaneReport`) and `parker` is thread-safe. `thread` is the coordinator's: written and
+    // read only under the pool's gate (or by shutdown, under it).
     let lane: Int
-    let ticket = Atomic<UInt32>(0)
-    /// The current phase's job, on the ticket's line so a lane fetches both at once. Left
-    /// stale after the join; only read after the next ticket bump.
-    var job: Unmanaged<LaneJob>?
-    /// Data lanes in the current phase (1 means no peer can wait at the barrier).
-    var phaseLanes = 0
+    let lines = LaneLines()
     let parker = Parker()
     var thread: PoolThread?
-    /// Keeps neighbouring slots off this slot's cache line.
-    private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
 
     init(lane: Int) { self.lane = lane }
 }
@@ -32,29 +24,68 @@ final class WorkerSlot: @unchecked Sendable {
 /// The pool's machinery: persistent lane threads, the launch gate, phases, the async runner.
 ///
 /// ```
-///  coordinator (caller)            pool thread k (lane k)
-///  ─────────────────────           ──────────────────────
-///  gate.lock
-///  reset control
+///  coordinator (caller)               pool thread k (lane k)
+///  ─────────────────────              ──────────────────────
+///  gate.lock, frame.begin
 ///  coordinator closure ─┐
-///    parallelForWorkers │ slot.job = state
-///      ticket[k] += 1 ──┼────────▶ spin/park until ticket changes
-///      spin/park until  │          state.runLane(k)
-///      remaining == 0 ◀─┼───────── barrier.depart; remaining -= 1
-///  gate.unlock          │          back to spin/park
+///    parallelForWorkers │ order[k] = entry, body, shared, scratch
+///      doorbell[k] += 1 ─────────────▶ spin/park until the doorbell changes
+///      spin/park until  │             entry.run(k)  (types restored)
+///      report[k].done ◀─┼──────────── report[k] = phase end, fuel; done = ticket
+///  build result, gate.unlock          back to spin/park
 /// ```
+/// Starting a phase moves one cache line to each lane (its order, doorbell included) and the
+/// join moves one back (its report); nothing else is written by both sides.
+@usableFromInline
 final class PoolCore: @unchecked Sendable {
-    // @unchecked Sendable: `slots` is written only by the launch that holds `gate`; a slot's
-    // phase fields are covered by its ticket (see `WorkerSlot`). Everything else is atomic, a
-    // Mutex, or immutable.
-    let clock: any SpindleClock
+    // @unchecked Sendable: `slots` and `frame` are used only by the launch that holds `gate`
+    // (pool threads reach their own slot, captured at start); a slot's lines follow their
+    // ticket/done protocol. Everything else is atomic, a Mutex, or immutable.
+    private let headerPad = HeaderPad()
+    @usableFromInline let clock: any SpindleClock
+    /// How `now()` reads the pool's clock. With the system clock the pool reads the CPU's
+    /// cycle counter where it can stand in for the monotonic clock, else the monotonic clock
+    /// directly (no existential call, no `Duration` arithmetic); any other clock is called.
+    @usableFromInline let timeSource: TimeSource
+    /// Nanoseconds per tick of `now()` (1 unless `timeSource` is `.cycles`).
+    @usableFromInline let nanosecondsPerTick: Double
+
+    @usableFromInline
+    enum TimeSource: UInt8 { case cycles, monotonic, configured }
     let spinNanoseconds: UInt64
     let maxLanes: Int
     let threadName: String
-    let control = LaunchControl()
+    @usableFromInline let control: LaunchControl
+    @usableFromInline let frame: LaunchFrame
     private let gate = GateLock()
-    private var slots: [WorkerSlot] = []
+    // @exclusivity(unchecked) here and below: only the launch that holds the gate touches
+    // these, so accesses never overlap; the dynamic check would cost every launch ~20 ns.
+    @exclusivity(unchecked) private var slots: [WorkerSlot] = []
+    /// What the coordinator needs of each slot during a phase, as plain pointers (indexing
+    /// `slots` would retain and release a slot per access, inside the join's spin loop).
+    /// Entries stay valid while `slots` holds their slot.
+    @exclusivity(unchecked) private var joinList = UnsafeMutablePointer<JoinEntry>.allocate(capacity: 0)
+    @exclusivity(unchecked) private var joinCapacity = 0
+
+    struct JoinEntry {
+        let order: UnsafeMutablePointer<PhaseOrder>
+        let doorbell: UnsafeMutablePointer<Atomic<UInt32>>
+        let body: UnsafeMutableRawPointer
+        let report: UnsafeMutablePointer<LaneReport>
+        let parker: Unmanaged<Parker>
+        /// The ticket of the phase this lane was last given: its report's `done` reaches it
+        /// when the lane finished that phase.
+        var expected: UInt32
+        /// The lane's busy time in the running launch, in ticks of `now()`, summed by the
+        /// coordinator at each join.
+        var busy: UInt64 = 0
+    }
     private let stopping = Atomic<Bool>(false)
+    /// How often spinning threads yield (see `spinThenPark`): every 1 024 checks, or every 64
+    /// once the pool has more threads (its lane threads and a coordinator) than the machine
+    /// has cores, where a spinning lane holds a core that the lane it waits for needs.
+    private let yieldMask = Atomic<UInt32>(1023)
+    private static let onlineCores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     private let closed = Atomic<Bool>(false)
     private let startedThreads = Atomic<Int>(0)
 
@@ -70,58 +101,137 @@ final class PoolCore: @unchecked Sendable {
 
     init(configuration: TaskletPool.Configuration) {
         clock = configuration.clock
+        if configuration.clock is SystemClock, let scale = CycleClock.nanosecondsPerCycle {
+            timeSource = .cycles
+            nanosecondsPerTick = scale
+        } else {
+            timeSource = configuration.clock is SystemClock ? .monotonic : .configured
+            nanosecondsPerTick = 1
+        }
         spinNanoseconds = configuration.waitPolicy.spinNanoseconds
         maxLanes = configuration.maxLanes
         threadName = configuration.threadName
+        control = LaunchControl(spinNanoseconds: spinNanoseconds)
+        frame = LaunchFrame(control: control)
     }
+
+    deinit { joinList.deallocate() }
 
     /// Threads this pool has started (lane threads plus the async runner).
     var threadCount: Int { startedThreads.load(ordering: .relaxed) }
 
-    private var ownerMark: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+    @usableFromInline
+    var ownerMark: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    /// The pool clock's reading, in ticks of `nanosecondsPerTick`: every stamp a launch takes
+    /// and compares, converted to nanoseconds only in the durations it reports.
+    @inlinable @inline(__always)
+    func now() -> UInt64 {
+        switch timeSource {
+        case .cycles: return spindle_cycles()
+        case .monotonic: return monotonicNanoseconds()
+        case .configured: return clock.now().nanoseconds
+        }
+    }
+
+    /// `ticks` of `now()` in nanoseconds.
+    @inline(__always)
+    func nanoseconds(_ ticks: UInt64) -> UInt64 {
+        timeSource == .cycles ? UInt64(Double(ticks) * nanosecondsPerTick) : ticks
+    }
 
     // MARK: Launch
 
+    /// Runs a launch: `begin` (validation, gate, threads, reset), lane 0 on the caller's
+    /// thread, then `finish` (result or error, gate released).
+    ///
+    /// Inlinable, like `parallelForWorkers`: specialised in the caller's module for its
+    /// `Shared` and `Scratch`, a launch looks up no generic metadata and calls its closures
+    /// without re-abstraction thunks. Everything that does not need the types stays behind
+    /// the non-generic `begin`, `runPhase` and `finish`.
+    @inlinable
     func launch<Shared: Sendable, Scratch: Sendable>(
         workers: Int, shared: Shared, scratch factory: (Int) -> Scratch, fuel: FuelPolicy,
         cancellation: TaskletCancellation?,
         coordinator: (CoordinatorContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) -> TaskletResult {
+        try begin(workers: workers, fuel: fuel, cancellation: cancellation,
+                  scratchSize: MemoryLayout<Scratch>.size, scratchAlignment: MemoryLayout<Scratch>.alignment)
+        let frame = self.frame
+        for lane in 0..<workers {
+            frame.scratchSlot(lane).bindMemory(to: Scratch.self, capacity: 1).initialize(to: factory(lane))
+        }
+        var coordinatorError: (any Error)?
+        let start = now()
+        withUnsafePointer(to: shared) { sharedPointer in
+            frame.state.pointee.shared = UnsafeRawPointer(sharedPointer)
+            runAsCoordinator {
+                do {
+                    try coordinator(CoordinatorContext(core: self))
+                } catch {
+                    coordinatorError = error
+                }
+            }
+        }
+        let elapsed = now() &- start
+        for lane in 0..<workers {
+            frame.scratchSlot(lane).assumingMemoryBound(to: Scratch.self).deinitialize(count: 1)
+        }
+        return try finish(elapsedTicks: elapsed, coordinatorError: coordinatorError, cancellation: cancellation)
+    }
+
+    /// Runs `body` with the calling thread marked as running a lane of this pool (so a nested
+    /// launch on it is refused instead of deadlocking).
+    @usableFromInline
+    func runAsCoordinator(_ body: () -> Void) {
+        var ownership = LaneOwnership(pool: ownerMark, outer: pthread_getspecific(laneOwnerKey))
+        withUnsafeMutablePointer(to: &ownership) { link in
+            pthread_setspecific(laneOwnerKey, link)
+            body()
+            pthread_setspecific(laneOwnerKey, link.pointee.outer)
+        }
+    }
+
+    /// Validates a launch, takes the gate and prepares the pool for it. On a throw the gate
+    /// is not held.
+    @usableFromInline
+    func begin(workers: Int, fuel: FuelPolicy, cancellation: TaskletCancellation?,
+                       scratchSize: Int, scratchAlignment: Int) throws(TaskletError) {
         guard workers >= 1 else {
             throw .invalidConfiguration("workers = \(workers): a tasklet needs at least 1 lane (lane 0 is the coordinator)")
         }
         guard workers <= maxLanes else {
             throw .invalidConfiguration("workers = \(workers) exceeds the pool's maxLanes = \(maxLanes)")
         }
+        guard workers <= Int(UInt16.max) else {
+            throw .invalidConfiguration("workers = \(workers) exceeds the largest tasklet, \(UInt16.max) lanes")
+        }
         guard !LaneOwnership.callerRunsLane(of: ownerMark) else {
             throw .invalidConfiguration("nested launch on the pool that runs the calling lane would deadlock; launch on a separate TaskletPool")
         }
         gate.lock()
-        defer { gate.unlock() }
-        guard !closed.load(ordering: .sequentiallyConsistent) else {
-            throw .invalidConfiguration("the tasklet pool is shut down")
-        }
-        try ensureThreads(workers - 1)
-        control.reset(lanes: workers, fuel: fuel, spinNanoseconds: spinNanoseconds)
-        let state = LaunchState(core: self, lanes: workers, shared: shared, scratch: factory)
-        cancellation?.attach(control)
-        defer { cancellation?.detach() }
-
-        let start = clock.now()
-        var coordinatorError: (any Error)?
-        var ownership = LaneOwnership(pool: ownerMark, outer: pthread_getspecific(laneOwnerKey))
-        withUnsafeMutablePointer(to: &ownership) { link in
-            pthread_setspecific(laneOwnerKey, link)
-            do {
-                try coordinator(CoordinatorContext(launch: state))
-            } catch {
-                coordinatorError = error
+        do throws(TaskletError) {
+            guard !closed.load(ordering: .sequentiallyConsistent) else {
+                throw .invalidConfiguration("the tasklet pool is shut down")
             }
-            pthread_setspecific(laneOwnerKey, link.pointee.outer)
+            try ensureThreads(workers - 1)
+        } catch {
+            gate.unlock()
+            throw error
         }
-        state.finished = true
-        let elapsed = clock.now() - start
+        control.reset(fuel: fuel)
+        frame.begin(lanes: workers, fuel: fuel, scratchSize: scratchSize, scratchAlignment: scratchAlignment)
+        cancellation?.attach(control)
+    }
 
+    /// Ends the running launch: its result, or the error that ended it. Releases the gate.
+    @usableFromInline
+    func finish(elapsedTicks elapsed: UInt64, coordinatorError: (any Error)?,
+                        cancellation: TaskletCancellation?) throws(TaskletError) -> TaskletResult {
+        cancellation?.detach()
+        let frame = self.frame
+        frame.end()
+        defer { gate.unlock() }
         if let failure = control.firstFailure { throw failure }
         if let coordinatorError {
             if let taskletError = coordinatorError as? TaskletError { throw taskletError }
@@ -129,40 +239,114 @@ final class PoolCore: @unchecked Sendable {
         }
         if control.isCancelled { throw .cancelled }
 
-        let elapsedNanoseconds = UInt64(clamping: elapsed.nanosecondsClamped)
-        control.addBusy(lane: 0, nanoseconds: elapsedNanoseconds &- min(elapsedNanoseconds, state.joinWaitNanoseconds))
-        var busy: [Duration] = []
-        var fuelPerLane: [UInt64] = []
-        busy.reserveCapacity(workers)
-        fuelPerLane.reserveCapacity(workers)
-        var fuelUsed: UInt64 = 0
-        for lane in 0..<workers {
-            busy.append(.nanoseconds(Int64(clamping: control.busyNanoseconds(lane: lane))))
-            let used = control.fuelUsed(lane: lane)
-            fuelPerLane.append(used)
+        let lanes = frame.laneCount
+        let coordinatorBusy = nanoseconds(elapsed &- min(elapsed, frame.state.pointee.joinWaitTicks))
+        let coordinatorFuel = frame.coordinatorReport.pointee.fuelUsed
+        var fuelUsed = coordinatorFuel
+        // Data lanes reset their report on a launch's first phase; without one, a report
+        // still holds an earlier launch's figures.
+        let ranPhases = frame.state.pointee.phases > 0
+        let joinList = self.joinList
+        // Reuse the previous result's buffer when its caller has let go of it (then the frame
+        // holds the only reference): a steady-state launch allocates nothing.
+        var statistics = frame.state.pointee.statistics
+        frame.state.pointee.statistics = []
+        statistics.removeAll(keepingCapacity: true)
+        statistics.reserveCapacity(lanes)
+        statistics.append(LaneStatistics(busyNanoseconds: coordinatorBusy, fuelUsed: coordinatorFuel))
+        for lane in 1..<max(lanes, 1) {
+            let report = joinList[lane - 1].report
+            let busy = ranPhases ? nanoseconds(joinList[lane - 1].busy) : 0
+            let used = ranPhases ? report.pointee.fuelUsed : 0
             fuelUsed &+= used
+            statistics.append(LaneStatistics(busyNanoseconds: busy, fuelUsed: used))
         }
-        return TaskletResult(output: state.output, fuelUsed: fuelUsed, laneFuelUsed: fuelPerLane,
-                             laneBusyTime: busy, elapsed: elapsed)
+        frame.state.pointee.statistics = statistics
+        return TaskletResult(output: frame.state.pointee.output, fuelUsed: fuelUsed, lanes: statistics,
+                             elapsed: .nanoseconds(Int64(clamping: nanoseconds(elapsed))))
     }
 
-    /// Runs one phase on lanes 1…dataLanes and returns when all have finished.
-    func runPhase(_ job: LaneJob, dataLanes: Int) {
-        let unmanaged = Unmanaged.passUnretained(job)
+    /// Runs one phase on every data lane of the running launch and returns when all have
+    /// finished. `entry` runs a lane; `body` (a `PhaseBody`) goes into every lane's order.
+    @inlinable
+    func runPhase<Body>(entry: Unmanaged<LaneEntry>, body: Body) {
+        let dataLanes = preparePhase(entry: entry)
+        for index in 0..<dataLanes {
+            phaseBodySlot(index).initializeMemory(as: Body.self, repeating: body, count: 1)
+        }
+        forkAndJoin(dataLanes: dataLanes)
+        for index in 0..<dataLanes {
+            phaseBodySlot(index).assumingMemoryBound(to: Body.self).deinitialize(count: 1)
+        }
+    }
+
+    /// Data lane `index`'s room for the phase body, in its order line.
+    @usableFromInline
+    func phaseBodySlot(_ index: Int) -> UnsafeMutableRawPointer { joinList[index].body }
+
+    /// Writes every data lane's order for a phase (all but the body and the ticket) and
+    /// returns the number of data lanes.
+    @usableFromInline
+    func preparePhase(entry: Unmanaged<LaneEntry>) -> Int {
+        let frame = self.frame
+        let state = frame.state
+        let dataLanes = state.pointee.laneCount - 1
+        let firstPhase = state.pointee.phases == 0
+        state.pointee.phases += 1
         control.barrier.resetForPhase(parties: dataLanes)
-        control.remaining.store(dataLanes, ordering: .relaxed)
-        slots.withUnsafeBufferPointer { slots in
-            for index in 0..<dataLanes {
-                slots[index].job = unmanaged
-                slots[index].phaseLanes = dataLanes
-                slots[index].ticket.add(1, ordering: .sequentiallyConsistent)
-                slots[index].parker.wakeAll()
+        let laneCount = UInt16(state.pointee.laneCount)
+        let fuelMode = control.fuelMode.rawValue
+        let shared = state.pointee.shared
+        let joinList = self.joinList
+        for index in 0..<dataLanes {
+            let order = joinList[index].order
+            order.pointee.laneCount = laneCount
+            order.pointee.fuelMode = fuelMode
+            order.pointee.firstPhase = firstPhase
+            order.pointee.entry = entry
+            order.pointee.shared = shared
+            order.pointee.scratch = frame.scratchSlot(index + 1)
+            if firstPhase {
+                order.pointee.fuelBudget = frame.fuelBudget(lane: index + 1)
+                joinList[index].busy = 0
             }
         }
-        let control = self.control
-        spinThenPark(spinNanoseconds, on: control.joinParker) {
-            control.remaining.load(ordering: .sequentiallyConsistent) == 0
+        return dataLanes
+    }
+
+    /// Starts the prepared phase on every data lane and waits until all have finished.
+    @usableFromInline
+    func forkAndJoin(dataLanes: Int) {
+        let joinList = self.joinList
+        // The fork stamp starts the busy time of every lane that was spinning. It is read
+        // before the doorbells ring: read after, a coordinator preempted in between (say by
+        // the lane it just woke, on its own core) would stamp after the lane had finished.
+        let start = now()
+        for index in 0..<dataLanes {
+            joinList[index].expected = joinList[index].doorbell.pointee.add(1, ordering: .sequentiallyConsistent).newValue
+            joinList[index].parker._withUnsafeGuaranteedRef { $0.wakeAll() }
         }
+        spinThenPark(spinNanoseconds, yieldMask: yieldMask.load(ordering: .relaxed), on: control.joinParker) {
+            var index = 0
+            while index < dataLanes {
+                if joinList[index].report.pointee.done.load(ordering: .sequentiallyConsistent) != joinList[index].expected {
+                    return false
+                }
+                index += 1
+            }
+            return true
+        }
+        // The join ended when the last lane's body did: its end stamp (same clock) spares the
+        // coordinator a clock read per phase.
+        var end = start
+        for index in 0..<dataLanes {
+            let report = joinList[index].report
+            let laneEnd = report.pointee.phaseEnd
+            let laneStart = max(start, report.pointee.wokeAt)
+            joinList[index].busy &+= laneEnd &- min(laneEnd, laneStart)
+            end = max(end, laneEnd)
+        }
+        frame.state.pointee.joinWaitTicks &+= end &- start
     }
 
     /// Starts lane threads until there are `count` (under the gate).
@@ -170,8 +354,19 @@ final class PoolCore: @unchecked Sendable {
         while slots.count < count {
             let slot = WorkerSlot(lane: slots.count + 1)
             slot.thread = try PoolThread.start(name: threadName) { [self] in self.laneThread(slot) }
+            if slots.count == joinCapacity {
+                let grown = UnsafeMutablePointer<JoinEntry>.allocate(capacity: max(8, joinCapacity * 2))
+                grown.moveInitialize(from: joinList, count: joinCapacity)
+                joinList.deallocate()
+                joinList = grown
+                joinCapacity = max(8, joinCapacity * 2)
+            }
+            (joinList + slots.count).initialize(to: JoinEntry(
+                order: slot.lines.order, doorbell: slot.lines.doorbell, body: slot.lines.body, report: slot.lines.report,
+                parker: Unmanaged.passUnretained(slot.parker), expected: 0))
             slots.append(slot)
             startedThreads.add(1, ordering: .relaxed)
+            if slots.count + 1 > Self.onlineCores { yieldMask.store(63, ordering: .relaxed) }
         }
     }
 
@@ -184,24 +379,33 @@ final class PoolCore: @unchecked Sendable {
             pthread_setspecific(laneOwnerKey, nil)
             ownership.deallocate()
         }
-        var seen: UInt32 = 0
+        let order = slot.lines.order
+        let doorbell = slot.lines.doorbell
+        let body = slot.lines.body
+        let report = slot.lines.report
         let control = self.control
+        let lane = slot.lane
+        var seen: UInt32 = 0
         while true {
-            spinThenPark(spinNanoseconds, on: slot.parker) {
-                slot.ticket.load(ordering: .sequentiallyConsistent) != seen
+            let parked = spinThenPark(spinNanoseconds, yieldMask: yieldMask.load(ordering: .relaxed), on: slot.parker) {
+                doorbell.pointee.load(ordering: .sequentiallyConsistent) != seen
                     || stopping.load(ordering: .sequentiallyConsistent)
             }
             if stopping.load(ordering: .sequentiallyConsistent) { return }
-            seen &+= 1
-            // The coordinator keeps the job alive until the join: no retain/release here (they
-            // would bounce the job's reference count between cores).
-            let phaseLanes = slot.phaseLanes
-            if let job = slot.job { job._withUnsafeGuaranteedRef { $0.runLane(slot.lane) } }
+            seen = doorbell.pointee.load(ordering: .acquiring)
+            let laneCount = order.pointee.laneCount
+            if order.pointee.firstPhase { report.pointee.resetFuel(budget: order.pointee.fuelBudget) }
+            // A spinning lane saw the ticket within a fraction of a microsecond of the fork:
+            // the coordinator counts its busy time from the fork stamp, sparing it a clock
+            // read. A parked lane stamps its wake-up, so the wake latency is not counted.
+            let wokeAt: UInt64 = parked ? now() : 0
+            if report.pointee.wokeAt != wokeAt { report.pointee.wokeAt = wokeAt }
+            order.pointee.entry.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.run(order, body, report, control, lane) }
+            report.pointee.phaseEnd = now()
             // A lone data lane has no peer to release: leave the barrier's line alone.
-            if phaseLanes > 1 { control.barrier.depart() }
-            if control.remaining.subtract(1, ordering: .sequentiallyConsistent).newValue == 0 {
-                control.joinParker.wakeAll()
-            }
+            if laneCount > 2 { control.barrier.depart() }
+            report.pointee.done.store(seen, ordering: .sequentiallyConsistent)
+            control.joinParker.wakeAll()
         }
     }
 

@@ -15,6 +15,7 @@ import Darwin
 final class Parker: @unchecked Sendable {
     // @unchecked Sendable: the pthread mutex and condition live at stable heap addresses owned
     // by this object; they are only used through pthread calls, which are thread-safe.
+    private let headerPad = HeaderPad()
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private let waiters = Atomic<Int>(0)
@@ -57,7 +58,7 @@ final class Parker: @unchecked Sendable {
 
 /// Monotonic time in nanoseconds, for spin budgets (never the injected clock: a ManualClock
 /// would make a spin last forever).
-@inline(__always)
+@inlinable @inline(__always)
 func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -66,16 +67,20 @@ func monotonicNanoseconds() -> UInt64 {
 
 /// Waits until `ready()` holds: spins for the policy's budget, then parks on `parker`.
 ///
-/// Every 64 checks the spinner reads the clock; every 1024 it yields its core, so on an
-/// oversubscribed machine (more lanes than cores) the thread it waits for gets to run.
+/// Every 64 checks the spinner reads the clock; every `yieldMask + 1` checks (1 024 by
+/// default, 64 in a pool with more threads than cores) it yields its core, so on an
+/// oversubscribed machine the thread it waits for gets to run.
 @inline(__always)
-func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () -> Bool) {
-    if ready() { return }
+/// - Returns: whether it parked (false when `ready()` held while spinning).
+@discardableResult
+func spinThenPark(_ spinNanoseconds: UInt64, yieldMask: UInt32 = 1023, on parker: Parker,
+                  until ready: () -> Bool) -> Bool {
+    if ready() { return false }
     var deadline: UInt64 = 0
     var i: UInt32 = 0
     while true {
         i &+= 1
-        if ready() { return }
+        if ready() { return false }
         if i & 63 == 0 {
             let now = monotonicNanoseconds()
             if deadline == 0 {
@@ -83,8 +88,19 @@ func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, until ready: () 
             } else if now >= deadline {
                 break
             }
-            if i & 1023 == 0 { sched_yield() }
+            if i & yieldMask == 0 { sched_yield() }
         }
     }
     parker.park(until: ready)
+    return true
+}
+
+/// 64 bytes of nothing. Declared first in a class whose fields other cores read, it keeps
+/// those fields off the cache line of the object's header: every retain and release writes
+/// the reference count there, and a core that only reads the fields would otherwise lose the
+/// line to each of them.
+@usableFromInline
+struct HeaderPad {
+    private let words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    @usableFromInline init() {}
 }

@@ -55,6 +55,11 @@ public final class NodeDriver: @unchecked Sendable {
     public let nodeID: NodeID
     private let node: Node
     private let listenerBox = Mutex<(any TransportListener)?>(nil)
+    /// Which accepted connection each peer spoke on first, recorded by the connection's
+    /// handler *before* the envelope reaches the ingress: a poll that answers the envelope
+    /// (say from a timer, ahead of the loop's queued tasks) must find the way back even if
+    /// the loop has not yet run the task that records it in `links`.
+    private let returnPaths = Mutex<[NodeID: ObjectIdentifier]>([:])
 
     // Loop-thread state.
     private var links: [NodeID: any TransportConnection] = [:]
@@ -162,6 +167,9 @@ public final class NodeDriver: @unchecked Sendable {
 
     private func route(_ env: Envelope) {
         guard let dest = env.destination else { return }
+        if links[dest] == nil, !stopped, let id = returnPaths.withLock({ $0[dest] }), let conn = accepted[id] {
+            links[dest] = conn
+        }
         if let link = links[dest] {
             do {
                 try link.send(env)
@@ -219,9 +227,15 @@ public final class NodeDriver: @unchecked Sendable {
     private func watch(_ conn: any TransportConnection) {
         let ingress = self.ingress
         let id = ObjectIdentifier(conn)
+        let learned = LearnedFlag()
         conn.start(ConnectionHandler(
             onEnvelope: { [weak self] env in
                 if let source = env.source, let self {
+                    if !learned.value.load(ordering: .acquiring) {
+                        // The newest connection from a peer is its way back (a reconnect wins).
+                        self.returnPaths.withLock { $0[source] = id }
+                        learned.value.store(true, ordering: .releasing)
+                    }
                     self.loop.execute {
                         if self.links[source] == nil, !self.stopped, let c = self.accepted[id] { self.links[source] = c }
                     }
@@ -235,7 +249,13 @@ public final class NodeDriver: @unchecked Sendable {
                 self.loop.execute {
                     self.accepted[id] = nil
                     for (peer, c) in self.links where ObjectIdentifier(c) == id { self.links[peer] = nil }
+                    self.returnPaths.withLock { paths in paths = paths.filter { $0.value != id } }
                 }
             }))
     }
+}
+
+/// Whether a connection's handler has recorded its peer's return path yet.
+private final class LearnedFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

@@ -84,10 +84,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleTaskQueue",
-            // Cross-module optimisation lets an app's TaskQueue<MyKind> be specialised: the
-            // queue is generic over the kind and, unspecialised, spends most of its time
-            // instantiating generic metadata (measured: ~7x slower on no-op tasks).
-            swiftSettings: strict + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+            // The queue is generic over the kind and, unspecialised, spends most of its time
+            // instantiating generic metadata (measured: ~7x slower on no-op tasks). Its hot paths
+            // are @inlinable instead, so an app's TaskQueue<MyKind> is specialised in the app's
+            // module (docs/taskqueue.md, "Performance"); no unsafe flags, so the package can be
+            // used as a remote dependency.
+            swiftSettings: strict
         ),
         .target(
             name: "SpindleNodeEngine",

@@ -8,6 +8,14 @@ public struct Assignment<Kind: TaskKind>: Sendable {
     public let request: Kind.Request
     /// The task's cancel switch.
     public let cancel: CancelSwitch
+
+    @inlinable
+    init(seq: UInt64, task: Kind.Task, request: Kind.Request, cancel: CancelSwitch) {
+        self.seq = seq
+        self.task = task
+        self.request = request
+        self.cancel = cancel
+    }
 }
 
 /// A worker's answer to one assignment.
@@ -20,6 +28,7 @@ public struct Completion<Kind: TaskKind>: Sendable {
     public let seq: UInt64
     public let outcome: Outcome
 
+    @inlinable
     public init(seq: UInt64, outcome: Outcome) {
         self.seq = seq
         self.outcome = outcome

@@ -8,29 +8,30 @@ import Synchronization
 /// `isCancelled` turns true so a long `perform` can return early. In a worker process the
 /// process is killed instead, so `isCancelled` stays false there.
 public struct PerformContext<Feedback: Sendable>: Sendable {
-    private let emitter: @Sendable (Feedback) -> Void
-    private let cancelFlag: CancellationFlag
+    @usableFromInline let emitter: @Sendable (Feedback) -> Void
+    @usableFromInline let cancelFlag: CancellationFlag
 
     /// Creates a context; backends make these.
+    @inlinable
     public init(cancelFlag: CancellationFlag, emit: @escaping @Sendable (Feedback) -> Void) {
         self.cancelFlag = cancelFlag
         self.emitter = emit
     }
 
     /// Sends feedback to the master; it arrives before this task's response, in order.
-    public func emit(_ feedback: Feedback) { emitter(feedback) }
+    @inlinable public func emit(_ feedback: Feedback) { emitter(feedback) }
 
     /// True once the task was cancelled and its result will be discarded.
-    public var isCancelled: Bool { cancelFlag.isSet }
+    @inlinable public var isCancelled: Bool { cancelFlag.isSet }
 }
 
 /// A flag set once, read from any thread.
 public final class CancellationFlag: Sendable {
-    private let flag = Atomic<Bool>(false)
+    @usableFromInline let flag = Atomic<Bool>(false)
 
     public init() {}
 
-    public var isSet: Bool { flag.load(ordering: .acquiring) }
+    @inlinable public var isSet: Bool { flag.load(ordering: .acquiring) }
 
     public func set() { flag.store(true, ordering: .releasing) }
 }

@@ -28,6 +28,7 @@ extension TaskQueue {
 
         public init(workers: Int = 2) { self.workers = workers }
 
+        @usableFromInline
         func validate() throws(TaskQueueError) {
             if workers < 1 { throw .invalidConfiguration("workers must be at least 1, got \(workers)") }
             if prefetch < 1 { throw .invalidConfiguration("prefetch must be at least 1, got \(prefetch)") }

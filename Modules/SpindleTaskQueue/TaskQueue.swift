@@ -16,43 +16,74 @@ import Synchronization
 /// await queue.join()
 /// await queue.shutdown()
 /// ```
+///
+/// Performance: the paths every task takes (enqueueing, the worker events, the scheduler
+/// event loop in `run`) are `@inlinable`, and the backend's `start`/`dispatch` are captured
+/// as closures in the inlinable `init`, so a client's `TaskQueue<MyKind>` on
+/// ``ThreadWorkerBackend`` is specialised in the client's module (docs/taskqueue.md,
+/// "Performance"). Control and shutdown paths are not inlinable.
 public final class TaskQueue<Kind: TaskKind>: Sendable {
-    private struct State {
-        var scheduler: TaskScheduler<Kind>
-        var joinWaiters: [CheckedContinuation<Void, Never>] = []
-        var spaceWaiters: [SpaceWaiter] = []
-        var nextWaiterID: UInt64 = 1
-        var tokenHolders: Set<WorkerID> = []
-        var tokenPending: [WorkerID: (ticket: UInt64, batches: [[Assignment<Kind>]])] = [:]
-        var tickerStarted = false
-        var deadWaiters: [CheckedContinuation<Void, Never>] = []
-        var shutDown = false
+    @usableFromInline
+    struct State {
+        @usableFromInline var scheduler: TaskScheduler<Kind>
+        @usableFromInline var joinWaiters: [CheckedContinuation<Void, Never>] = []
+        @usableFromInline var spaceWaiters: [SpaceWaiter] = []
+        @usableFromInline var nextWaiterID: UInt64 = 1
+        @usableFromInline var tokenHolders: Set<WorkerID> = []
+        @usableFromInline var tokenPending: [WorkerID: (ticket: UInt64, batches: [[Assignment<Kind>]])] = [:]
+        @usableFromInline var tickerStarted = false
+        @usableFromInline var deadWaiters: [CheckedContinuation<Void, Never>] = []
+        @usableFromInline var shutDown = false
+
+        @inlinable
+        init(scheduler: TaskScheduler<Kind>) { self.scheduler = scheduler }
     }
 
     /// An `enqueue` waiting for room.
-    private struct SpaceWaiter {
-        var id: UInt64
-        var continuation: CheckedContinuation<Void, Never>
+    @usableFromInline
+    struct SpaceWaiter {
+        @usableFromInline var id: UInt64
+        @usableFromInline var continuation: CheckedContinuation<Void, Never>
+    }
+
+    /// The backend methods called per batch, as closures made in `init`, where the backend's
+    /// concrete type is known: called through the `any WorkerBackend` existential they would
+    /// reach the backend's unspecialised generic code (and, for threads, an unspecialised
+    /// worker loop).
+    @usableFromInline
+    struct BackendCalls: Sendable {
+        @usableFromInline let start: @Sendable (WorkerID) -> Void
+        @usableFromInline let dispatch: @Sendable (WorkerID, [Assignment<Kind>]) -> Void
+
+        @inlinable
+        init(_ backend: some WorkerBackend<Kind>) {
+            start = { backend.start($0) }
+            dispatch = { backend.dispatch($0, $1) }
+        }
     }
 
     /// Work to do once the lock is released: hooks, continuations, token hand-backs.
-    private typealias Deferred = [@Sendable () -> Void]
+    @usableFromInline
+    typealias Deferred = [@Sendable () -> Void]
 
-    private let state: Mutex<State>
-    private let backend: any WorkerBackend<Kind>
-    private let kind: Kind
-    private let configuration: Configuration
-    private let ticker = Mutex<Task<Void, Never>?>(nil)
+    @usableFromInline let state: Mutex<State>
+    @usableFromInline let backend: any WorkerBackend<Kind>
+    @usableFromInline let calls: BackendCalls
+    @usableFromInline let kind: Kind
+    @usableFromInline let configuration: Configuration
+    @usableFromInline let ticker = Mutex<Task<Void, Never>?>(nil)
 
     /// The configuration this queue was made with.
     public var settings: Configuration { configuration }
 
     /// Creates a queue and starts its workers on `backend`.
+    @inlinable
     public init(kind: Kind, backend: some WorkerBackend<Kind>,
                 configuration: Configuration = .init()) async throws(TaskQueueError) {
         try configuration.validate()
         self.kind = kind
         self.backend = backend
+        self.calls = BackendCalls(backend)
         self.configuration = configuration
         state = Mutex(State(scheduler: TaskScheduler(kind: kind, workers: configuration.workers,
                                                      prefetch: configuration.prefetch,
@@ -63,6 +94,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     }
 
     /// Creates a queue of in-process thread workers.
+    @inlinable
     public convenience init(kind: Kind, configuration: Configuration = .init()) async throws(TaskQueueError) {
         try await self.init(kind: kind, backend: ThreadWorkerBackend<Kind>(), configuration: configuration)
     }
@@ -71,7 +103,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
 
     /// Queues a task, suspending while the queue is at its limit.
     /// - Returns: the task's cancel switch (`cancel`, or a new one).
-    @discardableResult
+    @inlinable @discardableResult
     public func enqueue(_ task: Kind.Task, priority: QueuePriority = .normal,
                         cancel: CancelSwitch = CancelSwitch(),
                         deadline: MonotonicInstant? = nil) async throws(TaskQueueError) -> CancelSwitch {
@@ -83,7 +115,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     /// - Throws: ``TaskQueueError/shutDown(kind:)``; ``TaskQueueError/cancelledWhileWaiting(accepted:)``
     ///   when the calling task is cancelled while waiting for room (the first `accepted`
     ///   tasks were queued, the rest were not).
-    @discardableResult
+    @inlinable @discardableResult
     public func enqueue(contentsOf tasks: some Collection<Kind.Task>, priority: QueuePriority = .normal,
                         cancel: CancelSwitch = CancelSwitch(),
                         deadline: MonotonicInstant? = nil) async throws(TaskQueueError) -> CancelSwitch {
@@ -95,32 +127,38 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             acceptedSoFar += accepted
             if rest.isEmpty { return cancel }
             if Task.isCancelled { throw .cancelledWhileWaiting(accepted: acceptedSoFar) }
-            let id = state.withLock { s -> UInt64 in
-                s.nextWaiterID += 1
-                return s.nextWaiterID
-            }
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let now = state.withLock { s -> Bool in
-                        if s.shutDown || s.scheduler.freeSpace > 0 || Task.isCancelled { return true }
-                        s.spaceWaiters.append(SpaceWaiter(id: id, continuation: c))
-                        return false
-                    }
-                    if now { c.resume() }
+            await waitForRoom()
+        }
+    }
+
+    /// Suspends until the queue has room, it shuts down, or the calling task is cancelled.
+    @usableFromInline
+    func waitForRoom() async {
+        let id = state.withLock { s -> UInt64 in
+            s.nextWaiterID += 1
+            return s.nextWaiterID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.shutDown || s.scheduler.freeSpace > 0 || Task.isCancelled { return true }
+                    s.spaceWaiters.append(SpaceWaiter(id: id, continuation: c))
+                    return false
                 }
-            } onCancel: {
-                let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-                    guard let i = s.spaceWaiters.firstIndex(where: { $0.id == id }) else { return nil }
-                    return s.spaceWaiters.remove(at: i).continuation
-                }
-                waiter?.resume()
+                if now { c.resume() }
             }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                guard let i = s.spaceWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return s.spaceWaiters.remove(at: i).continuation
+            }
+            waiter?.resume()
         }
     }
 
     /// Queues tasks only if all fit now.
     /// - Throws: ``TaskQueueError/full(limit:)`` when they do not, ``TaskQueueError/shutDown(kind:)``.
-    @discardableResult
+    @inlinable @discardableResult
     public func tryEnqueue(contentsOf tasks: some Collection<Kind.Task>, priority: QueuePriority = .normal,
                            cancel: CancelSwitch = CancelSwitch(),
                            deadline: MonotonicInstant? = nil) throws(TaskQueueError) -> CancelSwitch {
@@ -131,7 +169,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     }
 
     /// Queues one task only if it fits now.
-    @discardableResult
+    @inlinable @discardableResult
     public func tryEnqueue(_ task: Kind.Task, priority: QueuePriority = .normal,
                            cancel: CancelSwitch = CancelSwitch(),
                            deadline: MonotonicInstant? = nil) throws(TaskQueueError) -> CancelSwitch {
@@ -139,8 +177,9 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     }
 
     /// Offers tasks to the scheduler; with `allOrNothing`, accepts none unless all fit.
-    private func offer(_ tasks: ArraySlice<Kind.Task>, priority: QueuePriority, cancel: CancelSwitch,
-                       deadline: MonotonicInstant?, allOrNothing: Bool = false) throws(TaskQueueError) -> Int {
+    @inlinable
+    func offer(_ tasks: ArraySlice<Kind.Task>, priority: QueuePriority, cancel: CancelSwitch,
+               deadline: MonotonicInstant?, allOrNothing: Bool = false) throws(TaskQueueError) -> Int {
         if tasks.isEmpty { return 0 }
         let now = now()
         var shutDown = false
@@ -251,12 +290,13 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
 
     // MARK: The engine
 
-    private func now() -> MonotonicInstant { configuration.clock.now() }
+    @inlinable
+    func now() -> MonotonicInstant { configuration.clock.now() }
 
     /// Runs one scheduler event under the lock, carries out its backend actions there (so
     /// they reach the backend in the order they were decided), and runs hooks afterwards.
-    @discardableResult
-    private func run(_ event: (inout TaskScheduler<Kind>) -> [TaskScheduler<Kind>.Action]) -> Int {
+    @inlinable @discardableResult
+    func run(_ event: (inout TaskScheduler<Kind>) -> [TaskScheduler<Kind>.Action]) -> Int {
         var deferred: Deferred = []
         let count = state.withLock { s -> Int in
             let actions = event(&s.scheduler)
@@ -268,10 +308,11 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         return count
     }
 
-    private func carryOut(_ action: TaskScheduler<Kind>.Action, in s: inout State, deferred: inout Deferred) {
+    @inlinable
+    func carryOut(_ action: TaskScheduler<Kind>.Action, in s: inout State, deferred: inout Deferred) {
         switch action {
         case .start(let id):
-            backend.start(id)
+            calls.start(id)
         case .dispatch(let id, let batch):
             dispatch(id, batch, in: &s, deferred: &deferred)
         case .kill(let id):
@@ -301,7 +342,8 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         }
     }
 
-    private func settleWaiters(_ s: inout State, deferred: inout Deferred) {
+    @inlinable
+    func settleWaiters(_ s: inout State, deferred: inout Deferred) {
         if !s.deadWaiters.isEmpty && s.scheduler.allWorkersDead {
             let waiters = s.deadWaiters
             s.deadWaiters = []
@@ -318,19 +360,32 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             deferred.append { for w in waiters { w.resume() } }
         }
         if let tokens = configuration.tokens, !s.tokenHolders.isEmpty {
-            // A worker that holds no task gives its token back.
-            for id in s.tokenHolders where !s.scheduler.holdsWork(id) {
-                s.tokenHolders.remove(id)
-                deferred.append { tokens.release() }
-            }
+            releaseIdleTokens(tokens, &s, deferred: &deferred)
         }
     }
 
-    private func dispatch(_ id: WorkerID, _ batch: [Assignment<Kind>], in s: inout State, deferred: inout Deferred) {
+    /// A worker that holds no task gives its token back.
+    @usableFromInline
+    func releaseIdleTokens(_ tokens: ExecutionTokens, _ s: inout State, deferred: inout Deferred) {
+        for id in s.tokenHolders where !s.scheduler.holdsWork(id) {
+            s.tokenHolders.remove(id)
+            deferred.append { tokens.release() }
+        }
+    }
+
+    @inlinable
+    func dispatch(_ id: WorkerID, _ batch: [Assignment<Kind>], in s: inout State, deferred: inout Deferred) {
         guard let tokens = configuration.tokens, !s.tokenHolders.contains(id) else {
-            backend.dispatch(id, batch)
+            calls.dispatch(id, batch)
             return
         }
+        dispatch(id, batch, waitingFor: tokens, in: &s)
+    }
+
+    /// Dispatches once worker `id` holds an execution token (at once if one is free).
+    @usableFromInline
+    func dispatch(_ id: WorkerID, _ batch: [Assignment<Kind>], waitingFor tokens: ExecutionTokens,
+                  in s: inout State) {
         if s.tokenPending[id] != nil {
             s.tokenPending[id]!.batches.append(batch)
             return
@@ -342,7 +397,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             s.tokenPending[id] = (ticket, [batch])
         } else {
             s.tokenHolders.insert(id)
-            backend.dispatch(id, batch)
+            calls.dispatch(id, batch)
         }
     }
 
@@ -351,13 +406,14 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         let granted = state.withLock { s -> Bool in
             guard let pending = s.tokenPending.removeValue(forKey: id) else { return false }
             s.tokenHolders.insert(id)
-            for batch in pending.batches { backend.dispatch(id, batch) }
+            for batch in pending.batches { calls.dispatch(id, batch) }
             return true
         }
         if !granted { tokens?.release() }
     }
 
-    private func dropToken(of id: WorkerID, in s: inout State, deferred: inout Deferred) {
+    @usableFromInline
+    func dropToken(of id: WorkerID, in s: inout State, deferred: inout Deferred) {
         guard let tokens = configuration.tokens else { return }
         if let pending = s.tokenPending.removeValue(forKey: id) {
             let ticket = pending.ticket
@@ -368,7 +424,8 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         }
     }
 
-    private func startTickerIfNeeded() {
+    @usableFromInline
+    func startTickerIfNeeded() {
         let start = state.withLock { s -> Bool in
             if s.tickerStarted || s.shutDown { return false }
             s.tickerStarted = true
@@ -388,7 +445,8 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         ticker.withLock { $0 = task }
     }
 
-    private func makeEvents() -> WorkerEvents<Kind> {
+    @inlinable
+    func makeEvents() -> WorkerEvents<Kind> {
         // The sink holds the queue weakly: a backend outliving its queue reports into nothing.
         WorkerEvents<Kind>(
             ready: { [weak self] id in

@@ -19,30 +19,54 @@ import SpindleKernel
 /// against the worker's status when dispatched. If a response ends the worker, the
 /// assignments behind it are requeued at the front of their priority (a thread worker may
 /// already have performed them; that result is discarded and the task runs again).
+///
+/// Performance: the per-task paths (`enqueue`, `completed`, `fill` and what they call) are
+/// `@inlinable`, so a client's `TaskScheduler<MyKind>` is specialised in the client's module
+/// rather than run generically (see docs/taskqueue.md, "Performance"). Rare events
+/// (cancellation, deaths, shutdown, snapshots) are not.
 public struct TaskScheduler<Kind: TaskKind> {
     /// A task waiting in a lane or held by a worker.
+    @usableFromInline
     struct Entry {
-        var seq: UInt64
-        var task: Kind.Task
-        var priority: QueuePriority
-        var cancel: CancelSwitch
-        var deadline: MonotonicInstant?
+        @usableFromInline var seq: UInt64
+        @usableFromInline var task: Kind.Task
+        @usableFromInline var priority: QueuePriority
+        @usableFromInline var cancel: CancelSwitch
+        @usableFromInline var deadline: MonotonicInstant?
+
+        @inlinable
+        init(seq: UInt64, task: Kind.Task, priority: QueuePriority, cancel: CancelSwitch,
+             deadline: MonotonicInstant?) {
+            self.seq = seq
+            self.task = task
+            self.priority = priority
+            self.cancel = cancel
+            self.deadline = deadline
+        }
     }
 
+    @usableFromInline
     struct Lane {
-        var priority: QueuePriority
-        var queue: Deque<Entry> = []
+        @usableFromInline var priority: QueuePriority
+        @usableFromInline var queue: Deque<Entry> = []
+
+        @inlinable
+        init(priority: QueuePriority) { self.priority = priority }
     }
 
+    @usableFromInline
     enum Phase: Equatable { case starting, ready, dead }
 
+    @usableFromInline
     struct Slot {
-        var id: WorkerID
-        var phase: Phase = .starting
-        var status: WorkerStatus<Kind.Competence> = .fresh
-        var inFlight: Deque<Entry> = []
-        var completed = 0
-        var startFailures = 0
+        @usableFromInline var id: WorkerID
+        @usableFromInline var phase: Phase = .starting
+        @usableFromInline var status: WorkerStatus<Kind.Competence> = .fresh
+        @usableFromInline var inFlight: Deque<Entry> = []
+        @usableFromInline var completed = 0
+        @usableFromInline var startFailures = 0
+
+        init(id: WorkerID) { self.id = id }
     }
 
     /// What the shell must do.
@@ -63,14 +87,23 @@ public struct TaskScheduler<Kind: TaskKind> {
     /// Consecutive failed starts after which a slot stays dead.
     public let maxStartFailures: Int
 
-    private var lanes: [Lane] = []
-    private var slots: [Slot]
-    private var nextSeq: UInt64 = 1
-    private var rotation = 0
-    private var deadlineCount = 0
-    public private(set) var queuedCount = 0
-    public private(set) var counters = TaskQueueSnapshot.Counters()
-    public private(set) var isShuttingDown = false
+    @usableFromInline var lanes: [Lane] = []
+    @usableFromInline var slots: [Slot]
+    @usableFromInline var nextSeq: UInt64 = 1
+    @usableFromInline var rotation = 0
+    @usableFromInline var deadlineCount = 0
+    // Storage behind the read-only public properties below: inlinable code cannot use a
+    // `private(set)` setter, and `@usableFromInline` cannot be put on one.
+    @usableFromInline var _queuedCount = 0
+    @usableFromInline var _counters = TaskQueueSnapshot.Counters()
+    @usableFromInline var _isShuttingDown = false
+
+    /// Tasks waiting in the lanes (not held by a worker).
+    @inlinable public var queuedCount: Int { _queuedCount }
+    /// Totals since the scheduler was created.
+    @inlinable public var counters: TaskQueueSnapshot.Counters { _counters }
+    /// Whether ``beginShutdown()`` was called: nothing more is accepted.
+    @inlinable public var isShuttingDown: Bool { _isShuttingDown }
 
     /// Creates a scheduler with `workers` slots; call ``startWorkers()`` for the first
     /// `start` actions.
@@ -85,14 +118,17 @@ public struct TaskScheduler<Kind: TaskKind> {
     // MARK: Queries
 
     /// Queue empty and no worker holding a task.
+    @inlinable
     public var isDrained: Bool {
-        queuedCount == 0 && !slots.contains { !$0.inFlight.isEmpty }
+        _queuedCount == 0 && !slots.contains { !$0.inFlight.isEmpty }
     }
 
     /// How many more tasks `enqueue` accepts now.
-    public var freeSpace: Int { isShuttingDown ? 0 : max(0, limit - queuedCount) }
+    @inlinable
+    public var freeSpace: Int { _isShuttingDown ? 0 : max(0, limit - _queuedCount) }
 
     /// Whether every worker has gone (after shutdown, or when none could start).
+    @inlinable
     public var allWorkersDead: Bool { slots.allSatisfy { $0.phase == .dead } }
 
     /// The live worker ids.
@@ -102,6 +138,7 @@ public struct TaskScheduler<Kind: TaskKind> {
     public var workerIDs: [WorkerID] { slots.map(\.id) }
 
     /// Whether worker `id` is live and holds at least one task.
+    @inlinable
     public func holdsWork(_ id: WorkerID) -> Bool {
         guard let i = index(of: id) else { return false }
         return slots[i].phase == .ready && !slots[i].inFlight.isEmpty
@@ -114,6 +151,7 @@ public struct TaskScheduler<Kind: TaskKind> {
     }
 
     /// Whether any queued task has a deadline (the shell ticks only then).
+    @inlinable
     public var hasDeadlines: Bool { deadlineCount > 0 }
 
     public func snapshot() -> TaskQueueSnapshot {
@@ -133,24 +171,25 @@ public struct TaskScheduler<Kind: TaskKind> {
             }
             return .init(id: slot.id, state: state, completed: slot.completed)
         }
-        return TaskQueueSnapshot(queued: queuedCount, queuedByPriority: byPriority,
-                                 workers: workers, counters: counters)
+        return TaskQueueSnapshot(queued: _queuedCount, queuedByPriority: byPriority,
+                                 workers: workers, counters: _counters)
     }
 
     // MARK: Events
 
     /// The first `start` action for every slot.
     public mutating func startWorkers() -> [Action] {
-        counters.workersStarted += slots.count
+        _counters.workersStarted += slots.count
         return slots.map { .start($0.id) }
     }
 
     /// Queues tasks (as many as fit under the limit unless `force`), then dispatches.
     /// - Returns: how many of `tasks` were accepted (a prefix), and the actions.
+    @inlinable
     public mutating func enqueue(_ tasks: some Collection<Kind.Task>, priority: QueuePriority,
                                  cancel: CancelSwitch, deadline: MonotonicInstant?,
                                  now: MonotonicInstant, force: Bool = false) -> (accepted: Int, actions: [Action]) {
-        guard !isShuttingDown else { return (0, []) }
+        guard !_isShuttingDown else { return (0, []) }
         let room = force ? tasks.count : min(tasks.count, freeSpace)
         guard room > 0 else { return (0, []) }
         let laneIndex = lane(for: priority)
@@ -161,22 +200,23 @@ public struct TaskScheduler<Kind: TaskKind> {
             nextSeq &+= 1
         }
         if deadline != nil { deadlineCount += room }
-        queuedCount += room
-        counters.enqueued += room
+        _queuedCount += room
+        _counters.enqueued += room
         var actions: [Action] = []
         fill(now: now, into: &actions)
         return (room, actions)
     }
 
     /// A started worker is ready for tasks.
+    @inlinable
     public mutating func workerReady(_ id: WorkerID, now: MonotonicInstant) -> [Action] {
         guard let i = index(of: id), slots[i].phase == .starting else { return [] }
         slots[i].phase = .ready
         slots[i].startFailures = 0
         var actions: [Action] = []
-        if isShuttingDown {
+        if _isShuttingDown {
             slots[i].phase = .dead
-            counters.workersRetired += 1
+            _counters.workersRetired += 1
             actions.append(.retire(id))
         } else {
             fill(now: now, into: &actions)
@@ -185,6 +225,7 @@ public struct TaskScheduler<Kind: TaskKind> {
     }
 
     /// A worker answered assignments, in the order they were dispatched.
+    @inlinable
     public mutating func completed(_ id: WorkerID, _ completions: some Sequence<Completion<Kind>>,
                                    now: MonotonicInstant) -> [Action] {
         guard let i = index(of: id), slots[i].phase == .ready else { return [] }
@@ -192,42 +233,42 @@ public struct TaskScheduler<Kind: TaskKind> {
         for completion in completions {
             guard let entry = takeInFlight(slot: i, seq: completion.seq) else { continue }
             slots[i].completed += 1
-            counters.completed += 1
+            _counters.completed += 1
             switch completion.outcome {
             case .marshalFailed(let error):
-                counters.marshalFailures += 1
+                _counters.marshalFailures += 1
                 actions.append(.marshalFailed(entry.task, error))
             case .response(let response):
                 switch kind.use(response, for: entry.task, status: slots[i].status) {
                 case .stay(let competence, let inject):
                     slots[i].status = .old(competence)
-                    if !inject.isEmpty && !isShuttingDown {
+                    if !inject.isEmpty && !_isShuttingDown {
                         let laneIndex = lane(for: entry.priority)
                         for task in inject {
                             lanes[laneIndex].queue.append(Entry(seq: nextSeq, task: task,
                                 priority: entry.priority, cancel: entry.cancel, deadline: nil))
                             nextSeq &+= 1
                         }
-                        queuedCount += inject.count
-                        counters.enqueued += inject.count
+                        _queuedCount += inject.count
+                        _counters.enqueued += inject.count
                     } else if !inject.isEmpty {
-                        counters.shutDown += inject.count
+                        _counters.shutDown += inject.count
                         for task in inject { actions.append(.report(task, .shutDown)) }
                     }
                 case .end:
                     let behind = !slots[i].inFlight.isEmpty
                     requeueInFlight(slot: i, into: &actions)
                     actions.append(behind ? .kill(id) : .retire(id))
-                    counters.workersRetired += 1
-                    if isShuttingDown { slots[i].phase = .dead } else { replace(slot: i, into: &actions) }
+                    _counters.workersRetired += 1
+                    if _isShuttingDown { slots[i].phase = .dead } else { replace(slot: i, into: &actions) }
                     fill(now: now, into: &actions)
                     return actions
                 }
             }
         }
-        if isShuttingDown && slots[i].inFlight.isEmpty {
+        if _isShuttingDown && slots[i].inFlight.isEmpty {
             slots[i].phase = .dead
-            counters.workersRetired += 1
+            _counters.workersRetired += 1
             actions.append(.retire(id))
         }
         fill(now: now, preferring: i, into: &actions)
@@ -240,17 +281,17 @@ public struct TaskScheduler<Kind: TaskKind> {
         guard let i = index(of: id), slots[i].phase != .dead else { return [] }
         var actions: [Action] = []
         let wasStarting = slots[i].phase == .starting
-        counters.workerDeaths += 1
+        _counters.workerDeaths += 1
         if let running = slots[i].inFlight.popFirst() {
-            counters.lostWithWorker += 1
+            _counters.lostWithWorker += 1
             actions.append(.report(running.task, .workerDied(worker: id, detail: detail)))
-        } else if !isShuttingDown {
+        } else if !_isShuttingDown {
             actions.append(.report(nil, .workerDied(worker: id, detail: detail)))
         }
         requeueInFlight(slot: i, into: &actions)
         let failures = wasStarting ? slots[i].startFailures + 1 : 0
         slots[i].phase = .dead
-        if !isShuttingDown {
+        if !_isShuttingDown {
             if failures < maxStartFailures {
                 replace(slot: i, into: &actions)
                 slots[i].startFailures = failures
@@ -297,13 +338,13 @@ public struct TaskScheduler<Kind: TaskKind> {
     /// Starts a graceful shutdown: nothing more is accepted, queued tasks are reported as
     /// shut down, idle and starting workers retire, busy workers retire after their tasks.
     public mutating func beginShutdown() -> [Action] {
-        guard !isShuttingDown else { return [] }
+        guard !_isShuttingDown else { return [] }
         var actions: [Action] = []
         removeQueued(where: { _ in true }, reason: .shutDown, into: &actions)
-        isShuttingDown = true
+        _isShuttingDown = true
         for i in slots.indices where slots[i].phase != .dead && slots[i].inFlight.isEmpty {
             slots[i].phase = .dead
-            counters.workersRetired += 1
+            _counters.workersRetired += 1
             actions.append(.retire(slots[i].id))
         }
         return actions
@@ -314,7 +355,7 @@ public struct TaskScheduler<Kind: TaskKind> {
         var actions = beginShutdown()
         for i in slots.indices where slots[i].phase != .dead {
             while let entry = slots[i].inFlight.popFirst() {
-                counters.shutDown += 1
+                _counters.shutDown += 1
                 actions.append(.report(entry.task, .shutDown))
             }
             slots[i].phase = .dead
@@ -325,12 +366,14 @@ public struct TaskScheduler<Kind: TaskKind> {
 
     // MARK: Internals
 
-    private func index(of id: WorkerID) -> Int? {
+    @inlinable
+    func index(of id: WorkerID) -> Int? {
         guard id.slot >= 0, id.slot < slots.count, slots[id.slot].id == id else { return nil }
         return id.slot
     }
 
-    private mutating func lane(for priority: QueuePriority) -> Int {
+    @inlinable
+    mutating func lane(for priority: QueuePriority) -> Int {
         // Lanes are few and sorted highest first.
         for i in lanes.indices {
             if lanes[i].priority == priority { return i }
@@ -343,7 +386,8 @@ public struct TaskScheduler<Kind: TaskKind> {
         return lanes.count - 1
     }
 
-    private mutating func takeInFlight(slot i: Int, seq: UInt64) -> Entry? {
+    @inlinable
+    mutating func takeInFlight(slot i: Int, seq: UInt64) -> Entry? {
         if slots[i].inFlight.first?.seq == seq { return slots[i].inFlight.removeFirst() }
         guard let k = slots[i].inFlight.firstIndex(where: { $0.seq == seq }) else { return nil }
         return slots[i].inFlight.remove(at: k)
@@ -351,10 +395,11 @@ public struct TaskScheduler<Kind: TaskKind> {
 
     /// Puts a slot's held tasks back at the front of their lanes, in their original order
     /// (or reports them shut down when the queue is shutting down).
-    private mutating func requeueInFlight(slot i: Int, into actions: inout [Action]) {
-        if isShuttingDown {
+    @usableFromInline
+    mutating func requeueInFlight(slot i: Int, into actions: inout [Action]) {
+        if _isShuttingDown {
             while let entry = slots[i].inFlight.popFirst() {
-                counters.shutDown += 1
+                _counters.shutDown += 1
                 actions.append(.report(entry.task, .shutDown))
             }
             return
@@ -362,19 +407,20 @@ public struct TaskScheduler<Kind: TaskKind> {
         while let entry = slots[i].inFlight.popLast() {
             let l = lane(for: entry.priority)
             lanes[l].queue.prepend(entry)
-            queuedCount += 1
+            _queuedCount += 1
             if entry.deadline != nil { deadlineCount += 1 }
-            counters.requeued += 1
+            _counters.requeued += 1
         }
     }
 
-    private mutating func replace(slot i: Int, into actions: inout [Action]) {
+    @usableFromInline
+    mutating func replace(slot i: Int, into actions: inout [Action]) {
         let old = slots[i].id
         slots[i].id = WorkerID(slot: i, generation: old.generation &+ 1)
         slots[i].phase = .starting
         slots[i].status = .fresh
         slots[i].inFlight = []
-        counters.workersStarted += 1
+        _counters.workersStarted += 1
         actions.append(.start(slots[i].id))
     }
 
@@ -384,7 +430,7 @@ public struct TaskScheduler<Kind: TaskKind> {
         var keep: Deque<Entry> = []
         for entry in slots[i].inFlight {
             if hit(entry) {
-                if reason == .cancelled { counters.cancelled += 1 }
+                if reason == .cancelled { _counters.cancelled += 1 }
                 actions.append(.report(entry.task, reason))
             } else {
                 keep.append(entry)
@@ -394,7 +440,7 @@ public struct TaskScheduler<Kind: TaskKind> {
         requeueInFlight(slot: i, into: &actions)
         slots[i].phase = .dead
         actions.append(.kill(id))
-        if !isShuttingDown { replace(slot: i, into: &actions) }
+        if !_isShuttingDown { replace(slot: i, into: &actions) }
     }
 
     private mutating func removeQueued(where hit: (Entry) -> Bool, reason: TaskFailure,
@@ -405,13 +451,13 @@ public struct TaskScheduler<Kind: TaskKind> {
             keep.reserveCapacity(lanes[l].queue.count)
             for entry in lanes[l].queue {
                 if hit(entry) {
-                    queuedCount -= 1
+                    _queuedCount -= 1
                     if entry.deadline != nil { deadlineCount -= 1 }
                     switch reason {
-                    case .cancelled: counters.cancelled += 1
-                    case .expired: counters.expired += 1
-                    case .shutDown: counters.shutDown += 1
-                    case .workerDied: counters.lostWithWorker += 1
+                    case .cancelled: _counters.cancelled += 1
+                    case .expired: _counters.expired += 1
+                    case .shutDown: _counters.shutDown += 1
+                    case .workerDied: _counters.lostWithWorker += 1
                     }
                     actions.append(.report(entry.task, reason))
                 } else {
@@ -432,8 +478,9 @@ public struct TaskScheduler<Kind: TaskKind> {
 
     /// Hands queued tasks to ready workers that have room, starting with `preferred` (the
     /// worker that just answered: it is awake) or else rotating the starting slot.
-    private mutating func fill(now: MonotonicInstant, preferring preferred: Int? = nil, into actions: inout [Action]) {
-        guard queuedCount > 0, !isShuttingDown else { return }
+    @inlinable
+    mutating func fill(now: MonotonicInstant, preferring preferred: Int? = nil, into actions: inout [Action]) {
+        guard _queuedCount > 0, !_isShuttingDown else { return }
         let n = slots.count
         guard n > 0 else { return }
         let refillAt = prefetch / 2
@@ -443,22 +490,22 @@ public struct TaskScheduler<Kind: TaskKind> {
         for slot in slots where slot.phase == .ready && slot.inFlight.count <= refillAt { hungry += 1 }
         guard hungry > 0 else { return }
         for k in 0..<n {
-            guard queuedCount > 0 else { return }
+            guard _queuedCount > 0 else { return }
             let i = (start + k) % n
             guard slots[i].phase == .ready, slots[i].inFlight.count <= refillAt else { continue }
-            let share = max(1, (queuedCount + hungry - 1) / hungry)
+            let share = max(1, (_queuedCount + hungry - 1) / hungry)
             let want = min(prefetch - slots[i].inFlight.count, share)
             hungry -= 1
             var batch: [Assignment<Kind>] = []
             batch.reserveCapacity(want)
             while batch.count < want, let entry = takeMatching(status: slots[i].status) {
                 if let deadline = entry.deadline, deadline <= now {
-                    counters.expired += 1
+                    _counters.expired += 1
                     actions.append(.report(entry.task, .expired))
                     continue
                 }
                 guard let request = kind.request(for: entry.task, status: slots[i].status) else {
-                    counters.expired += 1
+                    _counters.expired += 1
                     actions.append(.report(entry.task, .expired))
                     continue
                 }
@@ -471,7 +518,8 @@ public struct TaskScheduler<Kind: TaskKind> {
 
     /// Removes and returns the first queued task (highest priority, then FIFO) that a worker
     /// with `status` matches.
-    private mutating func takeMatching(status: WorkerStatus<Kind.Competence>) -> Entry? {
+    @inlinable
+    mutating func takeMatching(status: WorkerStatus<Kind.Competence>) -> Entry? {
         for l in lanes.indices where !lanes[l].queue.isEmpty {
             if let first = lanes[l].queue.first, kind.matches(first.task, status: status) {
                 return took(lanes[l].queue.removeFirst())
@@ -483,8 +531,9 @@ public struct TaskScheduler<Kind: TaskKind> {
         return nil
     }
 
-    private mutating func took(_ entry: Entry) -> Entry {
-        queuedCount -= 1
+    @inlinable
+    mutating func took(_ entry: Entry) -> Entry {
+        _queuedCount -= 1
         if entry.deadline != nil { deadlineCount -= 1 }
         return entry
     }

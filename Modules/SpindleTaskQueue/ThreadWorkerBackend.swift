@@ -18,15 +18,19 @@ import Darwin
 /// worker (its cancellation flag is set, its result is discarded, a replacement starts) and
 /// the thread ends when its current `perform` returns. `.end` retires the thread the same
 /// way, cleanly. `shutdown()` joins every thread it started.
+///
+/// `start` and `dispatch` and the worker loop are `@inlinable`, so a queue made in a client
+/// module runs a worker loop specialised for the client's kind.
 public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
-    private struct Attached {
-        var events: WorkerEvents<Kind>
+    @usableFromInline
+    struct Attached {
+        @usableFromInline var events: WorkerEvents<Kind>
     }
 
-    private let attached = Mutex<Attached?>(nil)
-    private let workers = Mutex<[WorkerID: ThreadWorker<Kind>]>([:])
+    @usableFromInline let attached = Mutex<Attached?>(nil)
+    @usableFromInline let workers = Mutex<[WorkerID: ThreadWorker<Kind>]>([:])
     /// Threads that were told to stop and are not joined yet.
-    private let stopped = Mutex<[ThreadWorker<Kind>]>([])
+    @usableFromInline let stopped = Mutex<[ThreadWorker<Kind>]>([])
 
     public init() {}
 
@@ -34,6 +38,7 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
         attached.withLock { $0 = Attached(events: events) }
     }
 
+    @inlinable
     public func start(_ id: WorkerID) {
         guard let events = attached.withLock({ $0?.events }) else { return }
         reapFinished()
@@ -47,6 +52,7 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
         }
     }
 
+    @inlinable
     public func dispatch(_ id: WorkerID, _ batch: [Assignment<Kind>]) {
         workers.withLock { $0[id] }?.post(batch)
     }
@@ -89,7 +95,8 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
     }
 
     /// Joins threads that already ended so retired workers do not pile up.
-    private func reapFinished() {
+    @usableFromInline
+    func reapFinished() {
         let done = stopped.withLock { s -> [ThreadWorker<Kind>] in
             let done = s.filter(\.hasExited)
             s.removeAll { $0.hasExited }
@@ -135,6 +142,7 @@ private final class ThreadBody: Sendable {
 }
 
 /// Starts an OS thread running `body`; nil when the system refuses.
+@usableFromInline
 func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
     let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
     var thread = pthread_t()
@@ -154,21 +162,23 @@ func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
 /// `@unchecked Sendable`: the mailbox fields are only touched with `mutex` held; `thread` is
 /// written once by `launch()` before any other thread can see this object's thread and read
 /// only by `join()`, which runs after `stop`.
+@usableFromInline
 final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
-    let id: WorkerID
-    private let events: WorkerEvents<Kind>
-    private let cancelFlag = CancellationFlag()
-    private let exited = Atomic<Bool>(false)
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
-    private var thread = pthread_t()
-    private var launched = false
+    @usableFromInline let id: WorkerID
+    @usableFromInline let events: WorkerEvents<Kind>
+    @usableFromInline let cancelFlag = CancellationFlag()
+    @usableFromInline let exited = Atomic<Bool>(false)
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let cond: UnsafeMutablePointer<pthread_cond_t>
+    @usableFromInline var thread = pthread_t()
+    @usableFromInline var launched = false
     private var joined = false
     // Guarded by `mutex`:
-    private var mailbox: [Assignment<Kind>] = []
-    private var broadcasts: [Kind.Feedback] = []
-    private var stopping = false
+    @usableFromInline var mailbox: [Assignment<Kind>] = []
+    @usableFromInline var broadcasts: [Kind.Feedback] = []
+    @usableFromInline var stopping = false
 
+    @usableFromInline
     init(id: WorkerID, events: WorkerEvents<Kind>) {
         self.id = id
         self.events = events
@@ -189,6 +199,7 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
 
     var hasExited: Bool { exited.load(ordering: .acquiring) }
 
+    @inlinable
     func launch() -> Bool {
         guard let t = startThread({ self.main() }) else { return false }
         thread = t
@@ -202,6 +213,7 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
         pthread_join(thread, nil)
     }
 
+    @inlinable
     func post(_ batch: [Assignment<Kind>]) {
         pthread_mutex_lock(mutex)
         if mailbox.isEmpty { mailbox = batch } else { mailbox.append(contentsOf: batch) }
@@ -226,7 +238,8 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
         pthread_mutex_unlock(mutex)
     }
 
-    private func main() {
+    @inlinable
+    func main() {
         defer { exited.store(true, ordering: .releasing) }
         let route = FeedbackRoute<Kind>()
         let events = self.events
@@ -272,6 +285,10 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
 ///
 /// `@unchecked Sendable`: read and written only on the worker's own thread (the context's
 /// emitter is called from `perform`, which runs on that thread).
+@usableFromInline
 final class FeedbackRoute<Kind: TaskKind>: @unchecked Sendable {
-    var current: Kind.Task?
+    @usableFromInline var current: Kind.Task?
+
+    @inlinable
+    init() {}
 }

@@ -34,13 +34,14 @@ public protocol WorkerBackend<Kind>: Sendable {
 /// How a backend tells its queue what its workers did. Callable from any thread, never from
 /// inside a ``WorkerBackend`` method.
 public struct WorkerEvents<Kind: TaskKind>: Sendable {
-    let onReady: @Sendable (WorkerID) -> Void
-    let onCompleted: @Sendable (WorkerID, [Completion<Kind>]) -> Void
-    let onDied: @Sendable (WorkerID, String) -> Void
-    let onFeedback: @Sendable (WorkerID, Kind.Task, Kind.Feedback) -> Void
-    let onFeedbackFailed: @Sendable (Kind.Task, MarshalError) -> Void
+    @usableFromInline let onReady: @Sendable (WorkerID) -> Void
+    @usableFromInline let onCompleted: @Sendable (WorkerID, [Completion<Kind>]) -> Void
+    @usableFromInline let onDied: @Sendable (WorkerID, String) -> Void
+    @usableFromInline let onFeedback: @Sendable (WorkerID, Kind.Task, Kind.Feedback) -> Void
+    @usableFromInline let onFeedbackFailed: @Sendable (Kind.Task, MarshalError) -> Void
 
     /// Builds a sink from closures (``TaskQueue`` makes the real one; tests may make others).
+    @inlinable
     public init(ready: @escaping @Sendable (WorkerID) -> Void,
                 completed: @escaping @Sendable (WorkerID, [Completion<Kind>]) -> Void,
                 died: @escaping @Sendable (WorkerID, String) -> Void,
@@ -54,13 +55,13 @@ public struct WorkerEvents<Kind: TaskKind>: Sendable {
     }
 
     /// The worker started and takes tasks.
-    public func ready(_ id: WorkerID) { onReady(id) }
+    @inlinable public func ready(_ id: WorkerID) { onReady(id) }
     /// The worker answered these assignments (in dispatch order).
-    public func completed(_ id: WorkerID, _ completions: [Completion<Kind>]) { onCompleted(id, completions) }
+    @inlinable public func completed(_ id: WorkerID, _ completions: [Completion<Kind>]) { onCompleted(id, completions) }
     /// The worker died or could not start; `detail` says how (exit status, signal, error).
-    public func died(_ id: WorkerID, detail: String) { onDied(id, detail) }
+    @inlinable public func died(_ id: WorkerID, detail: String) { onDied(id, detail) }
     /// The worker emitted feedback while running `task`. Report it before the task's completion.
-    public func feedback(_ id: WorkerID, task: Kind.Task, _ feedback: Kind.Feedback) { onFeedback(id, task, feedback) }
+    @inlinable public func feedback(_ id: WorkerID, task: Kind.Task, _ feedback: Kind.Feedback) { onFeedback(id, task, feedback) }
     /// Feedback from a worker could not be decoded.
-    public func feedbackFailed(task: Kind.Task, _ error: MarshalError) { onFeedbackFailed(task, error) }
+    @inlinable public func feedbackFailed(task: Kind.Task, _ error: MarshalError) { onFeedbackFailed(task, error) }
 }

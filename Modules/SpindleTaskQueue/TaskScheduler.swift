@@ -230,6 +230,10 @@ public struct TaskScheduler<Kind: TaskKind> {
                                    now: MonotonicInstant) -> [Action] {
         guard let i = index(of: id), slots[i].phase == .ready else { return [] }
         var actions: [Action] = []
+        // Set when a response ends the worker. Answers after it in the same batch were
+        // already computed: they are still used (and their injected tasks queued) rather than
+        // discarded and run again; only what is still unanswered is requeued.
+        var ending = false
         for completion in completions {
             guard let entry = takeInFlight(slot: i, seq: completion.seq) else { continue }
             slots[i].completed += 1
@@ -241,7 +245,7 @@ public struct TaskScheduler<Kind: TaskKind> {
             case .response(let response):
                 switch kind.use(response, for: entry.task, status: slots[i].status) {
                 case .stay(let competence, let inject):
-                    slots[i].status = .old(competence)
+                    if !ending { slots[i].status = .old(competence) }
                     if !inject.isEmpty && !_isShuttingDown {
                         let laneIndex = lane(for: entry.priority)
                         for task in inject {
@@ -256,15 +260,18 @@ public struct TaskScheduler<Kind: TaskKind> {
                         for task in inject { actions.append(.report(task, .shutDown)) }
                     }
                 case .end:
-                    let behind = !slots[i].inFlight.isEmpty
-                    requeueInFlight(slot: i, into: &actions)
-                    actions.append(behind ? .kill(id) : .retire(id))
-                    _counters.workersRetired += 1
-                    if _isShuttingDown { slots[i].phase = .dead } else { replace(slot: i, into: &actions) }
-                    fill(now: now, into: &actions)
-                    return actions
+                    ending = true
                 }
             }
+        }
+        if ending {
+            let behind = !slots[i].inFlight.isEmpty
+            requeueInFlight(slot: i, into: &actions)
+            actions.append(behind ? .kill(id) : .retire(id))
+            _counters.workersRetired += 1
+            if _isShuttingDown { slots[i].phase = .dead } else { replace(slot: i, into: &actions) }
+            fill(now: now, into: &actions)
+            return actions
         }
         if _isShuttingDown && slots[i].inFlight.isEmpty {
             slots[i].phase = .dead

@@ -121,6 +121,31 @@ struct TaskSchedulerTests {
         #expect(s.snapshot().workers.map(\.id) == [w1])
     }
 
+    @Test("with prefetch, answers after an .end in the same batch are used, not run again")
+    func endWithPrefetchKeepsLaterAnswers() {
+        var s = makeScheduler(workers: 1, prefetch: 4)
+        _ = s.enqueue([ScriptTask(name: "a", decision: "end"), ScriptTask(name: "b", decision: "b1"),
+                       ScriptTask(name: "c"), ScriptTask(name: "d")],
+                      priority: .normal, cancel: CancelSwitch(), deadline: nil, now: clock.now())
+        #expect(dispatched(s.workerReady(w0, now: clock.now())).first?.1 == ["a", "b", "c", "d"])
+        // The worker answered a, b and c in one batch; d is still running when a ends it.
+        let actions = answer(&s, w0, ["a", "b", "c"])
+        let used = recorder.events.compactMap { if case .used(let n, _) = $0 { n } else { nil } }
+        #expect(used == ["a", "b", "c"], "b and c were answered: used once, never requeued")
+        #expect(actions.contains { if case .kill(w0) = $0 { true } else { false } }, "d is behind: the worker is killed")
+        let w1 = WorkerID(slot: 0, generation: 1)
+        #expect(actions.contains { if case .start(w1) = $0 { true } else { false } })
+        #expect(s.queuedCount == 2, "d requeued, b1 injected by b's answer")
+        var order: [String] = []
+        var next = s.workerReady(w1, now: clock.now())
+        while let (w, names) = dispatched(next).first {
+            order += names
+            next = answer(&s, w, names)
+        }
+        #expect(order == ["d", "b1"], "the unanswered task first, then the injected one")
+        #expect(s.isDrained)
+    }
+
     @Test("expired tasks are skipped and reported: deadline passed, or no request")
     func expiry() {
         var s = makeScheduler()

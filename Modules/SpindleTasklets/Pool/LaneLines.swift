@@ -15,13 +15,14 @@ struct PhaseOrder: ~Copyable {
     @usableFromInline var laneCount: UInt16 = 0
     /// The launch's fuel policy (`FuelMode.rawValue`).
     @usableFromInline var fuelMode: UInt8 = 0
-    /// Whether this is the launch's first phase: the lane then resets its report.
+    /// Whether this is the launch's first phase: the lane then resets its fuel figures.
     var firstPhase = false
     /// Runs the lane with the launch's types restored (kept alive by the pool's frame).
     @usableFromInline var entry: Unmanaged<LaneEntry>?
-    /// Room for the phase's `PhaseBody` (a closure: two words), so that a lane finds the
-    /// body on the order line instead of a line of the coordinator's stack. Typed memory only while a phase runs: the
-    /// coordinator initialises it before the ticket bump and deinitialises it after the join.
+    /// Room for the phase's `PhaseBody` (a closure: two words), so that a lane finds the body
+    /// on the order line instead of a line of the coordinator's stack. Typed memory only while
+    /// a phase runs: the coordinator initialises it before the ticket bump and deinitialises
+    /// it after the join.
     @usableFromInline var bodyStorage: (UInt, UInt) = (0, 0)
     /// The launch's shared value, on the coordinator's stack.
     @usableFromInline var shared: UnsafeRawPointer?

@@ -270,6 +270,8 @@ final class PoolCore: @unchecked Sendable {
     /// finished. `entry` runs a lane; `body` (a `PhaseBody`) goes into every lane's order.
     @inlinable
     func runPhase<Body>(entry: Unmanaged<LaneEntry>, body: Body) {
+        precondition(MemoryLayout<Body>.size <= 16 && MemoryLayout<Body>.alignment <= 8,
+                     "a phase body must fit PhaseOrder.bodyStorage")
         let dataLanes = preparePhase(entry: entry)
         for index in 0..<dataLanes {
             phaseBodySlot(index).initializeMemory(as: Body.self, repeating: body, count: 1)

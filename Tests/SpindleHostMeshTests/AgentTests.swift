@@ -43,10 +43,7 @@ struct AgentTests {
     @Test("attach with one unreachable address fails naming exactly that host")
     func unreachableHost() async throws {
         try await withAgents(1) { _, transport, _, addresses in
-            // Bind a port, then close it: nothing listens there any more.
-            let probe = try await transport.listen(on: .tcp(host: "127.0.0.1", port: 0)) { $0.close() }
-            let dead = probe.address
-            probe.close()
+            let dead = try #require(closedLocalPort())
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: [addresses[0], dead], config: ConfigSnapshot(["a": "1"]),
                                               timeout: .seconds(2), transport: transport)

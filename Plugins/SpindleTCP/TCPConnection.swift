@@ -190,13 +190,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// - Returns: the reason the connection closes with (the first one recorded).
     @discardableResult
     func close(reason: CloseReason) -> CloseReason {
-        let (first, effective) = shared.withLock { s -> (Bool, CloseReason) in
+        let (first, effective) = recordClose(reason: reason)
+        if first { closeChannel() }
+        return effective
+    }
+
+    /// Records `reason` as the close reason unless one is recorded already, without closing
+    /// anything yet (a transport shutting down records it on every connection first, so a
+    /// connection whose peer on the same transport closes first still reports the shutdown).
+    /// - Returns: whether this call recorded it, and the reason in force.
+    func recordClose(reason: CloseReason) -> (first: Bool, effective: CloseReason) {
+        let result = shared.withLock { s -> (Bool, CloseReason) in
             if let earlier = s.closeReason { return (false, earlier) }
             s.closeReason = reason
             return (true, reason)
         }
-        guard first else { return effective }
-        closing.store(true, ordering: .releasing)
+        if result.0 { closing.store(true, ordering: .releasing) }
+        return result
+    }
+
+    /// Closes the channel (after `recordClose` recorded a reason). Any thread.
+    func closeChannel() {
         // Frames sent before this point are in the channel's pending buffer: closing the
         // channel flushes them before it closes the socket.
         if loop.inEventLoop {
@@ -208,7 +222,6 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 channel.close()
             }
         }
-        return effective
     }
 
     /// Returns once the channel has closed and `onClose` has been decided.

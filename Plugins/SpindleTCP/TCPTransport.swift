@@ -146,7 +146,11 @@ public final class TCPTransport: Transport {
             return (l, c)
         }
         for l in listeners { await l.closeAndWait() }
-        for c in connections { c.close(reason: .transportShutdown) }
+        // Record the reason on every connection before closing any: a connection whose peer
+        // is another connection of this transport would otherwise see that peer close first
+        // and report `.closedByPeer`.
+        let closing = connections.filter { $0.recordClose(reason: .transportShutdown).first }
+        for c in closing { c.closeChannel() }
         for c in connections { await c.waitUntilClosed() }
         // Timers a closing connection cancels from its close callback close one turn later.
         for loop in loopsInUse(connections) { await loop.completedTurns(2) }

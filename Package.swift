@@ -213,9 +213,15 @@ let package = Package(
             path: "Tests/SpindleEventLoopTests",
             swiftSettings: strict
         ),
+        .target(
+            name: "NetworkTestSupport",
+            dependencies: ["SpindleKernel"],
+            path: "Tests/Support/NetworkTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleTCPTests",
-            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport"],
             path: "Tests/SpindleTCPTests",
             swiftSettings: strict
         ),
@@ -263,7 +269,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleHostMeshTests",
-            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport"],
             path: "Tests/SpindleHostMeshTests",
             swiftSettings: strict
         ),

@@ -1,5 +1,6 @@
 import Testing
 import SpindleEventLoop
+import NetworkTestSupport
 import SpindleKernel
 import SpindleTCP
 @testable import SpindleHostMesh

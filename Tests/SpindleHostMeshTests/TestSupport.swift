@@ -149,20 +149,3 @@ func testMeshConfiguration() -> HostMesh.Configuration {
     c.logger.logLevel = .warning
     return c
 }
-
-/// A 127.0.0.1 port nothing listens on: bound to port 0 by a plain socket that never listens,
-/// then closed, so a connect is refused at once (a transport listener's close is asynchronous:
-/// for a moment after `close()` it may still accept).
-func closedLocalPort() -> Address? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-    }
-    return bound ? .tcp(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port)) : nil
-}

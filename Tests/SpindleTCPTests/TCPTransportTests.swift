@@ -1,4 +1,5 @@
 import SpindleEventLoop
+import NetworkTestSupport
 import SpindleKernel
 import Testing
 
@@ -411,21 +412,3 @@ extension CloseReason {
     }
 }
 
-/// A 127.0.0.1 port nothing listens on: bound to port 0 by a plain socket, then closed.
-func closedLocalPort() -> Address? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-            bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
-        }
-    }
-    guard ok else { return nil }
-    return .tcp(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port))
-}

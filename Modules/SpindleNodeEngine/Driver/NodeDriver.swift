@@ -55,10 +55,9 @@ public final class NodeDriver: @unchecked Sendable {
     public let nodeID: NodeID
     private let node: Node
     private let listenerBox = Mutex<(any TransportListener)?>(nil)
-    /// Which accepted connection each peer spoke on first, recorded by the connection's
-    /// handler *before* the envelope reaches the ingress: a poll that answers the envelope
-    /// (say from a timer, ahead of the loop's queued tasks) must find the way back even if
-    /// the loop has not yet run the task that records it in `links`.
+    /// Which accepted connection each peer speaks on, recorded by the connection's handler
+    /// *before* the envelope reaches the ingress, so a poll that answers it (even one run from
+    /// a timer) finds the way back; `route` moves it into `links` (loop thread).
     private let returnPaths = Mutex<[NodeID: ObjectIdentifier]>([:])
 
     // Loop-thread state.
@@ -230,15 +229,12 @@ public final class NodeDriver: @unchecked Sendable {
         let learned = LearnedFlag()
         conn.start(ConnectionHandler(
             onEnvelope: { [weak self] env in
-                if let source = env.source, let self {
-                    if !learned.value.load(ordering: .acquiring) {
-                        // The newest connection from a peer is its way back (a reconnect wins).
-                        self.returnPaths.withLock { $0[source] = id }
-                        learned.value.store(true, ordering: .releasing)
-                    }
-                    self.loop.execute {
-                        if self.links[source] == nil, !self.stopped, let c = self.accepted[id] { self.links[source] = c }
-                    }
+                // A connection carries one peer's envelopes: the first source it shows is the
+                // way back to that peer. Recorded before the push, once per connection (no
+                // loop hop per envelope); `route` moves it into `links` when it first answers.
+                if let source = env.source, !learned.value.load(ordering: .acquiring), let self {
+                    self.returnPaths.withLock { $0[source] = id }
+                    learned.value.store(true, ordering: .releasing)
                 }
                 do { try ingress.push(.envelope(env)) } catch {
                     // Counted on the bus as ingressRejected(full); the sender's request times out.

@@ -310,14 +310,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
             }
         }
         if first == true { uv_async_send(wakeup) }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let done = inbox.withLock { s in
-                if s.state == .closed { return true }
-                s.waiters.append(c)
-                return false
-            }
-            if done { c.resume() }
-        }
+        await waitUntilClosed()
         let thread: pthread_t? = inbox.withLock { s in
             defer { s.thread = nil }
             return s.thread
@@ -346,6 +339,12 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     }
 
     private func waitForFinalCount() async -> Int {
+        await waitUntilClosed()
+        return inbox.withLock { $0.finalHandleCount ?? 0 }
+    }
+
+    /// Returns once the loop has closed (at once if it already has).
+    private func waitUntilClosed() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let done = inbox.withLock { s in
                 if s.state == .closed { return true }
@@ -354,7 +353,6 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
             }
             if done { c.resume() }
         }
-        return inbox.withLock { $0.finalHandleCount ?? 0 }
     }
 
     /// `uv_loop_close`'s result once shutdown has finished (0: every handle was closed); nil before.

@@ -187,11 +187,7 @@ struct AgentTests {
         let spindle = try spindleBinary()
         let loop = try EventLoop(name: "daemon-test")
         let transport = makeTransport(loop: loop, key: nil)
-        var options = ProcessOptions(executable: spindle,
-                                     arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
-        options.stdin = .ignore
-        options.stderr = .inherit
-        let daemon = try await ChildProcess.spawn(on: loop, options)
+        let daemon = try await spawnAgentDaemon(spindle, on: loop)
         var pids: [Int32] = []
         do {
             let address = try await readListeningAddress(daemon)
@@ -227,11 +223,7 @@ struct AgentTests {
         let spindle = try spindleBinary()
         let loop = try EventLoop(name: "daemon-term-test")
         let transport = makeTransport(loop: loop, key: nil)
-        var options = ProcessOptions(executable: spindle,
-                                     arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
-        options.stdin = .ignore
-        options.stderr = .inherit
-        let daemon = try await ChildProcess.spawn(on: loop, options)
+        let daemon = try await spawnAgentDaemon(spindle, on: loop)
         do {
             let address = try await readListeningAddress(daemon)
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
@@ -355,6 +347,16 @@ func runCapturing(_ program: String, _ arguments: [String]) async throws -> (Spi
 }
 
 /// Reads the daemon's "spindle host-agent listening on ADDRESS" line from its stdout.
+/// Starts `spindle host-agent` on 127.0.0.1 port 0 as a child of the test (stdout piped for
+/// `readListeningAddress`, stderr inherited).
+func spawnAgentDaemon(_ spindle: String, on loop: EventLoop) async throws -> ChildProcess {
+    var options = ProcessOptions(executable: spindle,
+                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
+    options.stdin = .ignore
+    options.stderr = .inherit
+    return try await ChildProcess.spawn(on: loop, options)
+}
+
 func readListeningAddress(_ daemon: ChildProcess, timeout: Duration = .seconds(20)) async throws -> Address {
     guard let out = daemon.stdout else { throw TestFailure("daemon has no stdout pipe") }
     let line: String? = await withDeadline(timeout, late: { _ in }) {

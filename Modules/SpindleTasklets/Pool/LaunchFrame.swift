@@ -74,7 +74,7 @@ final class LaunchFrame: @unchecked Sendable {
     /// the previous phase's. The frame keeps it alive.
     @usableFromInline
     func laneEntry(for key: ObjectIdentifier, make: () -> LaneEntry) -> Unmanaged<LaneEntry> {
-        if key != laneEntryKey || laneEntry == nil {
+        if key != laneEntryKey {
             laneEntry = make()
             laneEntryKey = key
         }

@@ -127,6 +127,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
     }
 
+    /// Copies already-encoded frames to the pending write buffer as they are (one lock, one
+    /// copy), after walking their length prefixes: bytes that are not whole frames within the
+    /// limit are refused and nothing is queued. Headers are not re-checked here; a frame with
+    /// a malformed header makes the peer close the connection, which `onClose` reports.
+    func send(encodedFrames frames: UnsafeRawBufferPointer) throws(TransportError) {
+        if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
+        guard let base = frames.baseAddress, !frames.isEmpty else { return }
+        do {
+            _ = try FrameDecoder.countWholeFrames(frames, maxFrameSize: maxFrameSize)
+        } catch {
+            throw error.encodedFramesError
+        }
+        let queued = channel.writeInPlace { writer in
+            writer.append(byteCount: frames.count) { p in p.copyMemory(from: base, byteCount: frames.count) }
+        }
+        if !queued { throw .closed(recordedCloseReason ?? .closedByPeer) }
+    }
+
+    /// Sends only queue bytes; handlers run on the loop thread, never inside `send`.
+    var deliversDuringSend: Bool { false }
+
     /// Bytes accepted by `send` and not yet taken by the socket (outbound buffer plus the
     /// stream's write queue).
     var queuedByteCount: Int { channel.queuedByteCount }

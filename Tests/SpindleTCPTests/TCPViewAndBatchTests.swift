@@ -77,6 +77,58 @@ struct TCPViewAndBatchTests {
         }
     }
 
+    @Test("send(encodedFrames:) carries pre-encoded frames as they are, in order with other sends")
+    func encodedFramesArrive() async throws {
+        try await withTransport { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            #expect(!conn.deliversDuringSend)
+            let (received, _) = collect(conn)
+            let sent = (0..<200).map(Self.mixed)
+            var frames: [UInt8] = []
+            for e in sent[1..<199] { try FrameEncoder().encode(e, into: &frames) }
+            try conn.send(sent[0])
+            try frames.withUnsafeBytes { try conn.send(encodedFrames: $0) }
+            try conn.send(sent[199])
+            let got = try await received.wait(count: sent.count, timeout: .seconds(30), "the echoed frames")
+            #expect(got == sent)
+        }
+    }
+
+    @Test("send(encodedFrames:) refuses bytes that are not whole frames and queues none of them")
+    func encodedFramesRefused() async throws {
+        var config = TCPTransport.Configuration()
+        config.maxFrameSize = 4096
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport)
+            let conn = try await transport.connect(to: listener.address)
+            let (received, closes) = collect(conn)
+            let good = try FrameEncoder().encode(envelope(1))
+            // A whole frame followed by half of another.
+            let truncated = good + good.prefix(5)
+            // Garbage after a whole frame: the error names the offset of the bad magic.
+            let garbage = good + [0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 0, 0, 0, 0, 0]
+            let big = try FrameEncoder().encode(envelope(2, payload: [UInt8](repeating: 1, count: 5000)))
+            for (bytes, what) in [(truncated, "truncated"), (garbage, "garbage")] {
+                let outcome = bytes.withUnsafeBytes { raw in
+                    Result { () throws(TransportError) in try conn.send(encodedFrames: raw) }
+                }
+                guard case .failure(.invalidFrames(let text)) = outcome else {
+                    Issue.record("\(what): expected invalidFrames, got \(outcome)")
+                    continue
+                }
+                #expect(text.contains("byte \(good.count)"), "\(what): \(text)")
+            }
+            #expect(throws: TransportError.frameTooLarge(size: big.count, limit: 4096)) {
+                try big.withUnsafeBytes { try conn.send(encodedFrames: $0) }
+            }
+            try conn.send(envelope(3))
+            let got = try await received.wait(count: 1, "the envelope after the refused frames")
+            #expect(got == [envelope(3)])
+            #expect(closes.items.isEmpty)
+        }
+    }
+
     @Test("closing from inside a view handler stops delivery after that envelope")
     func closeInsideViewHandler() async throws {
         try await withTransport { transport, _ in

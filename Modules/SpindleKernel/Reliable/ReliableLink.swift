@@ -41,17 +41,25 @@ public final class ReliableLink: Sendable {
         /// long is forgotten: its link is closed and removed from the listener. If its
         /// initiator comes back later, `accept` is called again for a fresh link.
         public var idleSessionTimeout: Duration
+        /// Above this many unacknowledged messages the link is not writable:
+        /// `waitUntilWritable` suspends until acknowledgements bring it down to
+        /// `writableLowWatermark`. (`send` itself refuses only above `core.maximumQueued`.)
+        public var writableHighWatermark: Int
+        public var writableLowWatermark: Int
 
         public init(core: ReliableLinkCore.Configuration = .init(), clock: any SpindleClock = SystemClock(),
                     tickInterval: Duration = .milliseconds(5), automaticTicks: Bool = true,
                     maximumFrameSize: Int = FrameLayout.defaultMaxFrameSize,
-                    idleSessionTimeout: Duration = .seconds(120)) {
+                    idleSessionTimeout: Duration = .seconds(120),
+                    writableHighWatermark: Int = 65_536, writableLowWatermark: Int = 32_768) {
             self.core = core
             self.clock = clock
             self.tickInterval = tickInterval
             self.automaticTicks = automaticTicks
             self.maximumFrameSize = maximumFrameSize
             self.idleSessionTimeout = idleSessionTimeout
+            self.writableHighWatermark = max(1, writableHighWatermark)
+            self.writableLowWatermark = min(max(0, writableLowWatermark), self.writableHighWatermark - 1)
         }
     }
 
@@ -70,6 +78,8 @@ public final class ReliableLink: Sendable {
     private struct State {
         var core: ReliableLinkCore
         var connection: (any TransportConnection)?
+        /// `connection` may be sent to while the lock is held (its sends never run handlers).
+        var sendsUnderLock = false
         var epoch: UInt64 = 0
         /// Actions not yet performed, in order. Transmits in it are for `connection`: when the
         /// connection changes they are purged (they could only fail on the old one, and the
@@ -83,6 +93,8 @@ public final class ReliableLink: Sendable {
         var shutDown = false
         /// Numbers connect attempts so a late result of an abandoned one is discarded.
         var connectAttempt: UInt64 = 0
+        /// Callers of `waitUntilWritable` waiting for acknowledgements.
+        var writableWaiters: [CheckedContinuation<ReliableLinkError?, Never>] = []
     }
 
     public let session: SessionID
@@ -144,6 +156,11 @@ public final class ReliableLink: Sendable {
         let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         var error: ReliableLinkError? = nil
         var claimed: Claimed? = state.withLock { s in
+            if Self.canTransmitNow(s), let connection = s.connection {
+                // Nothing queued or in flight: the frame goes to the connection now, in order.
+                error = s.core.send(message, now: now) { frame in try? connection.send(encodedFrames: frame) }
+                return nil
+            }
             if let e = s.core.send(message, now: now, into: &s.work) { error = e; return nil }
             return Self.enqueue(&s)
         }
@@ -172,10 +189,15 @@ public final class ReliableLink: Sendable {
             }
         }
         var error: ReliableLinkError? = nil
+        let admitted = accepted == messages.count ? messages : Array(messages[..<accepted])
         var claimed: Claimed? = state.withLock { s in
-            let r = s.core.send(contentsOf: accepted == messages.count ? messages : Array(messages[..<accepted]),
-                                now: now, into: &s.work)
-            error = r.error
+            if Self.canTransmitNow(s), let connection = s.connection {
+                error = s.core.send(contentsOf: admitted, now: now) { frames in
+                    try? connection.send(encodedFrames: frames)
+                }.error
+                return nil
+            }
+            error = s.core.send(contentsOf: admitted, now: now, into: &s.work).error
             return Self.enqueue(&s)
         }
         if let c = claimed.take() { flush(c) }
@@ -206,6 +228,60 @@ public final class ReliableLink: Sendable {
 
     /// True once the link is closed.
     public var isClosed: Bool { state.withLock { $0.core.phase == .closed } }
+
+    /// False while more than `writableHighWatermark` messages await acknowledgement (until
+    /// acknowledgements bring them down to `writableLowWatermark`).
+    public var isWritable: Bool {
+        state.withLock { $0.core.queuedCount <= configuration.writableHighWatermark }
+    }
+
+    /// Returns once at most `writableHighWatermark` messages await acknowledgement, suspending
+    /// until acknowledgements bring them down to `writableLowWatermark` otherwise: flow
+    /// control for bulk senders, like a transport's `waitUntilWritable`.
+    /// - Throws: `ReliableLinkError.closed` when the link is (or gets) closed.
+    public func waitUntilWritable() async throws(ReliableLinkError) {
+        let now: ReliableLinkError?? = state.withLock { s in
+            if s.core.phase == .closed { return .some(.closed) }
+            return s.core.queuedCount <= configuration.writableHighWatermark ? .some(nil) : nil
+        }
+        if let now {
+            if let error = now { throw error }
+            return
+        }
+        let error = await withCheckedContinuation { (c: CheckedContinuation<ReliableLinkError?, Never>) in
+            let now: ReliableLinkError?? = state.withLock { s in
+                if s.core.phase == .closed { return .some(.closed) }
+                if s.core.queuedCount <= configuration.writableLowWatermark { return .some(nil) }
+                s.writableWaiters.append(c)
+                return nil
+            }
+            if let now { c.resume(returning: now) }
+        }
+        if let error { throw error }
+    }
+
+    /// Callers suspended in `waitUntilWritable` (for tests).
+    var writableWaiterCount: Int { state.withLock { $0.writableWaiters.count } }
+
+    /// Takes the writability waiters that may go on: all of them once the queue is at or below
+    /// the low watermark (or the link is closed).
+    private static func releasedWaiters(_ s: inout State, low: Int) -> Released {
+        guard !s.writableWaiters.isEmpty else { return Released() }
+        let closed = s.core.phase == .closed
+        guard closed || s.core.queuedCount <= low else { return Released() }
+        defer { s.writableWaiters = [] }
+        return Released(waiters: s.writableWaiters, error: closed ? .closed : nil)
+    }
+
+    /// Writability waiters to resume once the lock is released.
+    private struct Released {
+        var waiters: [CheckedContinuation<ReliableLinkError?, Never>] = []
+        var error: ReliableLinkError? = nil
+
+        func resume() {
+            for w in waiters { w.resume(returning: error) }
+        }
+    }
 
     /// Called (once) by `tick` when an accepted session has been idle too long.
     let onIdle = Mutex<(@Sendable (ReliableLink) -> Void)?>(nil)
@@ -274,34 +350,65 @@ public final class ReliableLink: Sendable {
     /// link closes its connection on `close`/`shutdown`, which ends that cycle.
     func connectionHandler(epoch: UInt64) -> ConnectionHandler {
         ConnectionHandler(
-            onEnvelopes: { batch in
-                self.run(batch.count == 1 ? .received(batch[0]) : .receivedBatch(batch), epoch: epoch)
-            },
+            onEnvelopes: { batch in self.receive(batch, epoch: epoch) },
             onClose: { reason in self.run(.disconnected(reason.description), epoch: epoch) })
+    }
+
+    /// Feeds a batch of arrivals to the core. When nothing else is queued, the envelopes to
+    /// deliver go to the handler straight from `batch` (no `.deliver` action per message);
+    /// otherwise they queue behind the earlier work like any event.
+    func receive(_ batch: [Envelope], epoch: UInt64) {
+        // Data is timestamped with the coarse time (like sends); control envelopes read the clock.
+        let now: MonotonicInstant
+        if batch.contains(where: { $0.protocolTag == .reliable }) {
+            now = clock.now()
+            coarseNow.max(now.nanoseconds, ordering: .relaxed)
+        } else {
+            now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
+        }
+        var deliver: [Int] = []
+        let low = configuration.writableLowWatermark
+        var released = Released()
+        var claimed = state.withLock { s -> Claimed? in
+            guard epoch == s.epoch else { return nil }
+            guard !s.flushing && s.work.isEmpty else {
+                s.core.handle(.receivedBatch(batch), now: now, into: &s.work)
+                released = Self.releasedWaiters(&s, low: low)
+                return Self.enqueue(&s)
+            }
+            deliver.reserveCapacity(batch.count)
+            s.core.receive(batch: batch, now: now, into: &s.work) { deliver.append($0) }
+            released = Self.releasedWaiters(&s, low: low)
+            // With deliveries, this thread becomes the flusher: they come first, then the work.
+            return deliver.isEmpty ? Self.enqueue(&s) : Self.claim(&s)
+        }
+        released.resume()
+        guard let c = claimed.take() else { return }
+        if !deliver.isEmpty, let handler = handlerSlot.handler {
+            for i in deliver {
+                var e = batch[i]
+                e.flags.remove(.sequenced)
+                handler.onDeliver(e)
+            }
+        }
+        flush(c)
     }
 
     /// Feeds one event to the core (ignored when it comes from a replaced connection) and
     /// performs the resulting actions.
     func run(_ event: ReliableLinkCore.Event, epoch: UInt64?) {
-        let now: MonotonicInstant
-        let dataOnly: Bool
-        switch event {
-        case .received(let e): dataOnly = e.protocolTag != .reliable
-        case .receivedBatch(let es): dataOnly = !es.contains { $0.protocolTag == .reliable }
-        default: dataOnly = false
-        }
-        if dataOnly {
-            now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
-        } else {
-            now = clock.now()
-            coarseNow.max(now.nanoseconds, ordering: .relaxed)
-        }
+        let now = clock.now()
+        coarseNow.max(now.nanoseconds, ordering: .relaxed)
+        let low = configuration.writableLowWatermark
+        var released = Released()
         var claimed = state.withLock { s -> Claimed? in
             if let epoch, epoch != s.epoch { return nil }
             if case .disconnected = event { Self.setConnection(nil, &s) }
             s.core.handle(event, now: now, into: &s.work)
+            released = Self.releasedWaiters(&s, low: low)
             return Self.enqueue(&s)
         }
+        released.resume()
         if let c = claimed.take() { flush(c) }
     }
 
@@ -317,6 +424,7 @@ public final class ReliableLink: Sendable {
     /// Changes the connection, purging transmits meant for the old one.
     private static func setConnection(_ c: (any TransportConnection)?, _ s: inout State) {
         s.connection = c
+        s.sendsUnderLock = c.map { !$0.deliversDuringSend } ?? false
         s.epoch &+= 1
         s.work.removeAll { action in
             switch action {
@@ -326,10 +434,21 @@ public final class ReliableLink: Sendable {
         }
     }
 
+    /// True when a new transmission may go to the connection at once, under the lock: no
+    /// flusher is performing earlier actions (which may include transmits) and none wait.
+    private static func canTransmitNow(_ s: borrowing State) -> Bool {
+        s.sendsUnderLock && !s.flushing && s.work.isEmpty
+    }
+
     /// Claims the flusher role and takes the work when nobody is flushing (so the common case
     /// costs one lock round trip).
     private static func enqueue(_ s: inout State) -> Claimed? {
         guard !s.flushing, !s.work.isEmpty else { return nil }
+        return claim(&s)
+    }
+
+    /// Claims the flusher role (nobody holds it) and takes the work, possibly none.
+    private static func claim(_ s: inout State) -> Claimed {
         s.flushing = true
         var batch: [ReliableLinkCore.Action] = []
         swap(&batch, &s.spare)

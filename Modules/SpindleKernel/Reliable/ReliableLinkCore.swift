@@ -11,9 +11,16 @@ import DequeModule
 /// back as `.undeliverable`, and the peer is told to stop waiting for them (`skip`).
 ///
 /// ```
-///  send ─► outbox (seq, envelope, t) ──transmit──► peer ──ack(n)──► drop seq ≤ n
+///  send ─► outbox (seq, t) + frame log ──transmit──► peer ──ack(n)──► drop seq ≤ n
 ///                 └── older than deliveryTimeout ──► undeliverable(…, .timedOut)
 /// ```
+///
+/// Unacknowledged messages are kept encoded, as their frames (`FrameLog`): a send encodes
+/// once, an ack only moves the log's start, and the rare retransmission or return decodes.
+/// Besides the action-based `send` and `.receivedBatch`, two direct forms serve a shell on
+/// its fast path: `send(_:now:transmit:)` hands the new frame straight to the connection,
+/// and `receive(batch:now:into:deliver:)` names the envelopes to deliver instead of copying
+/// them into `.deliver` actions.
 public struct ReliableLinkCore: Sendable {
     public enum Role: Sendable, Equatable { case initiator, acceptor }
 
@@ -101,9 +108,12 @@ public struct ReliableLinkCore: Sendable {
         case closed
     }
 
+    /// One unacknowledged message; its frame ends at `frameEnd` in `log` (and starts where
+    /// the previous one ends, or at the log's start).
     private struct Pending: Sendable {
-        var envelope: Envelope
+        var sequence: UInt64
         var queuedAt: MonotonicInstant
+        var frameEnd: Int
     }
 
     public let role: Role
@@ -111,8 +121,10 @@ public struct ReliableLinkCore: Sendable {
     public let configuration: Configuration
     public private(set) var phase: Phase
 
-    /// Unacknowledged messages, ascending sequence.
+    /// Unacknowledged messages, ascending consecutive sequences.
     private var outbox: Deque<Pending> = []
+    /// Their frames, in the same order.
+    private var log = FrameLog()
     private var nextSequence: UInt64 = 1
     /// Highest sequence transmitted on the current connection (0 = none).
     private var transmittedUpTo: UInt64 = 0
@@ -199,54 +211,129 @@ public struct ReliableLinkCore: Sendable {
     /// - Returns: nil, or the error when the link is closed or its queue is full.
     public mutating func send(_ message: Envelope, now: MonotonicInstant,
                               into actions: inout [Action]) -> ReliableLinkError? {
-        if phase == .closed { return .closed }
-        if outbox.count >= configuration.maximumQueued { return .queueFull(limit: configuration.maximumQueued) }
-        var e = message
-        e.sequence = nextSequence
-        e.flags.insert(.sequenced)
-        nextSequence += 1
-        if outbox.isEmpty { lastProgressAt = now }
-        outbox.append(Pending(envelope: e, queuedAt: now))
+        if let error = enqueue(message, now: now) { return error }
         if phase == .established {
-            transmittedUpTo = e.sequence
+            transmittedUpTo = nextSequence - 1
+            var e = message
+            e.sequence = transmittedUpTo
+            e.flags.insert(.sequenced)
             actions.append(.transmit(e))
         }
         return nil
     }
 
+    /// Accepts a message like `send(_:now:into:)`, but when the link is established its frame
+    /// is handed to `transmit` at once (valid only during the call) instead of becoming a
+    /// `.transmit` action. For a shell that has no earlier transmissions still in flight, so
+    /// sending the frame now keeps the order.
+    public mutating func send(_ message: Envelope, now: MonotonicInstant,
+                              transmit: (UnsafeRawBufferPointer) -> Void) -> ReliableLinkError? {
+        let from = log.end
+        if let error = enqueue(message, now: now) { return error }
+        transmitNew(from: from, transmit)
+        return nil
+    }
+
+    /// Accepts messages like `send(contentsOf:now:into:)`, handing the frames of those
+    /// accepted to `transmit` in one call when the link is established.
+    public mutating func send(contentsOf messages: [Envelope], now: MonotonicInstant,
+                              transmit: (UnsafeRawBufferPointer) -> Void) -> (accepted: Int, error: ReliableLinkError?) {
+        let from = log.end
+        let result = messages.withUnsafeBufferPointer { ms -> (Int, ReliableLinkError?) in
+            for i in ms.indices {
+                if let error = enqueue(ms[i], now: now) { return (i, error) }
+            }
+            return (ms.count, nil)
+        }
+        transmitNew(from: from, transmit)
+        return result
+    }
+
+    /// Hands the frames appended since `from` to `transmit` when established.
+    private mutating func transmitNew(from: Int, _ transmit: (UnsafeRawBufferPointer) -> Void) {
+        guard phase == .established, log.end > from else { return }
+        transmittedUpTo = nextSequence - 1
+        log.withBytes(from: from, to: log.end, transmit)
+    }
+
+    /// Numbers `message` and appends its frame to the log.
+    /// - Returns: the error that refuses it (closed, queue full), or nil.
+    private mutating func enqueue(_ message: Envelope, now: MonotonicInstant) -> ReliableLinkError? {
+        if phase == .closed { return .closed }
+        if outbox.count >= configuration.maximumQueued { return .queueFull(limit: configuration.maximumQueued) }
+        let sequence = nextSequence
+        nextSequence += 1
+        if outbox.isEmpty { lastProgressAt = now }
+        let frame = log.append(upTo: FrameEncoder.frameSizeBound(of: message)) { p in
+            FrameEncoder.encodeUnchecked(message, sequence: sequence, addingFlags: .sequenced, to: p)
+        }
+        outbox.append(Pending(sequence: sequence, queuedAt: now, frameEnd: frame.position + frame.length))
+        return nil
+    }
+
+    /// The frames of the first `count` pending messages, decoded (retransmission and
+    /// returns, both rare).
+    private func pendingEnvelopes(count: Int) -> [Envelope] {
+        guard count > 0 else { return [] }
+        return log.envelopes(from: log.start, to: outbox[count - 1].frameEnd)
+    }
+
     /// Handles a batch of arrivals with acks coalesced: intermediate acks are cumulative and
     /// would be superseded by the last one, so only that one is sent.
     private mutating func received(batch: [Envelope], now: MonotonicInstant, into actions: inout [Action]) {
-        coalescingAcks = true
         actions.reserveCapacity(actions.count + batch.count)
+        var deliver: [Int] = []
+        receive(batch: batch, now: now, into: &actions) { deliver.append($0) }
+        for i in deliver {
+            var d = batch[i]
+            d.flags.remove(.sequenced)
+            actions.append(.deliver(d))
+        }
+    }
+
+    /// Handles a batch of arrivals like the `.receivedBatch` event, except that the envelopes
+    /// to deliver are not turned into `.deliver` actions: `deliver` is called with the index
+    /// in `batch` of each, in order, during this call. A shell hands `batch[i]` (without the
+    /// `sequenced` flag) to the application, after any actions it still holds from earlier
+    /// events. The other actions (acks, handshake replies) are appended to `actions`.
+    public mutating func receive(batch: [Envelope], now: MonotonicInstant, into actions: inout [Action],
+                                 deliver: (Int) -> Void) {
+        coalescingAcks = true
         batch.withUnsafeBufferPointer { es in
-            for i in es.indices { received(es[i], now: now, into: &actions) }
+            for i in es.indices where accept(es[i], now: now, into: &actions) { deliver(i) }
         }
         coalescingAcks = false
         if phase == .established && unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
     }
 
     private mutating func received(_ e: Envelope, now: MonotonicInstant, into actions: inout [Action]) {
-        if e.protocolTag == .reliable {
-            control(e, now: now, into: &actions)
-            return
-        }
-        guard e.flags.contains(.sequenced) else {
-            violation("envelope without the sequenced flag (protocol \(e.protocolTag), kind \(e.kind))", into: &actions)
-            return
-        }
-        guard phase == .established else {
-            violation("data (sequence \(e.sequence)) before the handshake", into: &actions)
-            return
-        }
-        if e.sequence == expected {
-            expected += 1
+        if accept(e, now: now, into: &actions) {
             var d = e
             d.flags.remove(.sequenced)
             actions.append(.deliver(d))
+        }
+    }
+
+    /// Handles one arrival; returns true when it is the next data envelope, to be delivered.
+    private mutating func accept(_ e: borrowing Envelope, now: MonotonicInstant, into actions: inout [Action]) -> Bool {
+        if e.protocolTag == .reliable {
+            control(e, now: now, into: &actions)
+            return false
+        }
+        guard e.flags.contains(.sequenced) else {
+            violation("envelope without the sequenced flag (protocol \(e.protocolTag), kind \(e.kind))", into: &actions)
+            return false
+        }
+        guard phase == .established else {
+            violation("data (sequence \(e.sequence)) before the handshake", into: &actions)
+            return false
+        }
+        if e.sequence == expected {
+            expected += 1
             unacknowledged += 1
             if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }
             if unacknowledged >= configuration.ackEvery && !coalescingAcks { sendAck(into: &actions) }
+            return true
         } else if e.sequence < expected {
             duplicatesDropped += 1
             unacknowledged += 1            // re-acknowledge: the sender may have missed our ack
@@ -257,9 +344,10 @@ public struct ReliableLinkCore: Sendable {
             outOfOrderDropped += 1
             if unacknowledged == 0 { unacknowledged = 1; firstUnacknowledgedAt = now }
         }
+        return false
     }
 
-    private mutating func control(_ e: Envelope, now: MonotonicInstant, into actions: inout [Action]) {
+    private mutating func control(_ e: borrowing Envelope, now: MonotonicInstant, into actions: inout [Action]) {
         switch e.kind {
         case ReliableWire.hello where role == .acceptor, ReliableWire.helloAck where role == .initiator:
             guard ReliableWire.session(of: e) == session else {
@@ -294,21 +382,22 @@ public struct ReliableLinkCore: Sendable {
         }
     }
 
-    private var lowestHeld: UInt64 { outbox.first?.envelope.sequence ?? nextSequence }
+    private var lowestHeld: UInt64 { outbox.first?.sequence ?? nextSequence }
 
     private mutating func acknowledged(upTo n: UInt64, now: MonotonicInstant) {
         guard n < nextSequence else { return }   // acks for messages never sent are ignored
-        var progressed = false
-        while let first = outbox.first, first.envelope.sequence <= n {
-            outbox.removeFirst()
-            progressed = true
-        }
-        if progressed { lastProgressAt = now }
+        guard let first = outbox.first?.sequence, first <= n else { return }
+        // Sequences in the outbox are consecutive: drop the first n - first + 1 at once.
+        let count = Int(n - first) + 1
+        log.drop(upTo: outbox[count - 1].frameEnd)
+        outbox.removeFirst(count)
+        lastProgressAt = now
     }
 
     private mutating func retransmitAll(into actions: inout [Action], counting: Bool) {
-        actions.reserveCapacity(actions.count + outbox.count)
-        for p in outbox { actions.append(.transmit(p.envelope)) }
+        let envelopes = pendingEnvelopes(count: outbox.count)
+        actions.reserveCapacity(actions.count + envelopes.count)
+        for e in envelopes { actions.append(.transmit(e)) }
         if counting { retransmitted += outbox.count }
         transmittedUpTo = nextSequence - 1
     }
@@ -357,13 +446,10 @@ public struct ReliableLinkCore: Sendable {
 
     private mutating func tick(now: MonotonicInstant, into actions: inout [Action]) {
         // Delivery timeout: return what has waited too long (outbox is in queueing order).
-        var expired: [Envelope] = []
-        while let first = outbox.first, now - first.queuedAt >= configuration.deliveryTimeout {
-            var e = outbox.removeFirst().envelope
-            e.flags.remove(.sequenced)
-            expired.append(e)
-        }
-        if !expired.isEmpty {
+        var count = 0
+        while count < outbox.count, now - outbox[count].queuedAt >= configuration.deliveryTimeout { count += 1 }
+        if count > 0 {
+            let expired = returned(count: count)
             lastProgressAt = now
             if phase == .established {
                 actions.append(.transmit(ReliableWire.control(ReliableWire.skip, sequence: lowestHeld)))
@@ -399,16 +485,18 @@ public struct ReliableLinkCore: Sendable {
         guard phase != .closed else { return }
         phase = .closed
         if !outbox.isEmpty {
-            var returned: [Envelope] = []
-            returned.reserveCapacity(outbox.count)
-            for p in outbox {
-                var e = p.envelope
-                e.flags.remove(.sequenced)
-                returned.append(e)
-            }
-            outbox.removeAll()
-            actions.append(.undeliverable(returned, .linkClosed))
+            actions.append(.undeliverable(returned(count: outbox.count), .linkClosed))
         }
+    }
+
+    /// Removes the first `count` pending messages and returns them as their sender gave them
+    /// (without the `sequenced` flag).
+    private mutating func returned(count: Int) -> [Envelope] {
+        var envelopes = pendingEnvelopes(count: count)
+        for i in envelopes.indices { envelopes[i].flags.remove(.sequenced) }
+        log.drop(upTo: outbox[count - 1].frameEnd)
+        outbox.removeFirst(count)
+        return envelopes
     }
 
     private mutating func violation(_ what: String, into actions: inout [Action]) {

@@ -85,7 +85,7 @@ public final class ReliableListener: Sendable {
         conn.start(ConnectionHandler(
             onEnvelopes: { [weak self] batch in
                 if let route = router.route {
-                    route.link.run(batch.count == 1 ? .received(batch[0]) : .receivedBatch(batch), epoch: route.epoch)
+                    route.link.receive(batch, epoch: route.epoch)
                     return
                 }
                 // The connection's first envelope must be a hello: it names the session.
@@ -102,7 +102,7 @@ public final class ReliableListener: Sendable {
                     return
                 }
                 router.route = Route(link: link, epoch: epoch)
-                link.run(batch.count == 1 ? .received(e) : .receivedBatch(batch), epoch: epoch)
+                link.receive(batch, epoch: epoch)
             },
             onClose: { [weak self] reason in
                 if let route = router.route { route.link.run(.disconnected(reason.description), epoch: route.epoch) }

@@ -55,6 +55,9 @@ final class InProcessConnection: TransportConnection {
         try fabric.send(envelope, from: self)
     }
 
+    /// Only with `.inline` delivery: the sending thread then drains the peer's inbox itself.
+    var deliversDuringSend: Bool { fabric.configuration.delivery == .inline }
+
     func waitUntilWritable() async throws(TransportError) {
         if let refusal = await outbound.waitUntilWritable() { throw .closed(refusal) }
     }

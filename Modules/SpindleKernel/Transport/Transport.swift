@@ -39,6 +39,9 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
     case frameTooLarge(size: Int, limit: Int)
     /// An operation did not complete in time.
     case timedOut(String)
+    /// Bytes handed to `send(encodedFrames:)` are not whole frames; the text says what is
+    /// wrong at which offset.
+    case invalidFrames(String)
 
     public var description: String {
         switch self {
@@ -48,6 +51,7 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
         case .closed(let r): return "connection closed (\(r))"
         case .frameTooLarge(let size, let limit): return "frame of \(size) bytes exceeds the limit of \(limit)"
         case .timedOut(let what): return "timed out: \(what)"
+        case .invalidFrames(let what): return "not whole frames: \(what)"
         }
     }
 }
@@ -126,6 +130,24 @@ public protocol TransportConnection: AnyObject, Sendable {
     ///   queued (SpindleTCP checks every size first and queues none on `.frameTooLarge`).
     func send(contentsOf envelopes: [Envelope]) throws(TransportError)
 
+    /// Queues frames that are already encoded (whole version-2 frames back to back, as
+    /// `FrameEncoder` writes them), in order, without waiting. A byte-stream transport copies
+    /// them to its stream as they are (SpindleTCP: one lock and one copy for the lot, no
+    /// per-envelope work); the default decodes them and sends the envelopes. For senders that
+    /// keep what they send encoded anyway, like a reliable link's retransmit log.
+    ///
+    /// - Throws: `TransportError.invalidFrames` when the bytes are not whole frames (nothing is
+    ///   queued), `.frameTooLarge` when one exceeds the connection's limit, `.closed` once the
+    ///   connection has closed.
+    func send(encodedFrames frames: UnsafeRawBufferPointer) throws(TransportError)
+
+    /// True when a send may run a connection handler (of either end) before it returns, as
+    /// the in-process transport's `.inline` delivery does. A caller that holds a lock which a
+    /// handler might take must then send only after releasing it; when false, sends only
+    /// queue and may be made under such a lock. The default is true (the safe answer for a
+    /// transport that does not say); SpindleTCP's connections say false.
+    var deliversDuringSend: Bool { get }
+
     /// Suspends while the connection's write queue is above its high watermark and returns when
     /// it has drained below the low watermark (backpressure for bulk senders).
     /// - Throws: `TransportError.closed` if the connection closes while waiting.
@@ -171,8 +193,21 @@ public protocol Transport: AnyObject, Sendable {
 extension TransportConnection {
     public var isWritable: Bool { true }
 
+    public var deliversDuringSend: Bool { true }
+
     public func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
         for e in envelopes { try send(e) }
+    }
+
+    /// Decodes the frames and sends the envelopes with `send(contentsOf:)`.
+    public func send(encodedFrames frames: UnsafeRawBufferPointer) throws(TransportError) {
+        let envelopes: [Envelope]
+        do {
+            envelopes = try FrameDecoder.wholeFrames(frames)
+        } catch {
+            throw error.encodedFramesError
+        }
+        try send(contentsOf: envelopes)
     }
 
     /// The connection's envelopes as an async sequence that ends when the connection closes

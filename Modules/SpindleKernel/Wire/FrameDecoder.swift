@@ -321,3 +321,52 @@ public struct FrameDecoder: Sendable {
         FrameError(.malformedHeader("\(field) marked present but zero"), offset: offset)
     }
 }
+
+extension FrameDecoder {
+    /// Decodes `bytes`, which must hold whole frames and nothing else, into owned envelopes.
+    /// - Throws: `FrameError` for the first bad frame, or `.truncated` when the bytes end
+    ///   inside one.
+    public static func wholeFrames(_ bytes: UnsafeRawBufferPointer,
+                                   maxFrameSize: Int = FrameLayout.largestFrameSize) throws(FrameError) -> [Envelope] {
+        var decoder = FrameDecoder(maxFrameSize: maxFrameSize)
+        var envelopes: [Envelope] = []
+        try decoder.decode(bytes) { view in
+            envelopes.append(view.envelope)
+            return true
+        }
+        try decoder.finish()
+        return envelopes
+    }
+
+    /// Checks that `bytes` are whole frames of at most `maxFrameSize` bytes each by walking
+    /// their prefixes (magic, version, lengths; headers and payloads are not read).
+    /// - Returns: the number of frames.
+    /// - Throws: `FrameError` naming the first bad prefix, or `.truncated` when the bytes end
+    ///   inside a frame.
+    public static func countWholeFrames(_ bytes: UnsafeRawBufferPointer, maxFrameSize: Int) throws(FrameError) -> Int {
+        var at = 0
+        var count = 0
+        let p = FrameLayout.prefixSize
+        while at < bytes.count {
+            let left = bytes.count - at
+            guard left >= p else { throw FrameError(.truncated(have: left, need: p), offset: at) }
+            if bytes[at] != FrameLayout.magic0 || bytes[at + 1] != FrameLayout.magic1 {
+                throw FrameError(.badMagic(bytes[at], bytes[at + 1]), offset: at)
+            }
+            if bytes[at + 2] != FrameLayout.version {
+                throw FrameError(.unsupportedVersion(bytes[at + 2]), offset: at + 2)
+            }
+            let header = Int(bytes[at + 3])
+            if header < FrameLayout.fixedHeaderSize {
+                throw FrameError(.headerTooShort(declared: header, minimum: FrameLayout.fixedHeaderSize), offset: at + 3)
+            }
+            let payload = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self)))
+            let size = p + header + payload
+            if size > maxFrameSize { throw FrameError(.oversized(size: size, limit: maxFrameSize), offset: at) }
+            if size > left { throw FrameError(.truncated(have: left, need: size), offset: at) }
+            at += size
+            count += 1
+        }
+        return count
+    }
+}

@@ -73,6 +73,24 @@ public struct FrameEncoder: Sendable {
     /// Writes the whole frame for `e` at `p`; returns its size.
     @discardableResult @inlinable @inline(__always)
     static func write(_ e: borrowing Envelope, presence: UInt8, to p: UnsafeMutableRawPointer) -> Int {
+        write(e, presence: presence, flags: e.flags, sequence: e.sequence, to: p)
+    }
+
+    /// Encodes `e` as if its `sequence` were `sequence` and its flags included `flags`, at
+    /// `destination` (room for `frameSizeBound(of: e)` bytes); returns the bytes written.
+    /// Saves a copy of the envelope for a sender that numbers what it sends (a reliable link).
+    @inlinable @inline(__always)
+    public static func encodeUnchecked(_ e: borrowing Envelope, sequence: UInt64, addingFlags flags: EnvelopeFlags,
+                                       to destination: UnsafeMutableRawPointer) -> Int {
+        var presence = FrameLayout.presence(of: e) & ~FrameLayout.hasSequence
+        if sequence != 0 { presence |= FrameLayout.hasSequence }
+        return write(e, presence: presence, flags: e.flags.union(flags), sequence: sequence, to: destination)
+    }
+
+    /// Writes the whole frame for `e`, with `flags` and `sequence` in place of its own, at `p`.
+    @discardableResult @inlinable @inline(__always)
+    static func write(_ e: borrowing Envelope, presence: UInt8, flags: EnvelopeFlags, sequence: UInt64,
+                      to p: UnsafeMutableRawPointer) -> Int {
         let payloadCount = e.payload.count
         let headerLength = FrameLayout.headerSize(presence: presence)
         p.storeBytes(of: FrameLayout.magic0, toByteOffset: 0, as: UInt8.self)
@@ -83,7 +101,7 @@ public struct FrameEncoder: Sendable {
         let h = FrameLayout.prefixSize
         p.storeBytes(of: e.protocolTag.rawValue.littleEndian, toByteOffset: h + FrameLayout.offTag, as: UInt16.self)
         p.storeBytes(of: e.kind.littleEndian, toByteOffset: h + FrameLayout.offKind, as: UInt16.self)
-        p.storeBytes(of: e.flags.rawValue.littleEndian, toByteOffset: h + FrameLayout.offFlags, as: UInt16.self)
+        p.storeBytes(of: flags.rawValue.littleEndian, toByteOffset: h + FrameLayout.offFlags, as: UInt16.self)
         p.storeBytes(of: presence, toByteOffset: h + FrameLayout.offPresence, as: UInt8.self)
         var o = h + FrameLayout.fixedHeaderSize
         if presence != 0 {
@@ -102,7 +120,7 @@ public struct FrameEncoder: Sendable {
                 o += 8
             }
             if presence & FrameLayout.hasSequence != 0 {
-                p.storeBytes(of: e.sequence.littleEndian, toByteOffset: o, as: UInt64.self)
+                p.storeBytes(of: sequence.littleEndian, toByteOffset: o, as: UInt64.self)
                 o += 8
             }
             if presence & FrameLayout.hasStamp != 0 {

@@ -62,6 +62,14 @@ public struct FrameError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+extension FrameError {
+    /// The error `send(encodedFrames:)` throws when the bytes handed to it fail to decode.
+    public var encodedFramesError: TransportError {
+        if case .oversized(let size, let limit) = kind { return .frameTooLarge(size: size, limit: limit) }
+        return .invalidFrames(description)
+    }
+}
+
 private func hexByte(_ b: UInt8) -> String {
     let digits: [Character] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"]
     return String([digits[Int(b >> 4)], digits[Int(b & 0xF)]])

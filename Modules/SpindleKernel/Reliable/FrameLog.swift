@@ -1,0 +1,99 @@
+/// A reliable link's unacknowledged messages, kept as encoded frames back to back.
+///
+/// Keeping the frames instead of the envelopes means a send costs one encode into this log
+/// and an acknowledgement only moves the start forward: no reference counting of payloads
+/// shared with the application, no per-message deallocation on the thread that handles acks.
+/// Frames are addressed by absolute byte positions that only grow; the log compacts its
+/// storage as the start moves. A value type (copy-on-write).
+///
+/// ```
+///  storage:  [ dropped … | live frames …………………… | free ]
+///              base        start                  end
+/// ```
+struct FrameLog: Sendable {
+    /// Absolute position of the first live byte.
+    private(set) var start = 0
+    /// Absolute position just past the last frame.
+    private(set) var end = 0
+    /// Absolute position of `storage`'s first byte.
+    private var base = 0
+    private var storage: Storage
+
+    init() { storage = Storage(capacity: 0) }
+
+    /// Bytes held (from `start` to `end`).
+    var byteCount: Int { end - start }
+
+    /// Appends one frame of at most `bound` bytes written by `write`, which returns how many
+    /// it wrote. Returns the frame's absolute position and length.
+    mutating func append(upTo bound: Int, _ write: (UnsafeMutableRawPointer) -> Int) -> (position: Int, length: Int) {
+        reserve(bound)
+        let position = end
+        let length = write(storage.bytes + (end - base))
+        precondition(length >= 0 && length <= bound, "FrameLog: wrote \(length) of at most \(bound) bytes")
+        end += length
+        return (position, length)
+    }
+
+    /// Forgets everything before absolute position `position` (acknowledged frames).
+    mutating func drop(upTo position: Int) {
+        precondition(position >= start && position <= end, "FrameLog: drop to \(position) outside \(start)...\(end)")
+        start = position
+        if start == end {
+            // Empty: write from the front again, no copy needed.
+            base = start
+        }
+    }
+
+    /// Calls `body` with the bytes from absolute `from` to `to` (valid only during the call).
+    func withBytes<R>(from: Int, to: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        precondition(from >= start && from <= to && to <= end, "FrameLog: bytes \(from)..<\(to) outside \(start)...\(end)")
+        return try body(UnsafeRawBufferPointer(start: storage.bytes + (from - base), count: to - from))
+    }
+
+    /// Decodes the frames from absolute `from` to `to` (frames this log was given).
+    func envelopes(from: Int, to: Int) -> [Envelope] {
+        withBytes(from: from, to: to) { bytes in
+            do {
+                return try FrameDecoder.wholeFrames(bytes)
+            } catch {
+                // Only frames written by FrameEncoder are appended: failing here is a bug.
+                preconditionFailure("FrameLog holds a frame it cannot decode: \(error)")
+            }
+        }
+    }
+
+    /// Makes room for `count` more bytes at the end, owning the storage uniquely.
+    private mutating func reserve(_ count: Int) {
+        let live = end - start
+        let unique = isKnownUniquelyReferenced(&storage)
+        if unique && (end - base) + count <= storage.capacity { return }
+        if unique && live + count <= storage.capacity && start - base >= storage.capacity / 2 {
+            // At least half the storage is dropped frames: slide the live ones to the front.
+            (storage.bytes).copyMemory(from: storage.bytes + (start - base), byteCount: live)
+            base = start
+            return
+        }
+        let grown = Storage(capacity: Swift.max(64 << 10, (live + count) * 2))
+        grown.bytes.copyMemory(from: storage.bytes + (start - base), byteCount: live)
+        storage = grown
+        base = start
+    }
+
+    /// The bytes. Shared only between copies of a log, which never write to shared storage
+    /// (`reserve` copies first).
+    private final class Storage: @unchecked Sendable {
+        // @unchecked Sendable: the bytes are written only through a uniquely referenced
+        // Storage (FrameLog.reserve checks isKnownUniquelyReferenced before every append);
+        // shared storage is only read.
+        let bytes: UnsafeMutableRawPointer
+        let capacity: Int
+
+        init(capacity: Int) {
+            self.capacity = capacity
+            bytes = .allocate(byteCount: Swift.max(capacity, 1), alignment: 16)
+        }
+
+        deinit { bytes.deallocate() }
+    }
+}

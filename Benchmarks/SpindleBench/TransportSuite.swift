@@ -113,7 +113,7 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
         onDeliver: { _ in linkDriver.pong() },
         onUndeliverable: { _, reason in linkDriver.fail(BenchFailure(text: "undeliverable: \(reason)")) }))
     linkDriver.setSender { envelope in try link.send(envelope) }
-    reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages; both receivers take owned Envelopes")
+    reporter.note("reliable link over TCP vs bare TCP: \(pingPongTrips) round trips and \(linkMessages) one-way messages; both receivers take owned Envelopes, both senders wait for writability every 1024")
     let (bareTrip, linkTrip) = try await interleaved(iterations: pingPongTrips,
         baseline: { n in try await driver.run(n) },
         spindle: { n in try await linkDriver.run(n) })

@@ -40,8 +40,10 @@ struct FrameLog: Sendable {
         precondition(position >= start && position <= end, "FrameLog: drop to \(position) outside \(start)...\(end)")
         start = position
         if start == end {
-            // Empty: write from the front again, no copy needed.
+            // Empty: write from the front again, no copy needed; after a burst, give back
+            // what a long queue made the storage grow to.
             base = start
+            if storage.capacity > Self.retainedCapacity { storage = Storage(capacity: 0) }
         }
     }
 
@@ -62,6 +64,9 @@ struct FrameLog: Sendable {
             }
         }
     }
+
+    /// Storage above this size is released once the log empties.
+    static let retainedCapacity = 4 << 20
 
     /// Makes room for `count` more bytes at the end, owning the storage uniquely.
     private mutating func reserve(_ count: Int) {

@@ -57,6 +57,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private var backlog: [Envelope] = []
     /// The envelopes of one read, for a batch handler (reused between reads).
     private var batch: [Envelope] = []
+    /// The views of one read, for a view-batch handler (reused between reads).
+    private var viewBatch: [EnvelopeView] = []
     private var backlogHead = 0
     private var readingPaused = false
     /// Set on the loop when closing begins: stops delivery without taking the lock.
@@ -281,6 +283,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 let finished: Bool
                 if let viewHandler = handler?.onEnvelopeView {
                     finished = try decode(input, deliver: viewHandler)
+                } else if let viewsHandler = handler?.onEnvelopeViews {
+                    finished = try decodeViewBatch(input, deliver: viewsHandler)
                 } else if let batchHandler = handler?.onEnvelopes {
                     // Everything this read holds, in one call. The array is reused unless the
                     // handler kept it.
@@ -328,6 +332,37 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             deliver(view)
             return !closeStarted
         }
+    }
+
+    /// Decodes `input` in place and hands the views to `deliver` in batches: normally one per
+    /// read. A frame completed from bytes the decoder kept from an earlier read points into
+    /// the decoder's own buffer, which the next frame reuses, so it goes alone, at once (after
+    /// the views collected before it).
+    private func decodeViewBatch(_ input: UnsafeRawBufferPointer,
+                                 deliver: ([EnvelopeView]) -> Void) throws(FrameError) -> Bool {
+        defer { viewBatch.removeAll(keepingCapacity: true) }
+        let lower = UInt(bitPattern: input.baseAddress)
+        let upper = lower + UInt(input.count)
+        let finished: Bool
+        do {
+            finished = try decode(input) { view in
+                let at = UInt(bitPattern: view.payload.baseAddress)
+                if view.payload.isEmpty || (at >= lower && at + UInt(view.payload.count) <= upper) {
+                    viewBatch.append(view)
+                    return
+                }
+                if !viewBatch.isEmpty {
+                    deliver(viewBatch)
+                    viewBatch.removeAll(keepingCapacity: true)
+                }
+                deliver([view])
+            }
+        } catch {
+            if !viewBatch.isEmpty { deliver(viewBatch) }
+            throw error
+        }
+        if !viewBatch.isEmpty { deliver(viewBatch) }
+        return finished
     }
 
     private func apply(_ actions: [TCPHandshake.Action]) {

@@ -203,3 +203,56 @@ import Testing
         await t.shutdown()
     }
 }
+
+@Suite struct ViewBatchHandlerTests {
+    /// A transport that does not decode in place (in-process) calls the owned batch form.
+    @Test func inProcessCallsTheOwnedBatchForm() async throws {
+        let t = InProcessTransport()
+        let owned = Locked<[Envelope]>([])
+        let views = Locked<Int>(0)
+        let listener = try await t.listen(on: .inproc(name: "views")) { conn in
+            conn.start(ConnectionHandler(onEnvelopes: { batch in owned.withLock { $0 += batch } },
+                                         onEnvelopeViews: { vs in views.withLock { $0 += vs.count } },
+                                         onClose: { _ in }))
+        }
+        let conn = try await t.connect(to: listener.address)
+        let sent = (1...10).map { envelope(UInt64($0), payload: [UInt8($0)]) }
+        try conn.send(contentsOf: sent)
+        try await waitUntil("10 envelopes") { owned.value.count >= 10 }
+        #expect(owned.value == sent)
+        #expect(views.value == 0)
+        await t.shutdown()
+    }
+
+    @Test func coreReceiveOfViewsMatchesReceiveOfEnvelopes() {
+        let session = SessionID.generate()
+        var a = ReliableLinkCore(role: .initiator, session: session)
+        var b1 = ReliableLinkCore(role: .acceptor, session: session)
+        _ = a.handle(.tick, now: .zero)
+        var hello: Envelope? = nil
+        for case .transmit(let e) in a.handle(.connected, now: .zero) { hello = e }
+        for case .transmit(let r) in b1.handle(.received(hello!), now: .zero) { _ = a.handle(.received(r), now: .zero) }
+        #expect(a.phase == .established && b1.phase == .established)
+        var b2 = b1
+        var actions: [ReliableLinkCore.Action] = []
+        _ = a.send(contentsOf: (0..<40).map { envelope(0, payload: [UInt8($0)]) }, now: .zero, into: &actions)
+        var data: [Envelope] = []
+        for case .transmit(let e) in actions { data.append(e) }
+        let batch = data + data[30...] + [Envelope(protocolTag: .reliable, kind: ReliableWire.ack, sequence: 0)]
+        var fromEnvelopes: [Int] = [], fromViews: [Int] = []
+        var out1: [ReliableLinkCore.Action] = [], out2: [ReliableLinkCore.Action] = []
+        b1.receive(batch: batch, now: .zero, into: &out1) { fromEnvelopes.append($0) }
+        var frames: [UInt8] = []
+        for e in batch { try? FrameEncoder().encode(e, into: &frames) }
+        var decoder = FrameDecoder()
+        var views: [EnvelopeView] = []
+        frames.withUnsafeBytes { raw in
+            _ = try? decoder.decode(raw) { v in views.append(v); return true }
+            b2.receive(views: views, now: .zero, into: &out2) { fromViews.append($0) }
+        }
+        #expect(fromEnvelopes == Array(0..<40))
+        #expect(fromViews == fromEnvelopes)
+        #expect(out1 == out2)
+        #expect(b1.duplicatesDropped == 10 && b2.duplicatesDropped == 10)
+    }
+}

@@ -129,6 +129,32 @@ struct TCPViewAndBatchTests {
         }
     }
 
+    @Test("a view-batch handler gets each read's views, in order, frames split across reads included")
+    func viewBatches() async throws {
+        try await withTransport { transport, _ in
+            let received = Collector<Envelope>()
+            let batchSizes = Collector<Int>()
+            let ownedCalls = Collector<Int>()
+            let listener = try await transport.listen(on: Self.localhost) { conn in
+                conn.start(ConnectionHandler(
+                    onEnvelopes: { batch in ownedCalls.append(batch.count) },
+                    onEnvelopeViews: { views in
+                        batchSizes.append(views.count)
+                        for v in views { received.append(v.envelope) }
+                    },
+                    onClose: { _ in }))
+            }
+            let conn = try await transport.connect(to: listener.address)
+            // Frames of up to 100 kB, so some are completed from bytes kept from earlier reads.
+            let sent = (0..<600).map(Self.mixed)
+            try conn.send(contentsOf: sent)
+            let got = try await received.wait(count: sent.count, timeout: .seconds(30), "views")
+            #expect(got == sent)
+            #expect(ownedCalls.items.isEmpty)
+            #expect(batchSizes.items.contains { $0 > 1 }, "reads holding several frames arrive as one batch")
+        }
+    }
+
     @Test("closing from inside a view handler stops delivery after that envelope")
     func closeInsideViewHandler() async throws {
         try await withTransport { transport, _ in

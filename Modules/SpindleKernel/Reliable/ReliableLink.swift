@@ -351,6 +351,7 @@ public final class ReliableLink: Sendable {
     func connectionHandler(epoch: UInt64) -> ConnectionHandler {
         ConnectionHandler(
             onEnvelopes: { batch in self.receive(batch, epoch: epoch) },
+            onEnvelopeViews: { views in self.receive(views: views, epoch: epoch) },
             onClose: { reason in self.run(.disconnected(reason.description), epoch: epoch) })
     }
 
@@ -358,9 +359,32 @@ public final class ReliableLink: Sendable {
     /// deliver go to the handler straight from `batch` (no `.deliver` action per message);
     /// otherwise they queue behind the earlier work like any event.
     func receive(_ batch: [Envelope], epoch: UInt64) {
+        receive(count: batch.count, epoch: epoch, hasControl: batch.contains { $0.protocolTag == .reliable },
+                queued: { batch },
+                direct: { core, now, actions, deliver in core.receive(batch: batch, now: now, into: &actions, deliver: deliver) },
+                envelope: { batch[$0] })
+    }
+
+    /// `receive(_:epoch:)` for the borrowed views of one read (SpindleTCP): only the envelopes
+    /// delivered (and control envelopes) are copied out of the read buffer.
+    func receive(views: [EnvelopeView], epoch: UInt64) {
+        receive(count: views.count, epoch: epoch, hasControl: views.contains { $0.protocolTag == .reliable },
+                queued: { views.map(\.envelope) },
+                direct: { core, now, actions, deliver in core.receive(views: views, now: now, into: &actions, deliver: deliver) },
+                envelope: { views[$0].envelope })
+    }
+
+    /// Feeds a batch of arrivals to the core. When nothing else is queued, `direct` runs the
+    /// core, which names the arrivals to deliver, and they go to the handler straight from the
+    /// batch (`envelope(i)`), with no `.deliver` action per message; otherwise the batch
+    /// (`queued()`) queues behind the earlier work like any event.
+    private func receive(count: Int, epoch: UInt64, hasControl: Bool,
+                         queued: () -> [Envelope],
+                         direct: (inout ReliableLinkCore, MonotonicInstant, inout [ReliableLinkCore.Action], (Int) -> Void) -> Void,
+                         envelope: (Int) -> Envelope) {
         // Data is timestamped with the coarse time (like sends); control envelopes read the clock.
         let now: MonotonicInstant
-        if batch.contains(where: { $0.protocolTag == .reliable }) {
+        if hasControl {
             now = clock.now()
             coarseNow.max(now.nanoseconds, ordering: .relaxed)
         } else {
@@ -372,12 +396,12 @@ public final class ReliableLink: Sendable {
         var claimed = state.withLock { s -> Claimed? in
             guard epoch == s.epoch else { return nil }
             guard !s.flushing && s.work.isEmpty else {
-                s.core.handle(.receivedBatch(batch), now: now, into: &s.work)
+                s.core.handle(.receivedBatch(queued()), now: now, into: &s.work)
                 released = Self.releasedWaiters(&s, low: low)
                 return Self.enqueue(&s)
             }
-            deliver.reserveCapacity(batch.count)
-            s.core.receive(batch: batch, now: now, into: &s.work) { deliver.append($0) }
+            deliver.reserveCapacity(count)
+            direct(&s.core, now, &s.work) { deliver.append($0) }
             released = Self.releasedWaiters(&s, low: low)
             // With deliveries, this thread becomes the flusher: they come first, then the work.
             return deliver.isEmpty ? Self.enqueue(&s) : Self.claim(&s)
@@ -386,7 +410,7 @@ public final class ReliableLink: Sendable {
         guard let c = claimed.take() else { return }
         if !deliver.isEmpty, let handler = handlerSlot.handler {
             for i in deliver {
-                var e = batch[i]
+                var e = envelope(i)
                 e.flags.remove(.sequenced)
                 handler.onDeliver(e)
             }

@@ -314,27 +314,56 @@ public struct ReliableLinkCore: Sendable {
         }
     }
 
+    /// Like `receive(batch:now:into:deliver:)` for borrowed views (a transport's in-place
+    /// decoding): `deliver` gets the index of each view to hand to the application.
+    public mutating func receive(views: [EnvelopeView], now: MonotonicInstant, into actions: inout [Action],
+                                 deliver: (Int) -> Void) {
+        coalescingAcks = true
+        views.withUnsafeBufferPointer { vs in
+            for i in vs.indices where accept(vs[i], now: now, into: &actions) { deliver(i) }
+        }
+        coalescingAcks = false
+        if phase == .established && unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
+    }
+
     /// Handles one arrival; returns true when it is the next data envelope, to be delivered.
     private mutating func accept(_ e: borrowing Envelope, now: MonotonicInstant, into actions: inout [Action]) -> Bool {
         if e.protocolTag == .reliable {
             control(e, now: now, into: &actions)
             return false
         }
-        guard e.flags.contains(.sequenced) else {
-            violation("envelope without the sequenced flag (protocol \(e.protocolTag), kind \(e.kind))", into: &actions)
+        return acceptData(tag: e.protocolTag, kind: e.kind, flags: e.flags, sequence: e.sequence,
+                          now: now, into: &actions)
+    }
+
+    /// `accept` for a borrowed view: only control envelopes are copied out.
+    private mutating func accept(_ v: EnvelopeView, now: MonotonicInstant, into actions: inout [Action]) -> Bool {
+        if v.protocolTag == .reliable {
+            control(v.envelope, now: now, into: &actions)
+            return false
+        }
+        return acceptData(tag: v.protocolTag, kind: v.kind, flags: v.flags, sequence: v.sequence,
+                          now: now, into: &actions)
+    }
+
+    /// Handles one data arrival from its header fields; true when it is the next in order.
+    private mutating func acceptData(tag: ProtocolTag, kind: UInt16, flags: EnvelopeFlags, sequence: UInt64,
+                                     now: MonotonicInstant, into actions: inout [Action]) -> Bool {
+        guard flags.contains(.sequenced) else {
+            violation("envelope without the sequenced flag (protocol \(tag), kind \(kind))", into: &actions)
             return false
         }
         guard phase == .established else {
-            violation("data (sequence \(e.sequence)) before the handshake", into: &actions)
+            violation("data (sequence \(sequence)) before the handshake", into: &actions)
             return false
         }
-        if e.sequence == expected {
+        if sequence == expected {
             expected += 1
             unacknowledged += 1
             if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }
             if unacknowledged >= configuration.ackEvery && !coalescingAcks { sendAck(into: &actions) }
             return true
-        } else if e.sequence < expected {
+        } else if sequence < expected {
             duplicatesDropped += 1
             unacknowledged += 1            // re-acknowledge: the sender may have missed our ack
             if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }

@@ -84,30 +84,38 @@ public final class ReliableListener: Sendable {
         let router = Router()
         conn.start(ConnectionHandler(
             onEnvelopes: { [weak self] batch in
-                if let route = router.route {
-                    route.link.receive(batch, epoch: route.epoch)
-                    return
-                }
-                // The connection's first envelope must be a hello: it names the session.
-                let e = batch[0]
-                guard let self else { conn.close(); return }
-                _ = self.state.withLock { $0.unrouted.removeValue(forKey: key) }
-                guard e.protocolTag == .reliable, e.kind == ReliableWire.hello,
-                      let session = ReliableWire.session(of: e) else {
-                    conn.close()
-                    return
-                }
-                guard let link = self.link(creating: session), let epoch = link.attach(conn) else {
-                    conn.close()
-                    return
-                }
-                router.route = Route(link: link, epoch: epoch)
-                link.receive(batch, epoch: epoch)
+                guard let route = router.route ?? Self.route(self, conn, key, router, first: batch[0]) else { return }
+                route.link.receive(batch, epoch: route.epoch)
+            },
+            onEnvelopeViews: { [weak self] views in
+                guard let route = router.route ?? Self.route(self, conn, key, router, first: views[0].envelope) else { return }
+                route.link.receive(views: views, epoch: route.epoch)
             },
             onClose: { [weak self] reason in
                 if let route = router.route { route.link.run(.disconnected(reason.description), epoch: route.epoch) }
                 _ = self?.state.withLock { $0.unrouted.removeValue(forKey: key) }
             }))
+    }
+
+    /// Routes a new connection by its first envelope, which must be a `hello` naming the
+    /// session: attaches the connection to that session's link (created if new). Closes the
+    /// connection and returns nil otherwise, or when the listener is gone.
+    private static func route(_ listener: ReliableListener?, _ conn: any TransportConnection, _ key: ObjectIdentifier,
+                              _ router: Router, first e: Envelope) -> Route? {
+        guard let listener else { conn.close(); return nil }
+        _ = listener.state.withLock { $0.unrouted.removeValue(forKey: key) }
+        guard e.protocolTag == .reliable, e.kind == ReliableWire.hello,
+              let session = ReliableWire.session(of: e) else {
+            conn.close()
+            return nil
+        }
+        guard let link = listener.link(creating: session), let epoch = link.attach(conn) else {
+            conn.close()
+            return nil
+        }
+        let route = Route(link: link, epoch: epoch)
+        router.route = route
+        return route
     }
 
     /// Forgets an idle session: closes its link and removes it (if it is still the current one).

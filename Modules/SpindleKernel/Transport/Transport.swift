@@ -69,7 +69,10 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
 /// - `init(onEnvelopes:onClose:)` receives owned envelopes in batches: everything one read
 ///   (SpindleTCP) or one drain (in-process) produced, in order, in one call, so a handler
 ///   with per-call costs (a lock, a state machine step) pays them once per batch. Transports
-///   that do not batch call `onEnvelope`, which passes a one-element array.
+///   that do not batch call `onEnvelope`, which passes a one-element array;
+/// - `init(onEnvelopes:onEnvelopeViews:onClose:)` adds to that a batch of borrowed views,
+///   which a transport that decodes in place (SpindleTCP) calls instead: per-batch costs once,
+///   and no allocation for envelopes the handler drops or only inspects.
 public struct ConnectionHandler: Sendable {
     public var onEnvelope: @Sendable (Envelope) -> Void
     /// Set by `init(onEnvelopeView:onClose:)`: the zero-copy form of `onEnvelope` (which then
@@ -78,6 +81,9 @@ public struct ConnectionHandler: Sendable {
     /// Set by `init(onEnvelopes:onClose:)`: the batch form of `onEnvelope` (which then
     /// forwards to it). Transports that deliver in batches call this when it is set.
     public var onEnvelopes: (@Sendable ([Envelope]) -> Void)?
+    /// Set by `init(onEnvelopes:onEnvelopeViews:onClose:)`: batches of borrowed views, valid
+    /// only during the call. Transports that decode in place call this when it is set.
+    public var onEnvelopeViews: (@Sendable ([EnvelopeView]) -> Void)?
     /// Called exactly once, after the last `onEnvelope`.
     public var onClose: @Sendable (CloseReason) -> Void
 
@@ -86,6 +92,7 @@ public struct ConnectionHandler: Sendable {
         self.onEnvelope = onEnvelope
         self.onEnvelopeView = nil
         self.onEnvelopes = nil
+        self.onEnvelopeViews = nil
         self.onClose = onClose
     }
 
@@ -96,6 +103,21 @@ public struct ConnectionHandler: Sendable {
         self.onEnvelope = { envelope in onEnvelopes([envelope]) }
         self.onEnvelopeView = nil
         self.onEnvelopes = onEnvelopes
+        self.onEnvelopeViews = nil
+        self.onClose = onClose
+    }
+
+    /// A batch handler with a zero-copy form: a transport that decodes in place calls
+    /// `onEnvelopeViews` with the views of one read (never empty, in order; the views and
+    /// their payloads are valid only during the call: take `view.envelope` to keep one); any
+    /// other transport calls `onEnvelopes` (or `onEnvelope`, which passes a one-element array).
+    public init(onEnvelopes: @escaping @Sendable ([Envelope]) -> Void,
+                onEnvelopeViews: @escaping @Sendable ([EnvelopeView]) -> Void,
+                onClose: @escaping @Sendable (CloseReason) -> Void) {
+        self.onEnvelope = { envelope in onEnvelopes([envelope]) }
+        self.onEnvelopeView = nil
+        self.onEnvelopes = onEnvelopes
+        self.onEnvelopeViews = onEnvelopeViews
         self.onClose = onClose
     }
 
@@ -107,6 +129,7 @@ public struct ConnectionHandler: Sendable {
         self.onEnvelope = { envelope in envelope.withView(onEnvelopeView) }
         self.onEnvelopeView = onEnvelopeView
         self.onEnvelopes = nil
+        self.onEnvelopeViews = nil
         self.onClose = onClose
     }
 }

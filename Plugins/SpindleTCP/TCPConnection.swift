@@ -287,15 +287,20 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                     finished = try decodeViewBatch(input, deliver: viewsHandler)
                 } else if let batchHandler = handler?.onEnvelopes {
                     // Everything this read holds, in one call. The array is reused unless the
-                    // handler kept it.
-                    defer { batch.removeAll(keepingCapacity: true) }
+                    // handler kept it; it is filled as a local (see decodeViewBatch).
+                    var envelopes: [Envelope] = []
+                    swap(&envelopes, &batch)
+                    defer {
+                        envelopes.removeAll(keepingCapacity: true)
+                        swap(&envelopes, &batch)
+                    }
                     do {
-                        finished = try decode(input) { view in batch.append(view.envelope) }
+                        finished = try decode(input) { view in envelopes.append(view.envelope) }
                     } catch {
-                        if !batch.isEmpty { batchHandler(batch) }
+                        if !envelopes.isEmpty { batchHandler(envelopes) }
                         throw error
                     }
-                    if !batch.isEmpty { batchHandler(batch) }
+                    if !envelopes.isEmpty { batchHandler(envelopes) }
                 } else if let ownedHandler = handler?.onEnvelope {
                     finished = try decode(input) { view in ownedHandler(view.envelope) }
                 } else {
@@ -340,7 +345,14 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// the views collected before it).
     private func decodeViewBatch(_ input: UnsafeRawBufferPointer,
                                  deliver: ([EnvelopeView]) -> Void) throws(FrameError) -> Bool {
-        defer { viewBatch.removeAll(keepingCapacity: true) }
+        // Work on a local array (moved out and back): appending to the stored property would
+        // cost a dynamic exclusivity check per frame.
+        var views: [EnvelopeView] = []
+        swap(&views, &viewBatch)
+        defer {
+            views.removeAll(keepingCapacity: true)
+            swap(&views, &viewBatch)
+        }
         let lower = UInt(bitPattern: input.baseAddress)
         let upper = lower + UInt(input.count)
         let finished: Bool
@@ -348,20 +360,20 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             finished = try decode(input) { view in
                 let at = UInt(bitPattern: view.payload.baseAddress)
                 if view.payload.isEmpty || (at >= lower && at + UInt(view.payload.count) <= upper) {
-                    viewBatch.append(view)
+                    views.append(view)
                     return
                 }
-                if !viewBatch.isEmpty {
-                    deliver(viewBatch)
-                    viewBatch.removeAll(keepingCapacity: true)
+                if !views.isEmpty {
+                    deliver(views)
+                    views.removeAll(keepingCapacity: true)
                 }
                 deliver([view])
             }
         } catch {
-            if !viewBatch.isEmpty { deliver(viewBatch) }
+            if !views.isEmpty { deliver(views) }
             throw error
         }
-        if !viewBatch.isEmpty { deliver(viewBatch) }
+        if !views.isEmpty { deliver(views) }
         return finished
     }
 

@@ -41,6 +41,14 @@ public struct FrameEncoder: Sendable {
         guard size <= maxFrameSize else {
             throw FrameError(.oversized(size: size, limit: maxFrameSize), offset: nil)
         }
+        Self.append(e, presence: presence, size: size, to: &buffer)
+    }
+
+    /// The non-throwing part of `encode(_:into:)`. Kept out of line: inlined into the
+    /// throwing function, the Swift 6.3 optimizer made that function report a spurious
+    /// error (a zeroed `FrameError`) after writing the frame correctly.
+    @inline(never)
+    private static func append(_ e: Envelope, presence: UInt8, size: Int, to buffer: inout [UInt8]) {
         let spare = buffer.capacity - buffer.count
         if spare < size {
             // Grow geometrically: reserving exactly on every append would be quadratic.

@@ -4,7 +4,7 @@ SWIFT        ?= swift
 STRICT_FLAGS  = -Xswiftc -warnings-as-errors --explicit-target-dependency-import-check error
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build check test demo bench docs clean
+.PHONY: deps build check test test-release demo bench docs clean
 
 # Installs libuv's headers only when they are missing. apt knows no packages on a fresh
 # machine until `apt-get update` has run, so it runs first.
@@ -24,6 +24,12 @@ check: deps
 test: deps
 	$(SWIFT) build --build-tests $(STRICT_FLAGS)
 	$(SWIFT) test --skip-build
+
+# The suite again with the optimiser on (testability kept for the @testable imports): it
+# catches what only release builds get wrong, like the spurious FrameError of the reliable link pass (docs/benchmarks.md).
+test-release: deps
+	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
+	$(SWIFT) test -c release --skip-build -Xswiftc -enable-testing
 
 # The demo starts `spindle-shard` procs and re-enters itself as task workers: build every
 # product, then run it.

@@ -256,3 +256,37 @@ import Testing
         #expect(b1.duplicatesDropped == 10 && b2.duplicatesDropped == 10)
     }
 }
+
+@Suite struct AcceptorReattachTests {
+    /// The initiator comes back on a new connection while the acceptor still holds the old
+    /// one (half open): the acceptor must not send data on the new connection before the
+    /// new hello, or the initiator would take it as a protocol violation.
+    @Test func aReplacedConnectionWaitsForTheNewHello() async throws {
+        let t = InProcessTransport()
+        let listener = try await ReliableListener.listen(over: t, on: .inproc(name: "acceptor")) { _ in
+            ReliableLink.Handler(onDeliver: { _ in }, onUndeliverable: { _, _ in })
+        }
+        let link = ReliableLink.connect(over: t, to: listener.address,
+                                        handler: .init(onDeliver: { _ in }, onUndeliverable: { _, _ in }))
+        try await waitUntil("the session") { listener.link(for: link.session)?.isEstablished == true }
+        let acceptor = try #require(listener.link(for: link.session))
+        // A raw peer standing in for the initiator's new connection.
+        let seen = Locked<[Envelope]>([])
+        let raw = try await t.listen(on: .inproc(name: "raw")) { conn in
+            conn.start(ConnectionHandler(onEnvelope: { e in seen.withLock { $0.append(e) } }, onClose: { _ in }))
+        }
+        let replacement = try await t.connect(to: raw.address)
+        #expect(acceptor.attach(replacement) != nil)
+        #expect(!acceptor.isEstablished)
+        try acceptor.send(envelope(0, payload: [9]))
+        #expect(acceptor.queuedCount >= 1)
+        // Nothing reaches the new connection until its hello. A marker sent after the link's
+        // send on the same connection (FIFO) shows that anything the link sent has arrived.
+        try replacement.send(envelope(77))
+        try await waitUntil("the marker") { seen.value.contains { $0.sequence == 77 } }
+        #expect(!seen.value.contains { $0.payload == [9] })
+        await link.shutdown()
+        await listener.shutdown()
+        await t.shutdown()
+    }
+}

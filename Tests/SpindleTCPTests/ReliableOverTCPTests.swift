@@ -38,4 +38,40 @@ struct ReliableOverTCPTests {
             await listener.shutdown()
         }
     }
+
+    @Test("a message the connection refuses (above its frame limit) comes back timed out, naming the refusal")
+    func refusedTransmissionIsReported() async throws {
+        var config = TCPTransport.Configuration()
+        config.maxFrameSize = 4096       // the link's own limit stays at 16 MiB
+        try await withTransport(config) { transport, _ in
+            let delivered = Collector<Envelope>()
+            let listener = try await ReliableListener.listen(over: transport, on: .tcp(host: "127.0.0.1", port: 0)) { _ in
+                ReliableLink.Handler(onDeliver: { delivered.append($0) }, onUndeliverable: { _, _ in })
+            }
+            let returned = Collector<([Envelope], UndeliverableReason)>()
+            let linkConfig = ReliableLink.Configuration(
+                core: .init(deliveryTimeout: .milliseconds(600), initialBackoff: .milliseconds(5),
+                            maximumBackoff: .milliseconds(50)),
+                tickInterval: .milliseconds(5))
+            let link = ReliableLink.connect(over: transport, to: listener.address, configuration: linkConfig,
+                                            handler: .init(onDeliver: { _ in }, onUndeliverable: { returned.append(($0, $1)) }))
+            try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 1, payload: [1]))
+            _ = try await delivered.first(timeout: .seconds(10), "the first message")
+            try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 2,
+                                   payload: [UInt8](repeating: 2, count: 10_000)))
+            let (messages, reason) = try await returned.first(timeout: .seconds(10), "the refused message back")
+            #expect(messages.map(\.correlation) == [2])
+            guard case .timedOut(_, let lastError?) = reason else {
+                Issue.record("expected a timeout naming the last error, got \(reason)")
+                return
+            }
+            #expect(lastError.contains("refused a transmission") && lastError.contains("exceeds the limit of 4096"), "\(lastError)")
+            // The link carries on with messages that fit.
+            try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 3, payload: [3]))
+            let got = try await delivered.wait(count: 2, timeout: .seconds(10), "the message after the refused one")
+            #expect(got.map(\.correlation) == [1, 3])
+            await link.shutdown()
+            await listener.shutdown()
+        }
+    }
 }

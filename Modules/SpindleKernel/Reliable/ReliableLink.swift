@@ -155,15 +155,22 @@ public final class ReliableLink: Sendable {
         }
         let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         var error: ReliableLinkError? = nil
+        var refusal: Refusal? = nil
         var claimed: Claimed? = state.withLock { s in
             if Self.canTransmitNow(s), let connection = s.connection {
                 // Nothing queued or in flight: the frame goes to the connection now, in order.
-                error = s.core.send(message, now: now) { frame in try? connection.send(encodedFrames: frame) }
+                let epoch = s.epoch
+                error = s.core.send(message, now: now) { frame in
+                    refusal = Refusal.attempt(connection, epoch) { () throws(TransportError) in
+                        try connection.send(encodedFrames: frame)
+                    }
+                }
                 return nil
             }
             if let e = s.core.send(message, now: now, into: &s.work) { error = e; return nil }
             return Self.enqueue(&s)
         }
+        if let refusal { transmitRefused(refusal) }
         if let error { throw error }
         // `take()` leaves no second reference behind, so the batch stays unique (no copy).
         if let c = claimed.take() { flush(c) }
@@ -189,17 +196,22 @@ public final class ReliableLink: Sendable {
             }
         }
         var error: ReliableLinkError? = nil
+        var refusal: Refusal? = nil
         let admitted = accepted == messages.count ? messages : Array(messages[..<accepted])
         var claimed: Claimed? = state.withLock { s in
             if Self.canTransmitNow(s), let connection = s.connection {
+                let epoch = s.epoch
                 error = s.core.send(contentsOf: admitted, now: now) { frames in
-                    try? connection.send(encodedFrames: frames)
+                    refusal = Refusal.attempt(connection, epoch) { () throws(TransportError) in
+                        try connection.send(encodedFrames: frames)
+                    }
                 }.error
                 return nil
             }
             error = s.core.send(contentsOf: admitted, now: now, into: &s.work).error
             return Self.enqueue(&s)
         }
+        if let refusal { transmitRefused(refusal) }
         if let c = claimed.take() { flush(c) }
         if let error { throw error }
         if let tooLarge { throw tooLarge }
@@ -229,15 +241,16 @@ public final class ReliableLink: Sendable {
     /// True once the link is closed.
     public var isClosed: Bool { state.withLock { $0.core.phase == .closed } }
 
-    /// False while more than `writableHighWatermark` messages await acknowledgement (until
-    /// acknowledgements bring them down to `writableLowWatermark`).
+    /// False while more than `writableHighWatermark` messages await acknowledgement.
     public var isWritable: Bool {
         state.withLock { $0.core.queuedCount <= configuration.writableHighWatermark }
     }
 
     /// Returns once at most `writableHighWatermark` messages await acknowledgement, suspending
     /// until acknowledgements bring them down to `writableLowWatermark` otherwise: flow
-    /// control for bulk senders, like a transport's `waitUntilWritable`.
+    /// control for bulk senders, like a transport's `waitUntilWritable`. Not cancellable: it
+    /// returns when acknowledgements arrive, when the delivery timeout hands the messages back
+    /// (on ticks; with `automaticTicks` off, only when you call `tick()`) or when the link closes.
     /// - Throws: `ReliableLinkError.closed` when the link is (or gets) closed.
     public func waitUntilWritable() async throws(ReliableLinkError) {
         let now: ReliableLinkError?? = state.withLock { s in
@@ -334,6 +347,13 @@ public final class ReliableLink: Sendable {
             if s.core.phase == .closed || s.shutDown { return (nil, nil) }
             if let attempt, attempt != s.connectAttempt || s.core.phase != .connecting { return (nil, nil) }
             let o = s.connection
+            if role == .acceptor && s.core.phase == .established {
+                // The initiator came back while the old connection still looked up (half
+                // open): that connection is lost. Until the new one's hello, nothing is sent
+                // on it — data before the helloAck would make the initiator drop it.
+                s.core.handle(.disconnected("replaced by a new connection from the initiator"),
+                              now: clock.now(), into: &s.work)
+            }
             Self.setConnection(connection, &s)
             return (o, s.epoch)
         }
@@ -443,6 +463,37 @@ public final class ReliableLink: Sendable {
     private struct Claimed: Sendable {
         var batch: [ReliableLinkCore.Action]
         var connection: (any TransportConnection)?
+        var epoch: UInt64
+    }
+
+    /// A transmission a connection refused without closing (a frame above its limit): no
+    /// `onClose` will report it, so the link does.
+    private struct Refusal: Sendable {
+        var connection: any TransportConnection
+        var epoch: UInt64
+        var error: TransportError
+
+        /// Runs `send`; returns the refusal when it fails for another reason than the
+        /// connection closing (whose `onClose` reports that).
+        static func attempt(_ connection: any TransportConnection, _ epoch: UInt64,
+                            _ send: () throws(TransportError) -> Void) -> Refusal? {
+            do {
+                try send()
+                return nil
+            } catch {
+                if case .closed = error { return nil }
+                return Refusal(connection: connection, epoch: epoch, error: error)
+            }
+        }
+    }
+
+    /// Treats a refused transmission as the failure of its connection: the core marks the
+    /// connection lost (the error becomes `lastError`, which a delivery timeout reports), the
+    /// initiator reconnects and everything unacknowledged is retransmitted; the connection
+    /// is closed.
+    private func transmitRefused(_ r: Refusal) {
+        run(.disconnected("the connection refused a transmission: \(r.error)"), epoch: r.epoch)
+        r.connection.close()
     }
 
     /// Changes the connection, purging transmits meant for the old one.
@@ -477,7 +528,7 @@ public final class ReliableLink: Sendable {
         var batch: [ReliableLinkCore.Action] = []
         swap(&batch, &s.spare)
         swap(&batch, &s.work)
-        return Claimed(batch: batch, connection: s.connection)
+        return Claimed(batch: batch, connection: s.connection, epoch: s.epoch)
     }
 
     /// Performs work in order until none is left. Only one flusher runs at a time.
@@ -489,24 +540,31 @@ public final class ReliableLink: Sendable {
         swap(&batch, &claimed.batch)
         var handler: Handler? = nil
         var connection = claimed.connection
+        var epoch = claimed.epoch
+        var refusal: Refusal? = nil
         // Consecutive transmits go to the transport as one `send(contentsOf:)`.
         var transmits: [Envelope] = []
+        // A failed send on a closing connection is reported by its onClose; any other
+        // failure is remembered and reported once this flush ends.
+        func transmit(_ send: (any TransportConnection) throws(TransportError) -> Void) {
+            guard let c = connection, refusal == nil else { return }
+            refusal = Refusal.attempt(c, epoch) { () throws(TransportError) in try send(c) }
+        }
         while true {
             // Move actions out one by one (reverse + popLast moves without copying).
             batch.reverse()
             while let action = batch.popLast() {
                 switch action {
                 case .transmit(let e):
-                    // A failed send means the connection is closing; its onClose reports it.
                     let more: Bool
                     if case .transmit? = batch.last { more = true } else { more = false }
                     if more {
                         transmits.append(e)
                     } else if transmits.isEmpty {
-                        try? connection?.send(e)
+                        transmit { c throws(TransportError) in try c.send(e) }
                     } else {
                         transmits.append(e)
-                        try? connection?.send(contentsOf: transmits)
+                        transmit { c throws(TransportError) in try c.send(contentsOf: transmits) }
                         transmits.removeAll(keepingCapacity: true)
                     }
                 case .deliver(let e):
@@ -529,10 +587,15 @@ public final class ReliableLink: Sendable {
                     return false
                 }
                 swap(&batch, &s.work)
+                if s.epoch != epoch { refusal = nil }   // reported only for the connection it concerns
                 connection = s.connection
+                epoch = s.epoch
                 return true
             }
-            if !more { return }
+            if !more {
+                if let refusal { transmitRefused(refusal) }
+                return
+            }
         }
     }
 

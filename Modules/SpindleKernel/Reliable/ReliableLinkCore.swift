@@ -126,8 +126,6 @@ public struct ReliableLinkCore: Sendable {
     /// Their frames, in the same order.
     private var log = FrameLog()
     private var nextSequence: UInt64 = 1
-    /// Highest sequence transmitted on the current connection (0 = none).
-    private var transmittedUpTo: UInt64 = 0
     /// Next sequence to deliver.
     private var expected: UInt64 = 1
     /// In-order messages received since the last ack sent.
@@ -213,9 +211,8 @@ public struct ReliableLinkCore: Sendable {
                               into actions: inout [Action]) -> ReliableLinkError? {
         if let error = enqueue(message, now: now) { return error }
         if phase == .established {
-            transmittedUpTo = nextSequence - 1
             var e = message
-            e.sequence = transmittedUpTo
+            e.sequence = nextSequence - 1
             e.flags.insert(.sequenced)
             actions.append(.transmit(e))
         }
@@ -252,7 +249,6 @@ public struct ReliableLinkCore: Sendable {
     /// Hands the frames appended since `from` to `transmit` when established.
     private mutating func transmitNew(from: Int, _ transmit: (UnsafeRawBufferPointer) -> Void) {
         guard phase == .established, log.end > from else { return }
-        transmittedUpTo = nextSequence - 1
         log.withBytes(from: from, to: log.end, transmit)
     }
 
@@ -428,7 +424,6 @@ public struct ReliableLinkCore: Sendable {
         actions.reserveCapacity(actions.count + envelopes.count)
         for e in envelopes { actions.append(.transmit(e)) }
         if counting { retransmitted += outbox.count }
-        transmittedUpTo = nextSequence - 1
     }
 
     private mutating func sendAck(into actions: inout [Action]) {
@@ -441,7 +436,6 @@ public struct ReliableLinkCore: Sendable {
         guard role == .initiator, phase == .connecting else { return }
         phase = .handshaking
         phaseSince = now
-        transmittedUpTo = 0
         actions.append(.transmit(ReliableWire.handshake(
             kind: ReliableWire.hello, session: session, receivedUpTo: expected - 1, lowestHeld: lowestHeld)))
     }
@@ -452,7 +446,6 @@ public struct ReliableLinkCore: Sendable {
         if disconnectedAt == nil { disconnectedAt = now }
         unacknowledged = 0
         firstUnacknowledgedAt = nil
-        transmittedUpTo = 0
         switch role {
         case .acceptor:
             phase = .disconnected(reconnectAt: nil)

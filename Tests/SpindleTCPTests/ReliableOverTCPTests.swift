@@ -49,16 +49,28 @@ struct ReliableOverTCPTests {
                 ReliableLink.Handler(onDeliver: { delivered.append($0) }, onUndeliverable: { _, _ in })
             }
             let returned = Collector<([Envelope], UndeliverableReason)>()
-            let linkConfig = ReliableLink.Configuration(
-                core: .init(deliveryTimeout: .milliseconds(600), initialBackoff: .milliseconds(5),
-                            maximumBackoff: .milliseconds(50)),
-                tickInterval: .milliseconds(5))
+            // The sending link runs on a manual clock, ticked by the test: its delivery timeout
+            // fires exactly when the test says, however loaded the machine is.
+            let clock = ManualClock()
+            let linkConfig = ReliableLink.Configuration(core: .init(deliveryTimeout: .seconds(30)),
+                                                        clock: clock, automaticTicks: false)
             let link = ReliableLink.connect(over: transport, to: listener.address, configuration: linkConfig,
                                             handler: .init(onDeliver: { _ in }, onUndeliverable: { returned.append(($0, $1)) }))
             try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 1, payload: [1]))
             _ = try await delivered.first(timeout: .seconds(10), "the first message")
+            // Let its ack arrive first: a refused frame holds back everything unacknowledged
+            // with it (retransmission resends them together) until the delivery timeout.
+            let system = SystemClock()
+            let deadline = system.now() + .seconds(10)
+            while link.queuedCount > 0 && system.now() < deadline { try await Task.sleep(for: .milliseconds(2)) }
+            #expect(link.queuedCount == 0)
             try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 2,
                                    payload: [UInt8](repeating: 2, count: 10_000)))
+            // The refusal counts as the loss of the connection.
+            #expect(!link.isEstablished)
+            #expect(link.statistics.lastError?.contains("refused a transmission") == true)
+            clock.advance(by: .seconds(30))
+            link.tick()
             let (messages, reason) = try await returned.first(timeout: .seconds(10), "the refused message back")
             #expect(messages.map(\.correlation) == [2])
             guard case .timedOut(_, let lastError?) = reason else {
@@ -66,8 +78,9 @@ struct ReliableOverTCPTests {
                 return
             }
             #expect(lastError.contains("refused a transmission") && lastError.contains("exceeds the limit of 4096"), "\(lastError)")
-            // The link carries on with messages that fit.
+            // The link reconnects (on its next tick) and carries on with messages that fit.
             try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 3, payload: [3]))
+            link.tick()
             let got = try await delivered.wait(count: 2, timeout: .seconds(10), "the message after the refused one")
             #expect(got.map(\.correlation) == [1, 3])
             await link.shutdown()

@@ -150,6 +150,9 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// Sends only queue bytes; handlers run on the loop thread, never inside `send`.
     var deliversDuringSend: Bool { false }
 
+    /// The transport's configured `maxFrameSize` (clamped as the codec clamps it).
+    var maximumFrameSize: Int { maxFrameSize }
+
     /// Bytes accepted by `send` and not yet taken by the socket (outbound buffer plus the
     /// stream's write queue).
     var queuedByteCount: Int { channel.queuedByteCount }

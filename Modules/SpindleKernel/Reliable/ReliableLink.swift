@@ -35,7 +35,8 @@ public final class ReliableLink: Sendable {
         public var tickInterval: Duration
         /// When false, no background task runs: call `tick()` yourself (tests on a ManualClock).
         public var automaticTicks: Bool
-        /// Largest frame the transport carries; larger messages are refused by `send`.
+        /// Largest frame the link sends; larger messages are refused by `send`. Once connected,
+        /// the connection's own `maximumFrameSize` lowers it when smaller.
         public var maximumFrameSize: Int
         /// (Accepting side) a session with no connection and nothing unacknowledged for this
         /// long is forgotten: its link is closed and removed from the listener. If its
@@ -105,6 +106,8 @@ public final class ReliableLink: Sendable {
     // Hot-path copies of configuration fields (reading through the struct would copy it).
     private let clock: any SpindleClock
     private let maximumFrameSize: Int
+    /// `maximumFrameSize`, lowered to the last attached connection's limit when that is smaller.
+    private let frameLimit: Atomic<Int>
     /// The clock's time at the last tick or control event. Sends and data arrivals are
     /// timestamped with it instead of reading the clock per message, so delivery timeouts and
     /// ack delays are accurate to one `tickInterval`.
@@ -123,6 +126,7 @@ public final class ReliableLink: Sendable {
         self.configuration = configuration
         self.clock = configuration.clock
         self.maximumFrameSize = configuration.maximumFrameSize
+        self.frameLimit = Atomic(configuration.maximumFrameSize)
         self.coarseNow = Atomic(configuration.clock.now().nanoseconds)
         state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
         handlerSlot = HandlerSlot(handler)
@@ -147,11 +151,13 @@ public final class ReliableLink: Sendable {
 
     /// Queues a message for the peer.
     /// - Throws: `ReliableLinkError.closed` after `close`, `.queueFull` when too many messages
-    ///   await acknowledgement, `.tooLarge` when it cannot fit one frame.
+    ///   await acknowledgement, `.tooLarge` when it cannot fit one frame (of the link's
+    ///   `maximumFrameSize`, or the connection's limit once connected, when smaller).
     public func send(_ message: Envelope) throws(ReliableLinkError) {
         let size = Self.wireSize(of: message)
-        if size > maximumFrameSize {
-            throw .tooLarge(size: size, limit: maximumFrameSize)
+        let limit = frameLimit.load(ordering: .relaxed)
+        if size > limit {
+            throw .tooLarge(size: size, limit: limit)
         }
         let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         var error: ReliableLinkError? = nil
@@ -185,11 +191,12 @@ public final class ReliableLink: Sendable {
         let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         var tooLarge: ReliableLinkError? = nil
         var accepted = messages.count
+        let limit = frameLimit.load(ordering: .relaxed)
         messages.withUnsafeBufferPointer { ms in
             for i in ms.indices {
                 let size = Self.wireSize(of: ms[i])
-                if size > maximumFrameSize {
-                    tooLarge = .tooLarge(size: size, limit: maximumFrameSize)
+                if size > limit {
+                    tooLarge = .tooLarge(size: size, limit: limit)
                     accepted = i
                     return
                 }
@@ -361,6 +368,7 @@ public final class ReliableLink: Sendable {
             connection.close()
             return nil
         }
+        frameLimit.store(min(maximumFrameSize, connection.maximumFrameSize), ordering: .relaxed)
         old?.close()
         return epoch
     }

@@ -164,6 +164,13 @@ public protocol TransportConnection: AnyObject, Sendable {
     ///   connection has closed.
     func send(encodedFrames frames: UnsafeRawBufferPointer) throws(TransportError)
 
+    /// The largest frame (prefix, header and payload) this connection carries; a larger
+    /// envelope is refused with `.frameTooLarge`. Senders that keep messages to send later (a
+    /// reliable link) refuse larger ones up front. The default is
+    /// `FrameLayout.largestFrameSize` (no limit of the transport's own); SpindleTCP reports
+    /// its configured `maxFrameSize`.
+    var maximumFrameSize: Int { get }
+
     /// True when a send may run a connection handler (of either end) before it returns, as
     /// the in-process transport's `.inline` delivery does. A caller that holds a lock which a
     /// handler might take must then send only after releasing it; when false, sends only
@@ -217,6 +224,8 @@ extension TransportConnection {
     public var isWritable: Bool { true }
 
     public var deliversDuringSend: Bool { true }
+
+    public var maximumFrameSize: Int { FrameLayout.largestFrameSize }
 
     public func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
         for e in envelopes { try send(e) }

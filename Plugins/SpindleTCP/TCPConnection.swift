@@ -137,7 +137,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         if closing.load(ordering: .acquiring) { throw .closed(recordedCloseReason ?? .closedLocally) }
         guard let base = frames.baseAddress, !frames.isEmpty else { return }
         do {
-            _ = try FrameDecoder.countWholeFrames(frames, maxFrameSize: maxFrameSize)
+            try FrameDecoder.validateWholeFrames(frames, maxFrameSize: maxFrameSize)
         } catch {
             throw error.encodedFramesError
         }
@@ -287,23 +287,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 if let viewHandler = handler?.onEnvelopeView {
                     finished = try decode(input, deliver: viewHandler)
                 } else if let viewsHandler = handler?.onEnvelopeViews {
-                    finished = try decodeViewBatch(input, deliver: viewsHandler)
+                    finished = try decodeInBatches(input, reusing: &viewBatch, lendsViews: true,
+                                                   element: { $0 }, deliver: viewsHandler)
                 } else if let batchHandler = handler?.onEnvelopes {
-                    // Everything this read holds, in one call. The array is reused unless the
-                    // handler kept it; it is filled as a local (see decodeViewBatch).
-                    var envelopes: [Envelope] = []
-                    swap(&envelopes, &batch)
-                    defer {
-                        envelopes.removeAll(keepingCapacity: true)
-                        swap(&envelopes, &batch)
-                    }
-                    do {
-                        finished = try decode(input) { view in envelopes.append(view.envelope) }
-                    } catch {
-                        if !envelopes.isEmpty { batchHandler(envelopes) }
-                        throw error
-                    }
-                    if !envelopes.isEmpty { batchHandler(envelopes) }
+                    finished = try decodeInBatches(input, reusing: &batch, lendsViews: false,
+                                                   element: { $0.envelope }, deliver: batchHandler)
                 } else if let ownedHandler = handler?.onEnvelope {
                     finished = try decode(input) { view in ownedHandler(view.envelope) }
                 } else {
@@ -342,41 +330,38 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
     }
 
-    /// Decodes `input` in place and hands the views to `deliver` in batches: normally one per
-    /// read. A frame completed from bytes the decoder kept from an earlier read points into
-    /// the decoder's own buffer, which the next frame reuses, so it goes alone, at once (after
-    /// the views collected before it).
-    private func decodeViewBatch(_ input: UnsafeRawBufferPointer,
-                                 deliver: ([EnvelopeView]) -> Void) throws(FrameError) -> Bool {
-        // Work on a local array (moved out and back): appending to the stored property would
-        // cost a dynamic exclusivity check per frame.
-        var views: [EnvelopeView] = []
-        swap(&views, &viewBatch)
-        defer {
-            views.removeAll(keepingCapacity: true)
-            swap(&views, &viewBatch)
-        }
+    /// Decodes `input` in place and hands what `element` makes of each frame to `deliver` in
+    /// batches: everything one read holds, in one call. `buffer` is reused between reads
+    /// (unless a handler kept it). With `lendsViews` the elements borrow the frames' bytes: a
+    /// frame completed from bytes the decoder kept from an earlier read points into the
+    /// decoder's own buffer, which the next frame reuses, so it goes alone, at once (after the
+    /// elements collected before it).
+    private func decodeInBatches<Element>(_ input: UnsafeRawBufferPointer, reusing buffer: inout [Element],
+                                          lendsViews: Bool, element: (EnvelopeView) -> Element,
+                                          deliver: ([Element]) -> Void) throws(FrameError) -> Bool {
+        defer { buffer.removeAll(keepingCapacity: true) }
         let lower = UInt(bitPattern: input.baseAddress)
         let upper = lower + UInt(input.count)
         let finished: Bool
         do {
             finished = try decode(input) { view in
                 let at = UInt(bitPattern: view.payload.baseAddress)
-                if view.payload.isEmpty || (at >= lower && at + UInt(view.payload.count) <= upper) {
-                    views.append(view)
+                let inRead = view.payload.isEmpty || (at >= lower && at + UInt(view.payload.count) <= upper)
+                if lendsViews && !inRead {
+                    if !buffer.isEmpty {
+                        deliver(buffer)
+                        buffer.removeAll(keepingCapacity: true)
+                    }
+                    deliver([element(view)])
                     return
                 }
-                if !views.isEmpty {
-                    deliver(views)
-                    views.removeAll(keepingCapacity: true)
-                }
-                deliver([view])
+                buffer.append(element(view))
             }
         } catch {
-            if !views.isEmpty { deliver(views) }
+            if !buffer.isEmpty { deliver(buffer) }
             throw error
         }
-        if !views.isEmpty { deliver(views) }
+        if !buffer.isEmpty { deliver(buffer) }
         return finished
     }
 

@@ -21,9 +21,6 @@ struct FrameLog: Sendable {
 
     init() { storage = Storage(capacity: 0) }
 
-    /// Bytes held (from `start` to `end`).
-    var byteCount: Int { end - start }
-
     /// Appends one frame of at most `bound` bytes written by `write`, which returns how many
     /// it wrote. Returns the frame's absolute position and length.
     mutating func append(upTo bound: Int, _ write: (UnsafeMutableRawPointer) -> Int) -> (position: Int, length: Int) {

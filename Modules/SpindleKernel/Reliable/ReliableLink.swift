@@ -163,14 +163,9 @@ public final class ReliableLink: Sendable {
         var error: ReliableLinkError? = nil
         var refusal: Refusal? = nil
         var claimed: Claimed? = state.withLock { s in
-            if Self.canTransmitNow(s), let connection = s.connection {
+            if let direct = Self.directSender(s) {
                 // Nothing queued or in flight: the frame goes to the connection now, in order.
-                let epoch = s.epoch
-                error = s.core.send(message, now: now) { frame in
-                    refusal = Refusal.attempt(connection, epoch) { () throws(TransportError) in
-                        try connection.send(encodedFrames: frame)
-                    }
-                }
+                error = s.core.send(message, now: now) { refusal = direct.transmit($0) }
                 return nil
             }
             if let e = s.core.send(message, now: now, into: &s.work) { error = e; return nil }
@@ -206,13 +201,8 @@ public final class ReliableLink: Sendable {
         var refusal: Refusal? = nil
         let admitted = accepted == messages.count ? messages : Array(messages[..<accepted])
         var claimed: Claimed? = state.withLock { s in
-            if Self.canTransmitNow(s), let connection = s.connection {
-                let epoch = s.epoch
-                error = s.core.send(contentsOf: admitted, now: now) { frames in
-                    refusal = Refusal.attempt(connection, epoch) { () throws(TransportError) in
-                        try connection.send(encodedFrames: frames)
-                    }
-                }.error
+            if let direct = Self.directSender(s) {
+                error = s.core.send(contentsOf: admitted, now: now) { refusal = direct.transmit($0) }.error
                 return nil
             }
             error = s.core.send(contentsOf: admitted, now: now, into: &s.work).error
@@ -517,10 +507,23 @@ public final class ReliableLink: Sendable {
         }
     }
 
-    /// True when a new transmission may go to the connection at once, under the lock: no
-    /// flusher is performing earlier actions (which may include transmits) and none wait.
-    private static func canTransmitNow(_ s: borrowing State) -> Bool {
-        s.sendsUnderLock && !s.flushing && s.work.isEmpty
+    /// The connection a new transmission may go to at once, under the lock: one whose sends
+    /// never run handlers, with no flusher performing earlier actions (which may include
+    /// transmits) and none waiting.
+    private static func directSender(_ s: borrowing State) -> DirectSender? {
+        guard s.sendsUnderLock, !s.flushing, s.work.isEmpty, let connection = s.connection else { return nil }
+        return DirectSender(connection: connection, epoch: s.epoch)
+    }
+
+    /// Sends frames straight to the current connection (see `directSender`).
+    private struct DirectSender {
+        let connection: any TransportConnection
+        let epoch: UInt64
+
+        /// Returns the refusal when the connection refuses the frames without closing.
+        func transmit(_ frames: UnsafeRawBufferPointer) -> Refusal? {
+            Refusal.attempt(connection, epoch) { () throws(TransportError) in try connection.send(encodedFrames: frames) }
+        }
     }
 
     /// Claims the flusher role and takes the work when nobody is flushing (so the common case

@@ -294,9 +294,23 @@ public struct ReliableLinkCore: Sendable {
     /// events. The other actions (acks, handshake replies) are appended to `actions`.
     public mutating func receive(batch: [Envelope], now: MonotonicInstant, into actions: inout [Action],
                                  deliver: (Int) -> Void) {
+        receive(arrivals: batch, now: now, into: &actions, deliver: deliver)
+    }
+
+    /// Like `receive(batch:now:into:deliver:)` for borrowed views (a transport's in-place
+    /// decoding): `deliver` gets the index of each view to hand to the application.
+    public mutating func receive(views: [EnvelopeView], now: MonotonicInstant, into actions: inout [Action],
+                                 deliver: (Int) -> Void) {
+        receive(arrivals: views, now: now, into: &actions, deliver: deliver)
+    }
+
+    /// One batch with acks coalesced: intermediate acks are cumulative and would be
+    /// superseded by the last one, so at most one is sent, at the end.
+    private mutating func receive<A: Arrival>(arrivals: [A], now: MonotonicInstant, into actions: inout [Action],
+                                              deliver: (Int) -> Void) {
         coalescingAcks = true
-        batch.withUnsafeBufferPointer { es in
-            for i in es.indices where accept(es[i], now: now, into: &actions) { deliver(i) }
+        arrivals.withUnsafeBufferPointer { xs in
+            for i in xs.indices where accept(xs[i], now: now, into: &actions) { deliver(i) }
         }
         coalescingAcks = false
         if phase == .established && unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
@@ -310,45 +324,18 @@ public struct ReliableLinkCore: Sendable {
         }
     }
 
-    /// Like `receive(batch:now:into:deliver:)` for borrowed views (a transport's in-place
-    /// decoding): `deliver` gets the index of each view to hand to the application.
-    public mutating func receive(views: [EnvelopeView], now: MonotonicInstant, into actions: inout [Action],
-                                 deliver: (Int) -> Void) {
-        coalescingAcks = true
-        views.withUnsafeBufferPointer { vs in
-            for i in vs.indices where accept(vs[i], now: now, into: &actions) { deliver(i) }
-        }
-        coalescingAcks = false
-        if phase == .established && unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }
-    }
-
-    /// Handles one arrival; returns true when it is the next data envelope, to be delivered.
-    private mutating func accept(_ e: borrowing Envelope, now: MonotonicInstant, into actions: inout [Action]) -> Bool {
-        if e.protocolTag == .reliable {
-            control(e, now: now, into: &actions)
+    /// Handles one arrival from its header fields (a control envelope is copied out whole);
+    /// returns true when it is the next data envelope, to be delivered.
+    private mutating func accept<A: Arrival>(_ a: A, now: MonotonicInstant, into actions: inout [Action]) -> Bool {
+        if a.protocolTag == .reliable {
+            control(a.envelope, now: now, into: &actions)
             return false
         }
-        return acceptData(tag: e.protocolTag, kind: e.kind, flags: e.flags, sequence: e.sequence,
-                          now: now, into: &actions)
-    }
-
-    /// `accept` for a borrowed view: only control envelopes are copied out.
-    private mutating func accept(_ v: EnvelopeView, now: MonotonicInstant, into actions: inout [Action]) -> Bool {
-        if v.protocolTag == .reliable {
-            control(v.envelope, now: now, into: &actions)
+        guard a.flags.contains(.sequenced) else {
+            violation("envelope without the sequenced flag (protocol \(a.protocolTag), kind \(a.kind))", into: &actions)
             return false
         }
-        return acceptData(tag: v.protocolTag, kind: v.kind, flags: v.flags, sequence: v.sequence,
-                          now: now, into: &actions)
-    }
-
-    /// Handles one data arrival from its header fields; true when it is the next in order.
-    private mutating func acceptData(tag: ProtocolTag, kind: UInt16, flags: EnvelopeFlags, sequence: UInt64,
-                                     now: MonotonicInstant, into actions: inout [Action]) -> Bool {
-        guard flags.contains(.sequenced) else {
-            violation("envelope without the sequenced flag (protocol \(tag), kind \(kind))", into: &actions)
-            return false
-        }
+        let sequence = a.sequence
         guard phase == .established else {
             violation("data (sequence \(sequence)) before the handshake", into: &actions)
             return false
@@ -525,3 +512,19 @@ public struct ReliableLinkCore: Sendable {
         actions.append(.closeConnection(what))
     }
 }
+
+/// What the core reads of an arrival: an owned envelope or a borrowed view of one.
+protocol Arrival {
+    var protocolTag: ProtocolTag { get }
+    var kind: UInt16 { get }
+    var flags: EnvelopeFlags { get }
+    var sequence: UInt64 { get }
+    /// The arrival as an owned envelope (control envelopes are handled whole).
+    var envelope: Envelope { get }
+}
+
+extension Envelope: Arrival {
+    var envelope: Envelope { self }
+}
+
+extension EnvelopeView: Arrival {}

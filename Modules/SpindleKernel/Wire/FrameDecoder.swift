@@ -340,12 +340,10 @@ extension FrameDecoder {
 
     /// Checks that `bytes` are whole frames of at most `maxFrameSize` bytes each by walking
     /// their prefixes (magic, version, lengths; headers and payloads are not read).
-    /// - Returns: the number of frames.
-    /// - Throws: `FrameError` naming the first bad prefix, or `.truncated` when the bytes end
-    ///   inside a frame.
-    public static func countWholeFrames(_ bytes: UnsafeRawBufferPointer, maxFrameSize: Int) throws(FrameError) -> Int {
+    /// - Throws: `FrameError` naming the first bad prefix and its offset, or `.truncated` when
+    ///   the bytes end inside a frame.
+    public static func validateWholeFrames(_ bytes: UnsafeRawBufferPointer, maxFrameSize: Int) throws(FrameError) {
         var at = 0
-        var count = 0
         let p = FrameLayout.prefixSize
         while at < bytes.count {
             let left = bytes.count - at
@@ -365,8 +363,6 @@ extension FrameDecoder {
             if size > maxFrameSize { throw FrameError(.oversized(size: size, limit: maxFrameSize), offset: at) }
             if size > left { throw FrameError(.truncated(have: left, need: size), offset: at) }
             at += size
-            count += 1
         }
-        return count
     }
 }

@@ -3,7 +3,7 @@ import SpindleKernel
 import Testing
 @testable import SpindleTCP
 
-/// A reliable link over SpindleTCP: batched reads (`ConnectionHandler(onEnvelopes:)`), acks
+/// A reliable link over SpindleTCP: batched reads (`ConnectionHandler(onEnvelopes:onEnvelopeViews:)`), acks
 /// coalesced per read, and `send(contentsOf:)`.
 @Suite("Reliable link over TCP", .timeLimit(.minutes(1)))
 struct ReliableOverTCPTests {

@@ -65,9 +65,11 @@ public struct FrameDecoder: Sendable {
         let start = baseOffset + readIndex
         let from = readIndex, limit = maxFrameSize
         let result = buffer.withUnsafeBytes { all -> Step<Envelope> in
-            switch Self.parse(UnsafeRawBufferPointer(rebasing: all[from...]), streamOffset: start, maxFrameSize: limit) {
+            var envelope: Envelope?
+            switch Self.parse(UnsafeRawBufferPointer(rebasing: all[from...]), streamOffset: start,
+                              maxFrameSize: limit, deliver: { envelope = $0.envelope; return true }) {
             case .needMore: return .needMore(0)
-            case .frame(let view, let length): return .consumed(length, view.envelope)
+            case .frame(let length, _): return .consumed(length, envelope.unsafelyUnwrapped)
             case .failure(let error): return .failed(error)
             }
         }
@@ -105,10 +107,11 @@ public struct FrameDecoder: Sendable {
             let from = readIndex
             var keepGoing = true
             let result = buffer.withUnsafeBytes { all -> Step<Void> in
-                switch Self.parse(UnsafeRawBufferPointer(rebasing: all[from...]), streamOffset: start, maxFrameSize: limit) {
+                switch Self.parse(UnsafeRawBufferPointer(rebasing: all[from...]), streamOffset: start,
+                                  maxFrameSize: limit, deliver: body) {
                 case .needMore(let need): return .needMore(need)
-                case .frame(let view, let length):
-                    keepGoing = body(view)
+                case .frame(let length, let more):
+                    keepGoing = more
                     return .consumed(length, ())
                 case .failure(let error): return .failed(error)
                 }
@@ -139,10 +142,10 @@ public struct FrameDecoder: Sendable {
         var offset = 0
         while offset < input.count {
             switch Self.parse(UnsafeRawBufferPointer(rebasing: input[offset...]),
-                              streamOffset: baseOffset + offset, maxFrameSize: limit) {
-            case .frame(let view, let length):
+                              streamOffset: baseOffset + offset, maxFrameSize: limit, deliver: body) {
+            case .frame(let length, let keepGoing):
                 offset += length
-                if !body(view) {
+                if !keepGoing {
                     baseOffset += offset
                     keep(UnsafeRawBufferPointer(rebasing: input[offset...]))
                     return false
@@ -232,14 +235,16 @@ public struct FrameDecoder: Sendable {
         /// The frame is incomplete; it needs at least this many bytes in all (its full size once
         /// the prefix is known), always more than are available.
         case needMore(Int)
-        case frame(EnvelopeView, length: Int)
+        /// A frame of this many bytes was handed to `deliver`, which answered `keepGoing`.
+        case frame(length: Int, keepGoing: Bool)
         case failure(FrameError)
     }
 
-    /// Parses one frame at the start of `raw`, checking each field as soon as it has arrived.
+    /// Parses one frame at the start of `raw`, checking each field as soon as it has arrived,
+    /// and hands a view of it to `deliver`.
     @inline(__always)
-    private static func parse(_ raw: UnsafeRawBufferPointer, streamOffset at: Int,
-                              maxFrameSize: Int) -> ParseResult {
+    private static func parse(_ raw: UnsafeRawBufferPointer, streamOffset at: Int, maxFrameSize: Int,
+                              deliver: (EnvelopeView) -> Bool) -> ParseResult {
         let avail = raw.count
         let p = FrameLayout.prefixSize
         if avail < 2 { return .needMore(p) }
@@ -277,44 +282,55 @@ public struct FrameDecoder: Sendable {
         if headerLength < required {
             return .failure(FrameError(.headerTooShort(declared: headerLength, minimum: required), offset: at + 3))
         }
-        var view = EnvelopeView(
-            protocolTag: ProtocolTag(rawValue: u16(p + FrameLayout.offTag)),
-            kind: u16(p + FrameLayout.offKind),
-            flags: EnvelopeFlags(rawValue: u16(p + FrameLayout.offFlags)),
-            payload: UnsafeRawBufferPointer(rebasing: raw[(p + headerLength)..<total]))
+        var source: NodeID?
+        var destination: NodeID?
+        var correlation: UInt64 = 0
+        var sequence: UInt64 = 0
+        var stamp = HLCTimestamp.zero
+        var deadline: UInt64 = 0
         if presence != 0 {
             var o = p + FrameLayout.fixedHeaderSize
             if presence & FrameLayout.hasSource != 0 {
-                view.source = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
+                source = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
                 o += 16
             }
             if presence & FrameLayout.hasDestination != 0 {
-                view.destination = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
+                destination = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
                 o += 16
             }
             // A number marked present must be non-zero: zero is written by leaving it out, so
             // every frame has one canonical form.
             if presence & FrameLayout.hasCorrelation != 0 {
-                view.correlation = u64(o)
-                if view.correlation == 0 { return .failure(presentButZero("correlation", at + o)) }
+                correlation = u64(o)
+                if correlation == 0 { return .failure(presentButZero("correlation", at + o)) }
                 o += 8
             }
             if presence & FrameLayout.hasSequence != 0 {
-                view.sequence = u64(o)
-                if view.sequence == 0 { return .failure(presentButZero("sequence", at + o)) }
+                sequence = u64(o)
+                if sequence == 0 { return .failure(presentButZero("sequence", at + o)) }
                 o += 8
             }
             if presence & FrameLayout.hasStamp != 0 {
-                view.stamp = HLCTimestamp(physical: u64(o), logical: u32(o + 8))
-                if view.stamp.physical == 0 && view.stamp.logical == 0 { return .failure(presentButZero("stamp", at + o)) }
+                stamp = HLCTimestamp(physical: u64(o), logical: u32(o + 8))
+                if stamp.physical == 0 && stamp.logical == 0 { return .failure(presentButZero("stamp", at + o)) }
                 o += 12
             }
             if presence & FrameLayout.hasDeadline != 0 {
-                view.deadlineBudgetNanos = u64(o)
-                if view.deadlineBudgetNanos == 0 { return .failure(presentButZero("deadline budget", at + o)) }
+                deadline = u64(o)
+                if deadline == 0 { return .failure(presentButZero("deadline budget", at + o)) }
             }
         }
-        return .frame(view, length: total)
+        // Built once, as a constant, right before the call: `deliver` borrows it where it was
+        // built. (A view returned, or kept in a variable, was copied with wide moves right
+        // after its fields were stored one by one, which stalls store forwarding per frame.)
+        let view = EnvelopeView(
+            protocolTag: ProtocolTag(rawValue: u16(p + FrameLayout.offTag)),
+            kind: u16(p + FrameLayout.offKind),
+            flags: EnvelopeFlags(rawValue: u16(p + FrameLayout.offFlags)),
+            source: source, destination: destination, correlation: correlation, sequence: sequence,
+            stamp: stamp, deadlineBudgetNanos: deadline,
+            payload: UnsafeRawBufferPointer(rebasing: raw[(p + headerLength)..<total]))
+        return .frame(length: total, keepGoing: deliver(view))
     }
 
     private static func presentButZero(_ field: String, _ offset: Int) -> FrameError {

@@ -44,10 +44,15 @@ public struct EnvelopeView {
 
     /// An owned `Envelope` with a copy of the payload.
     public var envelope: Envelope {
-        Envelope(protocolTag: protocolTag, kind: kind, flags: flags, source: source,
-                 destination: destination, correlation: correlation, sequence: sequence,
-                 stamp: stamp, deadlineBudgetNanos: deadlineBudgetNanos,
-                 payload: payload.isEmpty ? [] : Array(payload.assumingMemoryBound(to: UInt8.self)))
+        var e = Envelope(protocolTag: protocolTag, kind: kind, flags: flags, correlation: correlation,
+                         sequence: sequence, stamp: stamp, deadlineBudgetNanos: deadlineBudgetNanos,
+                         payload: payload.isEmpty ? [] : Array(payload.assumingMemoryBound(to: UInt8.self)))
+        // The identifiers are copied field by field: passed whole, each optional went through
+        // a stack temporary written and read back in differently sized pieces, which stalls
+        // store-to-load forwarding several times per envelope.
+        if let source { e.source = source }
+        if let destination { e.destination = destination }
+        return e
     }
 }
 

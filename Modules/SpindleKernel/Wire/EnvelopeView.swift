@@ -43,6 +43,11 @@ public struct EnvelopeView {
     }
 
     /// An owned `Envelope` with a copy of the payload.
+    ///
+    /// Inlined into its callers, which then build the envelope where they keep it (an array
+    /// element, a result): returned from a call, it was written one field at a time and copied
+    /// on at once in wider moves, which stalls store-to-load forwarding per envelope.
+    @inlinable @inline(__always)
     public var envelope: Envelope {
         var e = Envelope(protocolTag: protocolTag, kind: kind, flags: flags, correlation: correlation,
                          sequence: sequence, stamp: stamp, deadlineBudgetNanos: deadlineBudgetNanos,

@@ -240,11 +240,20 @@ public struct FrameDecoder: Sendable {
         case failure(FrameError)
     }
 
-    /// Parses one frame at the start of `raw`, checking each field as soon as it has arrived,
-    /// and hands a view of it to `deliver`.
+    /// What the prefix of the frame at the start of some bytes says.
+    private enum PrefixResult {
+        /// As `ParseResult.needMore`.
+        case needMore(Int)
+        /// A valid prefix: the declared header length and the whole frame's size (within the limit).
+        case frame(headerLength: Int, total: Int)
+        case failure(FrameError)
+    }
+
+    /// Checks the prefix (magic, version, header and payload lengths) of the frame at the start
+    /// of `raw`, each byte as soon as it has arrived.
     @inline(__always)
-    private static func parse(_ raw: UnsafeRawBufferPointer, streamOffset at: Int, maxFrameSize: Int,
-                              deliver: (EnvelopeView) -> Bool) -> ParseResult {
+    private static func parsePrefix(_ raw: UnsafeRawBufferPointer, streamOffset at: Int,
+                                    maxFrameSize: Int) -> PrefixResult {
         let avail = raw.count
         let p = FrameLayout.prefixSize
         if avail < 2 { return .needMore(p) }
@@ -267,7 +276,22 @@ public struct FrameDecoder: Sendable {
         if total > maxFrameSize {
             return .failure(FrameError(.oversized(size: total, limit: maxFrameSize), offset: at + 4))
         }
-        if avail < total { return .needMore(total) }
+        return .frame(headerLength: headerLength, total: total)
+    }
+
+    /// Parses one frame at the start of `raw`, checking each field as soon as it has arrived,
+    /// and hands a view of it to `deliver`.
+    @inline(__always)
+    private static func parse(_ raw: UnsafeRawBufferPointer, streamOffset at: Int, maxFrameSize: Int,
+                              deliver: (EnvelopeView) -> Bool) -> ParseResult {
+        let headerLength: Int, total: Int
+        switch parsePrefix(raw, streamOffset: at, maxFrameSize: maxFrameSize) {
+        case .needMore(let need): return .needMore(need)
+        case .failure(let error): return .failure(error)
+        case .frame(let h, let t): (headerLength, total) = (h, t)
+        }
+        if raw.count < total { return .needMore(total) }
+        let p = FrameLayout.prefixSize
 
         func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
         func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
@@ -360,25 +384,15 @@ extension FrameDecoder {
     ///   the bytes end inside a frame.
     public static func validateWholeFrames(_ bytes: UnsafeRawBufferPointer, maxFrameSize: Int) throws(FrameError) {
         var at = 0
-        let p = FrameLayout.prefixSize
         while at < bytes.count {
-            let left = bytes.count - at
-            guard left >= p else { throw FrameError(.truncated(have: left, need: p), offset: at) }
-            if bytes[at] != FrameLayout.magic0 || bytes[at + 1] != FrameLayout.magic1 {
-                throw FrameError(.badMagic(bytes[at], bytes[at + 1]), offset: at)
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[at...])
+            switch parsePrefix(rest, streamOffset: at, maxFrameSize: maxFrameSize) {
+            case .needMore(let need): throw FrameError(.truncated(have: rest.count, need: need), offset: at)
+            case .failure(let error): throw error
+            case .frame(_, let total):
+                if total > rest.count { throw FrameError(.truncated(have: rest.count, need: total), offset: at) }
+                at += total
             }
-            if bytes[at + 2] != FrameLayout.version {
-                throw FrameError(.unsupportedVersion(bytes[at + 2]), offset: at + 2)
-            }
-            let header = Int(bytes[at + 3])
-            if header < FrameLayout.fixedHeaderSize {
-                throw FrameError(.headerTooShort(declared: header, minimum: FrameLayout.fixedHeaderSize), offset: at + 3)
-            }
-            let payload = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self)))
-            let size = p + header + payload
-            if size > maxFrameSize { throw FrameError(.oversized(size: size, limit: maxFrameSize), offset: at) }
-            if size > left { throw FrameError(.truncated(have: left, need: size), offset: at) }
-            at += size
         }
     }
 }

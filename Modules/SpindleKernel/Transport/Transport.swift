@@ -60,7 +60,7 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
 /// connection's FIFO order; they may run on any thread the transport chooses (for SpindleTCP,
 /// the connection's event-loop thread), so keep them short.
 ///
-/// Three forms:
+/// Four forms:
 /// - `init(onEnvelope:onClose:)` receives owned `Envelope`s one by one;
 /// - `init(onEnvelopeView:onClose:)` receives borrowed `EnvelopeView`s, valid only during the
 ///   call. A transport that can deliver views without copying (SpindleTCP decodes them in

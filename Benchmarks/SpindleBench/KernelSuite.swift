@@ -82,11 +82,8 @@ let kernelSuite = BenchSuite(name: "kernel") { reporter in
     let decodeSecs = try measure(iterations: frames) { n in
         var decoder = FrameDecoder()
         var got = 0
-        var offset = 0
-        while offset < stream.count {
-            let end = min(stream.count, offset + 65_536)
-            stream[offset..<end].withUnsafeBytes { decoder.feed($0) }
-            offset = end
+        try forEachRead(of: stream) { read in
+            decoder.feed(read)
             while let e = try decoder.next() { got += e.payload.count }
         }
         blackHole(got)
@@ -97,16 +94,11 @@ let kernelSuite = BenchSuite(name: "kernel") { reporter in
     let viewSecs = try measure(iterations: frames) { n in
         var decoder = FrameDecoder()
         var got = 0
-        var offset = 0
-        while offset < stream.count {
-            let end = min(stream.count, offset + 65_536)
-            _ = try stream[offset..<end].withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws(FrameError) in
-                try decoder.decode(raw) { view in
-                    got &+= view.payload.count
-                    return true
-                }
+        try forEachRead(of: stream) { read in
+            try decoder.decode(read) { view in
+                got &+= view.payload.count
+                return true
             }
-            offset = end
         }
         blackHole(got)
     }
@@ -179,5 +171,17 @@ let kernelSuite = BenchSuite(name: "kernel") { reporter in
         await link.shutdown()
         await listener.shutdown()
         await transport.shutdown()
+    }
+}
+
+/// Calls `body` with `stream` cut into 64 KiB reads, as a socket would hand it over.
+private func forEachRead(of stream: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+    try stream.withUnsafeBytes { all in
+        var offset = 0
+        while offset < all.count {
+            let end = min(all.count, offset + 65_536)
+            try body(UnsafeRawBufferPointer(rebasing: all[offset..<end]))
+            offset = end
+        }
     }
 }

@@ -21,15 +21,20 @@ struct FrameLog: Sendable {
 
     init() { storage = Storage(capacity: 0) }
 
-    /// Appends one frame of at most `bound` bytes written by `write`, which returns how many
-    /// it wrote. Returns the frame's absolute position and length.
-    mutating func append(upTo bound: Int, _ write: (UnsafeMutableRawPointer) -> Int) -> (position: Int, length: Int) {
-        reserve(bound)
-        let position = end
-        let length = write(storage.bytes + (end - base))
+    /// Appends the frame of `message` numbered `sequence` (with the `sequenced` flag) and
+    /// returns the absolute position where it ends.
+    ///
+    /// The storage is made ready before the envelope is read: a borrow of it held across that
+    /// mutation would make the compiler copy it (a retain and a release of its payload per
+    /// message on the sending thread).
+    mutating func append(_ message: UnsafePointer<Envelope>, sequence: UInt64) -> Int {
+        let bound = FrameEncoder.frameSizeBound(of: message.pointee)
+        let destination = reserve(bound)
+        let length = FrameEncoder.encodeUnchecked(message.pointee, sequence: sequence, addingFlags: .sequenced,
+                                                  to: destination)
         precondition(length >= 0 && length <= bound, "FrameLog: wrote \(length) of at most \(bound) bytes")
         end += length
-        return (position, length)
+        return end
     }
 
     /// Forgets everything before absolute position `position` (acknowledged frames).
@@ -65,21 +70,23 @@ struct FrameLog: Sendable {
     /// Storage above this size is released once the log empties.
     static let retainedCapacity = 4 << 20
 
-    /// Makes room for `count` more bytes at the end, owning the storage uniquely.
-    private mutating func reserve(_ count: Int) {
+    /// Makes room for `count` more bytes at the end, owning the storage uniquely; returns
+    /// where they go.
+    private mutating func reserve(_ count: Int) -> UnsafeMutableRawPointer {
         let live = end - start
         let unique = isKnownUniquelyReferenced(&storage)
-        if unique && (end - base) + count <= storage.capacity { return }
+        if unique && (end - base) + count <= storage.capacity { return storage.bytes + (end - base) }
         if unique && live + count <= storage.capacity && start - base >= storage.capacity / 2 {
             // At least half the storage is dropped frames: slide the live ones to the front.
             (storage.bytes).copyMemory(from: storage.bytes + (start - base), byteCount: live)
             base = start
-            return
+            return storage.bytes + (end - base)
         }
         let grown = Storage(capacity: Swift.max(64 << 10, (live + count) * 2))
         grown.bytes.copyMemory(from: storage.bytes + (start - base), byteCount: live)
         storage = grown
         base = start
+        return storage.bytes + (end - base)
     }
 
     /// The bytes. Shared only between copies of a log, which never write to shared storage

@@ -216,7 +216,7 @@ public final class ReliableLink: Sendable {
 
     /// The frame size of `message` once the link has numbered it (the sequence field it sets
     /// takes 8 header bytes when the application left it 0).
-    static func wireSize(of message: Envelope) -> Int {
+    static func wireSize(of message: borrowing Envelope) -> Int {
         FrameEncoder.frameSize(of: message) + (message.sequence == 0 ? 8 : 0)
     }
 
@@ -377,32 +377,25 @@ public final class ReliableLink: Sendable {
     /// deliver go to the handler straight from `batch` (no `.deliver` action per message);
     /// otherwise they queue behind the earlier work like any event.
     func receive(_ batch: [Envelope], epoch: UInt64) {
-        receive(count: batch.count, epoch: epoch, hasControl: batch.contains { $0.protocolTag == .reliable },
-                queued: { batch },
-                direct: { core, now, actions, deliver in core.receive(batch: batch, now: now, into: &actions, deliver: deliver) },
-                envelope: { batch[$0] })
+        receive(arrivals: batch, epoch: epoch)
     }
 
     /// `receive(_:epoch:)` for the borrowed views of one read (SpindleTCP): only the envelopes
     /// delivered (and control envelopes) are copied out of the read buffer.
     func receive(views: [EnvelopeView], epoch: UInt64) {
-        receive(count: views.count, epoch: epoch, hasControl: views.contains { $0.protocolTag == .reliable },
-                queued: { views.map(\.envelope) },
-                direct: { core, now, actions, deliver in core.receive(views: views, now: now, into: &actions, deliver: deliver) },
-                envelope: { views[$0].envelope })
+        receive(arrivals: views, epoch: epoch)
     }
 
-    /// Feeds a batch of arrivals to the core. When nothing else is queued, `direct` runs the
-    /// core, which names the arrivals to deliver, and they go to the handler straight from the
-    /// batch (`envelope(i)`), with no `.deliver` action per message; otherwise the batch
-    /// (`queued()`) queues behind the earlier work like any event.
-    private func receive(count: Int, epoch: UInt64, hasControl: Bool,
-                         queued: () -> [Envelope],
-                         direct: (inout ReliableLinkCore, MonotonicInstant, inout [ReliableLinkCore.Action], (Int) -> Void) -> Void,
-                         envelope: (Int) -> Envelope) {
+    /// Feeds a batch of arrivals to the core. When nothing else is queued, the core names the
+    /// arrivals to deliver and they go to the handler straight from the batch, with no
+    /// `.deliver` action per message; otherwise the batch queues behind the earlier work like
+    /// any event. Generic rather than closure-based so that each delivered envelope is built
+    /// where it is handed over (built inside a closure and returned, it was copied on in wider
+    /// moves, which stalls store-to-load forwarding per message).
+    private func receive<A: Arrival>(arrivals: [A], epoch: UInt64) {
         // Data is timestamped with the coarse time (like sends); control envelopes read the clock.
         let now: MonotonicInstant
-        if hasControl {
+        if arrivals.contains(where: { $0.protocolTag == .reliable }) {
             now = clock.now()
             coarseNow.max(now.nanoseconds, ordering: .relaxed)
         } else {
@@ -414,12 +407,12 @@ public final class ReliableLink: Sendable {
         var claimed = state.withLock { s -> Claimed? in
             guard epoch == s.epoch else { return nil }
             guard !s.flushing && s.work.isEmpty else {
-                s.core.handle(.receivedBatch(queued()), now: now, into: &s.work)
+                s.core.handle(.receivedBatch(arrivals.map(\.envelope)), now: now, into: &s.work)
                 released = Self.releasedWaiters(&s, low: low)
                 return Self.enqueue(&s)
             }
-            deliver.reserveCapacity(count)
-            direct(&s.core, now, &s.work) { deliver.append($0) }
+            deliver.reserveCapacity(arrivals.count)
+            s.core.receive(arrivals: arrivals, now: now, into: &s.work) { deliver.append($0) }
             released = Self.releasedWaiters(&s, low: low)
             // With deliveries, this thread becomes the flusher: they come first, then the work.
             return deliver.isEmpty ? Self.enqueue(&s) : Self.claim(&s)
@@ -427,10 +420,12 @@ public final class ReliableLink: Sendable {
         released.resume()
         guard let c = claimed.take() else { return }
         if !deliver.isEmpty, let handler = handlerSlot.handler {
-            for i in deliver {
-                var e = envelope(i)
-                e.flags.remove(.sequenced)
-                handler.onDeliver(e)
+            arrivals.withUnsafeBufferPointer { xs in
+                for i in deliver {
+                    var e = xs[i].envelope
+                    e.flags.remove(.sequenced)
+                    handler.onDeliver(e)
+                }
             }
         }
         flush(c)

@@ -209,7 +209,7 @@ public struct ReliableLinkCore: Sendable {
     /// - Returns: nil, or the error when the link is closed or its queue is full.
     public mutating func send(_ message: Envelope, now: MonotonicInstant,
                               into actions: inout [Action]) -> ReliableLinkError? {
-        if let error = enqueue(message, now: now) { return error }
+        if let error = withUnsafePointer(to: message, { enqueue($0, now: now) }) { return error }
         if phase == .established {
             var e = message
             e.sequence = nextSequence - 1
@@ -226,7 +226,7 @@ public struct ReliableLinkCore: Sendable {
     public mutating func send(_ message: Envelope, now: MonotonicInstant,
                               transmit: (UnsafeRawBufferPointer) -> Void) -> ReliableLinkError? {
         let from = log.end
-        if let error = enqueue(message, now: now) { return error }
+        if let error = withUnsafePointer(to: message, { enqueue($0, now: now) }) { return error }
         transmitNew(from: from, transmit)
         return nil
     }
@@ -237,8 +237,9 @@ public struct ReliableLinkCore: Sendable {
                               transmit: (UnsafeRawBufferPointer) -> Void) -> (accepted: Int, error: ReliableLinkError?) {
         let from = log.end
         let result = messages.withUnsafeBufferPointer { ms -> (Int, ReliableLinkError?) in
-            for i in ms.indices {
-                if let error = enqueue(ms[i], now: now) { return (i, error) }
+            guard let base = ms.baseAddress else { return (0, nil) }
+            for i in 0..<ms.count {
+                if let error = enqueue(base + i, now: now) { return (i, error) }
             }
             return (ms.count, nil)
         }
@@ -252,18 +253,17 @@ public struct ReliableLinkCore: Sendable {
         log.withBytes(from: from, to: log.end, transmit)
     }
 
-    /// Numbers `message` and appends its frame to the log.
+    /// Numbers `message` and appends its frame to the log. (The envelope comes by pointer: see
+    /// `FrameLog.append`.)
     /// - Returns: the error that refuses it (closed, queue full), or nil.
-    private mutating func enqueue(_ message: Envelope, now: MonotonicInstant) -> ReliableLinkError? {
+    private mutating func enqueue(_ message: UnsafePointer<Envelope>, now: MonotonicInstant) -> ReliableLinkError? {
         if phase == .closed { return .closed }
         if outbox.count >= configuration.maximumQueued { return .queueFull(limit: configuration.maximumQueued) }
         let sequence = nextSequence
         nextSequence += 1
         if outbox.isEmpty { lastProgressAt = now }
-        let frame = log.append(upTo: FrameEncoder.frameSizeBound(of: message)) { p in
-            FrameEncoder.encodeUnchecked(message, sequence: sequence, addingFlags: .sequenced, to: p)
-        }
-        outbox.append(Pending(sequence: sequence, queuedAt: now, frameEnd: frame.position + frame.length))
+        let frameEnd = log.append(message, sequence: sequence)
+        outbox.append(Pending(sequence: sequence, queuedAt: now, frameEnd: frameEnd))
         return nil
     }
 
@@ -306,8 +306,8 @@ public struct ReliableLinkCore: Sendable {
 
     /// One batch with acks coalesced: intermediate acks are cumulative and would be
     /// superseded by the last one, so at most one is sent, at the end.
-    private mutating func receive<A: Arrival>(arrivals: [A], now: MonotonicInstant, into actions: inout [Action],
-                                              deliver: (Int) -> Void) {
+    mutating func receive<A: Arrival>(arrivals: [A], now: MonotonicInstant, into actions: inout [Action],
+                                      deliver: (Int) -> Void) {
         coalescingAcks = true
         arrivals.withUnsafeBufferPointer { xs in
             for i in xs.indices where accept(xs[i], now: now, into: &actions) { deliver(i) }

@@ -15,7 +15,7 @@ public struct FrameEncoder: Sendable {
     /// The number of bytes `e` encodes to: the prefix, the fixed header, the fields that are
     /// set, and the payload.
     @inlinable
-    public static func frameSize(of e: Envelope) -> Int {
+    public static func frameSize(of e: borrowing Envelope) -> Int {
         FrameLayout.prefixSize + FrameLayout.headerSize(presence: FrameLayout.presence(of: e)) + e.payload.count
     }
 

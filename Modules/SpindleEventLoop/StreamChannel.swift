@@ -51,6 +51,8 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         var refusesWrites = false
         var closedError: EventLoopError? = nil
         var waiters: [CheckedContinuation<Result<Void, EventLoopError>, Never>] = []
+        /// Producers to call before the next flush takes the pending buffer (`requestPull`).
+        var pulls: [@Sendable () -> Void] = []
 
         /// Appends to the pending buffer (taken from the pool or created).
         @inline(__always)
@@ -63,12 +65,13 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             pending!.append(bytes)
         }
 
-        /// Frees every buffer held.
+        /// Frees every buffer held and forgets the pulls not run.
         mutating func discard() {
             pending?.free()
             pending = nil
             for b in pool { b.free() }
             pool = []
+            pulls = []
         }
 
         /// Counts `n` newly pending bytes; returns true when the caller must schedule a flush.
@@ -273,6 +276,31 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         return true
     }
 
+    /// Calls `pull` once on the loop thread at the end of this loop turn (or the next, when
+    /// asked from another thread), right before the channel takes its pending bytes to write:
+    /// what `pull` writes (with `writeInPlace`) goes out in that same write. For producers
+    /// that accumulate output of their own and hand it over in one piece per turn.
+    /// - Returns: false, and `pull` never runs, when the channel refuses writes (closing or closed).
+    package func requestPull(_ pull: @escaping @Sendable () -> Void) -> Bool {
+        let schedule = output.withLock { o -> Bool? in
+            guard !o.refusesWrites else { return nil }
+            o.pulls.append(pull)
+            if o.flushScheduled { return false }
+            o.flushScheduled = true
+            return true
+        }
+        guard let schedule else { return false }
+        if schedule { scheduleFlush() }
+        return true
+    }
+
+    /// Runs the pulls requested so far (loop thread, before a flush takes the pending bytes).
+    private func runPulls() {
+        var pulls: [@Sendable () -> Void] = []
+        output.withLock { o in swap(&pulls, &o.pulls) }
+        for pull in pulls { pull() }
+    }
+
     private func scheduleFlush() {
         if loop.inEventLoop {
             loop.scheduleFlush(self)
@@ -313,18 +341,21 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     /// Writes everything pending (loop thread, end of a loop turn).
     func flushPending() {
         guard !handleClosing else { return }
+        runPulls()
         // A large flush means a producer is streaming: stay scheduled and look again next loop
         // turn (the loop polls without blocking meanwhile), so producers on other threads do
         // not pay an eventfd write and this thread a wake-up per batch. The first turn that
         // finds nothing pending ends it.
         var stayScheduled = false
         let taken = output.withLock { o -> ByteBuffer? in
+            // A pull requested since `runPulls` found the flush scheduled: keep it scheduled.
+            stayScheduled = !o.pulls.isEmpty
             guard let p = o.pending, p.count > 0 else {
-                o.flushScheduled = false
+                if !stayScheduled { o.flushScheduled = false }
                 return nil
             }
             o.pending = nil
-            stayScheduled = p.count >= Self.streamingFlushBytes
+            if p.count >= Self.streamingFlushBytes { stayScheduled = true }
             if !stayScheduled { o.flushScheduled = false }
             return p
         }

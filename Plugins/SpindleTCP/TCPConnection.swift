@@ -150,6 +150,14 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// Sends only queue bytes; handlers run on the loop thread, never inside `send`.
     var deliversDuringSend: Bool { false }
 
+    /// Pulls run on the loop thread at the end of the turn, before the stream's write.
+    var supportsWritePulls: Bool { true }
+
+    func requestWritePull(_ pull: @escaping @Sendable () -> Void) -> Bool {
+        if closing.load(ordering: .acquiring) { return false }
+        return channel.requestPull(pull)
+    }
+
     /// The transport's configured `maxFrameSize` (clamped as the codec clamps it).
     var maximumFrameSize: Int { maxFrameSize }
 

@@ -45,6 +45,44 @@ import Testing
         }
     }
 
+    @Test func queuedFramesWaitForTakeUnsentAndGoOutOnceInOrder() throws {
+        var (a, _) = establishedPair()
+        for i in 0..<10 { #expect(a.queue(message(i), now: .zero) == nil) }
+        #expect(a.queue(contentsOf: (10..<25).map(message), now: .zero).accepted == 15)
+        #expect(a.hasUnsent)
+        var frames: [UInt8] = []
+        a.takeUnsent { frames.append(contentsOf: $0) }
+        #expect(!a.hasUnsent)
+        a.takeUnsent { _ in Issue.record("nothing is left to take") }
+        // An action-based send after more queued frames carries those first, then its own.
+        _ = a.queue(message(25), now: .zero)
+        var actions: [ReliableLinkCore.Action] = []
+        #expect(a.send(message(26), now: .zero, into: &actions) == nil)
+        #expect(!a.hasUnsent)
+        var decoded = try frames.withUnsafeBytes { try FrameDecoder.wholeFrames($0) }
+        for case .transmit(let e) in actions { decoded.append(e) }
+        #expect(decoded.map(\.sequence) == Array(1...27))
+        #expect(decoded.map(\.correlation) == (0..<27).map { UInt64($0 * 3) })
+    }
+
+    @Test func framesQueuedWhileDisconnectedGoOutWithTheRetransmissionNotTakeUnsent() {
+        var (a, b) = establishedPair()
+        _ = a.handle(.disconnected("cut"), now: .zero)
+        for i in 0..<3 { _ = a.queue(message(i), now: .zero) }
+        #expect(!a.hasUnsent)
+        // Reconnect: the handshake retransmits everything unacknowledged as actions.
+        _ = a.handle(.tick, now: .zero + .seconds(10))
+        var resent: [Envelope] = []
+        for case .transmit(let hello) in a.handle(.connected, now: .zero + .seconds(10)) {
+            for case .transmit(let reply) in b.handle(.received(hello), now: .zero + .seconds(10)) {
+                for case .transmit(let e) in a.handle(.received(reply), now: .zero + .seconds(10)) { resent.append(e) }
+            }
+        }
+        #expect(a.phase == .established)
+        #expect(resent.map(\.sequence) == [1, 2, 3])
+        #expect(!a.hasUnsent)
+    }
+
     @Test func directSendBeforeTheHandshakeOnlyQueues() {
         let session = SessionID.generate()
         var a = ReliableLinkCore(role: .initiator, session: session)

@@ -81,6 +81,11 @@ public final class ReliableLink: Sendable {
         var connection: (any TransportConnection)?
         /// `connection` may be sent to while the lock is held (its sends never run handlers).
         var sendsUnderLock = false
+        /// `connection` pulls what it writes (and sends under the lock): sends only queue their
+        /// frames in the core, and one pull per loop turn hands them over (`pull`).
+        var pulls = false
+        /// A pull has been requested from `connection` and has not run yet.
+        var pullRequested = false
         var epoch: UInt64 = 0
         /// Actions not yet performed, in order. Transmits in it are for `connection`: when the
         /// connection changes they are purged (they could only fail on the old one, and the
@@ -162,7 +167,14 @@ public final class ReliableLink: Sendable {
         let now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         var error: ReliableLinkError? = nil
         var refusal: Refusal? = nil
+        var pull: PullRequest? = nil
         var claimed: Claimed? = state.withLock { s in
+            if s.pulls {
+                // The frame waits in the core; the connection's next pull takes it.
+                error = s.core.queue(message, now: now)
+                pull = Self.pullRequest(&s)
+                return nil
+            }
             if let direct = Self.directSender(s) {
                 // Nothing queued or in flight: the frame goes to the connection now, in order.
                 error = s.core.send(message, now: now) { refusal = direct.transmit($0) }
@@ -171,6 +183,7 @@ public final class ReliableLink: Sendable {
             if let e = s.core.send(message, now: now, into: &s.work) { error = e; return nil }
             return Self.enqueue(&s)
         }
+        if let pull { request(pull) }
         if let refusal { transmitRefused(refusal) }
         if let error { throw error }
         // `take()` leaves no second reference behind, so the batch stays unique (no copy).
@@ -199,8 +212,14 @@ public final class ReliableLink: Sendable {
         }
         var error: ReliableLinkError? = nil
         var refusal: Refusal? = nil
+        var pull: PullRequest? = nil
         let admitted = accepted == messages.count ? messages : Array(messages[..<accepted])
         var claimed: Claimed? = state.withLock { s in
+            if s.pulls {
+                error = s.core.queue(contentsOf: admitted, now: now).error
+                pull = Self.pullRequest(&s)
+                return nil
+            }
             if let direct = Self.directSender(s) {
                 error = s.core.send(contentsOf: admitted, now: now) { refusal = direct.transmit($0) }.error
                 return nil
@@ -208,6 +227,7 @@ public final class ReliableLink: Sendable {
             error = s.core.send(contentsOf: admitted, now: now, into: &s.work).error
             return Self.enqueue(&s)
         }
+        if let pull { request(pull) }
         if let refusal { transmitRefused(refusal) }
         if let c = claimed.take() { flush(c) }
         if let error { throw error }
@@ -493,6 +513,8 @@ public final class ReliableLink: Sendable {
     private static func setConnection(_ c: (any TransportConnection)?, _ s: inout State) {
         s.connection = c
         s.sendsUnderLock = c.map { !$0.deliversDuringSend } ?? false
+        s.pulls = s.sendsUnderLock && c?.supportsWritePulls == true
+        s.pullRequested = false
         s.epoch &+= 1
         s.work.removeAll { action in
             switch action {
@@ -519,6 +541,44 @@ public final class ReliableLink: Sendable {
         func transmit(_ frames: UnsafeRawBufferPointer) -> Refusal? {
             Refusal.attempt(connection, epoch) { () throws(TransportError) in try connection.send(encodedFrames: frames) }
         }
+    }
+
+    /// A pull to ask `connection` for (see `pullRequest`).
+    private struct PullRequest: Sendable {
+        let connection: any TransportConnection
+        let epoch: UInt64
+    }
+
+    /// The pull to request after a send queued frames, when none is pending: with the lock
+    /// released, `request` asks the connection for it.
+    private static func pullRequest(_ s: inout State) -> PullRequest? {
+        guard s.pulls, !s.pullRequested, s.core.hasUnsent, let connection = s.connection else { return nil }
+        s.pullRequested = true
+        return PullRequest(connection: connection, epoch: s.epoch)
+    }
+
+    /// Asks the connection to pull; when it refuses (it is closing, and its `onClose` will
+    /// report that), the frames stay in the core for the retransmission after the next handshake.
+    private func request(_ p: PullRequest) {
+        let epoch = p.epoch
+        if p.connection.requestWritePull({ [self] in pull(epoch: epoch) }) { return }
+        state.withLock { s in
+            if s.epoch == epoch { s.pullRequested = false }
+        }
+    }
+
+    /// A connection's pull (on its writing thread): hands it every frame queued since the last
+    /// one, unless a flusher is performing earlier actions — it then sends them when it ends,
+    /// after those actions, so transmissions keep the core's order.
+    private func pull(epoch: UInt64) {
+        var refusal: Refusal? = nil
+        state.withLock { s in
+            guard s.epoch == epoch else { return }
+            s.pullRequested = false
+            guard let direct = Self.directSender(s) else { return }
+            s.core.takeUnsent { refusal = direct.transmit($0) }
+        }
+        if let refusal { transmitRefused(refusal) }
     }
 
     /// Claims the flusher role and takes the work when nobody is flushing (so the common case
@@ -548,6 +608,8 @@ public final class ReliableLink: Sendable {
         var connection = claimed.connection
         var epoch = claimed.epoch
         var refusal: Refusal? = nil
+        // A refusal of the frames queued (in pull mode) while this flusher ran; see below.
+        var lateRefusal: Refusal? = nil
         // Consecutive transmits go to the transport as one `send(contentsOf:)`.
         var transmits: [Envelope] = []
         // A failed send on a closing connection is reported by its onClose; any other
@@ -590,6 +652,11 @@ public final class ReliableLink: Sendable {
                 if s.work.isEmpty {
                     s.flushing = false
                     swap(&batch, &s.spare)
+                    // Frames queued while this flusher ran (pulls leave them to it) go out
+                    // now, after its actions.
+                    if s.pulls, let direct = Self.directSender(s) {
+                        s.core.takeUnsent { lateRefusal = direct.transmit($0) }
+                    }
                     return false
                 }
                 swap(&batch, &s.work)
@@ -600,6 +667,7 @@ public final class ReliableLink: Sendable {
             }
             if !more {
                 if let refusal { transmitRefused(refusal) }
+                if let lateRefusal { transmitRefused(lateRefusal) }
                 return
             }
         }

@@ -17,10 +17,11 @@ import DequeModule
 ///
 /// Unacknowledged messages are kept encoded, as their frames (`FrameLog`): a send encodes
 /// once, an ack only moves the log's start, and the rare retransmission or return decodes.
-/// Besides the action-based `send` and `.receivedBatch`, two direct forms serve a shell on
-/// its fast path: `send(_:now:transmit:)` hands the new frame straight to the connection,
-/// and `receive(batch:now:into:deliver:)` names the envelopes to deliver instead of copying
-/// them into `.deliver` actions.
+/// Besides the action-based `send` and `.receivedBatch`, direct forms serve a shell on its
+/// fast path: `send(_:now:transmit:)` hands the new frame straight to the connection;
+/// `queue(_:now:)` keeps it in the log until `takeUnsent` hands over everything queued since
+/// (for a connection that pulls its writes); `receive(batch:now:into:deliver:)` names the
+/// envelopes to deliver instead of copying them into `.deliver` actions.
 public struct ReliableLinkCore: Sendable {
     public enum Role: Sendable, Equatable { case initiator, acceptor }
 
@@ -125,6 +126,9 @@ public struct ReliableLinkCore: Sendable {
     private var outbox: Deque<Pending> = []
     /// Their frames, in the same order.
     private var log = FrameLog()
+    /// Frames from here to the log's end have not been transmitted on the current connection
+    /// (`queue` leaves them for `takeUnsent`; every other send path transmits at once).
+    private var unsentFrom = 0
     private var nextSequence: UInt64 = 1
     /// Next sequence to deliver.
     private var expected: UInt64 = 1
@@ -209,12 +213,18 @@ public struct ReliableLinkCore: Sendable {
     /// - Returns: nil, or the error when the link is closed or its queue is full.
     public mutating func send(_ message: Envelope, now: MonotonicInstant,
                               into actions: inout [Action]) -> ReliableLinkError? {
+        let from = log.end
         if let error = withUnsafePointer(to: message, { enqueue($0, now: now) }) { return error }
         if phase == .established {
+            // Frames left by `queue` go first (decoded; a shell mixes the two forms rarely).
+            if unsentFrom < from {
+                for e in log.envelopes(from: unsentFrom, to: from) { actions.append(.transmit(e)) }
+            }
             var e = message
             e.sequence = nextSequence - 1
             e.flags.insert(.sequenced)
             actions.append(.transmit(e))
+            unsentFrom = log.end
         }
         return nil
     }
@@ -225,9 +235,8 @@ public struct ReliableLinkCore: Sendable {
     /// sending the frame now keeps the order.
     public mutating func send(_ message: Envelope, now: MonotonicInstant,
                               transmit: (UnsafeRawBufferPointer) -> Void) -> ReliableLinkError? {
-        let from = log.end
-        if let error = withUnsafePointer(to: message, { enqueue($0, now: now) }) { return error }
-        transmitNew(from: from, transmit)
+        if let error = queue(message, now: now) { return error }
+        takeUnsent(transmit)
         return nil
     }
 
@@ -235,22 +244,41 @@ public struct ReliableLinkCore: Sendable {
     /// accepted to `transmit` in one call when the link is established.
     public mutating func send(contentsOf messages: [Envelope], now: MonotonicInstant,
                               transmit: (UnsafeRawBufferPointer) -> Void) -> (accepted: Int, error: ReliableLinkError?) {
-        let from = log.end
-        let result = messages.withUnsafeBufferPointer { ms -> (Int, ReliableLinkError?) in
+        let result = queue(contentsOf: messages, now: now)
+        takeUnsent(transmit)
+        return result
+    }
+
+    /// Accepts a message for sending without transmitting it: its frame waits in the log until
+    /// `takeUnsent` hands it over, with every other frame queued since. For a shell whose
+    /// connection pulls what it writes (`TransportConnection.requestWritePull`).
+    /// - Returns: nil, or the error when the link is closed or its queue is full.
+    public mutating func queue(_ message: Envelope, now: MonotonicInstant) -> ReliableLinkError? {
+        withUnsafePointer(to: message) { enqueue($0, now: now) }
+    }
+
+    /// Accepts messages like `queue(_:now:)`, in order; stops at the first refused one.
+    /// - Returns: how many were accepted, and the error that stopped the rest (nil when all were).
+    public mutating func queue(contentsOf messages: [Envelope], now: MonotonicInstant) -> (accepted: Int, error: ReliableLinkError?) {
+        messages.withUnsafeBufferPointer { ms -> (Int, ReliableLinkError?) in
             guard let base = ms.baseAddress else { return (0, nil) }
             for i in 0..<ms.count {
                 if let error = enqueue(base + i, now: now) { return (i, error) }
             }
             return (ms.count, nil)
         }
-        transmitNew(from: from, transmit)
-        return result
     }
 
-    /// Hands the frames appended since `from` to `transmit` when established.
-    private mutating func transmitNew(from: Int, _ transmit: (UnsafeRawBufferPointer) -> Void) {
-        guard phase == .established, log.end > from else { return }
-        log.withBytes(from: from, to: log.end, transmit)
+    /// True when established with frames queued and not yet handed to `takeUnsent`.
+    public var hasUnsent: Bool { phase == .established && unsentFrom < log.end }
+
+    /// When established, hands every frame not yet transmitted on this connection to
+    /// `transmit` (in one call, valid only during it) and counts them as transmitted. Frames
+    /// queued while not established are sent by the retransmission after the handshake.
+    public mutating func takeUnsent(_ transmit: (UnsafeRawBufferPointer) -> Void) {
+        guard hasUnsent else { return }
+        log.withBytes(from: unsentFrom, to: log.end, transmit)
+        unsentFrom = log.end
     }
 
     /// Numbers `message` and appends its frame to the log. (The envelope comes by pointer: see
@@ -401,8 +429,7 @@ public struct ReliableLinkCore: Sendable {
         guard let first = outbox.first?.sequence, first <= n else { return }
         // Sequences in the outbox are consecutive: drop the first n - first + 1 at once.
         let count = Int(n - first) + 1
-        log.drop(upTo: outbox[count - 1].frameEnd)
-        outbox.removeFirst(count)
+        dropFrames(count: count)
         lastProgressAt = now
     }
 
@@ -410,6 +437,7 @@ public struct ReliableLinkCore: Sendable {
         let envelopes = pendingEnvelopes(count: outbox.count)
         actions.reserveCapacity(actions.count + envelopes.count)
         for e in envelopes { actions.append(.transmit(e)) }
+        unsentFrom = log.end
         if counting { retransmitted += outbox.count }
     }
 
@@ -503,9 +531,15 @@ public struct ReliableLinkCore: Sendable {
     private mutating func returned(count: Int) -> [Envelope] {
         var envelopes = pendingEnvelopes(count: count)
         for i in envelopes.indices { envelopes[i].flags.remove(.sequenced) }
+        dropFrames(count: count)
+        return envelopes
+    }
+
+    /// Forgets the first `count` pending messages and their frames.
+    private mutating func dropFrames(count: Int) {
         log.drop(upTo: outbox[count - 1].frameEnd)
         outbox.removeFirst(count)
-        return envelopes
+        unsentFrom = max(unsentFrom, log.start)
     }
 
     private mutating func violation(_ what: String, into actions: inout [Action]) {

@@ -178,6 +178,20 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// transport that does not say); SpindleTCP's connections say false.
     var deliversDuringSend: Bool { get }
 
+    /// True when `requestWritePull` is supported. The default is false; SpindleTCP's
+    /// connections say true.
+    var supportsWritePulls: Bool { get }
+
+    /// Asks the connection to call `pull` once, on the thread that writes its stream, before
+    /// that thread next writes (SpindleTCP: at the end of the loop turn, in the same write as
+    /// everything else sent during the turn). In `pull` a sender that keeps its messages
+    /// encoded (a reliable link) hands over everything accumulated since it asked, with one
+    /// `send(encodedFrames:)`: it pays for the connection's write lock and wake-up once per
+    /// pull instead of once per message. `pull` never runs inside this call.
+    /// - Returns: false when `pull` will not run: the connection does not support pulls (the
+    ///   default) or refuses writes (it is closing; its `onClose` says why).
+    func requestWritePull(_ pull: @escaping @Sendable () -> Void) -> Bool
+
     /// Suspends while the connection's write queue is above its high watermark and returns when
     /// it has drained below the low watermark (backpressure for bulk senders).
     /// - Throws: `TransportError.closed` if the connection closes while waiting.
@@ -226,6 +240,10 @@ extension TransportConnection {
     public var deliversDuringSend: Bool { true }
 
     public var maximumFrameSize: Int { FrameLayout.largestFrameSize }
+
+    public var supportsWritePulls: Bool { false }
+
+    public func requestWritePull(_ pull: @escaping @Sendable () -> Void) -> Bool { false }
 
     public func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
         for e in envelopes { try send(e) }

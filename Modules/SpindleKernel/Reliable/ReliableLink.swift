@@ -441,11 +441,7 @@ public final class ReliableLink: Sendable {
         guard let c = claimed.take() else { return }
         if !deliver.isEmpty, let handler = handlerSlot.handler {
             arrivals.withUnsafeBufferPointer { xs in
-                for i in deliver {
-                    var e = xs[i].envelope
-                    e.flags.remove(.sequenced)
-                    handler.onDeliver(e)
-                }
+                for i in deliver { handler.onDeliver(xs[i].delivered) }
             }
         }
         flush(c)

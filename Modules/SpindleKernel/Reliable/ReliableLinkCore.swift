@@ -308,11 +308,7 @@ public struct ReliableLinkCore: Sendable {
         actions.reserveCapacity(actions.count + batch.count)
         var deliver: [Int] = []
         receive(batch: batch, now: now, into: &actions) { deliver.append($0) }
-        for i in deliver {
-            var d = batch[i]
-            d.flags.remove(.sequenced)
-            actions.append(.deliver(d))
-        }
+        for i in deliver { actions.append(.deliver(batch[i].delivered)) }
     }
 
     /// Handles a batch of arrivals like the `.receivedBatch` event, except that the envelopes
@@ -345,11 +341,7 @@ public struct ReliableLinkCore: Sendable {
     }
 
     private mutating func received(_ e: Envelope, now: MonotonicInstant, into actions: inout [Action]) {
-        if accept(e, now: now, into: &actions) {
-            var d = e
-            d.flags.remove(.sequenced)
-            actions.append(.deliver(d))
-        }
+        if accept(e, now: now, into: &actions) { actions.append(.deliver(e.delivered)) }
     }
 
     /// Handles one arrival from its header fields (a control envelope is copied out whole);
@@ -555,10 +547,21 @@ protocol Arrival {
     var sequence: UInt64 { get }
     /// The arrival as an owned envelope (control envelopes are handled whole).
     var envelope: Envelope { get }
+    /// The arrival as the application receives it: owned, without the `sequenced` flag.
+    var delivered: Envelope { get }
 }
 
 extension Envelope: Arrival {
     var envelope: Envelope { self }
+
+    var delivered: Envelope {
+        var e = self
+        e.flags.remove(.sequenced)
+        return e
+    }
 }
 
-extension EnvelopeView: Arrival {}
+extension EnvelopeView: Arrival {
+    @inline(__always)
+    var delivered: Envelope { envelope(removing: .sequenced) }
+}

@@ -48,8 +48,13 @@ public struct EnvelopeView {
     /// element, a result): returned from a call, it was written one field at a time and copied
     /// on at once in wider moves, which stalls store-to-load forwarding per envelope.
     @inlinable @inline(__always)
-    public var envelope: Envelope {
-        var e = Envelope(protocolTag: protocolTag, kind: kind, flags: flags, correlation: correlation,
+    public var envelope: Envelope { envelope(removing: []) }
+
+    /// `envelope` with `removed` cleared from its flags, set as it is built (a flag cleared
+    /// afterwards made callers copy the whole envelope again, stalling as above).
+    @usableFromInline @inline(__always)
+    func envelope(removing removed: EnvelopeFlags) -> Envelope {
+        var e = Envelope(protocolTag: protocolTag, kind: kind, flags: flags.subtracting(removed), correlation: correlation,
                          sequence: sequence, stamp: stamp, deadlineBudgetNanos: deadlineBudgetNanos,
                          payload: payload.isEmpty ? [] : Array(payload.assumingMemoryBound(to: UInt8.self)))
         // The identifiers are copied field by field: passed whole, each optional went through

@@ -52,7 +52,7 @@ public struct EnvelopeView {
 
     /// `envelope` with `removed` cleared from its flags, set as it is built (a flag cleared
     /// afterwards made callers copy the whole envelope again, stalling as above).
-    @usableFromInline @inline(__always)
+    @inlinable @inline(__always)
     func envelope(removing removed: EnvelopeFlags) -> Envelope {
         var e = Envelope(protocolTag: protocolTag, kind: kind, flags: flags.subtracting(removed), correlation: correlation,
                          sequence: sequence, stamp: stamp, deadlineBudgetNanos: deadlineBudgetNanos,

@@ -9,7 +9,7 @@ import Synchronization
 private let payloadSize = 64
 private let pingPongTrips = 5_000
 private let pumpMessages = 2_000_000
-private let linkMessages = 200_000
+private let linkMessages = 1_000_000
 private let rounds = 5
 
 let transportSuite = BenchSuite(name: "transport") { reporter in

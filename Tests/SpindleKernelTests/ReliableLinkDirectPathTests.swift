@@ -108,6 +108,25 @@ import Testing
         #expect(!out.contains { if case .deliver = $0 { return true } else { return false } })
     }
 
+    @Test func aRunOfInOrderDataIsAcknowledgedOnceAtTheEndOfTheBatch() {
+        var (a, b) = establishedPair(.init(ackEvery: 4))
+        var actions: [ReliableLinkCore.Action] = []
+        _ = a.send(contentsOf: (0..<6).map(message), now: .zero, into: &actions)
+        var data: [Envelope] = []
+        for case .transmit(let e) in actions { data.append(e) }
+        var out: [ReliableLinkCore.Action] = []
+        var delivered: [Int] = []
+        b.receive(batch: Array(data[0..<5]), now: .zero, into: &out) { delivered.append($0) }
+        #expect(delivered == [0, 1, 2, 3, 4])
+        var acks: [UInt64] = []
+        for case .transmit(let e) in out where e.protocolTag == .reliable && e.kind == ReliableWire.ack { acks.append(e.sequence) }
+        #expect(acks == [5])
+        // One more arrival is below `ackEvery` again: no ack until the delay passes.
+        out = []
+        b.receive(batch: [data[5]], now: .zero, into: &out) { delivered.append($0) }
+        #expect(delivered.last == 0 && b.deliveredUpTo == 6 && out.isEmpty)
+    }
+
     /// Thousands of frames through the log with acks and connection losses interleaved: the
     /// log grows, compacts and is copied (copy-on-write), and every retransmission decodes
     /// to what was sent.

@@ -421,7 +421,8 @@ public final class ReliableLink: Sendable {
         } else {
             now = MonotonicInstant(nanoseconds: coarseNow.load(ordering: .relaxed))
         }
-        var deliver: [Int] = []
+        // Runs of consecutive indices to deliver (usually one per batch).
+        var deliver: [Range<Int>] = []
         let low = configuration.writableLowWatermark
         var released = Released()
         var claimed = state.withLock { s -> Claimed? in
@@ -431,7 +432,6 @@ public final class ReliableLink: Sendable {
                 released = Self.releasedWaiters(&s, low: low)
                 return Self.enqueue(&s)
             }
-            deliver.reserveCapacity(arrivals.count)
             s.core.receive(arrivals: arrivals, now: now, into: &s.work) { deliver.append($0) }
             released = Self.releasedWaiters(&s, low: low)
             // With deliveries, this thread becomes the flusher: they come first, then the work.
@@ -441,7 +441,9 @@ public final class ReliableLink: Sendable {
         guard let c = claimed.take() else { return }
         if !deliver.isEmpty, let handler = handlerSlot.handler {
             arrivals.withUnsafeBufferPointer { xs in
-                for i in deliver { handler.onDeliver(xs[i].delivered) }
+                for run in deliver {
+                    for i in run { handler.onDeliver(xs[i].delivered) }
+                }
             }
         }
         flush(c)

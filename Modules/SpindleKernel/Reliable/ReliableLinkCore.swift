@@ -328,13 +328,44 @@ public struct ReliableLinkCore: Sendable {
         receive(arrivals: views, now: now, into: &actions, deliver: deliver)
     }
 
-    /// One batch with acks coalesced: intermediate acks are cumulative and would be
-    /// superseded by the last one, so at most one is sent, at the end.
+    /// `receive(arrivals:now:into:deliverRuns:)` reporting one index at a time.
     mutating func receive<A: Arrival>(arrivals: [A], now: MonotonicInstant, into actions: inout [Action],
                                       deliver: (Int) -> Void) {
+        receive(arrivals: arrivals, now: now, into: &actions) { run in
+            for i in run { deliver(i) }
+        }
+    }
+
+    /// One batch with acks coalesced: intermediate acks are cumulative and would be
+    /// superseded by the last one, so at most one is sent, at the end. The arrivals to
+    /// deliver are reported as runs of consecutive indices, in order. A run of in-order data
+    /// (the usual batch is one) is checked field by field without the general path's
+    /// per-arrival bookkeeping; anything else goes through `accept` one by one.
+    mutating func receive<A: Arrival>(arrivals: [A], now: MonotonicInstant, into actions: inout [Action],
+                                      deliverRuns: (Range<Int>) -> Void) {
         coalescingAcks = true
         arrivals.withUnsafeBufferPointer { xs in
-            for i in xs.indices where accept(xs[i], now: now, into: &actions) { deliver(i) }
+            var i = 0
+            while i < xs.count {
+                if phase == .established {
+                    let start = i
+                    var next = expected
+                    while i < xs.count, xs[i].protocolTag != .reliable, xs[i].flags.contains(.sequenced),
+                          xs[i].sequence == next {
+                        next &+= 1
+                        i += 1
+                    }
+                    if i > start {
+                        expected = next
+                        unacknowledged += i - start
+                        if firstUnacknowledgedAt == nil { firstUnacknowledgedAt = now }
+                        deliverRuns(start..<i)
+                        continue
+                    }
+                }
+                if accept(xs[i], now: now, into: &actions) { deliverRuns(i..<(i + 1)) }
+                i += 1
+            }
         }
         coalescingAcks = false
         if phase == .established && unacknowledged >= configuration.ackEvery { sendAck(into: &actions) }

@@ -11,20 +11,7 @@ import Testing
 struct ReliablePullTests {
     @Test("a link whose TCP connection is cut three times mid-stream delivers 10 000 messages once each, in order")
     func cutsMidStream() async throws {
-        try await withTransport { transport, _ in
-            let delivered = Collector<UInt64>()
-            let listener = try await ReliableListener.listen(over: transport, on: .tcp(host: "127.0.0.1", port: 0)) { _ in
-                ReliableLink.Handler(onDeliver: { delivered.append($0.correlation) }, onUndeliverable: { _, _ in })
-            }
-            let cuttable = CuttableTransport(transport)
-            var config = ReliableLink.Configuration()
-            config.core.initialBackoff = .milliseconds(1)
-            config.writableHighWatermark = 1_000
-            config.writableLowWatermark = 500
-            let returned = Collector<UInt64>()
-            let link = ReliableLink.connect(over: cuttable, to: listener.address, configuration: config,
-                                            handler: .init(onDeliver: { _ in },
-                                                           onUndeliverable: { es, _ in for e in es { returned.append(e.correlation) } }))
+        try await withCuttableLink(highWatermark: 1_000) { link, cuttable, delivered, returned in
             for n in UInt64(1)...10_000 {
                 try link.send(Envelope(protocolTag: .application, kind: 1, correlation: n, payload: [UInt8](repeating: 3, count: 40)))
                 if n % 2_500 == 0 && n < 10_000 {
@@ -40,23 +27,12 @@ struct ReliablePullTests {
             #expect(cuttable.pullCount > 0, "sends went through pulls")
             #expect(link.statistics.reconnects >= 3)
             #expect(returned.items.isEmpty)
-            await link.shutdown()
-            await listener.shutdown()
         }
     }
 
     @Test("a pull requested just before its connection closes is dropped without losing the queued messages")
     func pullOnAClosingConnection() async throws {
-        try await withTransport { transport, _ in
-            let delivered = Collector<UInt64>()
-            let listener = try await ReliableListener.listen(over: transport, on: .tcp(host: "127.0.0.1", port: 0)) { _ in
-                ReliableLink.Handler(onDeliver: { delivered.append($0.correlation) }, onUndeliverable: { _, _ in })
-            }
-            let cuttable = CuttableTransport(transport)
-            var config = ReliableLink.Configuration()
-            config.core.initialBackoff = .milliseconds(1)
-            let link = ReliableLink.connect(over: cuttable, to: listener.address, configuration: config,
-                                            handler: .init(onDeliver: { _ in }, onUndeliverable: { _, _ in }))
+        try await withCuttableLink { link, cuttable, delivered, returned in
             try link.send(Envelope(protocolTag: .application, kind: 1, correlation: 1))
             _ = try await delivered.wait(count: 1, timeout: .seconds(10), "first delivery")
             // Each send asks for a pull and the cut follows at once: the pull may find its
@@ -67,6 +43,34 @@ struct ReliablePullTests {
             }
             let got = try await delivered.wait(count: 6, timeout: .seconds(20), "all deliveries")
             #expect(got == Array(1...6))
+            #expect(returned.items.isEmpty)
+        }
+    }
+
+    /// Runs `body` with a link whose connections the test can cut (reconnecting after 1 ms),
+    /// the correlations its peer delivered, and those handed back as undeliverable; shuts
+    /// both ends down afterwards.
+    private func withCuttableLink(highWatermark: Int = 65_536,
+                                  _ body: (ReliableLink, CuttableTransport, Collector<UInt64>, Collector<UInt64>) async throws -> Void) async throws {
+        try await withTransport { transport, _ in
+            let delivered = Collector<UInt64>()
+            let listener = try await ReliableListener.listen(over: transport, on: .tcp(host: "127.0.0.1", port: 0)) { _ in
+                ReliableLink.Handler(onDeliver: { delivered.append($0.correlation) }, onUndeliverable: { _, _ in })
+            }
+            let cuttable = CuttableTransport(transport)
+            var config = ReliableLink.Configuration(writableHighWatermark: highWatermark, writableLowWatermark: highWatermark / 2)
+            config.core.initialBackoff = .milliseconds(1)
+            let returned = Collector<UInt64>()
+            let link = ReliableLink.connect(over: cuttable, to: listener.address, configuration: config,
+                                            handler: .init(onDeliver: { _ in },
+                                                           onUndeliverable: { es, _ in for e in es { returned.append(e.correlation) } }))
+            do {
+                try await body(link, cuttable, delivered, returned)
+            } catch {
+                await link.shutdown()
+                await listener.shutdown()
+                throw error
+            }
             await link.shutdown()
             await listener.shutdown()
         }

@@ -290,8 +290,7 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             return true
         }
         guard let schedule else { return false }
-        if schedule { scheduleFlush() }
-        return true
+        return !schedule || scheduleFlush()
     }
 
     /// Runs the pulls requested so far (loop thread, before a flush takes the pending bytes).
@@ -301,13 +300,18 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         for pull in pulls { pull() }
     }
 
-    private func scheduleFlush() {
+    /// Asks the loop for a flush at the end of its turn.
+    /// - Returns: false when the loop is gone (its shutdown closed this channel and reported
+    ///   it via onClose): what is pending, pulls included, is discarded.
+    @discardableResult
+    private func scheduleFlush() -> Bool {
         if loop.inEventLoop {
             loop.scheduleFlush(self)
         } else if !loop.requestFlush(self) {
-            // The loop is gone: its shutdown closed this channel and reported it via onClose.
             output.withLock { o in o.discard() }
+            return false
         }
+        return true
     }
 
     /// False while more than the high watermark of bytes is queued (until it drains to the low one).

@@ -246,7 +246,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// Closes the channel (after `recordClose` recorded a reason). Any thread.
     func closeChannel() {
         // Frames sent before this point are in the channel's pending buffer: closing the
-        // channel flushes them before it closes the socket.
+        // channel flushes them before it closes the socket. (A reliable link's frames not yet
+        // pulled stay in the link, which retransmits them on its next connection.)
         if loop.inEventLoop {
             closeStarted = true
             channel.close()

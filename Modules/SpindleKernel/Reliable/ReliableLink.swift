@@ -567,7 +567,9 @@ public final class ReliableLink: Sendable {
 
     /// A connection's pull (on its writing thread): hands it every frame queued since the last
     /// one, unless a flusher is performing earlier actions — it then sends them when it ends,
-    /// after those actions, so transmissions keep the core's order.
+    /// after those actions, so transmissions keep the core's order. Frames handed over count
+    /// as sent even when the connection turns out closed (`.closed`): its `onClose` then
+    /// reports the loss, and the handshake of the next connection retransmits them.
     private func pull(epoch: UInt64) {
         var refusal: Refusal? = nil
         state.withLock { s in
@@ -651,8 +653,9 @@ public final class ReliableLink: Sendable {
                     s.flushing = false
                     swap(&batch, &s.spare)
                     // Frames queued while this flusher ran (pulls leave them to it) go out
-                    // now, after its actions.
-                    if s.pulls, let direct = Self.directSender(s) {
+                    // now, after its actions — unless the connection refused one of them
+                    // (it is being closed: the frames go with the retransmission).
+                    if s.pulls, refusal == nil || epoch != s.epoch, let direct = Self.directSender(s) {
                         s.core.takeUnsent { lateRefusal = direct.transmit($0) }
                     }
                     return false

@@ -49,10 +49,7 @@ struct TCPTransportTests {
 
     @Test("10 000 envelopes come back in the order they were sent")
     func fifo() async throws {
-        try await withTransport { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
-            let (received, _) = collect(conn)
+        try await withEchoClient { conn, received, _ in
             let n = 10_000
             for i in 0..<n {
                 try conn.send(envelope(i, payload: [UInt8(truncatingIfNeeded: i)]))
@@ -120,10 +117,7 @@ struct TCPTransportTests {
     func largePayload() async throws {
         var config = TCPTransport.Configuration()
         config.maxFrameSize = 1 << 20
-        try await withTransport(config) { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
-            let (received, _) = collect(conn)
+        try await withEchoClient(config) { conn, received, _ in
             let fits = (1 << 20) - FrameEncoder.frameSize(of: envelope(1, payload: []))
             let big = envelope(1, payload: (0..<fits).map { UInt8(truncatingIfNeeded: $0 &* 31) })
             try conn.send(big)

@@ -44,10 +44,7 @@ struct TCPViewAndBatchTests {
 
     @Test("send(contentsOf:) delivers a batch in order, interleaved correctly with single sends")
     func batchInOrder() async throws {
-        try await withTransport { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
-            let (received, _) = collect(conn)
+        try await withEchoClient { conn, received, _ in
             let first = (0..<300).map(Self.mixed)
             try conn.send(contentsOf: Array(first[..<100]))
             try conn.send(first[100])
@@ -62,10 +59,7 @@ struct TCPViewAndBatchTests {
     func batchRefusedWhole() async throws {
         var config = TCPTransport.Configuration()
         config.maxFrameSize = 4096
-        try await withTransport(config) { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
-            let (received, _) = collect(conn)
+        try await withEchoClient(config) { conn, received, _ in
             let big = envelope(2, payload: [UInt8](repeating: 1, count: 5000))
             let bigSize = FrameEncoder.frameSize(of: big)
             #expect(throws: TransportError.frameTooLarge(size: bigSize, limit: 4096)) {
@@ -79,11 +73,8 @@ struct TCPViewAndBatchTests {
 
     @Test("send(encodedFrames:) carries pre-encoded frames as they are, in order with other sends")
     func encodedFramesArrive() async throws {
-        try await withTransport { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
+        try await withEchoClient { conn, received, _ in
             #expect(!conn.deliversDuringSend)
-            let (received, _) = collect(conn)
             let sent = (0..<200).map(Self.mixed)
             var frames: [UInt8] = []
             for e in sent[1..<199] { try FrameEncoder().encode(e, into: &frames) }
@@ -99,10 +90,7 @@ struct TCPViewAndBatchTests {
     func encodedFramesRefused() async throws {
         var config = TCPTransport.Configuration()
         config.maxFrameSize = 4096
-        try await withTransport(config) { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
-            let (received, closes) = collect(conn)
+        try await withEchoClient(config) { conn, received, closes in
             let good = try FrameEncoder().encode(envelope(1))
             // A whole frame followed by half of another.
             let truncated = good + good.prefix(5)
@@ -177,10 +165,7 @@ struct TCPViewAndBatchTests {
 
     @Test("sends after close fail with the close reason, single and batched")
     func sendAfterClose() async throws {
-        try await withTransport { transport, _ in
-            let listener = try await listenEcho(transport)
-            let conn = try await transport.connect(to: listener.address)
-            let (_, closes) = collect(conn)
+        try await withEchoClient { conn, _, closes async throws in
             conn.close()
             #expect(try await closes.first("the close") == .closedLocally)
             #expect(throws: TransportError.closed(.closedLocally)) { try conn.send(envelope(1)) }

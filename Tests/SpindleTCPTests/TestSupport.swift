@@ -157,6 +157,18 @@ func listenEcho(_ transport: TCPTransport, on address: Address = .tcp(host: "127
     }
 }
 
+/// Runs `body` on a fresh transport (with `configuration`) with a client connected to an
+/// echo server, and the envelopes and close reasons arriving back on that client.
+func withEchoClient(_ configuration: TCPTransport.Configuration = .init(),
+                    _ body: (any TransportConnection, Collector<Envelope>, Collector<CloseReason>) async throws -> Void) async throws {
+    try await withTransport(configuration) { transport, _ in
+        let listener = try await listenEcho(transport)
+        let conn = try await transport.connect(to: listener.address)
+        let (received, closes) = collect(conn)
+        try await body(conn, received, closes)
+    }
+}
+
 /// Starts `conn` and collects what arrives on it.
 func collect(_ conn: any TransportConnection) -> (Collector<Envelope>, Collector<CloseReason>) {
     let envelopes = Collector<Envelope>(), closes = Collector<CloseReason>()

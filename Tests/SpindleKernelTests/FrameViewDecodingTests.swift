@@ -123,6 +123,44 @@ import SpindleKernel
         #expect(none.isEmpty && tooBig == FrameError(.oversized(size: limit + 1, limit: limit), offset: 4))
     }
 
+    /// Whole frames in one buffer take the in-place fast path; a malformed one among them must
+    /// still be named exactly as `next()` names it, after the good frames before it.
+    @Test func malformedWholeFramesAreNamedLikeOwnedDecoding() throws {
+        let good = try stream([sampleEnvelope(3), sampleEnvelope(4)])
+        let full = try FrameEncoder().encode(sampleEnvelope(5))     // every optional field present
+        let corr = try FrameEncoder().encode(Envelope(protocolTag: .application, kind: 1, correlation: 5, sequence: 6))
+        var corrupted: [[UInt8]] = []
+        for (index, value) in [(0, 0x47), (1, 0x00), (2, 9), (3, 6), (3, 74), (14, 0x80), (14, 0x3E)] as [(Int, UInt8)] {
+            var f = full; f[index] = value; corrupted.append(f)
+        }
+        var zeroCorrelation = corr; zeroCorrelation[15] = 0; corrupted.append(zeroCorrelation)
+        var zeroSequence = corr; zeroSequence[23] = 0; corrupted.append(zeroSequence)
+        // In `full` the fields sit at 15 (source), 31 (destination), 47 (correlation),
+        // 55 (sequence), 63 (stamp: physical, then logical at 71, which is 0 here), 75 (deadline).
+        for range in [47..<55, 55..<63, 63..<71, 75..<83] {
+            var f = full
+            for i in range { f[i] = 0 }
+            corrupted.append(f)
+        }
+        var logicalOnly = full   // a stamp with only its logical part set is valid
+        for i in 63..<71 { logicalOnly[i] = 0 }
+        logicalOnly[71] = 1
+        corrupted.append(logicalOnly)
+        var declined = 0
+        for (i, bad) in corrupted.enumerated() {
+            let bytes = good + bad + good
+            let views = viaViews([bytes])
+            let owned = viaNext([bytes])
+            #expect(views.0 == owned.0, "case \(i)")
+            #expect(views.1 == owned.1, "case \(i)")
+            #expect(views.0.count >= 2, "case \(i): the good frames before the bad one are delivered")
+            if views.1 != nil { declined += 1 }
+        }
+        // Valid after all: presence 0x3E in a 75-byte header (a longer header is skipped) and a
+        // stamp with only its logical part set. Every other case is an error.
+        #expect(declined == corrupted.count - 2)
+    }
+
     /// Random streams (valid, corrupted and random bytes) cut at random points: the in-place
     /// path gives exactly the envelopes and the error that `feed` + `next()` give.
     @Test func fuzzAgreesWithOwnedDecoding() throws {
@@ -153,6 +191,10 @@ import SpindleKernel
             let owned = viaNext(pieces, maxFrameSize: 2048)
             #expect(views.0 == owned.0, "round \(round)")
             #expect(views.1 == owned.1, "round \(round)")
+            // All at once, so whole frames take the fast path.
+            let whole = viaViews([bytes], maxFrameSize: 2048)
+            #expect(whole.0 == owned.0, "round \(round), whole")
+            #expect(whole.1 == owned.1, "round \(round), whole")
             frames += views.0.count
             if views.1 != nil { errors += 1 }
         }

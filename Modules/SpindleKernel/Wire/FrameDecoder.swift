@@ -141,6 +141,23 @@ public struct FrameDecoder: Sendable {
         }
         var offset = 0
         while offset < input.count {
+            // Whole, well-formed frames go through the fast path; `parse` takes the rest (a frame
+            // cut short, or one whose problem it names).
+            if let base = input.baseAddress {
+                var length = 0
+                repeat {
+                    length = Self.deliverWholeFrame(at: base + offset, available: input.count - offset,
+                                                    maxFrameSize: limit, body)
+                    if length < 0 {
+                        offset -= length
+                        baseOffset += offset
+                        keep(UnsafeRawBufferPointer(rebasing: input[offset...]))
+                        return false
+                    }
+                    offset += length
+                } while length > 0
+                if offset == input.count { break }
+            }
             switch Self.parse(UnsafeRawBufferPointer(rebasing: input[offset...]),
                               streamOffset: baseOffset + offset, maxFrameSize: limit, deliver: body) {
             case .frame(let length, let keepGoing):
@@ -292,11 +309,6 @@ public struct FrameDecoder: Sendable {
         }
         if raw.count < total { return .needMore(total) }
         let p = FrameLayout.prefixSize
-
-        func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
-        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
-        func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
-
         let presence = raw[p + FrameLayout.offPresence]
         if presence & ~FrameLayout.knownPresenceBits != 0 {
             return .failure(FrameError(.malformedHeader("unknown presence bits 0x\(String(presence, radix: 16))"),
@@ -306,6 +318,46 @@ public struct FrameDecoder: Sendable {
         if headerLength < required {
             return .failure(FrameError(.headerTooShort(declared: headerLength, minimum: required), offset: at + 3))
         }
+        guard let keepGoing = deliverFrame(raw.baseAddress!, headerLength: headerLength, total: total,
+                                           presence: presence, deliver) else {
+            return .failure(zeroField(raw.baseAddress!, presence: presence, streamOffset: at))
+        }
+        return .frame(length: total, keepGoing: keepGoing)
+    }
+
+    /// Delivers the frame at `p` when all of it is among the `available` bytes and it is well
+    /// formed, with none of `parse`'s bookkeeping: one load checks the prefix, and no result is
+    /// built. Returns the frame's length, negated when `deliver` asked to stop, or 0 when the
+    /// frame must go through `parse` (cut short, or malformed in a way `parse` names).
+    @inline(__always)
+    private static func deliverWholeFrame(at p: UnsafeRawPointer, available: Int, maxFrameSize: Int,
+                                          _ deliver: (EnvelopeView) -> Bool) -> Int {
+        guard available >= FrameLayout.minimumFrameSize else { return 0 }
+        let prefix = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        let expected = UInt64(FrameLayout.magic0) | UInt64(FrameLayout.magic1) << 8 | UInt64(FrameLayout.version) << 16
+        guard prefix & 0xFF_FFFF == expected else { return 0 }
+        let headerLength = Int(truncatingIfNeeded: (prefix >> 24) & 0xFF)
+        let total = FrameLayout.prefixSize &+ headerLength &+ Int(truncatingIfNeeded: prefix >> 32)
+        guard total <= available, total <= maxFrameSize else { return 0 }
+        let presence = p.load(fromByteOffset: FrameLayout.prefixSize + FrameLayout.offPresence, as: UInt8.self)
+        guard presence & ~FrameLayout.knownPresenceBits == 0,
+              headerLength >= FrameLayout.headerSize(presence: presence),
+              let keepGoing = deliverFrame(p, headerLength: headerLength, total: total, presence: presence, deliver)
+        else { return 0 }
+        return keepGoing ? total : -total
+    }
+
+    /// Builds the view of the whole frame at `p`, whose prefix and presence bits have been
+    /// checked, and hands it to `deliver`; returns its answer, or nil without calling it when a
+    /// field marked present is zero (zero is written by leaving the field out, so every frame
+    /// has one canonical form).
+    @inline(__always)
+    private static func deliverFrame(_ p: UnsafeRawPointer, headerLength: Int, total: Int, presence: UInt8,
+                                     _ deliver: (EnvelopeView) -> Bool) -> Bool? {
+        func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+        func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+        let h = FrameLayout.prefixSize
         var source: NodeID?
         var destination: NodeID?
         var correlation: UInt64 = 0
@@ -313,7 +365,7 @@ public struct FrameDecoder: Sendable {
         var stamp = HLCTimestamp.zero
         var deadline: UInt64 = 0
         if presence != 0 {
-            var o = p + FrameLayout.fixedHeaderSize
+            var o = h + FrameLayout.fixedHeaderSize
             if presence & FrameLayout.hasSource != 0 {
                 source = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
                 o += 16
@@ -322,39 +374,61 @@ public struct FrameDecoder: Sendable {
                 destination = NodeID(raw: RawID128(high: u64(o), low: u64(o + 8)))
                 o += 16
             }
-            // A number marked present must be non-zero: zero is written by leaving it out, so
-            // every frame has one canonical form.
             if presence & FrameLayout.hasCorrelation != 0 {
                 correlation = u64(o)
-                if correlation == 0 { return .failure(presentButZero("correlation", at + o)) }
+                if correlation == 0 { return nil }
                 o += 8
             }
             if presence & FrameLayout.hasSequence != 0 {
                 sequence = u64(o)
-                if sequence == 0 { return .failure(presentButZero("sequence", at + o)) }
+                if sequence == 0 { return nil }
                 o += 8
             }
             if presence & FrameLayout.hasStamp != 0 {
                 stamp = HLCTimestamp(physical: u64(o), logical: u32(o + 8))
-                if stamp.physical == 0 && stamp.logical == 0 { return .failure(presentButZero("stamp", at + o)) }
+                if stamp.physical == 0 && stamp.logical == 0 { return nil }
                 o += 12
             }
             if presence & FrameLayout.hasDeadline != 0 {
                 deadline = u64(o)
-                if deadline == 0 { return .failure(presentButZero("deadline budget", at + o)) }
+                if deadline == 0 { return nil }
             }
         }
         // Built once, as a constant, right before the call: `deliver` borrows it where it was
         // built. (A view returned, or kept in a variable, was copied with wide moves right
         // after its fields were stored one by one, which stalls store forwarding per frame.)
         let view = EnvelopeView(
-            protocolTag: ProtocolTag(rawValue: u16(p + FrameLayout.offTag)),
-            kind: u16(p + FrameLayout.offKind),
-            flags: EnvelopeFlags(rawValue: u16(p + FrameLayout.offFlags)),
+            protocolTag: ProtocolTag(rawValue: u16(h + FrameLayout.offTag)),
+            kind: u16(h + FrameLayout.offKind),
+            flags: EnvelopeFlags(rawValue: u16(h + FrameLayout.offFlags)),
             source: source, destination: destination, correlation: correlation, sequence: sequence,
             stamp: stamp, deadlineBudgetNanos: deadline,
-            payload: UnsafeRawBufferPointer(rebasing: raw[(p + headerLength)..<total]))
-        return .frame(length: total, keepGoing: deliver(view))
+            payload: UnsafeRawBufferPointer(start: p + h + headerLength, count: total - h - headerLength))
+        return deliver(view)
+    }
+
+    /// The error for a frame in which `deliverFrame` found a field marked present but zero:
+    /// names the first such field and its stream offset (the frame starts at `at`).
+    private static func zeroField(_ p: UnsafeRawPointer, presence: UInt8, streamOffset at: Int) -> FrameError {
+        func u64(_ o: Int) -> UInt64 { p.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
+        var o = FrameLayout.prefixSize + FrameLayout.fixedHeaderSize
+        if presence & FrameLayout.hasSource != 0 { o += 16 }
+        if presence & FrameLayout.hasDestination != 0 { o += 16 }
+        if presence & FrameLayout.hasCorrelation != 0 {
+            if u64(o) == 0 { return presentButZero("correlation", at + o) }
+            o += 8
+        }
+        if presence & FrameLayout.hasSequence != 0 {
+            if u64(o) == 0 { return presentButZero("sequence", at + o) }
+            o += 8
+        }
+        if presence & FrameLayout.hasStamp != 0 {
+            if u64(o) == 0 && p.loadUnaligned(fromByteOffset: o + 8, as: UInt32.self) == 0 {
+                return presentButZero("stamp", at + o)
+            }
+            o += 12
+        }
+        return presentButZero("deadline budget", at + o)
     }
 
     private static func presentButZero(_ field: String, _ offset: Int) -> FrameError {

@@ -332,19 +332,28 @@ public struct FrameDecoder: Sendable {
     @inline(__always)
     private static func deliverWholeFrame(at p: UnsafeRawPointer, available: Int, maxFrameSize: Int,
                                           _ deliver: (EnvelopeView) -> Bool) -> Int {
-        guard available >= FrameLayout.minimumFrameSize else { return 0 }
-        let prefix = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
-        let expected = UInt64(FrameLayout.magic0) | UInt64(FrameLayout.magic1) << 8 | UInt64(FrameLayout.version) << 16
-        guard prefix & 0xFF_FFFF == expected else { return 0 }
-        let headerLength = Int(truncatingIfNeeded: (prefix >> 24) & 0xFF)
-        let total = FrameLayout.prefixSize &+ headerLength &+ Int(truncatingIfNeeded: prefix >> 32)
-        guard total <= available, total <= maxFrameSize else { return 0 }
+        guard let (headerLength, total) = wholeFrame(at: p, available: available, maxFrameSize: maxFrameSize)
+        else { return 0 }
         let presence = p.load(fromByteOffset: FrameLayout.prefixSize + FrameLayout.offPresence, as: UInt8.self)
         guard presence & ~FrameLayout.knownPresenceBits == 0,
               headerLength >= FrameLayout.headerSize(presence: presence),
               let keepGoing = deliverFrame(p, headerLength: headerLength, total: total, presence: presence, deliver)
         else { return 0 }
         return keepGoing ? total : -total
+    }
+
+    /// The header length and size of the frame at `p` when its prefix is valid (one load) and
+    /// all of it is among the `available` bytes; nil otherwise (`parsePrefix` says why).
+    @inline(__always)
+    private static func wholeFrame(at p: UnsafeRawPointer, available: Int, maxFrameSize: Int) -> (headerLength: Int, total: Int)? {
+        guard available >= FrameLayout.minimumFrameSize else { return nil }
+        let prefix = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        let expected = UInt64(FrameLayout.magic0) | UInt64(FrameLayout.magic1) << 8 | UInt64(FrameLayout.version) << 16
+        guard prefix & 0xFF_FFFF == expected else { return nil }
+        let headerLength = Int(truncatingIfNeeded: (prefix >> 24) & 0xFF)
+        let total = FrameLayout.prefixSize &+ headerLength &+ Int(truncatingIfNeeded: prefix >> 32)
+        guard headerLength >= FrameLayout.fixedHeaderSize, total <= available, total <= maxFrameSize else { return nil }
+        return (headerLength, total)
     }
 
     /// Builds the view of the whole frame at `p`, whose prefix and presence bits have been
@@ -458,6 +467,12 @@ extension FrameDecoder {
     ///   the bytes end inside a frame.
     public static func validateWholeFrames(_ bytes: UnsafeRawBufferPointer, maxFrameSize: Int) throws(FrameError) {
         var at = 0
+        if let base = bytes.baseAddress {
+            // Whole frames with a valid prefix in one load each; `parsePrefix` names a bad one.
+            while let (_, total) = wholeFrame(at: base + at, available: bytes.count - at, maxFrameSize: maxFrameSize) {
+                at += total
+            }
+        }
         while at < bytes.count {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[at...])
             switch parsePrefix(rest, streamOffset: at, maxFrameSize: maxFrameSize) {

@@ -137,10 +137,14 @@ import SpindleKernel
         var zeroSequence = corr; zeroSequence[23] = 0; corrupted.append(zeroSequence)
         // In `full` the fields sit at 15 (source), 31 (destination), 47 (correlation),
         // 55 (sequence), 63 (stamp: physical, then logical at 71, which is 0 here), 75 (deadline).
-        for range in [47..<55, 55..<63, 63..<71, 75..<83] {
+        let zeroed = [("correlation", 47..<55), ("sequence", 55..<63), ("stamp", 63..<71), ("deadline budget", 75..<83)]
+        for (field, range) in zeroed {
             var f = full
             for i in range { f[i] = 0 }
             corrupted.append(f)
+            // Named exactly, at the field's stream offset (the frame follows `good`).
+            #expect(viaViews([good + f]).1
+                    == FrameError(.malformedHeader("\(field) marked present but zero"), offset: good.count + range.lowerBound))
         }
         var logicalOnly = full   // a stamp with only its logical part set is valid
         for i in 63..<71 { logicalOnly[i] = 0 }

@@ -8,7 +8,7 @@ import Glibc
 
 /// Options every networked subcommand shares.
 struct CommonOptions: ParsableArguments {
-    @Option(name: .long, help: "File holding the cluster key (its contents, trailing newline removed, are the passphrase).")
+    @Option(name: .long, help: "File holding the cluster key (written by `spindle keygen`; mode 0600).")
     var keyFile: String?
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")

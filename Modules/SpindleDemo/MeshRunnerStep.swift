@@ -30,7 +30,7 @@ func meshAndRunnerStep(_ log: DemoLog) async throws -> String {
     let loop = try EventLoop(name: "demo-mesh")
     // The cluster key lives in a file the agents hand to their procs (SPINDLE_KEY_FILE).
     let keyFile = try writeDemoKeyFile()
-    defer { unlink(keyFile) }
+    defer { removeDemoKeyFile(keyFile) }
     var tcpConfig = TCPTransport.Configuration()
     tcpConfig.clusterKey = try ClusterKey(contentsOfFile: keyFile)
     tcpConfig.logger = quietLogger("demo.tcp")
@@ -103,17 +103,21 @@ func hex(_ v: UInt64) -> String {
     return String(repeating: "0", count: 16 - s.count) + s
 }
 
-/// Writes a fresh random cluster passphrase to a private temporary file and returns its path.
+/// Writes a fresh random cluster key (as `spindle keygen` does) into a private temporary
+/// directory and returns the file's path; `removeDemoKeyFile` deletes both.
 func writeDemoKeyFile() throws -> String {
-    var template = Array("/tmp/spindle-demo-key-XXXXXX".utf8CString)
-    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-    guard fd >= 0 else { throw DemoError("cannot create a key file in /tmp: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var rng = SystemRandomNumberGenerator()
-    let passphrase = (0..<4).map { _ in hex(rng.next()) }.joined()
-    let bytes = Array(passphrase.utf8)
-    guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
-        throw DemoError("cannot write the key file")
+    var template = Array("/tmp/spindle-demo-XXXXXX".utf8CString)
+    guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+        throw DemoError("cannot create a directory in /tmp: \(String(cString: strerror(errno)))")
     }
-    return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    let directory = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    let path = directory + "/cluster.key"
+    try ClusterKey.random().write(toFile: path)
+    return path
+}
+
+/// Deletes a key file made by `writeDemoKeyFile` and its directory.
+func removeDemoKeyFile(_ path: String) {
+    unlink(path)
+    if let slash = path.lastIndex(of: "/") { rmdir(String(path[..<slash])) }
 }

@@ -103,6 +103,8 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     private var closeReason: EventLoopError?
     private var inFlight = 0
     private var requestPool: [WriteRequest] = []
+    /// Rewrites flushed bytes before they reach the socket (a record layer), once installed.
+    private var outboundTransform: (any StreamOutboundTransform)?
 
     /// Allocates an uninitialised handle of `kind`.
     static func allocateHandle() -> UnsafeMutableRawPointer {
@@ -364,8 +366,12 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             return p
         }
         if stayScheduled { loop.scheduleFlush(self) }
-        guard let buffer = taken else { return }
+        guard var buffer = taken else { return }
         guard buffer.count > 0 else { return recycle(buffer) }
+        if let transform = outboundTransform {
+            guard let transformed = apply(transform, to: buffer) else { return }
+            buffer = transformed
+        }
         var offset = 0
         if inFlight == 0 {
             // Nothing queued in libuv, so trying first keeps the order.
@@ -389,6 +395,43 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
 
     /// Flushes at least this large keep the channel scheduled for the next loop turn.
     static let streamingFlushBytes = 16 << 10
+
+    /// Makes every byte flushed from now on pass through `transform` (loop thread). Bytes
+    /// written before the call are flushed as they are first, so a handshake written in the
+    /// clear ahead of it stays in the clear. Queued-byte accounting and watermarks keep
+    /// counting the bytes as written, before the transform.
+    package func installOutboundTransform(_ transform: any StreamOutboundTransform) {
+        loop.assertInLoop("install an outbound transform")
+        flushPending()
+        outboundTransform = transform
+    }
+
+    /// Runs `transform` over a flushed buffer; returns the buffer to write instead (the input
+    /// is recycled), or nil after closing the channel when the transform fails.
+    private func apply(_ transform: any StreamOutboundTransform, to input: ByteBuffer) -> ByteBuffer? {
+        let bound = transform.maximumOutputSize(forInputCount: input.count)
+        var sealed = output.withLock { o -> ByteBuffer? in o.pool.popLast() } ?? ByteBuffer(capacity: bound)
+        sealed.count = 0
+        sealed.reserve(bound)
+        let written: Int
+        do {
+            written = try transform.transform(UnsafeRawBufferPointer(start: input.base, count: input.count),
+                                              into: sealed.base)
+        } catch {
+            recycle(input)
+            recycle(sealed)
+            closeNow(EventLoopError(code: 0, name: "ETRANSFORM", operation: "write to \(label)", message: error.description))
+            return nil
+        }
+        precondition(written >= 0 && written <= bound, "StreamOutboundTransform wrote \(written) of at most \(bound) bytes")
+        sealed.count = written
+        // The watermarks count the bytes as written; the difference is accounted for here so
+        // that `completed` (which sees the transformed sizes) balances.
+        let growth = written - input.count
+        if growth != 0 { output.withLock { $0.queuedBytes += growth } }
+        recycle(input)
+        return sealed
+    }
 
     private func writeError(_ status: Int, _ bytes: Int) -> EventLoopError {
         EventLoopError(uvCode: Int32(status), operation: "write \(bytes) bytes to \(label)")
@@ -578,4 +621,23 @@ package struct StreamChannelWriter {
         buffer.count += n
         added += n
     }
+}
+
+/// Rewrites the bytes a `StreamChannel` writes, on its loop thread, just before they reach the
+/// socket: the hook a record layer (encryption) plugs into. Installed with
+/// `StreamChannel.installOutboundTransform`; called once per flush with everything written
+/// since the last one, in order.
+package protocol StreamOutboundTransform: AnyObject {
+    /// The most bytes `transform` writes for `count` bytes of input.
+    func maximumOutputSize(forInputCount count: Int) -> Int
+    /// Writes the transformed form of `input` to `output` (which has room for
+    /// `maximumOutputSize(forInputCount: input.count)` bytes) and returns how many it wrote.
+    /// - Throws: when the bytes cannot be transformed; the channel then closes with the error.
+    func transform(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawPointer) throws(StreamTransformError) -> Int
+}
+
+/// Why a `StreamOutboundTransform` could not transform what a channel flushed.
+package struct StreamTransformError: Error, Sendable, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }

@@ -1,38 +1,28 @@
 import Crypto
 
-/// The shared secret every member of a cluster holds; peers prove they know it in the TCP
-/// handshake without sending it.
+/// The shared secret every member of a cluster holds: a random 256-bit key. It keys the Noise
+/// handshake (as its pre-shared key), so only holders of the key can complete a connection,
+/// and nothing a peer without it observes lets it test a guess.
 ///
-/// Make one from at least 16 random bytes (`ClusterKey(bytes:)`, `ClusterKey.random()`) or
-/// derive one from a passphrase (`ClusterKey(passphrase:)`, SHA-256 of its UTF-8 bytes).
-/// The key's bytes never appear in logs or descriptions.
+/// Make one with `ClusterKey.random()`, or on the command line with `spindle keygen FILE`
+/// (then `ClusterKey(contentsOfFile:)`). The key's bytes never appear in logs or descriptions.
 public struct ClusterKey: Sendable, CustomStringConvertible {
-    /// Fewest key bytes accepted by `init(bytes:)`.
-    public static let minimumByteCount = 16
+    /// Bytes in a key: 256 bits.
+    public static let byteCount = 32
 
     /// The key bytes (kept as plain bytes so the type is Sendable; `SymmetricKey` is not).
     let bytes: [UInt8]
 
-    /// The key in the form swift-crypto's HMAC takes.
-    var symmetricKey: SymmetricKey { bytes.withUnsafeBytes { SymmetricKey(data: $0) } }
-
     /// Uses `bytes` as the key.
-    /// - Throws: `ClusterKeyError` when fewer than `minimumByteCount` bytes are given.
+    /// - Throws: `ClusterKeyError` unless exactly `byteCount` bytes are given.
     public init(bytes: [UInt8]) throws(ClusterKeyError) {
-        guard bytes.count >= Self.minimumByteCount else {
+        guard bytes.count == Self.byteCount else {
             throw ClusterKeyError(byteCount: bytes.count)
         }
         self.bytes = bytes
     }
 
-    /// Derives a key from a passphrase (SHA-256 of its UTF-8 bytes). Every node given the same
-    /// passphrase gets the same key.
-    public init(passphrase: String) {
-        let digest = SHA256.hash(data: Array(passphrase.utf8))
-        bytes = digest.withUnsafeBytes { Array($0) }
-    }
-
-    /// A fresh random 256-bit key.
+    /// A fresh random 256-bit key from the system's secure generator.
     public static func random() -> ClusterKey {
         ClusterKey(randomBytes: SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
     }
@@ -42,12 +32,12 @@ public struct ClusterKey: Sendable, CustomStringConvertible {
     public var description: String { "ClusterKey(\(bytes.count * 8) bits, redacted)" }
 }
 
-/// A cluster key that is too short to be used.
+/// Key material of the wrong size.
 public struct ClusterKeyError: Error, Sendable, Equatable, CustomStringConvertible {
     /// How many bytes were given.
     public var byteCount: Int
 
     public var description: String {
-        "cluster key has \(byteCount) bytes; at least \(ClusterKey.minimumByteCount) are required"
+        "cluster key has \(byteCount) bytes (\(byteCount * 8) bits); a cluster key is exactly \(ClusterKey.byteCount) random bytes (256 bits)"
     }
 }

@@ -51,6 +51,14 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private var handshakeTimer: LoopTimer?
     private var onHandshakeDone: ((HandshakeOutcome) -> Void)?
     private var role: TCPHandshake.Role = .initiator
+    /// Opens the peer's records once an encrypted session is established (nil in the clear).
+    private var opener: RecordOpener?
+    /// The only source node id the peer's envelopes may carry: announced in the handshake, or
+    /// (when the peer announced none) fixed by the first envelope that carries one.
+    private var boundSource: NodeID?
+    /// An envelope claimed a source other than `boundSource`; set by the decode closures,
+    /// which then stop, and turned into the close reason after the pass.
+    private var forgedSource: NodeID?
     private var decoder: FrameDecoder
     private var handler: ConnectionHandler?
     private var started = false
@@ -68,7 +76,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var onFinished: (@Sendable (TCPConnection) -> Void)?
 
-    init(channel: StreamChannel, fallbackAddress: Address, configuration: TCPTransport.Configuration) {
+    /// The node id this side announces in its handshake.
+    private let localNode: NodeID?
+
+    /// The peer's node id as its handshake announced it (set once established; nil when it
+    /// announced none).
+    private let peerNodeBox = Mutex<NodeID?>(nil)
+    /// Whether the session is encrypted (set once established).
+    private let encryptedFlag = Atomic<Bool>(false)
+
+    var peerNode: NodeID? { peerNodeBox.withLock { $0 } }
+
+    /// True when every byte after the handshake travels in AEAD records.
+    var isEncrypted: Bool { encryptedFlag.load(ordering: .acquiring) }
+
+    /// The transport's count of refused peers (failed handshakes are counted there).
+    private let refusals: RefusalLog
+
+    init(channel: StreamChannel, fallbackAddress: Address, configuration: TCPTransport.Configuration,
+         localNode: NodeID?, refusals: RefusalLog) {
+        self.localNode = localNode
+        self.refusals = refusals
         self.loop = channel.loop
         self.channel = channel
         self.localAddress = channel.localAddress ?? fallbackAddress
@@ -208,7 +236,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         onFinished = finished
         onHandshakeDone = done
         let now = configuration.clock.now()
-        let hs = TCPHandshake(role: role, key: configuration.clusterKey, nonce: TCPHandshake.randomNonce(),
+        var hs = TCPHandshake(role: role, key: configuration.clusterKey, localNode: localNode,
                               now: now, timeout: configuration.handshakeTimeout)
         let first = hs.start()
         handshake = hs
@@ -280,7 +308,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             apply(actions)
             return
         }
-        decodeAndDeliver(bytes)
+        if let opener {
+            open(bytes, with: opener)
+        } else {
+            decodeAndDeliver(bytes)
+        }
+    }
+
+    /// Opens the records in `bytes` and decodes their plaintext; a bad record closes the
+    /// connection with a protocol violation naming the peer and the record's stream offset.
+    private func open(_ bytes: UnsafeRawBufferPointer, with opener: RecordOpener) {
+        do {
+            try opener.open(bytes) { plaintext in
+                decodeAndDeliver(plaintext)
+                return !closeStarted
+            }
+        } catch {
+            guard !closeStarted else { return }
+            let text = "\(remoteAddress): \(error)"
+            logger.warning("closing connection: bad record", metadata: ["error": "\(text)"])
+            close(reason: .protocolViolation(text))
+        }
     }
 
     /// Decodes `bytes` (after any partial frame kept from earlier reads) in place and delivers
@@ -311,6 +359,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                             if let v = installed.onEnvelopeView { v(view) } else { installed.onEnvelope(view.envelope) }
                             return false
                         }
+                        guard admitsSource(view.source) else { return false }
                         backlog.append(view.envelope)
                         if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
                             readingPaused = true
@@ -319,6 +368,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                         return !closeStarted
                     }
                 }
+                if forgedSource != nil { return refuseForgedSource() }
                 if finished || closeStarted { return }
                 input = UnsafeRawBufferPointer(start: nil, count: 0)
             }
@@ -334,9 +384,34 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// counting; `closeStarted` is also set whenever `finalReason` is.)
     private func decode(_ input: UnsafeRawBufferPointer, deliver: (EnvelopeView) -> Void) throws(FrameError) -> Bool {
         try decoder.decode(input) { view in
+            guard admitsSource(view.source) else { return false }
             deliver(view)
             return !closeStarted
         }
+    }
+
+    /// Checks an envelope's claimed source against the one the connection is bound to (and
+    /// binds it when none is yet); records a forgery and returns false otherwise.
+    @inline(__always)
+    private func admitsSource(_ source: NodeID?) -> Bool {
+        guard let source else { return true }
+        if let bound = boundSource {
+            if bound == source { return true }
+            forgedSource = source
+            return false
+        }
+        boundSource = source
+        return true
+    }
+
+    /// Closes the connection for an envelope that claimed a forged source (after a decode pass
+    /// stopped at it).
+    private func refuseForgedSource() {
+        guard let claimed = forgedSource, let bound = boundSource else { return }
+        forgedSource = nil
+        let reason = CloseReason.forgedSource(claimed: claimed, bound: bound, peer: remoteAddress.description)
+        logger.warning("closing connection: forged source", metadata: ["error": "\(reason)"])
+        close(reason: reason)
     }
 
     /// Decodes `input` in place and hands what `element` makes of each frame to `deliver` in
@@ -379,17 +454,27 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             switch action {
             case .send(let bytes):
                 channel.write(bytes)
-            case .established(let authenticated, let leftover):
+            case .established(let session):
                 handshake = nil
                 handshaking = false
                 handshakeTimer?.cancel()
                 handshakeTimer = nil
-                logger.debug("handshake complete", metadata: ["authenticated": "\(authenticated)"])
+                boundSource = session.peerNode
+                peerNodeBox.withLock { $0 = session.peerNode }
+                if let send = session.send, let receive = session.receive {
+                    opener = RecordOpener(cipher: receive, streamOffset: session.leftoverOffset)
+                    channel.installOutboundTransform(RecordSealer(cipher: send))
+                    encryptedFlag.store(true, ordering: .releasing)
+                }
+                logger.debug("handshake complete", metadata: [
+                    "encrypted": "\(session.isEncrypted)", "peerNode": "\(session.peerNode.map { "\($0)" } ?? "none")"])
                 let done = onHandshakeDone
                 onHandshakeDone = nil
                 done?(.established)
-                if !leftover.isEmpty {
-                    leftover.withUnsafeBytes { decodeAndDeliver($0) }
+                if !session.leftover.isEmpty {
+                    session.leftover.withUnsafeBytes { bytes in
+                        if let opener { open(bytes, with: opener) } else { decodeAndDeliver(bytes) }
+                    }
                 }
             case .fail(let error):
                 handshake = nil
@@ -399,7 +484,12 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                 let reason = Self.closeReason(for: error, role: role, peer: remoteAddress)
                 let effective = close(reason: reason)
                 if effective == reason {
-                    logger.warning("handshake failed; disconnecting", metadata: ["error": "\(reason)"])
+                    if role == .acceptor {
+                        refusals.record(peer: remoteAddress, reason: reason, logger: logger)
+                    } else {
+                        // `connect` throws it to the caller, who decides what to log.
+                        logger.debug("handshake failed; disconnecting", metadata: ["error": "\(reason)"])
+                    }
                     configuration.onHandshakeFailure?(remoteAddress, reason)
                 }
                 let done = onHandshakeDone
@@ -467,9 +557,12 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             apply(actions)
         }
         closeStarted = true
+        // A stream that ends inside a record was cut (a truncation attack or a broken peer).
+        let truncated = error == nil ? opener?.truncation : nil
         let recorded = shared.withLock { s -> CloseReason in
             if let current = s.closeReason { return current }
-            let reason: CloseReason = error.map { .transportError($0.description) } ?? .closedByPeer
+            let reason: CloseReason = error.map { .transportError($0.description) }
+                ?? truncated.map { .protocolViolation("\(remoteAddress): \($0)") } ?? .closedByPeer
             s.closeReason = reason
             return reason
         }

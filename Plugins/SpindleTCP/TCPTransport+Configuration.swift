@@ -12,13 +12,21 @@ extension TCPTransport {
         public var highWatermark: Int = 1 << 20
         /// Bytes queued below which a suspended `waitUntilWritable()` resumes.
         public var lowWatermark: Int = 256 << 10
-        /// The shared cluster secret. When set, every connection must pass the authenticated
-        /// handshake (docs/tcp.md, "TCP handshake") before any envelope is accepted; a peer
-        /// without it, with another key, or too slow is disconnected with
-        /// `.authenticationFailed`.
+        /// The shared cluster secret. When set, every connection runs the Noise handshake
+        /// (docs/tcp.md, "Handshake") and then carries its frames in encrypted, authenticated
+        /// records; a peer without the key, with another key, or too slow is disconnected with
+        /// `.authenticationFailed`. Without a key, TCP is allowed only on loopback addresses.
         public var clusterKey: ClusterKey? = nil
+        /// The node id this transport announces in every handshake (`connect(to:as:)` and
+        /// `listen(on:as:accept:)` override it per connection or listener). The peer then
+        /// refuses envelopes from this side that claim another source. Nil announces none: the
+        /// first envelope that names a source fixes the connection's source instead.
+        public var nodeID: NodeID? = nil
         /// How long a new connection may take to complete its handshake.
         public var handshakeTimeout: Duration = .seconds(10)
+        /// Accepted connections still in their handshake, per listener, beyond which new
+        /// connections are closed at once (and the refusal counted, see `refusals`).
+        public var maxPendingHandshakes: Int = 256
         /// Disables Nagle's algorithm (TCP_NODELAY) on TCP connections: right for
         /// request/response traffic; bulk senders lose little since writes are coalesced.
         public var noDelay: Bool = true
@@ -30,6 +38,7 @@ extension TCPTransport {
         /// Called on the loop thread for every connection (accepted or initiated) that fails
         /// its handshake, with the peer's address and the reason the connection was closed
         /// (`.authenticationFailed` or `.protocolViolation`): a hook for metrics and audits.
+        /// (The log names a refusing peer once, then at every power of ten of its count.)
         public var onHandshakeFailure: (@Sendable (_ peer: Address, _ reason: CloseReason) -> Void)? = nil
         /// The clock handshake deadlines are measured on.
         public var clock: any SpindleClock = SystemClock()

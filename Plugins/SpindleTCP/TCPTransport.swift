@@ -6,10 +6,12 @@ import Synchronization
 /// A `Transport` over TCP (`tcp://host:port`) and Unix-domain sockets (`unix:///path`), on
 /// SpindleEventLoop streams.
 ///
-/// Each connection starts with a short preamble (and, when a `ClusterKey` is configured, an
-/// HMAC challenge/response; see docs/tcp.md), then carries envelopes as frames
-/// (docs/wire-protocol.md). A peer that sends a malformed or oversized frame is disconnected
-/// with `.protocolViolation`; other connections and the listener carry on.
+/// Each connection starts with a handshake: with a `ClusterKey`, the Noise pattern
+/// `Noise_NNpsk0_25519_ChaChaPoly_SHA256`, after which every byte travels in encrypted,
+/// authenticated records; without one (loopback only), a plain exchange of node ids (see
+/// docs/tcp.md). Then it carries envelopes as frames (docs/wire-protocol.md). A peer that sends
+/// a malformed or oversized frame or record is disconnected with `.protocolViolation`; other
+/// connections and the listener carry on.
 ///
 /// ```swift
 /// let transport = try TCPTransport(loopCount: 1)
@@ -34,6 +36,7 @@ public final class TCPTransport: Transport {
         var connections: [ObjectIdentifier: TCPConnection] = [:]
     }
     private let registry = Mutex(Registry())
+    private let refusalLog = RefusalLog()
 
     /// Runs connections on the loops of `group` (round robin); the caller owns the group.
     public init(group: EventLoopGroup, configuration: Configuration = Configuration()) {
@@ -75,16 +78,29 @@ public final class TCPTransport: Transport {
 
     public func listen(on address: Address,
                        accept: @escaping @Sendable (any TransportConnection) -> Void) async throws(TransportError) -> any TransportListener {
+        try await listen(on: address, as: configuration.nodeID, accept: accept)
+    }
+
+    /// Listens like `listen(on:accept:)`, announcing `node` in the handshake of every accepted
+    /// connection (instead of `configuration.nodeID`): for several nodes sharing one transport.
+    /// - Throws: `.cannotListen` for a TCP address beyond loopback (a wildcard included) when no
+    ///   cluster key is configured: plaintext stays on the machine.
+    public func listen(on address: Address, as node: NodeID?,
+                       accept: @escaping @Sendable (any TransportConnection) -> Void) async throws(TransportError) -> any TransportListener {
         guard Self.checkScheme(address) else { throw .unsupportedAddress(address, transport: "TCP") }
+        guard configuration.clusterKey != nil || address.isLoopback else {
+            throw .cannotListen(address, Self.plaintextRefusal)
+        }
         guard !registry.withLock({ $0.isShutdown }) else {
             throw .cannotListen(address, "the transport is shut down")
         }
         let loop = nextLoop()
         let stream: StreamListener
+        let pending = PendingHandshakes()
         do {
             stream = try await StreamListener.listen(on: loop, address: address,
                                                      configuration: streamConfiguration) { [weak self] channel in
-                self?.accepted(channel, listenAddress: address, accept: accept)
+                self?.accepted(channel, listenAddress: address, node: node, pending: pending, accept: accept)
             }
         } catch {
             throw .cannotListen(address, error.description)
@@ -106,7 +122,19 @@ public final class TCPTransport: Transport {
     }
 
     public func connect(to address: Address) async throws(TransportError) -> any TransportConnection {
+        try await connect(to: address, as: configuration.nodeID)
+    }
+
+    /// Connects like `connect(to:)`, announcing `node` in the handshake (instead of
+    /// `configuration.nodeID`): the peer then refuses envelopes on this connection that claim
+    /// another source.
+    /// - Throws: `.unreachable` for a TCP address beyond loopback when no cluster key is
+    ///   configured, besides the errors of `connect(to:)`.
+    public func connect(to address: Address, as node: NodeID?) async throws(TransportError) -> any TransportConnection {
         guard Self.checkScheme(address) else { throw .unsupportedAddress(address, transport: "TCP") }
+        guard configuration.clusterKey != nil || address.isLoopback else {
+            throw .unreachable(address, Self.plaintextRefusal)
+        }
         guard !registry.withLock({ $0.isShutdown }) else { throw .closed(.transportShutdown) }
         let loop = nextLoop()
         let channel: StreamChannel
@@ -115,7 +143,8 @@ public final class TCPTransport: Transport {
         } catch {
             throw .unreachable(address, error.description)
         }
-        let connection = TCPConnection(channel: channel, fallbackAddress: address, configuration: configuration)
+        let connection = TCPConnection(channel: channel, fallbackAddress: address, configuration: configuration,
+                                       localNode: node, refusals: refusalLog)
         guard register(connection) else {
             channel.close()
             throw .closed(.transportShutdown)
@@ -167,15 +196,35 @@ public final class TCPTransport: Transport {
         return s
     }
 
+    /// Why TCP without a cluster key is refused beyond loopback.
+    static let plaintextRefusal =
+        "refusing plaintext TCP beyond loopback: configure a cluster key (`spindle keygen`) so the connection is authenticated and encrypted"
+
+    /// Connections refused so far (failed handshakes, the pending-handshake cap), per peer
+    /// host. The log names each host's first refusal and then every power of ten.
+    public var refusals: [String: Int] { refusalLog.snapshot }
+
     /// Runs on the listener's loop for each accepted socket.
-    private func accepted(_ channel: StreamChannel, listenAddress: Address,
+    private func accepted(_ channel: StreamChannel, listenAddress: Address, node: NodeID?, pending: PendingHandshakes,
                           accept: @escaping @Sendable (any TransportConnection) -> Void) {
-        let connection = TCPConnection(channel: channel, fallbackAddress: listenAddress, configuration: configuration)
+        let limit = configuration.maxPendingHandshakes
+        guard pending.count.load(ordering: .relaxed) < limit else {
+            let peer = channel.remoteAddress ?? listenAddress
+            refusalLog.record(peer: peer, reason: .protocolViolation(
+                "\(peer): \(limit) connections to \(listenAddress) are already in their handshake (maxPendingHandshakes)"),
+                logger: logger)
+            channel.close()
+            return
+        }
+        let connection = TCPConnection(channel: channel, fallbackAddress: listenAddress, configuration: configuration,
+                                       localNode: node, refusals: refusalLog)
         guard register(connection) else {
             channel.close()
             return
         }
+        pending.count.add(1, ordering: .relaxed)
         connection.begin(role: .acceptor, finished: { [weak self] in self?.unregister($0) }) { outcome in
+            pending.count.subtract(1, ordering: .relaxed)
             if case .established = outcome { accept(connection) }
         }
     }
@@ -197,4 +246,9 @@ public final class TCPTransport: Transport {
     private func unregister(_ c: TCPConnection) {
         _ = registry.withLock { $0.connections.removeValue(forKey: ObjectIdentifier(c)) }
     }
+}
+
+/// Accepted connections of one listener still in their handshake.
+final class PendingHandshakes: Sendable {
+    let count = Atomic<Int>(0)
 }

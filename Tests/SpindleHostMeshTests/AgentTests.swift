@@ -65,8 +65,8 @@ struct AgentTests {
 
     @Test("a wrong cluster key is refused and the host named")
     func wrongKey() async throws {
-        try await withAgents(1, key: ClusterKey(passphrase: "right horse battery staple")) { loop, _, _, addresses in
-            let wrong = makeTransport(loop: loop, key: ClusterKey(passphrase: "wrong horse"))
+        try await withAgents(1, key: ClusterKey.random()) { loop, _, _, addresses in
+            let wrong = makeTransport(loop: loop, key: ClusterKey.random())
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
                                               timeout: .seconds(5), transport: wrong)

@@ -148,7 +148,7 @@ struct CrossModuleTests {
     func nodesOverAuthenticatedTCP() async throws {
         let loop = try EventLoop(name: "it-nodes")
         var tcpConfig = TCPTransport.Configuration()
-        tcpConfig.clusterKey = ClusterKey(passphrase: "integration test cluster")
+        tcpConfig.clusterKey = ClusterKey.random()
         let tcp = TCPTransport(loop: loop, configuration: tcpConfig)
         var drivers: [NodeDriver] = []
         func tearDown() async {

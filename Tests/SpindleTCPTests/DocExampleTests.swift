@@ -7,8 +7,14 @@ import SpindleTCP
 struct DocExampleTests {
     @Test("the documented echo example runs as written")
     func example() async throws {
+        let keyFile = try TemporaryKeyFile()
+        defer { keyFile.remove() }
+        try await example(keyFile: keyFile.path)
+    }
+
+    func example(keyFile: String) async throws {
         var config = TCPTransport.Configuration()
-        config.clusterKey = ClusterKey(passphrase: "shared by every node of the cluster")
+        config.clusterKey = try ClusterKey(contentsOfFile: keyFile)   // written by `spindle keygen`
 
         let transport = try TCPTransport(loopCount: 1, configuration: config)
 

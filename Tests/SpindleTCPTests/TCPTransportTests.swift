@@ -143,7 +143,7 @@ struct TCPTransportTests {
             try await goodReceived.first("the first echo")
 
             let raw = try await RawPeer.connect(loop: loop, to: listener.address)
-            raw.channel.write(TCPHandshake.hello(role: .initiator, authenticate: false, nonce: []))
+            raw.channel.write(TCPHandshake.preamble(role: .initiator, mode: .plain) + TCPHandshake.identity(nil))
             raw.channel.write(Array("GET / HTTP/1.1\r\nHost: spindle\r\n\r\n".utf8))
             _ = try await raw.closed.first("the garbage peer to be disconnected")
 
@@ -193,7 +193,7 @@ struct TCPTransportTests {
             let (goodReceived, goodCloses) = collect(good)
 
             let raw = try await RawPeer.connect(loop: loop, to: listener.address)
-            raw.channel.write(TCPHandshake.hello(role: .initiator, authenticate: false, nonce: []))
+            raw.channel.write(TCPHandshake.preamble(role: .initiator, mode: .plain) + TCPHandshake.identity(nil))
             // A valid prefix announcing a 1 GiB payload.
             raw.channel.write([0x53, 0x50, 2, 7] + withUnsafeBytes(of: UInt32(1 << 30).littleEndian, Array.init))
             _ = try await raw.closed.first("the oversized peer to be disconnected")
@@ -298,7 +298,7 @@ struct TCPTransportTests {
                     return
                 }
                 #expect(reason.isProtocolViolation(containing: "timed out"), "\(reason)")
-                #expect(reason.isProtocolViolation(containing: "HELLO"), "\(reason)")
+                #expect(reason.isProtocolViolation(containing: "the peer's preamble"), "\(reason)")
             }
             let peer = try await accepted.first("the silent server's accept")
             let closed = Collector<Bool>()

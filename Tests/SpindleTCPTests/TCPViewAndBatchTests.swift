@@ -8,13 +8,14 @@ import Testing
 @Suite("TCP views and batches", .timeLimit(.minutes(1)))
 struct TCPViewAndBatchTests {
     static let localhost = Address.tcp(host: "127.0.0.1", port: 0)
+    static let sender = NodeID(raw: RawID128(high: 7, low: 1))
 
     /// Envelopes of every header shape and sizes from empty to larger than one 64 KiB read.
     static func mixed(_ i: Int) -> Envelope {
         let size = i % 50 == 0 ? 100_000 + i : (i * 37) % 300
         return Envelope(protocolTag: ProtocolTag(rawValue: UInt16(i % 5)), kind: UInt16(i % 9),
                         flags: i % 2 == 0 ? [.oneWay] : [],
-                        source: i % 3 == 0 ? NodeID(raw: RawID128(high: UInt64(i), low: 1)) : nil,
+                        source: i % 3 == 0 ? Self.sender : nil,   // one connection, one source
                         destination: i % 4 == 0 ? NodeID(raw: RawID128(high: 2, low: UInt64(i))) : nil,
                         correlation: UInt64(i % 6), sequence: UInt64(i),
                         stamp: i % 7 == 0 ? .zero : HLCTimestamp(physical: UInt64(i) << 20, logical: UInt32(i % 3)),

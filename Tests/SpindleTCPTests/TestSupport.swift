@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import SpindleEventLoop
 import SpindleKernel
@@ -183,4 +186,28 @@ func envelope(_ i: Int, payload: [UInt8] = Array(repeating: 7, count: 64)) -> En
 /// A unique Unix socket path under /tmp.
 func temporarySocketPath() -> String {
     "/tmp/spindle-tcp-test-\(UInt64.random(in: 1 ... .max)).sock"
+}
+
+/// A fresh random cluster key in a file of a private temporary directory, as `spindle keygen`
+/// writes it; `remove()` deletes both.
+struct TemporaryKeyFile {
+    let directory: String
+    let path: String
+    let key: ClusterKey
+
+    init(key: ClusterKey = .random()) throws {
+        var template = Array("/tmp/spindle-key-test-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw TestTimeout(what: "a temporary directory (mkdtemp failed)")
+        }
+        directory = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        path = directory + "/cluster.key"
+        self.key = key
+        try key.write(toFile: path)
+    }
+
+    func remove() {
+        unlink(path)
+        rmdir(directory)
+    }
 }

@@ -12,6 +12,9 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
     case transportError(String)
     /// The transport was shut down.
     case transportShutdown
+    /// The peer sent an envelope claiming source `claimed` on a connection whose handshake
+    /// (or first envelope) fixed its source as `bound`.
+    case forgedSource(claimed: NodeID, bound: NodeID, peer: String)
 
     public var description: String {
         switch self {
@@ -21,6 +24,8 @@ public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
         case .authenticationFailed(let s): return "authentication failed: \(s)"
         case .transportError(let s): return "transport error: \(s)"
         case .transportShutdown: return "transport shut down"
+        case .forgedSource(let claimed, let bound, let peer):
+            return "forged source: \(peer) sent an envelope claiming source \(claimed) on a connection bound to \(bound)"
         }
     }
 }
@@ -197,6 +202,10 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// - Throws: `TransportError.closed` if the connection closes while waiting.
     func waitUntilWritable() async throws(TransportError)
 
+    /// The node id the peer announced when the connection was set up (SpindleTCP's handshake),
+    /// or nil when it announced none or the transport has no such notion. The default is nil.
+    var peerNode: NodeID? { get }
+
     /// False while the connection's write queue is above its high watermark (until it drains
     /// to the low one): the non-suspending check for producers that run on the transport's
     /// own thread (an actor pinned to SpindleTCP's event loop) and cannot await. The default
@@ -236,6 +245,8 @@ public protocol Transport: AnyObject, Sendable {
 
 extension TransportConnection {
     public var isWritable: Bool { true }
+
+    public var peerNode: NodeID? { nil }
 
     public var deliversDuringSend: Bool { true }
 

@@ -134,9 +134,13 @@ let package = Package(
 
         // MARK: Plugins
         .target(
+            name: "CSpindleAEAD",
+            path: "Plugins/CSpindleAEAD"
+        ),
+        .target(
             name: "SpindleTCP",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop",
+                "SpindleKernel", "SpindleEventLoop", "CSpindleAEAD",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],

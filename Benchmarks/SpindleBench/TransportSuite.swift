@@ -5,6 +5,10 @@ import CBaselines
 import Spindle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// 64-byte payloads, like the C baselines' frames.
 private let payloadSize = 64
 private let pingPongTrips = 5_000
@@ -22,6 +26,7 @@ let transportSuite = BenchSuite(name: "transport") { reporter in
         throw error
     }
     await pair.shutdown()
+    try await runEncryptedTCPBenchmarks(reporter)
     try await runInProcessBenchmark(reporter)
 }
 
@@ -243,11 +248,11 @@ private final class TCPBenchPair: Sendable {
     let server: TCPTransport
     let client: TCPTransport
 
-    init() throws {
+    init(configuration: TCPTransport.Configuration = .init()) throws {
         serverLoop = try EventLoop(name: "bench-server")
         clientLoop = try EventLoop(name: "bench-client")
-        server = TCPTransport(loop: serverLoop)
-        client = TCPTransport(loop: clientLoop)
+        server = TCPTransport(loop: serverLoop, configuration: configuration)
+        client = TCPTransport(loop: clientLoop, configuration: configuration)
     }
 
     func shutdown() async {
@@ -405,4 +410,105 @@ private final class LoopPumper: @unchecked Sendable {
             loop.execute { self.step() }
         }
     }
+}
+
+// MARK: encrypted vs plaintext TCP
+
+/// Ping-pong and batched pump over an encrypted pair and a plaintext pair, side by side;
+/// reports each with the plaintext row as baseline, and the CPU time per message of both.
+private func runEncryptedTCPBenchmarks(_ reporter: BenchReporter) async throws {
+    var keyed = TCPTransport.Configuration()
+    keyed.clusterKey = ClusterKey.random()
+    let plain = try TCPBenchPair()
+    let encrypted = try TCPBenchPair(configuration: keyed)
+    do {
+        let p = try await EncryptedBenchSide(plain)
+        let e = try await EncryptedBenchSide(encrypted)
+        reporter.note("encrypted vs plaintext TCP: \(pingPongTrips) round trips and \(pumpMessages) one-way messages in batches of 1024, rounds alternating; CPU is the whole process's")
+
+        let trips = try await interleavedCPU(iterations: pingPongTrips,
+            baseline: { n in try await p.pingPong.run(n) },
+            spindle: { n in try await e.pingPong.run(n) })
+        reporter.report(BenchResult(
+            suite: "transport", benchmark: "encrypted tcp ping-pong 64 B", value: 1 / trips.spindle.wall,
+            unit: "round trips/s", baseline: "plaintext tcp", baselineValue: 1 / trips.baseline.wall, higherIsBetter: true))
+        reporter.report(BenchResult(
+            suite: "transport", benchmark: "encrypted tcp ping-pong 64 B, CPU per round trip", value: trips.spindle.cpu * 1e9,
+            unit: "ns", baseline: "plaintext tcp", baselineValue: trips.baseline.cpu * 1e9, higherIsBetter: false))
+
+        let batch = Array(pumpPool[..<1024])
+        let pumps = try await interleavedCPU(iterations: pumpMessages,
+            baseline: { n in try await pumpBatched(n, batch, p.counter, p.oneWay) },
+            spindle: { n in try await pumpBatched(n, batch, e.counter, e.oneWay) })
+        reporter.report(BenchResult(
+            suite: "transport", benchmark: "encrypted tcp pump 64 B, send(contentsOf:)", value: 1 / pumps.spindle.wall,
+            unit: "messages/s", baseline: "plaintext tcp", baselineValue: 1 / pumps.baseline.wall, higherIsBetter: true))
+        reporter.report(BenchResult(
+            suite: "transport", benchmark: "encrypted tcp pump 64 B, CPU per message", value: pumps.spindle.cpu * 1e9,
+            unit: "ns", baseline: "plaintext tcp", baselineValue: pumps.baseline.cpu * 1e9, higherIsBetter: false))
+    } catch {
+        await plain.shutdown()
+        await encrypted.shutdown()
+        throw error
+    }
+    await plain.shutdown()
+    await encrypted.shutdown()
+}
+
+/// One pair's echo server, counting server and connections.
+private struct EncryptedBenchSide {
+    let pingPong = PingPong()
+    let counter = ArrivalCounter()
+    let oneWay: any TransportConnection
+
+    init(_ pair: TCPBenchPair) async throws {
+        let counter = self.counter
+        let listener = try await pair.server.listen(on: .tcp(host: "127.0.0.1", port: 0)) { conn in
+            conn.start(ConnectionHandler(
+                onEnvelopeView: { view in
+                    if view.flags.contains(.oneWay) { counter.arrived() } else { try? conn.send(view.envelope) }
+                },
+                onClose: { _ in }))
+        }
+        let echo = try await pair.client.connect(to: listener.address)
+        let driver = pingPong
+        echo.start(ConnectionHandler(onEnvelope: { _ in driver.pong() }, onClose: { driver.fail(TransportError.closed($0)) }))
+        driver.setSender { envelope in try echo.send(envelope) }
+        oneWay = try await pair.client.connect(to: listener.address)
+    }
+}
+
+/// Seconds of wall time and of the process's CPU time per iteration.
+private struct WallAndCPU {
+    var wall: Double
+    var cpu: Double
+}
+
+/// Like `interleaved`, also measuring the process's CPU time: medians of both per iteration.
+private func interleavedCPU(iterations: Int,
+                    baseline: (Int) async throws -> Void,
+                    spindle: (Int) async throws -> Void) async throws -> (baseline: WallAndCPU, spindle: WallAndCPU) {
+    try await baseline(max(1, iterations / 10))
+    try await spindle(max(1, iterations / 10))
+    var bw: [Double] = [], bc: [Double] = [], sw: [Double] = [], sc: [Double] = []
+    let clock = SystemClock()
+    func measure(_ body: (Int) async throws -> Void, _ wall: inout [Double], _ cpu: inout [Double]) async throws {
+        let t0 = clock.now(), c0 = processCPUNanos()
+        try await body(iterations)
+        wall.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
+        cpu.append(Double(processCPUNanos() - c0) / 1e9 / Double(iterations))
+    }
+    for _ in 0..<rounds {
+        try await measure(baseline, &bw, &bc)
+        try await measure(spindle, &sw, &sc)
+    }
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    return (WallAndCPU(wall: median(bw), cpu: median(bc)), WallAndCPU(wall: median(sw), cpu: median(sc)))
+}
+
+/// CPU time the whole process has used (every thread), in nanoseconds.
+private func processCPUNanos() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }

@@ -7,7 +7,7 @@ import Synchronization
 /// SpindleEventLoop streams.
 ///
 /// Each connection starts with a handshake: with a `ClusterKey`, the Noise pattern
-/// `Noise_NNpsk0_25519_ChaChaPoly_SHA256`, after which every byte travels in encrypted,
+/// `Noise_NNpsk0_25519_AESGCM_SHA256`, after which every byte travels in encrypted,
 /// authenticated records; without one (loopback only), a plain exchange of node ids (see
 /// docs/tcp.md). Then it carries envelopes as frames (docs/wire-protocol.md). A peer that sends
 /// a malformed or oversized frame or record is disconnected with `.protocolViolation`; other

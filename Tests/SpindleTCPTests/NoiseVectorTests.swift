@@ -4,7 +4,7 @@ import Testing
 
 /// The Noise implementation against the published test vector for our exact pattern.
 ///
-/// The vector is the `Noise_NNpsk0_25519_ChaChaPoly_SHA256` entry of the cacophony test
+/// The vector is the `Noise_NNpsk0_25519_AESGCM_SHA256` entry of the cacophony test
 /// vectors (the reference vector set of the Noise protocol, as shipped with several Noise
 /// libraries): fixed ephemeral keys, prologue and psk; two handshake messages and four
 /// transport messages alternating from the initiator.
@@ -14,17 +14,17 @@ struct NoiseVectorTests {
     static let psk = hex("54686973206973206d7920417573747269616e20706572737065637469766521")
     static let initiatorEphemeral = hex("893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a")
     static let responderEphemeral = hex("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b")
-    static let handshakeHash = hex("f4d03dc34495c95729ea6de9e1b59004b59733102488b3e24bc441e0be208eaf")
+    static let handshakeHash = hex("9f3b1f9afd7767767b5b9d1069844a6154fdbdcc36dfb3e31c0fffc5c973d530")
     static let messages: [(payload: [UInt8], ciphertext: [UInt8])] = [
         (hex("4c756477696720766f6e204d69736573"),
-         hex("ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c794479b962b8aff8485742ac32f905ba45369e2465fb59e138a93d67a0d1266b6a54")),
+         hex("ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c79447c37a89fc17813788d30df2d59501d6066f5f8aecc3406bbd9829f2d24a531b1")),
         (hex("4d757272617920526f746862617264"),
-         hex("95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843d6062704d5a9c422a8e834423f8c1feada7e8d0d910a1a2cd030fb584221e3")),
-        (hex("462e20412e20486179656b"), hex("e632c3763d7669067383433197a3baddf146e9e70ad4b4e9e59e0f")),
-        (hex("4361726c204d656e676572"), hex("64c6bee32ea91c8474bb4c21d7a700109ad45af77b29764ba5eb1e")),
-        (hex("4a65616e2d426170746973746520536179"), hex("e2fa0bed0603b62d3ccac2ecabbf3fe33f3e86514909b323361626266cb2471cc8")),
+         hex("95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f1448088432f29d79368ef9de4e1ae7a362fb05bf0ad668e026bf5714554497b3a720461")),
+        (hex("462e20412e20486179656b"), hex("7c01e898a6201f36aecee532e29cd0b7f8ffa29d3366ad0dce39a6")),
+        (hex("4361726c204d656e676572"), hex("a9ff535aace3db6a1da1a7fb00fe2de2622bb373abad9fb42c00e0")),
+        (hex("4a65616e2d426170746973746520536179"), hex("6cfc49a3e65472edc2d0152abe5ce950170a8a47c959f30bd48b5f0aacf29adbfd")),
         (hex("457567656e2042f6686d20766f6e2042617765726b"),
-         hex("0c01dc9cec1fe4ddd692e8dd32188aa351088dc91183639a53b57aa4692b5ebdef8b8ca111")),
+         hex("9bc86e6d974ed21ba04604a94aa68de21677eb409ead070c0cd569b069ee19ba142aa4c1a9")),
     ]
 
     @Test("both sides reproduce every message byte for byte and the handshake hash")

@@ -5,7 +5,7 @@ import SpindleKernel
 /// bytes and clock ticks in, actions out. Two modes, picked by whether a cluster key is set:
 ///
 /// ```
-///  keyed (Noise_NNpsk0_25519_ChaChaPoly_SHA256, prologue = the initiator's preamble):
+///  keyed (Noise_NNpsk0_25519_AESGCM_SHA256, prologue = the initiator's preamble):
 ///   initiator                                              responder
 ///     │ ── PREAMBLE(mode 1) ‖ e_i ‖ AEAD(ø) ─────────────────▶ │  psk, e: proves the key
 ///     │ ◀──────────────── PREAMBLE(mode 1) ‖ e_r ‖ AEAD(id_r) ── │  e, ee: proves the key

@@ -1,18 +1,66 @@
-import Crypto
-import Foundation
+import CSpindleAEAD
 
-/// The Noise protocol's `CipherState` for ChaChaPoly: a key and a 64-bit counter nonce
-/// (Noise specification revision 34, §5.1 and §12.3).
+/// An AES-256-GCM key with its schedule computed once: BoringSSL's `EVP_AEAD_CTX`.
+final class AEADKey {
+    // Not Sendable: a context is used by one connection's loop thread (BoringSSL allows
+    // concurrent use of one context, but nothing here needs it).
+    private let context: OpaquePointer
+
+    /// - Precondition: `bytes` is 32 bytes (every key here comes from HKDF-SHA256).
+    init(_ bytes: [UInt8]) {
+        precondition(bytes.count == 32, "an AES-256-GCM key is 32 bytes")
+        guard let context = CCryptoBoringSSL_EVP_AEAD_CTX_new(CCryptoBoringSSL_EVP_aead_aes_256_gcm(), bytes, 32,
+                                                              NoiseCipherState.tagSize) else {
+            // Only allocation failure makes this return nil for a valid key length.
+            fatalError("BoringSSL could not allocate an AEAD context")
+        }
+        self.context = context
+    }
+
+    deinit { CCryptoBoringSSL_EVP_AEAD_CTX_free(context) }
+
+    /// Seals `input` into `output` (room for `input.count + tagSize`); returns false on failure.
+    func seal(nonce: UnsafeRawPointer, ad: UnsafeRawBufferPointer, _ input: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawPointer) -> Bool {
+        var written = 0
+        let ok = CCryptoBoringSSL_EVP_AEAD_CTX_seal(
+            context, output.assumingMemoryBound(to: UInt8.self), &written, input.count + NoiseCipherState.tagSize,
+            nonce.assumingMemoryBound(to: UInt8.self), 12,
+            input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count,
+            ad.baseAddress?.assumingMemoryBound(to: UInt8.self), ad.count)
+        return ok == 1 && written == input.count + NoiseCipherState.tagSize
+    }
+
+    /// Opens `input` (ciphertext ‖ tag) into `output`; returns the plaintext length, or nil
+    /// when it does not authenticate.
+    func open(nonce: UnsafeRawPointer, ad: UnsafeRawBufferPointer, _ input: UnsafeRawBufferPointer,
+              into output: UnsafeMutableRawPointer) -> Int? {
+        var written = 0
+        let ok = CCryptoBoringSSL_EVP_AEAD_CTX_open(
+            context, output.assumingMemoryBound(to: UInt8.self), &written, max(0, input.count - NoiseCipherState.tagSize),
+            nonce.assumingMemoryBound(to: UInt8.self), 12,
+            input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count,
+            ad.baseAddress?.assumingMemoryBound(to: UInt8.self), ad.count)
+        guard ok == 1 else {
+            CCryptoBoringSSL_ERR_clear_error()
+            return nil
+        }
+        return written
+    }
+}
+
+/// The Noise protocol's `CipherState` for AESGCM: a key and a 64-bit counter nonce (Noise
+/// specification revision 34, §5.1 and §12.4).
 ///
-/// The nonce of the AEAD is 32 zero bits followed by the counter, little-endian. The counter
-/// value 2⁶⁴−1 is reserved; reaching it is an error, never a wrap. Not `Sendable` (swift-crypto's
-/// `SymmetricKey` is not): a cipher state belongs to one connection's loop thread.
+/// The AES-GCM nonce is 32 zero bits followed by the counter, big-endian. The counter value
+/// 2⁶⁴−1 is reserved; reaching it is an error, never a wrap. Not `Sendable`: a cipher state
+/// belongs to one connection's loop thread.
 struct NoiseCipherState {
     /// Bytes the AEAD adds to every ciphertext.
     static let tagSize = 16
 
     /// Nil until `initializeKey` (then encryption is the identity, as the spec says).
-    private(set) var key: SymmetricKey?
+    private(set) var key: AEADKey?
     /// The next nonce.
     private(set) var nonce: UInt64 = 0
 
@@ -23,18 +71,17 @@ struct NoiseCipherState {
     var hasKey: Bool { key != nil }
 
     mutating func initializeKey(_ bytes: [UInt8]) {
-        key = SymmetricKey(data: bytes)
+        key = AEADKey(bytes)
         nonce = 0
     }
 
-    /// The ChaChaPoly nonce for counter `n`: four zero bytes, then `n` little-endian.
-    static func aeadNonce(_ n: UInt64) -> ChaChaPoly.Nonce {
-        var bytes = [UInt8](repeating: 0, count: 12)
-        withUnsafeBytes(of: n.littleEndian) { raw in
-            for i in 0..<8 { bytes[4 + i] = raw[i] }
-        }
-        // 12 bytes is the only length ChaChaPoly.Nonce refuses anything but; it cannot fail.
-        return try! ChaChaPoly.Nonce(data: bytes)
+    /// Runs `body` with the 12-byte AES-GCM nonce for counter `n`: four zero bytes, then `n`
+    /// big-endian.
+    @inline(__always)
+    private static func withNonce<R>(_ n: UInt64, _ body: (UnsafeRawPointer) -> R) -> R {
+        var nonce: (UInt32, UInt32, UInt32) = (0, UInt32(truncatingIfNeeded: n >> 32).bigEndian,
+                                               UInt32(truncatingIfNeeded: n).bigEndian)
+        return withUnsafeBytes(of: &nonce) { body($0.baseAddress!) }
     }
 
     /// Encrypts `plaintext` with associated data `ad` and advances the nonce; without a key it
@@ -42,13 +89,17 @@ struct NoiseCipherState {
     mutating func encrypt(ad: [UInt8], _ plaintext: [UInt8]) throws(NoiseError) -> [UInt8] {
         guard let key else { return plaintext }
         guard nonce < .max else { throw .nonceExhausted }
-        do {
-            let box = try ChaChaPoly.seal(plaintext, using: key, nonce: Self.aeadNonce(nonce), authenticating: ad)
-            nonce += 1
-            return Array(box.ciphertext) + Array(box.tag)
-        } catch {
-            throw .cryptoFailure("\(error)")
+        var out = [UInt8](repeating: 0, count: plaintext.count + Self.tagSize)
+        let ok = Self.withNonce(nonce) { n in
+            plaintext.withUnsafeBytes { p in
+                ad.withUnsafeBytes { a in
+                    out.withUnsafeMutableBytes { o in key.seal(nonce: n, ad: a, p, into: o.baseAddress!) }
+                }
+            }
         }
+        guard ok else { throw .cryptoFailure("AES-GCM seal failed") }
+        nonce += 1
+        return out
     }
 
     /// Decrypts and authenticates `ciphertext` (ciphertext ‖ 16-byte tag) and advances the
@@ -57,56 +108,39 @@ struct NoiseCipherState {
         guard let key else { return ciphertext }
         guard nonce < .max else { throw .nonceExhausted }
         guard ciphertext.count >= Self.tagSize else { throw .authenticationFailed }
-        let split = ciphertext.count - Self.tagSize
-        do {
-            let box = try ChaChaPoly.SealedBox(nonce: Self.aeadNonce(nonce), ciphertext: ciphertext[..<split],
-                                               tag: ciphertext[split...])
-            let plaintext = try ChaChaPoly.open(box, using: key, authenticating: ad)
-            nonce += 1
-            return Array(plaintext)
-        } catch {
-            throw .authenticationFailed
+        var out = [UInt8](repeating: 0, count: ciphertext.count - Self.tagSize + 1)
+        let n = Self.withNonce(nonce) { n in
+            ciphertext.withUnsafeBytes { c in
+                ad.withUnsafeBytes { a in
+                    out.withUnsafeMutableBytes { o in key.open(nonce: n, ad: a, c, into: o.baseAddress!) }
+                }
+            }
         }
+        guard let n else { throw .authenticationFailed }
+        nonce += 1
+        return Array(out[..<n])
     }
-}
 
-extension NoiseCipherState {
     /// Seals `plaintext` (empty associated data, as Noise transport messages use) into
     /// `output` as ciphertext ‖ tag: `plaintext.count + tagSize` bytes.
     mutating func seal(_ plaintext: UnsafeRawBufferPointer, into output: UnsafeMutableRawPointer) throws(NoiseError) {
         guard let key else { throw .cryptoFailure("seal without a key") }
         guard nonce < .max else { throw .nonceExhausted }
-        let box: ChaChaPoly.SealedBox
-        do {
-            box = try ChaChaPoly.seal(plaintext, using: key, nonce: Self.aeadNonce(nonce))
-        } catch {
-            throw .cryptoFailure("\(error)")
-        }
+        let ok = Self.withNonce(nonce) { n in key.seal(nonce: n, ad: UnsafeRawBufferPointer(start: nil, count: 0), plaintext, into: output) }
+        guard ok else { throw .cryptoFailure("AES-GCM seal failed") }
         nonce += 1
-        let ciphertext = box.ciphertext, tag = box.tag
-        ciphertext.copyBytes(to: UnsafeMutableRawBufferPointer(start: output, count: ciphertext.count))
-        tag.copyBytes(to: UnsafeMutableRawBufferPointer(start: output + ciphertext.count, count: tag.count))
     }
 
-    /// Opens `sealed` (ciphertext ‖ tag, empty associated data) into `output`; returns the
-    /// plaintext's length (`sealed.count - tagSize`).
+    /// Opens `sealed` (ciphertext ‖ tag, empty associated data) into `output`, which has room
+    /// for `sealed.count - tagSize` bytes; returns the plaintext's length.
     mutating func open(_ sealed: UnsafeRawBufferPointer, into output: UnsafeMutableRawPointer) throws(NoiseError) -> Int {
         guard let key else { throw .cryptoFailure("open without a key") }
         guard nonce < .max else { throw .nonceExhausted }
         guard sealed.count >= Self.tagSize else { throw .authenticationFailed }
-        let split = sealed.count - Self.tagSize
-        let plaintext: Data
-        do {
-            let box = try ChaChaPoly.SealedBox(nonce: Self.aeadNonce(nonce),
-                                               ciphertext: UnsafeRawBufferPointer(rebasing: sealed[..<split]),
-                                               tag: UnsafeRawBufferPointer(rebasing: sealed[split...]))
-            plaintext = try ChaChaPoly.open(box, using: key)
-        } catch {
-            throw .authenticationFailed
-        }
+        let n = Self.withNonce(nonce) { n in key.open(nonce: n, ad: UnsafeRawBufferPointer(start: nil, count: 0), sealed, into: output) }
+        guard let n else { throw .authenticationFailed }
         nonce += 1
-        plaintext.copyBytes(to: UnsafeMutableRawBufferPointer(start: output, count: plaintext.count))
-        return plaintext.count
+        return n
     }
 }
 

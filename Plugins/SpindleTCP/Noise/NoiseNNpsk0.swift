@@ -1,6 +1,6 @@
 import Crypto
 
-/// The handshake `Noise_NNpsk0_25519_ChaChaPoly_SHA256` (Noise specification revision 34,
+/// The handshake `Noise_NNpsk0_25519_AESGCM_SHA256` (Noise specification revision 34,
 /// §7.5 pattern NN with the `psk0` modifier of §9):
 ///
 /// ```
@@ -14,7 +14,7 @@ import Crypto
 /// ephemeral DH as well (forward secrecy). In psk handshakes every `e` token also runs
 /// `MixKey(e.public)`, which is why the first message's payload is already encrypted.
 struct NoiseNNpsk0 {
-    static let protocolName = "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
+    static let protocolName = "Noise_NNpsk0_25519_AESGCM_SHA256"
     /// Bytes of an X25519 public key.
     static let publicKeySize = 32
 

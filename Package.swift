@@ -48,6 +48,7 @@ let package = Package(
             name: "SpindleKernel",
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleKernel",

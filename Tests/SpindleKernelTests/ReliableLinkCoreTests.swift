@@ -13,12 +13,20 @@ private struct Simulation {
     var deliveredAtB: [Envelope] = []
     var deliveredAtA: [Envelope] = []
     var undeliverableAtA: [([Envelope], UndeliverableReason)] = []
-    var closeRequests: [String] = []
+    var undeliverableAtB: [([Envelope], UndeliverableReason)] = []
+    var eventsAtA: [ReliableLinkEvent] = []
+    var eventsAtB: [ReliableLinkEvent] = []
+    var closeRequests: [ReliableLinkFault] = []
+    /// A side asked to close the connection: it goes down at the next pump or tick, as a
+    /// shell's close would take it down (what that side sent before is still delivered, as a
+    /// graceful close flushes it).
+    var closePending = false
+    var closePendingByB = false
 
     init(configuration: ReliableLinkCore.Configuration = .init()) {
         let session = SessionID.generate()
-        a = ReliableLinkCore(role: .initiator, session: session, configuration: configuration)
-        b = ReliableLinkCore(role: .acceptor, session: session, configuration: configuration)
+        a = ReliableLinkCore(role: .initiator, session: session, configuration: configuration, incarnation: 0xA1)
+        b = ReliableLinkCore(role: .acceptor, session: session, configuration: configuration, incarnation: 0xB1)
     }
 
     var now: MonotonicInstant { clock.now() }
@@ -30,7 +38,8 @@ private struct Simulation {
             case .deliver(let e): deliveredAtA.append(e)
             case .connect: connectRequested = true
             case .undeliverable(let es, let why): undeliverableAtA.append((es, why))
-            case .closeConnection(let why): closeRequests.append(why)
+            case .closeConnection(let why): closeRequests.append(why); closePending = up
+            case .notify(let event): eventsAtA.append(event)
             }
         }
     }
@@ -40,10 +49,29 @@ private struct Simulation {
             switch act {
             case .transmit(let e): if up { toA.append(e) }
             case .deliver(let e): deliveredAtB.append(e)
-            case .closeConnection(let why): closeRequests.append(why)
-            case .connect, .undeliverable: break
+            case .closeConnection(let why): closeRequests.append(why); closePending = up; closePendingByB = up
+            case .undeliverable(let es, let why): undeliverableAtB.append((es, why))
+            case .notify(let event): eventsAtB.append(event)
+            case .connect: break
             }
         }
+    }
+
+    mutating func sendFromB(_ e: Envelope) { applyB(b.handle(.send(e), now: now)) }
+
+    /// Takes the connection down if a side asked to close it.
+    mutating func settleCloses() {
+        guard closePending else { return }
+        closePending = false
+        if closePendingByB {
+            closePendingByB = false
+            while !toA.isEmpty { let e = toA.removeFirst(); applyA(a.handle(.received(e), now: now)) }
+        } else {
+            while !toB.isEmpty { let e = toB.removeFirst(); applyB(b.handle(.received(e), now: now)) }
+        }
+        closePending = false
+        closePendingByB = false
+        disconnect()
     }
 
     mutating func send(_ e: Envelope) { applyA(a.handle(.send(e), now: now)) }
@@ -51,6 +79,7 @@ private struct Simulation {
     mutating func tick() {
         applyA(a.handle(.tick, now: now))
         applyB(b.handle(.tick, now: now))
+        settleCloses()
     }
 
     /// Completes a requested connect.
@@ -67,6 +96,7 @@ private struct Simulation {
         while n < limit, !toB.isEmpty || !toA.isEmpty {
             if !toB.isEmpty { let e = toB.removeFirst(); applyB(b.handle(.received(e), now: now)) }
             if !toA.isEmpty { let e = toA.removeFirst(); applyA(a.handle(.received(e), now: now)) }
+            settleCloses()
             n += 1
         }
     }
@@ -135,18 +165,41 @@ private struct Simulation {
         #expect(sim.b.duplicatesDropped == 1)
     }
 
-    @Test func lossOnALiveConnectionIsRetransmitted() {
+    @Test func lossOnALiveConnectionClosesItAndTheNextOneResends() {
         var sim = Simulation()
         sim.tick(); sim.connect(); sim.pump()
         for i in 1...5 { sim.send(envelope(UInt64(i))) }
         sim.toB.remove(at: 1)                           // sequence 2 lost, connection stays up
         sim.pump()
         #expect(sim.deliveredAtB.map(\.sequence) == [1])
-        #expect(sim.b.outOfOrderDropped == 3)
-        sim.clock.advance(by: .seconds(1))
-        sim.tick(); sim.pump()
+        #expect(sim.b.outOfOrderDropped >= 1)
+        #expect(sim.closeRequests.first == .sequenceGap(expected: 2, received: 3))
+        while !sim.connectRequested { sim.clock.advance(by: .milliseconds(5)); sim.tick() }
+        sim.connect(); sim.pump()
         #expect(sim.deliveredAtB.map(\.sequence) == [1, 2, 3, 4, 5])
-        #expect(sim.a.retransmitted == 5)
+        #expect(sim.a.retransmitted == 4)               // 1 was acknowledged by the handshake reply
+    }
+
+    @Test func anEstablishedLinkNeverResendsOnATimer() {
+        var sim = Simulation(configuration: .init(livenessBound: .seconds(60)))
+        sim.tick(); sim.connect(); sim.pump()
+        for i in 1...5 { sim.send(envelope(UInt64(i))) }
+        sim.toB.removeAll()                             // the ack watchdog is the only remedy
+        for _ in 0..<4 { sim.clock.advance(by: .seconds(1)); sim.tick(); sim.pump() }
+        #expect(sim.deliveredAtB.isEmpty && sim.a.retransmitted == 0)
+    }
+
+    @Test func transmittedButUnacknowledgedMessagesTripTheAckWatchdog() {
+        var sim = Simulation(configuration: .init(heartbeatInterval: .milliseconds(100), livenessBound: .seconds(5),
+                                                  ackTimeout: .seconds(1)))
+        sim.tick(); sim.connect(); sim.pump()
+        sim.send(envelope(1))
+        sim.toB.removeAll()                             // the last message vanishes: no gap to see
+        for _ in 0..<10 { sim.clock.advance(by: .milliseconds(100)); sim.tick(); sim.pump() }
+        #expect(sim.closeRequests.contains(.acknowledgementTimedOut(after: .seconds(1))))
+        while !sim.connectRequested { sim.clock.advance(by: .milliseconds(5)); sim.tick() }
+        sim.connect(); sim.pump()
+        #expect(sim.deliveredAtB.map(\.sequence) == [1])
     }
 
     @Test func cumulativeAcksReleaseTheQueue() {
@@ -161,7 +214,7 @@ private struct Simulation {
     }
 
     @Test func deliveryTimeoutReturnsQueuedMessagesWithTheReason() {
-        var sim = Simulation(configuration: .init(deliveryTimeout: .seconds(30)))
+        var sim = Simulation(configuration: .init(deliveryTimeout: .seconds(30), livenessBound: .seconds(60)))
         sim.tick()
         #expect(sim.connectRequested)
         sim.connectRequested = false
@@ -182,7 +235,7 @@ private struct Simulation {
     }
 
     @Test func skipAfterTimeoutLetsTheReceiverMoveOn() {
-        var sim = Simulation(configuration: .init(deliveryTimeout: .seconds(5)))
+        var sim = Simulation(configuration: .init(deliveryTimeout: .seconds(5), livenessBound: .seconds(60)))
         sim.tick(); sim.connect(); sim.pump()
         sim.send(envelope(1))
         sim.toB.removeAll()                              // lost
@@ -218,20 +271,109 @@ private struct Simulation {
         #expect(Set(delays).count > 5)                  // jitter varies them
     }
 
-    @Test func acceptorRestartAdoptsTheLowestHeldSequence() {
+    @Test func aRestartedAcceptorStartsANewSessionOnBothSides() {
         var sim = Simulation()
         sim.tick(); sim.connect(); sim.pump()
         for i in 1...100 { sim.send(envelope(UInt64(i))) }
         sim.pump()
         sim.clock.advance(by: .milliseconds(10)); sim.tick(); sim.pump()
         #expect(sim.a.queuedCount == 0)
-        // The acceptor loses its state (a new process); the session reconnects.
-        sim.b = ReliableLinkCore(role: .acceptor, session: sim.a.session)
+        // 101...103 are transmitted and lost with the acceptor; 104 is queued while it is down.
+        for i in 101...103 { sim.send(envelope(UInt64(i), payload: [UInt8(i)])) }
+        sim.toB.removeAll()
+        sim.b = ReliableLinkCore(role: .acceptor, session: sim.a.session, incarnation: 0xB2)
         sim.disconnect()
-        sim.send(envelope(101))
+        sim.send(envelope(104, payload: [104]))
         while !sim.connectRequested { sim.clock.advance(by: .milliseconds(5)); sim.tick() }
         sim.connect(); sim.pump()
-        #expect(sim.deliveredAtB.last?.sequence == 101)
+        // Not known to be delivered: returned. Never sent: renumbered from 1 and delivered.
+        #expect(sim.undeliverableAtA.count == 1)
+        #expect(sim.undeliverableAtA.first?.0.map(\.payload) == [[101], [102], [103]])
+        #expect(sim.undeliverableAtA.first?.1 == .peerRestarted)
+        #expect(sim.eventsAtA.contains(.peerRestarted))
+        #expect(sim.deliveredAtB.last?.payload == [104] && sim.deliveredAtB.last?.sequence == 1)
+        // The new acceptor's first messages are not taken for duplicates of the old numbering.
+        for i in 1...3 { sim.sendFromB(envelope(UInt64(i), payload: [UInt8(200 + i)])) }
+        sim.pump()
+        #expect(sim.deliveredAtA.map(\.payload) == [[201], [202], [203]])
+        #expect(sim.a.duplicatesDropped == 0)
+    }
+
+    @Test func hostileControlValuesCloseTheConnectionInsteadOfTrapping() {
+        var sim = Simulation()
+        sim.tick(); sim.connect(); sim.pump()
+        // A skip far beyond the window, a data sequence beyond any session, an ack of unsent.
+        sim.applyB(sim.b.handle(.received(Envelope(protocolTag: .reliable, kind: ReliableWire.skip, sequence: .max)), now: sim.now))
+        var data = envelope(1)
+        data.flags.insert(.sequenced)
+        data.sequence = .max
+        sim.applyB(sim.b.handle(.received(data), now: sim.now))
+        sim.applyB(sim.b.handle(.received(Envelope(protocolTag: .reliable, kind: ReliableWire.ack, sequence: .max)), now: sim.now))
+        #expect(sim.closeRequests.count == 3)
+        #expect(sim.closeRequests.allSatisfy { if case .protocolViolation = $0 { return true } else { return false } })
+        #expect(sim.b.deliveredUpTo == 0)
+        // A fresh acceptor given a hello with correlation UInt64.max refuses it.
+        var fresh = ReliableLinkCore(role: .acceptor, session: sim.a.session)
+        var hello = Envelope(protocolTag: .reliable, kind: ReliableWire.hello, correlation: .max, sequence: 0,
+                             payload: helloPayload(session: sim.a.session, incarnation: 7))
+        let out = fresh.handle(.received(hello), now: sim.now)
+        #expect(out.contains { if case .closeConnection(.protocolViolation) = $0 { return true } else { return false } })
+        #expect(fresh.phase != .established)
+        hello.correlation = 1
+        hello.sequence = .max
+        #expect(fresh.handle(.received(hello), now: sim.now).contains {
+            if case .closeConnection(.protocolViolation) = $0 { return true } else { return false } })
+    }
+
+    @Test func aSilentPeerIsDeclaredLostWithinTheLivenessBound() {
+        var sim = Simulation(configuration: .init(heartbeatInterval: .milliseconds(200), livenessBound: .seconds(2)))
+        sim.tick(); sim.connect(); sim.pump()
+        for step in 0..<10 { sim.clock.advance(by: .milliseconds(200)); sim.tick(); sim.pump(); _ = step }
+        #expect(sim.eventsAtA.filter { if case .peerLost = $0 { return true } else { return false } }.isEmpty,
+                "heartbeats keep a quiet but live link up")
+        for i in 1...3 { sim.send(envelope(UInt64(i))) }
+        // The acceptor stops answering (stopped process, dropped traffic): nothing reaches A.
+        var elapsed: Duration = .zero
+        while !sim.eventsAtA.contains(where: { if case .peerLost = $0 { return true } else { return false } }) {
+            sim.clock.advance(by: .milliseconds(100)); elapsed += .milliseconds(100)
+            sim.toA.removeAll()
+            sim.applyA(sim.a.handle(.tick, now: sim.now))
+            #expect(elapsed <= .seconds(2), "not detected within the liveness bound")
+            if elapsed > .seconds(3) { break }
+        }
+        #expect(sim.closeRequests.contains(.peerUnresponsive(after: .seconds(2))))
+        #expect(sim.undeliverableAtA.first?.0.count == 3)
+        #expect(sim.undeliverableAtA.first?.1 == .peerUnresponsive(after: .seconds(2)))
+        #expect(sim.a.peerLost)
+    }
+
+    @Test func aGracefulCloseReturnsExactlyWhatThePeerDidNotDeliver() {
+        var sim = Simulation(configuration: .init(ackEvery: 1_000))
+        sim.tick(); sim.connect(); sim.pump()
+        for i in 1...10 { sim.sendFromB(envelope(UInt64(i))) }
+        sim.pump(6)                                     // A delivers some; no acks sent yet
+        let deliveredBeforeClose = sim.deliveredAtA.count
+        sim.applyA(sim.a.handle(.close, now: sim.now))   // fin carries A's final ack
+        sim.pump()
+        sim.settleCloses()
+        let returned = sim.undeliverableAtB.flatMap(\.0).count
+        #expect(sim.deliveredAtA.count == deliveredBeforeClose, "nothing is delivered after fin")
+        #expect(deliveredBeforeClose + returned == 10)
+        #expect(sim.undeliverableAtB.allSatisfy { $0.1 == .peerClosed })
+        #expect(sim.eventsAtB.contains(.peerClosed))
+        #expect(sim.a.phase == .closed)
+    }
+
+    @Test func theQueueIsCappedInBytes() {
+        var core = ReliableLinkCore(role: .initiator, session: .generate(),
+                                    configuration: .init(maximumQueuedBytes: 10_000))
+        var actions: [ReliableLinkCore.Action] = []
+        var refused: ReliableLinkError? = nil
+        for i in 1...100 where refused == nil {
+            refused = core.send(envelope(UInt64(i), payload: Array(repeating: 1, count: 1_000)), now: .zero, into: &actions)
+        }
+        #expect(refused == .queueBytesFull(limit: 10_000))
+        #expect(core.queuedBytes >= 10_000 && core.queuedBytes < 11_100)
     }
 
     @Test func protocolViolationsAskToCloseTheConnection() {
@@ -244,7 +386,7 @@ private struct Simulation {
         sim.applyB(sim.b.handle(.received(plain), now: sim.now))              // not sequenced
         sim.applyB(sim.b.handle(.received(Envelope(protocolTag: .reliable, kind: 99)), now: sim.now))
         #expect(sim.closeRequests.count == 3)
-        #expect(sim.closeRequests[0].contains("before the handshake"))
+        #expect(sim.closeRequests[0].description.contains("before the handshake"))
     }
 
     @Test func closeReturnsEverythingAndRefusesMore() {
@@ -286,7 +428,7 @@ private struct Simulation {
         sim.toB.removeAll()                             // the hello vanishes: no answer
         sim.clock.advance(by: .seconds(2))
         sim.tick()
-        #expect(sim.closeRequests == ["handshake not answered within 2.0 seconds"])
+        #expect(sim.closeRequests == [.handshakeTimedOut(after: .seconds(2))])
     }
 }
 
@@ -340,4 +482,15 @@ private struct Simulation {
         #expect(r.accepted == 3 && r.error == .queueFull(limit: 3))
         #expect(core.queuedCount == 3)
     }
+}
+
+/// A hello payload: session, incarnation, and the peer's incarnation as known (none).
+func helloPayload(session: SessionID, incarnation: UInt64) -> [UInt8] {
+    var p = [UInt8](repeating: 0, count: 32)
+    p.withUnsafeMutableBytes { raw in
+        raw.storeBytes(of: session.raw.high.littleEndian, toByteOffset: 0, as: UInt64.self)
+        raw.storeBytes(of: session.raw.low.littleEndian, toByteOffset: 8, as: UInt64.self)
+        raw.storeBytes(of: incarnation.littleEndian, toByteOffset: 16, as: UInt64.self)
+    }
+    return p
 }

@@ -5,7 +5,9 @@ import Testing
 /// `receive(batch:now:into:deliver:)` — and the frame log behind them.
 @Suite struct ReliableLinkDirectPathTests {
     /// An initiator and acceptor that have completed their handshake.
-    private func establishedPair(_ configuration: ReliableLinkCore.Configuration = .init())
+    /// Two cores with a handshake done at time zero. (The tests jump the clock by seconds with
+    /// no traffic in between: the liveness bound is set beyond those jumps.)
+    private func establishedPair(_ configuration: ReliableLinkCore.Configuration = .init(livenessBound: .seconds(600)))
         -> (a: ReliableLinkCore, b: ReliableLinkCore) {
         let session = SessionID.generate()
         var a = ReliableLinkCore(role: .initiator, session: session, configuration: configuration)
@@ -131,7 +133,7 @@ import Testing
     /// log grows, compacts and is copied (copy-on-write), and every retransmission decodes
     /// to what was sent.
     @Test func theFrameLogSurvivesGrowthCompactionCopiesAndRetransmission() {
-        var (a, b) = establishedPair(.init(ackEvery: 16))
+        var (a, b) = establishedPair(.init(ackEvery: 16, livenessBound: .seconds(600)))
         var delivered: [Envelope] = []
         var snapshot: ReliableLinkCore? = nil
         for round in 0..<40 {
@@ -173,7 +175,7 @@ import Testing
         // The snapshot still holds what was unacknowledged when it was taken.
         #expect(snapshot?.queuedCount ?? 0 > 0)
         var copy = snapshot!
-        let returned = copy.handle(.close, now: .zero)
+        let returned = copy.handle(.abort, now: .zero)   // at once: no graceful `fin`
         guard case .undeliverable(let es, .linkClosed)? = returned.first else {
             Issue.record("expected the snapshot's messages back, got \(returned)")
             return

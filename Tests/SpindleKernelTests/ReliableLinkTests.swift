@@ -59,8 +59,10 @@ private final class LinkInbox: Sendable {
         let clock = ManualClock()
         let t = InProcessTransport()
         let inbox = LinkInbox()
-        let cfg = ReliableLink.Configuration(core: .init(deliveryTimeout: .seconds(30)), clock: clock,
-                                             automaticTicks: false)
+        // The liveness bound (which would return them as `.peerUnresponsive` after 5 s) is set
+        // beyond the delivery timeout, so that this test sees the delivery timeout alone.
+        let cfg = ReliableLink.Configuration(core: .init(deliveryTimeout: .seconds(30), livenessBound: .seconds(60)),
+                                             clock: clock, automaticTicks: false)
         let link = ReliableLink.connect(over: t, to: .inproc(name: "nowhere"), configuration: cfg,
                                         handler: inbox.handler)
         try await waitUntil("the connect attempt to fail") { link.statistics.lastError != nil }
@@ -117,7 +119,10 @@ private final class LinkInbox: Sendable {
         let t = InProcessTransport(configuration: .init(seed: 11))
         let serverInbox = LinkInbox()
         let cfg = ReliableLink.Configuration(
-            core: .init(retransmitTimeout: .milliseconds(20), ackDelay: .milliseconds(1)),
+            // A lost envelope shows as a gap (the connection is closed and the next one resends)
+            // or, for the last ones, as no ack progress; a lost hello as an unanswered handshake.
+            core: .init(ackDelay: .milliseconds(1), connectTimeout: .milliseconds(200),
+                        heartbeatInterval: .milliseconds(20), ackTimeout: .milliseconds(100)),
             tickInterval: .milliseconds(2))
         let listener = try await ReliableListener.listen(over: t, on: .inproc(name: "lossy"),
                                                          configuration: cfg) { _ in serverInbox.handler }

@@ -1,4 +1,5 @@
 import DequeModule
+import Logging
 import Synchronization
 
 /// Exactly-once, in-order messaging to one peer over any `Transport`, surviving reconnects.
@@ -16,13 +17,17 @@ public final class ReliableLink: Sendable {
     public struct Handler: Sendable {
         /// Each message, exactly once per session, in send order.
         public var onDeliver: @Sendable (Envelope) -> Void
-        /// Messages of *this* side that will not be delivered, with the reason.
+        /// Messages of *this* side that will not (or may not) be delivered, with the reason.
         public var onUndeliverable: @Sendable ([Envelope], UndeliverableReason) -> Void
+        /// How the peer is doing: connected, lost (liveness), restarted, closed.
+        public var onEvent: (@Sendable (ReliableLinkEvent) -> Void)?
 
         public init(onDeliver: @escaping @Sendable (Envelope) -> Void,
-                    onUndeliverable: @escaping @Sendable ([Envelope], UndeliverableReason) -> Void) {
+                    onUndeliverable: @escaping @Sendable ([Envelope], UndeliverableReason) -> Void,
+                    onEvent: (@Sendable (ReliableLinkEvent) -> Void)? = nil) {
             self.onDeliver = onDeliver
             self.onUndeliverable = onUndeliverable
+            self.onEvent = onEvent
         }
     }
 
@@ -31,9 +36,12 @@ public final class ReliableLink: Sendable {
         public var core: ReliableLinkCore.Configuration
         /// The clock timeouts and backoff are measured on.
         public var clock: any SpindleClock
-        /// How often the link's background task ticks the core.
+        /// The finest timer resolution: a link is never woken sooner than this after its last
+        /// tick. (Every link of the process shares one timer, which sleeps until the earliest
+        /// link deadline: the next ack, heartbeat, liveness check, reconnect or timeout.)
         public var tickInterval: Duration
-        /// When false, no background task runs: call `tick()` yourself (tests on a ManualClock).
+        /// When false, the shared timer never wakes this link: call `tick()` yourself (tests on
+        /// a ManualClock).
         public var automaticTicks: Bool
         /// Largest frame the link sends; larger messages are refused by `send`. Once connected,
         /// the connection's own `maximumFrameSize` lowers it when smaller.
@@ -47,12 +55,29 @@ public final class ReliableLink: Sendable {
         /// `writableLowWatermark`. (`send` itself refuses only above `core.maximumQueued`.)
         public var writableHighWatermark: Int
         public var writableLowWatermark: Int
+        /// (Accepting side) a connection that has not sent its `hello` this long after being
+        /// accepted is closed.
+        public var helloTimeout: Duration
+        /// (Accepting side) connections accepted and not yet routed by their `hello`, beyond
+        /// which new connections are closed at once.
+        public var maximumPendingConnections: Int
+        /// (Accepting side) sessions a listener keeps at once; a `hello` for a new session
+        /// beyond it is refused.
+        public var maximumSessions: Int
+        /// Where refused connections are logged (once per peer, then at powers of ten).
+        public var logger: Logger
 
         public init(core: ReliableLinkCore.Configuration = .init(), clock: any SpindleClock = SystemClock(),
                     tickInterval: Duration = .milliseconds(5), automaticTicks: Bool = true,
                     maximumFrameSize: Int = FrameLayout.defaultMaxFrameSize,
                     idleSessionTimeout: Duration = .seconds(120),
-                    writableHighWatermark: Int = 65_536, writableLowWatermark: Int = 32_768) {
+                    writableHighWatermark: Int = 65_536, writableLowWatermark: Int = 32_768,
+                    helloTimeout: Duration = .seconds(10), maximumPendingConnections: Int = 256,
+                    maximumSessions: Int = 65_536, logger: Logger = Logger(label: "spindle.reliable")) {
+            self.helloTimeout = helloTimeout
+            self.maximumPendingConnections = max(1, maximumPendingConnections)
+            self.maximumSessions = max(1, maximumSessions)
+            self.logger = logger
             self.core = core
             self.clock = clock
             self.tickInterval = tickInterval
@@ -97,6 +122,8 @@ public final class ReliableLink: Sendable {
         var tasks: [UInt64: Task<Void, Never>] = [:]
         var nextTask: UInt64 = 0
         var shutDown = false
+        /// Callers of `shutdown` waiting for the core to close.
+        var closeWaiters: [CheckedContinuation<Void, Never>] = []
         /// Numbers connect attempts so a late result of an abandoned one is discarded.
         var connectAttempt: UInt64 = 0
         /// Callers of `waitUntilWritable` waiting for acknowledgements.
@@ -121,6 +148,12 @@ public final class ReliableLink: Sendable {
     private let state: Mutex<State>
     /// The application's handler, read by the flusher when it has something to hand over.
     private let handlerSlot: HandlerSlot
+    /// Id at the shared `LinkTimer` (nil with `automaticTicks` off).
+    private let timerID = Mutex<UInt64?>(nil)
+    /// The shared timer's pending deadline for this link, in `SystemClock` nanoseconds (0:
+    /// none); lets hot paths skip rescheduling when the timer will wake it soon enough.
+    private let scheduledWake = Atomic<UInt64>(0)
+    private let wallClock = SystemClock()
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -240,7 +273,7 @@ public final class ReliableLink: Sendable {
         FrameEncoder.frameSize(of: message) + (message.sequence == 0 ? 8 : 0)
     }
 
-    /// Advances timers: delivery timeouts, delayed acks, retransmission, reconnects.
+    /// Advances timers: delivery timeouts, delayed acks, heartbeats, liveness, reconnects.
     public func tick() {
         run(.tick, epoch: nil)
         guard role == .acceptor else { return }
@@ -257,6 +290,10 @@ public final class ReliableLink: Sendable {
 
     /// True once the link is closed.
     public var isClosed: Bool { state.withLock { $0.core.phase == .closed } }
+
+    /// True while the liveness bound has passed without hearing from the peer (until a
+    /// handshake with it completes again).
+    public var isPeerLost: Bool { state.withLock { $0.core.peerLost } }
 
     /// False while more than `writableHighWatermark` messages await acknowledgement.
     public var isWritable: Bool {
@@ -331,11 +368,26 @@ public final class ReliableLink: Sendable {
         }
     }
 
-    /// Closes the link: unacknowledged messages go back through `onUndeliverable` with
-    /// `.linkClosed`, the connection closes, nothing more is sent or delivered.
+    /// Closes the link; nothing more is accepted for sending. When established, the close is
+    /// graceful: the link tells the peer what it delivered (`fin`) and waits up to
+    /// `closeTimeout` for the peer's account (`finAck`), so the messages then returned through
+    /// `onUndeliverable` (`.linkClosed`) are exactly those the peer did not deliver. Otherwise
+    /// everything unacknowledged is returned at once.
     public func close() {
         run(.close, epoch: nil)
+        closeConnectionIfClosed()
+    }
+
+    /// Closes the link at once, without waiting for the peer.
+    public func abort() {
+        run(.abort, epoch: nil)
+        closeConnectionIfClosed()
+    }
+
+    /// Detaches and closes the connection once the core has closed.
+    private func closeConnectionIfClosed() {
         let conn: (any TransportConnection)? = state.withLock { s in
+            guard s.core.phase == .closed else { return nil }
             let c = s.connection
             Self.setConnection(nil, &s)
             return c
@@ -343,15 +395,33 @@ public final class ReliableLink: Sendable {
         conn?.close()
     }
 
-    /// Closes the link and waits until its background tasks have finished.
+    /// Closes the link (gracefully, see `close`) and waits until it is closed and its
+    /// background tasks have finished. With `automaticTicks` off the close is immediate.
     public func shutdown() async {
-        close()
+        if configuration.automaticTicks { close() } else { abort() }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let closed = state.withLock { s -> Bool in
+                if s.core.phase == .closed { return true }
+                s.closeWaiters.append(c)
+                return false
+            }
+            if closed { c.resume() }
+        }
+        closeConnectionIfClosed()
+        if let id = timerID.withLock({ $0 }) { LinkTimer.shared.cancel(id) }
         let tasks: [Task<Void, Never>] = state.withLock { s in
             s.shutDown = true
             return Array(s.tasks.values)
         }
         for t in tasks { t.cancel() }
         for t in tasks { await t.value }
+    }
+
+    /// Resumes the `shutdown` callers once the core has closed (call under the lock).
+    private static func takeCloseWaiters(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
+        guard !s.closeWaiters.isEmpty, s.core.phase == .closed else { return [] }
+        defer { s.closeWaiters = [] }
+        return s.closeWaiters
     }
 
     // MARK: Connection handling
@@ -425,8 +495,14 @@ public final class ReliableLink: Sendable {
         var deliver: [Range<Int>] = []
         let low = configuration.writableLowWatermark
         var released = Released()
+        var closed: [CheckedContinuation<Void, Never>] = []
+        var deadline: MonotonicInstant? = nil
         var claimed = state.withLock { s -> Claimed? in
             guard epoch == s.epoch else { return nil }
+            defer {
+                closed = Self.takeCloseWaiters(&s)
+                deadline = s.core.nextDeadline()
+            }
             guard !s.flushing && s.work.isEmpty else {
                 s.core.handle(.receivedBatch(arrivals.map(\.envelope)), now: now, into: &s.work)
                 released = Self.releasedWaiters(&s, low: low)
@@ -438,6 +514,10 @@ public final class ReliableLink: Sendable {
             return deliver.isEmpty ? Self.enqueue(&s) : Self.claim(&s)
         }
         released.resume()
+        defer {
+            for c in closed { c.resume() }
+            schedule(deadline, now: now)
+        }
         guard let c = claimed.take() else { return }
         if !deliver.isEmpty, let handler = handlerSlot.handler {
             arrivals.withUnsafeBufferPointer { xs in
@@ -456,15 +536,35 @@ public final class ReliableLink: Sendable {
         coarseNow.max(now.nanoseconds, ordering: .relaxed)
         let low = configuration.writableLowWatermark
         var released = Released()
+        var closed: [CheckedContinuation<Void, Never>] = []
+        var deadline: MonotonicInstant? = nil
         var claimed = state.withLock { s -> Claimed? in
             if let epoch, epoch != s.epoch { return nil }
             if case .disconnected = event { Self.setConnection(nil, &s) }
             s.core.handle(event, now: now, into: &s.work)
             released = Self.releasedWaiters(&s, low: low)
+            closed = Self.takeCloseWaiters(&s)
+            deadline = s.core.nextDeadline()
             return Self.enqueue(&s)
         }
         released.resume()
         if let c = claimed.take() { flush(c) }
+        for c in closed { c.resume() }
+        schedule(deadline, now: now)
+    }
+
+    /// Asks the shared timer to wake this link at `deadline` (on the link's clock), unless it
+    /// is already due to wake sooner.
+    private func schedule(_ deadline: MonotonicInstant?, now: MonotonicInstant) {
+        guard let deadline, configuration.automaticTicks else { return }
+        let delay = max(deadline - now, configuration.tickInterval)
+        // A link on another clock than the system's still gets looked at every second.
+        let wake = wallClock.now() + min(delay, .seconds(1))
+        let current = scheduledWake.load(ordering: .relaxed)
+        if current != 0 && current <= wake.nanoseconds { return }
+        guard let id = timerID.withLock({ $0 }) else { return }
+        scheduledWake.store(wake.nanoseconds, ordering: .relaxed)
+        LinkTimer.shared.schedule(id, at: wake)
     }
 
     /// Sets the handler of an accepted link; called once, before its first connection is attached.
@@ -641,6 +741,9 @@ public final class ReliableLink: Sendable {
                 case .undeliverable(let es, let why):
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onUndeliverable(es, why)
+                case .notify(let event):
+                    if handler == nil { handler = handlerSlot.handler }
+                    handler?.onEvent?(event)
                 case .closeConnection:
                     connection?.close()
                 case .connect:
@@ -698,15 +801,13 @@ public final class ReliableLink: Sendable {
         state.withLock { $0.connectAttempt == attempt && $0.core.phase == .connecting }
     }
 
+    /// Joins the shared timer (with `automaticTicks`) and schedules the first tick.
     func startTicking() {
         guard configuration.automaticTicks else { return }
-        let interval = configuration.tickInterval
-        spawn { link in
-            while !Task.isCancelled && !link.isClosed {
-                link.tick()
-                try? await Task.sleep(for: interval)
-            }
-        }
+        let id = LinkTimer.shared.register(self)
+        timerID.withLock { $0 = id }
+        let now = clock.now()
+        schedule(state.withLock { $0.core.nextDeadline() } ?? now, now: now)
     }
 
     /// Runs `body` as a task the link tracks, so `shutdown` can wait for it.
@@ -720,6 +821,13 @@ public final class ReliableLink: Sendable {
                 _ = self.state.withLock { $0.tasks.removeValue(forKey: id) }
             }
         }
+    }
+}
+
+extension ReliableLink: TimerDriven {
+    func timerFired() {
+        scheduledWake.store(0, ordering: .relaxed)
+        tick()
     }
 }
 

@@ -224,9 +224,15 @@ let package = Package(
             path: "Tests/Support/NetworkTestSupport",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "ReliablePeerFixture",
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/Fixtures/ReliablePeerFixture",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleTCPTests",
-            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport"],
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture"],
             path: "Tests/SpindleTCPTests",
             swiftSettings: strict
         ),

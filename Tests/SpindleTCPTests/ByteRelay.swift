@@ -21,6 +21,11 @@ final class ByteRelay: Sendable {
     let toServer = Collector<[UInt8]>()
     let toClient = Collector<[UInt8]>()
     private let channels = Mutex<[StreamChannel]>([])
+    /// When set, bytes in both directions vanish (a partition that keeps the sockets open).
+    private let dropping = Atomic<Bool>(false)
+
+    /// From now on every byte in both directions is dropped, silently.
+    func dropEverything() { dropping.store(true, ordering: .relaxed) }
 
     var address: Address { listener.address }
 
@@ -63,12 +68,14 @@ final class ByteRelay: Sendable {
             self.channels.withLock { $0.append(server) }
             let up = Offset(), down = Offset()
             client.start(onRead: { [self] bytes in
+                if dropping.load(ordering: .relaxed) { return }
                 var chunk = Array(bytes)
                 tamper?(.toServer, up.advance(by: chunk.count), &chunk)
                 toServer.append(chunk)
                 server.write(chunk)
             }, onClose: { _ in server.close() })
             server.start(onRead: { [self] bytes in
+                if dropping.load(ordering: .relaxed) { return }
                 var chunk = Array(bytes)
                 tamper?(.toClient, down.advance(by: chunk.count), &chunk)
                 toClient.append(chunk)

@@ -210,4 +210,56 @@ struct SecureSessionTests {
             await server.shutdown()
         }
     }
+
+    @Test("a hello with correlation UInt64.max, or data with sequence UInt64.max, closes only that connection")
+    func hostileReliableLinkValues() async throws {
+        try await withLoop { loop in
+            let server = TCPTransport(loop: loop, configuration: Self.keyed())
+            let client = TCPTransport(loop: loop, configuration: Self.keyed())
+            let delivered = Collector<Envelope>()
+            let listener = try await ReliableListener.listen(over: server, on: .tcp(host: "127.0.0.1", port: 0)) { link in
+                ReliableLink.Handler(onDeliver: { delivered.append($0); try? link.send($0) }, onUndeliverable: { _, _ in })
+            }
+            let session = SessionID.generate()
+            func hello(correlation: UInt64, sequence: UInt64 = 0) -> Envelope {
+                var payload = [UInt8](repeating: 0, count: ReliableWire.handshakePayloadSize)
+                payload.withUnsafeMutableBytes { raw in
+                    raw.storeBytes(of: session.raw.high.littleEndian, toByteOffset: 0, as: UInt64.self)
+                    raw.storeBytes(of: session.raw.low.littleEndian, toByteOffset: 8, as: UInt64.self)
+                    raw.storeBytes(of: UInt64(42).littleEndian, toByteOffset: 16, as: UInt64.self)
+                }
+                return Envelope(protocolTag: .reliable, kind: ReliableWire.hello, correlation: correlation,
+                                sequence: sequence, payload: payload)
+            }
+            // 1. A hello whose lowest-held sequence is UInt64.max: refused before any session exists.
+            let first = try await client.connect(to: listener.address)
+            let (_, firstCloses) = collect(first)
+            try first.send(hello(correlation: .max))
+            #expect(try await firstCloses.first("the hostile hello's connection to close") == .closedByPeer)
+            #expect(listener.links.isEmpty)
+
+            // 2. A valid hello, then data with sequence UInt64.max: that connection closes.
+            let second = try await client.connect(to: listener.address)
+            let (replies, secondCloses) = collect(second)
+            try second.send(hello(correlation: 1))
+            try await replies.first("the helloAck")
+            var data = Envelope(protocolTag: .application, kind: 1, sequence: .max, payload: [1])
+            data.flags.insert(.sequenced)
+            try second.send(data)
+            #expect(try await secondCloses.first("the overflowing data's connection to close") == .closedByPeer)
+            #expect(delivered.items.isEmpty)
+            #expect(listener.refusals.values.reduce(0, +) == 1)
+
+            // 3. The listener still serves a well-behaved link.
+            let echoes = Collector<Envelope>()
+            let link = ReliableLink.connect(over: client, to: listener.address, handler: .init(
+                onDeliver: { echoes.append($0) }, onUndeliverable: { _, _ in }))
+            try link.send(envelope(7))
+            #expect(try await echoes.first("the well-behaved link's echo").correlation == 7)
+            await link.shutdown()
+            await listener.shutdown()
+            await client.shutdown()
+            await server.shutdown()
+        }
+    }
 }

@@ -13,12 +13,14 @@ import Glibc
 /// ReliableLinkCoreTests; here the point is that real sockets get there.)
 @Suite("Liveness", .timeLimit(.minutes(2)))
 struct LivenessTests {
-    /// A short bound, so the tests take seconds.
+    /// A short bound, so the tests take seconds (long enough that a loaded machine running
+    /// the whole suite in parallel does not trip it during set-up).
+    static let bound: Duration = .seconds(3)
     static func shortBound() -> ReliableLink.Configuration {
         var c = ReliableLink.Configuration()
-        c.core.heartbeatInterval = .milliseconds(100)
-        c.core.livenessBound = .milliseconds(800)
-        c.core.connectTimeout = .milliseconds(500)
+        c.core.heartbeatInterval = .milliseconds(200)
+        c.core.livenessBound = bound
+        c.core.connectTimeout = bound
         return c
     }
 
@@ -34,10 +36,24 @@ struct LivenessTests {
                   onEvent: { self.events.append($0) })
         }
 
+        /// Waits for the first completed handshake. (On a loaded machine the first connect may
+        /// take longer than the short liveness bound: the link declares the peer lost, keeps
+        /// trying, and the test starts once it is through.)
+        func waitForConnection() async throws {
+            let deadline = SystemClock().now() + .seconds(30)
+            while !events.items.contains(where: { if case .connected = $0 { return true } else { return false } }) {
+                guard SystemClock().now() < deadline else { throw TestTimeout(what: "the first handshake") }
+                _ = try? await events.wait(count: events.items.count + 1, timeout: .milliseconds(200))
+            }
+        }
+
+        /// The loss that comes after the connection (events before it are set-up noise).
         func waitForLoss() async throws -> (String, [([Envelope], UndeliverableReason)]) {
             let deadline = SystemClock().now() + .seconds(20)
             while SystemClock().now() < deadline {
-                if let lost = events.items.compactMap({ e -> String? in
+                let all = events.items
+                let start = all.firstIndex { if case .connected = $0 { return true } else { return false } } ?? all.endIndex
+                if let lost = all[start...].compactMap({ e -> String? in
                     if case .peerLost(let why) = e { return why } else { return nil }
                 }).first {
                     return (lost, returned.items)
@@ -66,6 +82,7 @@ struct LivenessTests {
             let seen = Observed()
             let link = ReliableLink.connect(over: transport, to: address, configuration: Self.shortBound(),
                                             handler: seen.handler)
+            try await seen.waitForConnection()
             try link.send(envelope(1))
             #expect(try await seen.delivered.first("the echo before the stop").correlation == 1)
             try await waitUntilAcknowledged(link)
@@ -77,7 +94,7 @@ struct LivenessTests {
             try await seen.returned.wait(count: 1, "the pending messages back")
             let back = seen.returned.items.flatMap(\.0).map(\.correlation)
             #expect(back == [2, 3, 4], "returned \(returned)")
-            #expect(seen.returned.items.allSatisfy { $0.1 == .peerUnresponsive(after: .milliseconds(800)) })
+            #expect(seen.returned.items.allSatisfy { $0.1 == .peerUnresponsive(after: Self.bound) })
 
             try child.kill(SIGCONT)
             await link.shutdown()
@@ -99,6 +116,7 @@ struct LivenessTests {
             let seen = Observed()
             let link = ReliableLink.connect(over: transport, to: relay.address, configuration: Self.shortBound(),
                                             handler: seen.handler)
+            try await seen.waitForConnection()
             try link.send(envelope(1))
             try await seen.delivered.first("the echo before the partition")
             try await waitUntilAcknowledged(link)

@@ -74,8 +74,9 @@ struct ReliableOverTCPTests {
             // The sending link runs on a manual clock, ticked by the test: reconnects and the
             // delivery timeout happen exactly when the test says, however loaded the machine is.
             let clock = ManualClock()
-            // (Its liveness bound is beyond the test's clock jumps: this is about the delivery timeout.)
-            let linkConfig = ReliableLink.Configuration(core: .init(deliveryTimeout: .seconds(30), livenessBound: .seconds(600)),
+            // (Its connect timeout and liveness bound are beyond the test's clock jumps: this is about the delivery timeout.)
+            let linkConfig = ReliableLink.Configuration(core: .init(deliveryTimeout: .seconds(30), connectTimeout: .seconds(600),
+                                                                    livenessBound: .seconds(600)),
                                                         clock: clock, automaticTicks: false)
             let link = ReliableLink.connect(over: transport, to: address, configuration: linkConfig,
                                             handler: .init(onDeliver: { _ in }, onUndeliverable: { returned.append(($0, $1)) }))

@@ -36,6 +36,7 @@ public final class TCPTransport: Transport {
     private let registry = Mutex(Registry())
 
     /// Runs connections on the loops of `group` (round robin); the caller owns the group.
+    /// Connections accepted by a listener are spread round robin over the group's loops too.
     public init(group: EventLoopGroup, configuration: Configuration = Configuration()) {
         self.configuration = configuration
         self.loops = .group(group, owned: false)
@@ -82,8 +83,8 @@ public final class TCPTransport: Transport {
         let loop = nextLoop()
         let stream: StreamListener
         do {
-            stream = try await StreamListener.listen(on: loop, address: address,
-                                                     configuration: streamConfiguration) { [weak self] channel in
+            stream = try await StreamListener.listen(on: loop, address: address, configuration: streamConfiguration,
+                                                     childGroup: acceptGroup) { [weak self] channel in
                 self?.accepted(channel, listenAddress: address, accept: accept)
             }
         } catch {
@@ -164,10 +165,20 @@ public final class TCPTransport: Transport {
         s.highWatermark = configuration.highWatermark
         s.lowWatermark = configuration.lowWatermark
         s.noDelay = configuration.noDelay
+        s.keepalive = configuration.keepalive
+        s.userTimeout = configuration.userTimeout
+        s.connectTimeout = configuration.connectTimeout
+        s.closeDeadline = configuration.closeDeadline
         return s
     }
 
-    /// Runs on the listener's loop for each accepted socket.
+    /// The loops accepted connections are spread over (nil: they stay on the listener's loop).
+    private var acceptGroup: EventLoopGroup? {
+        if case .group(let group, _) = loops, group.loops.count > 1 { return group }
+        return nil
+    }
+
+    /// Runs on the accepted connection's loop (one of the group's) for each accepted socket.
     private func accepted(_ channel: StreamChannel, listenAddress: Address,
                           accept: @escaping @Sendable (any TransportConnection) -> Void) {
         let connection = TCPConnection(channel: channel, fallbackAddress: listenAddress, configuration: configuration)

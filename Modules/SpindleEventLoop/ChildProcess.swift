@@ -106,8 +106,10 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
         }
     }
 
-    /// Calls `body` with the exit status on the loop thread (at once, queued, if already exited;
-    /// on the calling thread if the loop has shut down).
+    /// Calls `body` with the exit status on the loop thread: at the end of the loop turn in
+    /// which libuv reported the exit (when every exit libuv reaped with it is recorded too), or
+    /// queued at once if the child has already exited (on the calling thread if the loop has
+    /// shut down).
     public func onExit(_ body: @escaping @Sendable (ExitStatus) -> Void) {
         let now = state.withLock { s -> ExitStatus? in
             if let status = s.status { return status }

@@ -136,7 +136,10 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
         } else if pidfd >= 0 || loop.inEventLoop {
             status = deliver(signal)
         } else {
-            let hop = SignalHop()
+            guard let hop = SignalHop() else {
+                throw EventLoopError(code: UV_ENOMEM.rawValue, name: "ENOMEM", operation: operation,
+                                     message: "cannot create the semaphore to wait for the loop thread")
+            }
             let queued = loop.tryExecute { hop.finish(self.deliver(signal)) }
             guard queued else { throw .loopShutDown(loop.name, operation) }
             status = hop.wait()
@@ -318,12 +321,16 @@ private final class SignalHop: @unchecked Sendable {
     // @unchecked Sendable: `result` is written once before `uv_sem_post` and read after
     // `uv_sem_wait`, which orders the two; the semaphore itself is thread-safe.
     private let semaphore = UnsafeMutablePointer<uv_sem_t>.allocate(capacity: 1)
+    private let initialised: Bool
     private var result: Int32 = 0
 
-    init() { uv_sem_init(semaphore, 0) }
+    init?() {
+        initialised = uv_sem_init(semaphore, 0) == 0
+        if !initialised { return nil }   // deinit frees the memory
+    }
 
     deinit {
-        uv_sem_destroy(semaphore)
+        if initialised { uv_sem_destroy(semaphore) }
         semaphore.deallocate()
     }
 

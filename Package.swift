@@ -212,9 +212,15 @@ let package = Package(
             path: "Tests/SpindleKernelTests",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "EventLoopFixture",
+            dependencies: ["SpindleEventLoop", "CLibUV"],
+            path: "Tests/Fixtures/EventLoopFixture",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleEventLoopTests",
-            dependencies: ["SpindleEventLoop", "SpindleKernel", "CLibUV"],
+            dependencies: ["SpindleEventLoop", "SpindleKernel", "CLibUV", "NetworkTestSupport", "EventLoopFixture"],
             path: "Tests/SpindleEventLoopTests",
             swiftSettings: strict
         ),

@@ -70,7 +70,9 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     }
 
     /// Creates the loop and starts its thread.
-    /// - Throws: `EventLoopError` when libuv cannot initialise the loop or the thread cannot start.
+    /// - Throws: `EventLoopError` naming the loop and the step that failed when libuv cannot
+    ///   initialise the loop or one of its handles (EMFILE when the process is out of file
+    ///   descriptors) or the thread cannot start. Nothing is left behind.
     public init(name: String = "spindle-loop") throws(EventLoopError) {
         _ = EventLoop.sigpipeIgnored
         self.name = name
@@ -80,18 +82,31 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         flushCheck = .allocate(capacity: 1)
         flushIdle = .allocate(capacity: 1)
         readBuffer = .allocate(byteCount: EventLoop.readBufferSize, alignment: 16)
+        // Every stored property is set from here on, so a throw below releases `self` and
+        // `deinit` frees the memory: the failure paths undo libuv state only, never free.
         let status = uv_loop_init(uvLoop)
         guard status == 0 else {
-            freeMemory()
+            EventLoop.closeLeakedBackend(uvLoop)
             throw EventLoopError(uvCode: status, operation: "create event loop \"\(name)\"")
         }
         uvLoop.pointee.data = nil
-        uv_async_init(uvLoop, wakeup) { handle in
+        var initialised: [UnsafeMutablePointer<uv_handle_t>] = []
+        func fail(_ status: Int32, _ step: String) -> EventLoopError {
+            abandonLoop(closing: initialised)
+            return EventLoopError(uvCode: status, operation: "\(step) for event loop \"\(name)\"")
+        }
+        let asyncStatus = uv_async_init(uvLoop, wakeup) { handle in
             guard let handle, let data = handle.pointee.data else { return }
             Unmanaged<EventLoop>.fromOpaque(data).takeUnretainedValue().drainInbox()
         }
-        uv_check_init(uvLoop, flushCheck)
-        uv_idle_init(uvLoop, flushIdle)
+        guard asyncStatus == 0 else { throw fail(asyncStatus, "create the wake-up handle") }
+        initialised.append(EventLoop.handle(wakeup))
+        let checkStatus = uv_check_init(uvLoop, flushCheck)
+        guard checkStatus == 0 else { throw fail(checkStatus, "create the flush check handle") }
+        initialised.append(EventLoop.handle(flushCheck))
+        let idleStatus = uv_idle_init(uvLoop, flushIdle)
+        guard idleStatus == 0 else { throw fail(idleStatus, "create the flush idle handle") }
+        initialised.append(EventLoop.handle(flushIdle))
         let me = Unmanaged.passUnretained(self).toOpaque()
         wakeup.pointee.data = me
         flushCheck.pointee.data = me
@@ -107,29 +122,44 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         }, context)
         guard rc == 0 else {
             Unmanaged<EventLoop>.fromOpaque(context).release()
-            for h in [OpaquePointer(wakeup), OpaquePointer(flushCheck), OpaquePointer(flushIdle)] {
-                uv_close(UnsafeMutablePointer<uv_handle_t>(h), nil)
-            }
-            uv_run(uvLoop, UV_RUN_NOWAIT)
-            uv_loop_close(uvLoop)
-            freeMemory()
-            throw EventLoopError(code: -rc, name: "EAGAIN", operation: "start thread for event loop \"\(name)\"",
+            abandonLoop(closing: initialised)
+            throw EventLoopError(code: -rc, name: String(cString: uv_err_name(-rc)),
+                                 operation: "start thread for event loop \"\(name)\"",
                                  message: "pthread_create failed with errno \(rc)")
         }
         inbox.withLock { $0.thread = thread }
     }
 
     deinit {
-        // Only reached after the thread has exited (it holds a reference while running).
-        freeMemory()
-    }
-
-    private func freeMemory() {
+        // Reached once: after the thread has exited (it holds a reference while running), or
+        // when init threw (after undoing the libuv state). The only place memory is freed.
         uvLoop.deallocate()
         wakeup.deallocate()
         flushCheck.deallocate()
         flushIdle.deallocate()
         readBuffer.deallocate()
+    }
+
+    /// Undoes a partly initialised loop on an init failure: closes `handles`, lets their close
+    /// callbacks run and closes the loop. Frees nothing (`deinit` does).
+    private func abandonLoop(closing handles: [UnsafeMutablePointer<uv_handle_t>]) {
+        for h in handles { uv_close(h, nil) }
+        uv_run(uvLoop, UV_RUN_NOWAIT)
+        uv_loop_close(uvLoop)
+    }
+
+    /// libuv before 1.51 leaves the loop's epoll descriptor open when `uv_loop_init` fails
+    /// after creating it (libuv/libuv#4757); close it so a failed init leaks nothing. Newer
+    /// versions close it themselves and are left alone.
+    private static func closeLeakedBackend(_ loop: UnsafeMutablePointer<uv_loop_t>) {
+        guard uv_version() < 0x01_33_00 else { return }
+        let fd = loop.pointee.backend_fd
+        // -1 when the epoll descriptor itself could not be created.
+        if fd >= 0 { _ = close(fd) }
+    }
+
+    private static func handle<H>(_ h: UnsafeMutablePointer<H>) -> UnsafeMutablePointer<uv_handle_t> {
+        UnsafeMutableRawPointer(h).assumingMemoryBound(to: uv_handle_t.self)
     }
 
     /// SIGPIPE would kill the process on a write to a closed peer; libuv reports EPIPE instead

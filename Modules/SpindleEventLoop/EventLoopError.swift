@@ -47,8 +47,15 @@ public struct EventLoopError: Error, Sendable, Equatable, CustomStringConvertibl
     public var isNoSuchProcess: Bool { code == UV_ESRCH.rawValue }
     /// The loop was shut down before or while the operation ran.
     public var isLoopShutDown: Bool { code == 0 && name == EventLoopError.loopShutDownName }
+    /// Something did not happen in time: a connect past its connect timeout, or a TCP
+    /// connection whose peer stopped acknowledging (keepalive or `TCP_USER_TIMEOUT`).
+    public var isTimedOut: Bool { code == UV_ETIMEDOUT.rawValue }
+    /// A graceful close still had unwritten bytes at its close deadline; the socket was
+    /// closed hard.
+    public var isCloseDeadlinePassed: Bool { code == 0 && name == EventLoopError.closeDeadlineName }
 
     static let loopShutDownName = "ELOOPSHUTDOWN"
+    static let closeDeadlineName = "ECLOSEDEADLINE"
 
     /// Any ESRCH failure: the process is gone. Compare with `==`.
     public static let noSuchProcess = EventLoopError(
@@ -57,6 +64,15 @@ public struct EventLoopError: Error, Sendable, Equatable, CustomStringConvertibl
     /// Any failure because the loop is shut down. Compare with `==`.
     public static let loopShutDown = EventLoopError(
         code: 0, name: loopShutDownName, operation: "use event loop", message: "the event loop has been shut down")
+
+    /// Any timeout (ETIMEDOUT). Compare with `==`.
+    public static let timedOut = EventLoopError(
+        code: UV_ETIMEDOUT.rawValue, name: "ETIMEDOUT", operation: "wait", message: "timed out")
+
+    /// Any graceful close cut short by its deadline. Compare with `==`.
+    public static let closeDeadlinePassed = EventLoopError(
+        code: 0, name: closeDeadlineName, operation: "close a stream",
+        message: "the close deadline passed with bytes unwritten")
 
     /// The loop-shut-down error for a named loop and operation.
     static func loopShutDown(_ loopName: String, _ operation: String) -> EventLoopError {

@@ -46,7 +46,13 @@ public final class LoopTimer: LoopResource, @unchecked Sendable {
         loop.assertInLoop("start a timer")
         guard !isCancelled, !loop.isClosing else { work = nil; return }
         let h = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
-        uv_timer_init(loop.uvLoop, h)
+        // libuv's timer init cannot fail today; should it, the timer is dropped rather than
+        // started on an uninitialised handle.
+        guard uv_timer_init(loop.uvLoop, h) == 0 else {
+            h.deallocate()
+            work = nil
+            return
+        }
         h.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         handle = h
         loop.register(self)

@@ -23,7 +23,8 @@ public final class SignalWatcher: LoopResource, @unchecked Sendable {
     }
 
     /// Starts watching `signals`; returns once the handlers are installed.
-    /// - Throws: `EventLoopError` (EINVAL for an invalid signal number) or `.loopShutDown`.
+    /// - Throws: `EventLoopError` (EINVAL for an invalid signal number, EMFILE when libuv cannot
+    ///   create its signal pipe) or `.loopShutDown`.
     public static func watch(on loop: EventLoop, signals: [Int32],
                              handler: @escaping @Sendable (Int32) -> Void) async throws(EventLoopError) -> SignalWatcher {
         let result = await withCheckedContinuation { (c: CheckedContinuation<Result<SignalWatcher, EventLoopError>, Never>) in
@@ -44,7 +45,15 @@ public final class SignalWatcher: LoopResource, @unchecked Sendable {
         loop.register(watcher)
         for signal in signals {
             let h = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
-            uv_signal_init(loop.uvLoop, h)
+            // Fails when libuv cannot create its signal pipe (EMFILE): the handle was never
+            // initialised, so it is freed here rather than closed.
+            let initStatus = uv_signal_init(loop.uvLoop, h)
+            if initStatus < 0 {
+                h.deallocate()
+                watcher.closeHandles()
+                if watcher.closing == 0 { loop.unregister(watcher) }
+                throw EventLoopError(uvCode: initStatus, operation: "watch signal \(signal)")
+            }
             h.pointee.data = Unmanaged.passUnretained(watcher).toOpaque()
             watcher.handles.append(h)
             let status = uv_signal_start(h, { h, signum in

@@ -1,4 +1,5 @@
 import CLibUV
+import Logging
 import SpindleKernel
 import Synchronization
 
@@ -16,7 +17,11 @@ import Synchronization
 /// Closing: ``close()`` stops reading, flushes what was written before it and then closes the
 /// handle; `onClose` runs exactly once, with nil for a clean end (local close or peer EOF) and
 /// the error otherwise. Writes made after `close()` or after the channel closed are dropped;
-/// the reason was reported through `onClose`.
+/// the reason was reported through `onClose`. A graceful close whose writes have not reached
+/// the kernel by the configured `closeDeadline` closes hard (ECLOSEDEADLINE).
+///
+/// TCP channels get the configuration's keepalive and `TCP_USER_TIMEOUT` as soon as they are
+/// connected or accepted, so a peer that vanished ends the channel with ETIMEDOUT.
 public final class StreamChannel: LoopResource, @unchecked Sendable {
     // @unchecked Sendable: `output` is a Mutex; the addresses and label are written on the
     // loop thread before the channel is handed to any caller; every other `var` is touched
@@ -105,6 +110,9 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     private var requestPool: [WriteRequest] = []
     /// Rewrites flushed bytes before they reach the socket (a record layer), once installed.
     private var outboundTransform: (any StreamOutboundTransform)?
+    private var closeDeadlineTimer: LoopTimer?
+
+    private static let logger = Logger(label: "spindle.eventloop.stream")
 
     /// Allocates an uninitialised handle of `kind`.
     static func allocateHandle() -> UnsafeMutableRawPointer {
@@ -125,11 +133,12 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
     }
 
     /// Reads the socket addresses and applies socket options once connected (loop thread).
-    func didConnect() {
+    /// - Throws: `EventLoopError` when a TCP socket option cannot be set; the caller closes
+    ///   the channel.
+    func didConnect() throws(EventLoopError) {
         switch kind {
         case .tcp:
             let tcp = raw.assumingMemoryBound(to: uv_tcp_t.self)
-            if configuration.noDelay { uv_tcp_nodelay(tcp, 1) }
             localAddress = SocketAddress.tcpAddress(tcp, peer: false)
             remoteAddress = SocketAddress.tcpAddress(tcp, peer: true)
         case .pipe:
@@ -139,6 +148,41 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         }
         if let remote = remoteAddress { label = remote.description }
         else if let local = localAddress { label = "\(local) (accepted)" }
+        if kind == .tcp { try applyTCPOptions() }
+    }
+
+    /// TCP_NODELAY, keepalive and TCP_USER_TIMEOUT from the configuration (loop thread).
+    private func applyTCPOptions() throws(EventLoopError) {
+        let tcp = raw.assumingMemoryBound(to: uv_tcp_t.self)
+        if configuration.noDelay {
+            try EventLoopError.check(uv_tcp_nodelay(tcp, 1), "set TCP_NODELAY on \(label)")
+        }
+        guard configuration.keepalive != nil || configuration.userTimeout != nil else { return }
+        guard let fd = fileDescriptor else {
+            throw EventLoopError(code: UV_EBADF.rawValue, name: "EBADF", operation: "set socket options on \(label)",
+                                 message: "the socket has no file descriptor")
+        }
+        func set(_ level: Int32, _ option: Int32, _ value: Int32, _ name: String) throws(EventLoopError) {
+            try EventLoopError.check(spindle_setsockopt_int(fd, level, option, value), "set \(name)=\(value) on \(label)")
+        }
+        if let keepalive = configuration.keepalive {
+            let v = keepalive.socketValues
+            try set(SPINDLE_SOL_SOCKET, SPINDLE_SO_KEEPALIVE, 1, "SO_KEEPALIVE")
+            try set(SPINDLE_IPPROTO_TCP, SPINDLE_TCP_KEEPIDLE, v.idle, "TCP_KEEPIDLE")
+            try set(SPINDLE_IPPROTO_TCP, SPINDLE_TCP_KEEPINTVL, v.interval, "TCP_KEEPINTVL")
+            try set(SPINDLE_IPPROTO_TCP, SPINDLE_TCP_KEEPCNT, v.count, "TCP_KEEPCNT")
+        }
+        if let ms = configuration.userTimeoutMilliseconds {
+            try set(SPINDLE_IPPROTO_TCP, SPINDLE_TCP_USER_TIMEOUT, ms, "TCP_USER_TIMEOUT")
+        }
+    }
+
+    /// The socket or pipe's file descriptor while the handle is open (loop thread); nil once
+    /// it is closing. For reading socket options; the channel keeps owning the descriptor.
+    package var fileDescriptor: Int32? {
+        guard !handleClosing else { return nil }
+        var fd = uv_os_fd_t()
+        return uv_fileno(handle, &fd) == 0 ? fd : nil
     }
 
     // MARK: Reading
@@ -527,13 +571,34 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
         }
         flushPending()
         output.withLock { $0.refusesWrites = true }
-        if !handleClosing && inFlight == 0 { closeNow(nil) }
+        if !handleClosing && inFlight == 0 { return closeNow(nil) }
+        if !handleClosing, let deadline = configuration.closeDeadline {
+            closeDeadlineTimer = loop.scheduleTimer(after: deadline) { [self] in closeDeadlinePassed(deadline) }
+        }
+    }
+
+    /// The graceful close still has writes in flight at its deadline (loop thread): close hard.
+    private func closeDeadlinePassed(_ deadline: Duration) {
+        closeDeadlineTimer = nil
+        guard !handleClosing, inFlight > 0 else { return }
+        let unwritten = uv_stream_get_write_queue_size(stream)
+        let error = EventLoopError(
+            code: 0, name: EventLoopError.closeDeadlineName, operation: "close \(label)",
+            message: "the close deadline of \(deadline) passed with \(unwritten) bytes unwritten; the stream was closed hard")
+        StreamChannel.logger.warning("close deadline passed", metadata: [
+            "stream": "\(label)", "unwritten": "\(unwritten)", "deadline": "\(deadline)",
+        ])
+        closeNow(error, hard: true)
     }
 
     /// Closes the handle now; writes not yet taken by the kernel are discarded (loop thread).
-    func closeNow(_ reason: EventLoopError?) {
+    /// `hard` resets a TCP connection (SO_LINGER 0) instead of letting the kernel send what it
+    /// still holds.
+    func closeNow(_ reason: EventLoopError?, hard: Bool = false) {
         guard !handleClosing else { return }
         handleClosing = true
+        closeDeadlineTimer?.cancel()
+        closeDeadlineTimer = nil
         if closeReason == nil { closeReason = reason }
         if reading {
             uv_read_stop(stream)
@@ -549,11 +614,13 @@ public final class StreamChannel: LoopResource, @unchecked Sendable {
             return o.waiters
         }
         for w in waiters { w.resume(returning: .failure(closed)) }
-        uv_close(handle) { h in
+        let onClosed: uv_close_cb = { h in
             guard let h else { return }
             let channel = Unmanaged<StreamChannel>.fromOpaque(h.pointee.data!).takeUnretainedValue()
             channel.handleDidClose()
         }
+        if hard, kind == .tcp, uv_tcp_close_reset(raw.assumingMemoryBound(to: uv_tcp_t.self), onClosed) == 0 { return }
+        uv_close(handle, onClosed)
     }
 
     private func handleDidClose() {

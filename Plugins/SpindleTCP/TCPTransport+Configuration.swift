@@ -1,4 +1,5 @@
 import Logging
+import SpindleEventLoop
 import SpindleKernel
 
 extension TCPTransport {
@@ -42,6 +43,25 @@ extension TCPTransport {
         public var onHandshakeFailure: (@Sendable (_ peer: Address, _ reason: CloseReason) -> Void)? = nil
         /// The clock handshake deadlines are measured on.
         public var clock: any SpindleClock = SystemClock()
+
+        // Liveness (docs/tcp.md, "Liveness"): defaults notice a dead peer within 10 s.
+
+        /// TCP keepalive on every TCP connection, accepted or connected: first probe after
+        /// `idle` (2 s), then every `interval` (1 s), dropped after `probeCount` (3) unanswered
+        /// probes; the connection then closes with `.transportError("…ETIMEDOUT…")`. nil leaves
+        /// the system's setting.
+        public var keepalive: StreamConfiguration.Keepalive? = StreamConfiguration.Keepalive()
+        /// `TCP_USER_TIMEOUT`: sent data unacknowledged for this long drops the connection
+        /// (ETIMEDOUT). nil leaves the system's setting.
+        public var userTimeout: Duration? = .seconds(10)
+        /// How long `connect(to:)` may wait for the socket to connect (name resolution included,
+        /// the handshake not: that is `handshakeTimeout`) before it throws `.unreachable` with
+        /// an ETIMEDOUT naming the address. nil waits as long as the kernel does.
+        public var connectTimeout: Duration? = .seconds(5)
+        /// How long closing a connection may wait for its queued bytes to reach the kernel;
+        /// after it the socket is reset and the reason (the bytes left unwritten) is logged by
+        /// the stream (`spindle.eventloop.stream`). nil waits forever.
+        public var closeDeadline: Duration? = .seconds(10)
 
         public init() {}
 

@@ -39,6 +39,7 @@ public final class TCPTransport: Transport {
     private let refusalLog = RefusalLog()
 
     /// Runs connections on the loops of `group` (round robin); the caller owns the group.
+    /// Connections accepted by a listener are spread round robin over the group's loops too.
     public init(group: EventLoopGroup, configuration: Configuration = Configuration()) {
         self.configuration = configuration
         self.loops = .group(group, owned: false)
@@ -98,8 +99,8 @@ public final class TCPTransport: Transport {
         let stream: StreamListener
         let pending = PendingHandshakes()
         do {
-            stream = try await StreamListener.listen(on: loop, address: address,
-                                                     configuration: streamConfiguration) { [weak self] channel in
+            stream = try await StreamListener.listen(on: loop, address: address, configuration: streamConfiguration,
+                                                     childGroup: acceptGroup) { [weak self] channel in
                 self?.accepted(channel, listenAddress: address, node: node, pending: pending, accept: accept)
             }
         } catch {
@@ -193,6 +194,10 @@ public final class TCPTransport: Transport {
         s.highWatermark = configuration.highWatermark
         s.lowWatermark = configuration.lowWatermark
         s.noDelay = configuration.noDelay
+        s.keepalive = configuration.keepalive
+        s.userTimeout = configuration.userTimeout
+        s.connectTimeout = configuration.connectTimeout
+        s.closeDeadline = configuration.closeDeadline
         return s
     }
 
@@ -204,7 +209,13 @@ public final class TCPTransport: Transport {
     /// host. The log names each host's first refusal and then every power of ten.
     public var refusals: [String: Int] { refusalLog.snapshot }
 
-    /// Runs on the listener's loop for each accepted socket.
+    /// The loops accepted connections are spread over (nil: they stay on the listener's loop).
+    private var acceptGroup: EventLoopGroup? {
+        if case .group(let group, _) = loops, group.loops.count > 1 { return group }
+        return nil
+    }
+
+    /// Runs on the accepted connection's loop (one of the group's) for each accepted socket.
     private func accepted(_ channel: StreamChannel, listenAddress: Address, node: NodeID?, pending: PendingHandshakes,
                           accept: @escaping @Sendable (any TransportConnection) -> Void) {
         let limit = configuration.maxPendingHandshakes

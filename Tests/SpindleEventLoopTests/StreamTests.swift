@@ -1,3 +1,4 @@
+import NetworkTestSupport
 import Foundation
 import SpindleEventLoop
 import SpindleKernel
@@ -97,10 +98,10 @@ struct StreamTests {
     @Test("connecting to a closed port fails with ECONNREFUSED by name")
     func connectionRefused() async throws {
         try await withLoop { loop in
-            let listener = try await StreamListener.listen(on: loop, address: .tcp(host: "127.0.0.1", port: 0)) { _ in }
-            let address = listener.address
-            listener.close()
-            await loop.settle()
+            // A bound socket that never listens: refused, and no parallel test can take the port.
+            let port = try #require(RefusingPort())
+            defer { port.close() }
+            let address = port.address
             do {
                 _ = try await StreamChannel.connect(on: loop, to: address)
                 Issue.record("connect succeeded")

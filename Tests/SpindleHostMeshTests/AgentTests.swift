@@ -44,7 +44,9 @@ struct AgentTests {
     @Test("attach with one unreachable address fails naming exactly that host")
     func unreachableHost() async throws {
         try await withAgents(1) { _, transport, _, addresses in
-            let dead = try #require(closedLocalPort())
+            let deadPort = try #require(RefusingPort())
+            defer { deadPort.close() }
+            let dead = deadPort.address
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: [addresses[0], dead], config: ConfigSnapshot(["a": "1"]),
                                               timeout: .seconds(2), transport: transport)

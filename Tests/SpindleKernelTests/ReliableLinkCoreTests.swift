@@ -347,6 +347,24 @@ private struct Simulation {
         #expect(sim.a.peerLost)
     }
 
+    @Test func aLocalStallIsNotCountedAgainstThePeer() {
+        var sim = Simulation(configuration: .init(heartbeatInterval: .milliseconds(200), livenessBound: .seconds(2)))
+        sim.tick(); sim.connect(); sim.pump()
+        sim.tick()                                     // the tick that sets the next expected one
+        // This process is not scheduled for 10 s: the first tick after it comes 10 s late.
+        sim.clock.advance(by: .seconds(10))
+        sim.applyA(sim.a.handle(.tick, now: sim.now))
+        #expect(!sim.a.peerLost && sim.a.pausesForgiven == 1)
+        // A peer that is really silent is still found out, one bound later.
+        var elapsed: Duration = .zero
+        while !sim.a.peerLost && elapsed < .seconds(5) {
+            sim.clock.advance(by: .milliseconds(100)); elapsed += .milliseconds(100)
+            sim.toA.removeAll()
+            sim.applyA(sim.a.handle(.tick, now: sim.now))
+        }
+        #expect(sim.a.peerLost && elapsed <= .seconds(2))
+    }
+
     @Test func aGracefulCloseReturnsExactlyWhatThePeerDidNotDeliver() {
         var sim = Simulation(configuration: .init(ackEvery: 1_000))
         sim.tick(); sim.connect(); sim.pump()

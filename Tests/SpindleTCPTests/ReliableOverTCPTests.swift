@@ -69,7 +69,9 @@ struct ReliableOverTCPTests {
         var config = TCPTransport.Configuration()
         config.maxFrameSize = 4096
         try await withTransport(config) { transport, _ in
-            let address = try #require(closedLocalPort())
+            // A Unix socket path nobody listens on yet (unlike a TCP port, no test running in
+            // parallel can take it before this one listens there).
+            let address = Address.unix(path: temporarySocketPath())
             let returned = Collector<([Envelope], UndeliverableReason)>()
             // The sending link runs on a manual clock, ticked by the test: reconnects and the
             // delivery timeout happen exactly when the test says, however loaded the machine is.

@@ -211,9 +211,11 @@ struct TCPTransportTests {
     @Test("connecting to a closed port fails with .unreachable naming the address")
     func unreachable() async throws {
         try await withTransport { transport, _ in
-            // A port that was bound and closed synchronously: a TCPListener's close() completes
-            // on its loop later, so a connect racing it could still be accepted.
-            let address = try #require(closedLocalPort())
+            // A port bound by a socket that never listens (and stays bound for the test, so no
+            // test running in parallel can take it): connects to it are refused.
+            let port = try #require(RefusingPort())
+            defer { port.close() }
+            let address = port.address
             do throws(TransportError) {
                 _ = try await transport.connect(to: address)
                 Issue.record("connect to a closed port succeeded")

@@ -186,6 +186,10 @@ public struct ReliableLinkCore: Sendable {
     private var lastHeartbeatAt: MonotonicInstant = .zero
     /// Set when the liveness bound passes; cleared when the peer is heard again.
     public private(set) var peerLost = false
+    /// When the last tick expected the next one (its `nextDeadline`). A tick much later than
+    /// that means this process was not scheduled (a stall, a pause): the time it lost does
+    /// not count against the peer's liveness.
+    private var expectedTickAt: MonotonicInstant?
     private var attempt = 0
     /// When the current connect or handshake started.
     private var phaseSince: MonotonicInstant = .zero
@@ -204,6 +208,8 @@ public struct ReliableLinkCore: Sendable {
     public private(set) var reconnects = 0
     /// Sessions ended by this side or the peer (liveness, restart, `fin`).
     public private(set) var sessionsEnded = 0
+    /// Ticks that came so late that the stall was not counted against the peer.
+    public private(set) var pausesForgiven = 0
 
     /// - Parameters:
     ///   - role: `.initiator` starts by asking to `.connect`; `.acceptor` waits for a hello.
@@ -738,11 +744,13 @@ public struct ReliableLinkCore: Sendable {
     }
 
     private mutating func tick(now: MonotonicInstant, into actions: inout [Action]) {
+        defer { expectedTickAt = nextDeadline() }
         if case .closing(let until) = phase {
             if now >= until { finishClose(into: &actions) }
             return
         }
         guard phase != .closed else { return }
+        forgiveLocalPause(now: now)
         // Delivery timeout: return what has waited too long (outbox is in queueing order).
         returnExpired(olderThan: configuration.deliveryTimeout, now: now,
                       reason: .timedOut(after: configuration.deliveryTimeout, lastError: lastError), into: &actions)
@@ -792,6 +800,18 @@ public struct ReliableLinkCore: Sendable {
             actions.append(.transmit(ReliableWire.control(ReliableWire.skip, sequence: lowestHeld)))
         }
         actions.append(.undeliverable(expired, reason))
+    }
+
+    /// When this tick comes more than a heartbeat interval after the instant the previous one
+    /// asked for, this side was stalled (starved of CPU, paused, its timer late): silence
+    /// during the stall says nothing about the peer, so the liveness and ack clocks skip it.
+    private mutating func forgiveLocalPause(now: MonotonicInstant) {
+        guard let expected = expectedTickAt, now > expected else { return }
+        let pause = now - expected
+        guard pause > configuration.heartbeatInterval else { return }
+        if let heard = lastHeardAt { lastHeardAt = min(now, heard + pause) }
+        lastAckProgressAt = min(now, lastAckProgressAt + pause)
+        pausesForgiven += 1
     }
 
     /// Declares the peer lost once nothing has been heard from it for the liveness bound, and

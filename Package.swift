@@ -265,7 +265,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleNodeEngineTests",
-            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop"],
+            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleNodeEngineTests",
             swiftSettings: strict
         ),

@@ -11,8 +11,8 @@ public struct NodeConfiguration: Sendable {
     public var maxPendingAsync = 10_000
     /// Deadline of an async op that names none (parameter `timeoutMs`).
     public var defaultAsyncDeadline: Duration = .seconds(30)
-    /// Requests in flight per peer.
-    public var perPeerConcurrency = 256
+    /// Requests in flight per peer; a call beyond it fails at once (`peerUnavailable`).
+    public var perPeerConcurrency = 4096
     public var backoff = BackoffTable.Configuration()
     /// Consecutive failures after which the governor marks a peer down.
     public var failuresUntilDown = 3

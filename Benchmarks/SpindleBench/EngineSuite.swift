@@ -106,28 +106,9 @@ private func engineIngressPush(_ reporter: BenchReporter) async throws {
                                 unit: "ns", baseline: "target", baselineValue: 100, higherIsBetter: false))
 }
 
-/// Runs calls one after another on the client node's loop: an actor pinned to the loop's
-/// executor, so the awaiting code resumes on the loop thread that finished the call (no hop
-/// to the cooperative pool and back per round trip, as the C baseline has none).
-private actor LoopCaller {
-    let loop: EventLoop
-    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
-
-    init(loop: EventLoop) { self.loop = loop }
-
-    /// `n` sequential calls; returns how many answered 1.
-    func run(_ n: Int, driver: NodeDriver) async -> Int {
-        var ok = 0
-        for _ in 0..<n {
-            if case .int(1)? = try? await driver.call(site: "in", value: .int(1)) { ok += 1 }
-        }
-        return ok
-    }
-}
-
 /// Request/response rates between a client and a server node, each with a driver: the
-/// client awaits `call` for one request at a time, from a task pinned to its loop, then from
-/// a plain task (which hops to the pool and back per call).
+/// client awaits `call` for one request at a time, from a task that prefers the client's
+/// loop as its executor, then from a plain task (which hops to the pool and back per call).
 private func pingPong(serverLoop: EventLoop, clientLoop: EventLoop, serverTransport: any Transport,
                       clientTransport: any Transport, listen: Address, trips: Int) async throws -> (pinned: Double, pool: Double) {
     let serverID = NodeID.generate()
@@ -150,10 +131,16 @@ private func pingPong(serverLoop: EventLoop, clientLoop: EventLoop, serverTransp
     client.addPeer(serverID, name: "server", addresses: [bound])
     let clientDriver = try await NodeDriver.start(node: client, on: clientLoop, transport: clientTransport)
 
-    let caller = LoopCaller(loop: clientLoop)
+    let executor = clientDriver.callerExecutor
     var answered = 0
     let pinned = await measureAsync(iterations: trips, rounds: 3) { n in
-        answered += await caller.run(n, driver: clientDriver)
+        answered += await withTaskExecutorPreference(executor) {
+            var ok = 0
+            for _ in 0..<n {
+                if case .int(1)? = try? await clientDriver.call(site: "in", value: .int(1)) { ok += 1 }
+            }
+            return ok
+        }
     }
     let pool = await measureAsync(iterations: trips, rounds: 3) { n in
         for _ in 0..<n {

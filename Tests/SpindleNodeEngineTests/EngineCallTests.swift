@@ -101,6 +101,24 @@ struct EngineCallTests {
         }
     }
 
+    @Test func aTaskPreferringTheCallerExecutorIsResumedOnTheLoop() async throws {
+        try await DriverPair.with(.tcp) { pair in
+            let clientLoop = pair.loops[1]
+            let (answers, onLoop) = try await within(10, "calls from the loop") {
+                try await withTaskExecutorPreference(pair.client.callerExecutor) {
+                    var answers: [Value] = [], onLoop = true
+                    for i in 1...20 {
+                        answers.append(try await pair.client.call(site: "question", value: .int(Int64(i))))
+                        onLoop = onLoop && clientLoop.inEventLoop
+                    }
+                    return (answers, onLoop)
+                }
+            }
+            #expect(answers == (1...20).map { .int(Int64($0 * 2)) })
+            #expect(onLoop)
+        }
+    }
+
     @Test func aThousandConcurrentCallsOverTCPEachGetTheirOwnAnswer() async throws {
         try await DriverPair.with(.tcp) { pair in
             let answers = try await within(60, "1000 concurrent calls over TCP") {

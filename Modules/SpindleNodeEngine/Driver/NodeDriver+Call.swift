@@ -22,15 +22,18 @@ extension NodeDriver {
     /// ```swift
     /// let doubled = try await driver.call(site: "ask", value: .int(21))   // .int(42)
     /// ```
-    /// Cancelling the awaiting task cancels the execution.
+    /// Cancelling the awaiting task cancels the execution. The call runs on the caller's
+    /// executor (`isolation`, which defaults to the caller's): a caller pinned to the node's
+    /// event loop (an actor whose executor is the loop) is resumed on the loop with no hop.
     /// - Parameter timeout: the execution's async ops (and the remote calls it makes, whose
     ///   deadline budget it sets) must finish within it; they fail with `timeout` otherwise.
     /// - Throws: `NodeCallError`: `.failed` with the first op failure (its reason says
     ///   `timeout`, `peerDown`, `overloaded`, `remote`…), `.noResult` / `.ambiguousResult`
     ///   when not exactly one sink was written, `.refused` for an unknown site or mistyped
     ///   value, `.cancelled`, `.rejected` when the ingress is full, `.shutDown`.
-    public func call(site: String, value: Value, timeout: Duration? = nil) async throws(NodeCallError) -> Value {
-        let finished = try await callForSinks(site: site, value: value, timeout: timeout)
+    public func call(site: String, value: Value, timeout: Duration? = nil,
+                     isolation: isolated (any Actor)? = #isolation) async throws(NodeCallError) -> Value {
+        let finished = try await callForSinks(site: site, value: value, timeout: timeout, isolation: isolation)
         do {
             return try finished.singleResult()
         } catch {
@@ -46,11 +49,13 @@ extension NodeDriver {
     /// let quote: Quote = try await driver.call(site: "price", value: Order(item: "tea", quantity: 2))
     /// ```
     /// - Throws: `NodeCallError` as `call`, plus `.encoding` / `.decoding` naming the field.
-    public func call<Input: Encodable, Output: Decodable>(site: String, value: Input, as type: Output.Type = Output.self,
-                                                         timeout: Duration? = nil) async throws(NodeCallError) -> Output {
+    public func call<Input: Encodable, Output: Decodable>(
+        site: String, value: Input, as type: Output.Type = Output.self, timeout: Duration? = nil,
+        isolation: isolated (any Actor)? = #isolation
+    ) async throws(NodeCallError) -> Output {
         let input: Value
         do { input = try Value(encoding: value) } catch { throw .encoding(error) }
-        let result = try await call(site: site, value: input, timeout: timeout)
+        let result = try await call(site: site, value: input, timeout: timeout, isolation: isolation)
         do { return try result.decode(type) } catch {
             metrics.callsFailed.add(1)
             throw .decoding(error)
@@ -60,7 +65,8 @@ extension NodeDriver {
     /// Starts an execution and returns it when it finishes, with every sink it wrote and its
     /// op failures (which this form does not throw).
     /// - Throws: `NodeCallError.refused`, `.rejected`, `.cancelled`, `.shutDown`.
-    public func callForSinks(site: String, value: Value, timeout: Duration? = nil) async throws(NodeCallError) -> FinishedExecution {
+    public func callForSinks(site: String, value: Value, timeout: Duration? = nil,
+                             isolation: isolated (any Actor)? = #isolation) async throws(NodeCallError) -> FinishedExecution {
         let id = ingress.reserveExecution()
         metrics.callsStarted.add(1)
         let registered = calls.withLock { c -> Bool in
@@ -73,8 +79,11 @@ extension NodeDriver {
             throw .shutDown
         }
         callsWaiting.add(1, ordering: .relaxed)
-        let result = await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Result<FinishedExecution, NodeCallError>, Never>) in
+        let result = await withTaskCancellationHandler(operation: {
+            // Capturing the isolated parameter keeps this closure on the caller's executor: a
+            // caller on the node's loop suspends and resumes there, with no hop to the pool.
+            _ = isolation
+            return await withCheckedContinuation(isolation: isolation) { (c: CheckedContinuation<Result<FinishedExecution, NodeCallError>, Never>) in
                 let early: NodeCallError? = calls.withLock { r in
                     switch r.entries[id] {
                     case .cancelled?:
@@ -92,13 +101,19 @@ extension NodeDriver {
                     c.resume(returning: .failure(early))
                     return
                 }
+                let onLoop = loop.inEventLoop
+                if onLoop { pollsInline = true }
                 do throws(IngressError) {
                     try ingress.push(.startReserved(id, site: site, value: value, timeout: timeout))
                 } catch {
                     if let waiting = takeCall(id) { waiting.resume(returning: .failure(.rejected(site: site, error))) }
                 }
+                if onLoop {
+                    pollsInline = false
+                    pollNowOrSoon()
+                }
             }
-        } onCancel: {
+        }, onCancel: {
             let waiting: CheckedContinuation<Result<FinishedExecution, NodeCallError>, Never>?? = calls.withLock { r in
                 switch r.entries[id] {
                 case .pending?:
@@ -117,7 +132,7 @@ extension NodeDriver {
                 callsWaiting.subtract(1, ordering: .relaxed)
                 c.resume(returning: .failure(.cancelled(id)))
             }
-        }
+        }, isolation: isolation)
         switch result {
         case .success(let finished): return finished
         case .failure(let error):

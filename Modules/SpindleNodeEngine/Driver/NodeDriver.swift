@@ -68,6 +68,7 @@ public final class NodeDriver: @unchecked Sendable {
     public let nodeID: NodeID
     let node: Node
     let metrics: NodeDriverMetrics
+    let taskExecutor: LoopTaskExecutor
     let calls = Mutex(CallRegistry())
     /// Calls waiting, so a poll with none skips the registry's lock.
     let callsWaiting = Atomic<Int>(0)
@@ -82,6 +83,11 @@ public final class NodeDriver: @unchecked Sendable {
     private var timerDeadline: MonotonicInstant?
     private var checkTimer: LoopTimer?
     private var stopped = false
+    /// Set (loop thread) while a call made on the loop pushes its start: the waker leaves the
+    /// poll to it.
+    var pollsInline = false
+    /// Whether a poll is running (loop thread), so a poll is never entered twice.
+    private var polling = false
 
     /// A link this driver opened, with what it last reported of it.
     private struct OutboundLink {
@@ -99,6 +105,7 @@ public final class NodeDriver: @unchecked Sendable {
         ingress = node.ingress
         nodeID = node.id
         metrics = NodeDriverMetrics(node: node.id, factory: configuration.metricsFactory)
+        taskExecutor = LoopTaskExecutor(loop: loop)
         var link = configuration.link
         link.clock = configuration.clock
         linkConfiguration = link
@@ -122,6 +129,14 @@ public final class NodeDriver: @unchecked Sendable {
         }
         driver.ingress.setWaker { [weak driver] in
             guard let driver else { return }
+            // On the loop thread (a link delivering, a call made from a task on the loop) the
+            // node polls at once, unless a poll is running (it takes the event when it ends)
+            // or a call will poll right after its push (`pollsInline`): no trip through the
+            // loop's queue, which would cost a wake-up of the loop by itself.
+            if driver.loop.inEventLoop {
+                if !driver.pollsInline { driver.pollNowOrSoon() }
+                return
+            }
             driver.loop.execute { driver.runPoll() }
         }
         loop.execute { driver.runPoll() }
@@ -190,8 +205,15 @@ public final class NodeDriver: @unchecked Sendable {
 
     // MARK: Loop thread
 
+    /// Polls now, or (from inside a poll) once the current poll is done.
+    func pollNowOrSoon() {
+        if polling { loop.execute { [self] in runPoll() } } else { runPoll() }
+    }
+
     func runPoll() {
-        guard !stopped else { return }
+        guard !stopped, !polling else { return }
+        polling = true
+        defer { polling = false }
         let outcome = node.poll(now: configuration.clock.now())
         if !outcome.outbound.isEmpty { route(outcome.outbound) }
         if !outcome.finished.isEmpty || !outcome.refusedStarts.isEmpty { resumeCalls(outcome) }
@@ -209,6 +231,9 @@ public final class NodeDriver: @unchecked Sendable {
 
     private func arm(_ deadline: MonotonicInstant?) {
         guard deadline != timerDeadline else { return }
+        // A timer already due earlier stays: it polls, and that poll arms the next one. Moving
+        // it later on every call (each new request's deadline) would cost a libuv timer each.
+        if let armed = timerDeadline, let deadline, armed < deadline, timer != nil { return }
         timer?.cancel()
         timer = nil
         timerDeadline = deadline

@@ -58,7 +58,7 @@ struct DocExampleTests {
     }
 
     @Test func theLeadingExampleRunsOverTCP() async throws {
-        #expect(try await within(30, "the leading example") { try await askTheDoubler() } == 42)
+        #expect(try await within(60, "the leading example") { try await askTheDoubler() } == 42)
     }
 
     final class SyncDoubler: Component {

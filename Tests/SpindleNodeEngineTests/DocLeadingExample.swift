@@ -28,7 +28,7 @@ func askTheDoubler() async throws -> Int64 {
     var client = ProgramBuilder("asker")            // node a: site `question` → b's `ask`
     client.site("question", .int); client.site("answer", .int)
     client.syscall("ask", .wireCall, inputs: ["in": "question"], outputs: ["out": "answer"],
-                   params: ["peer": .string("b"), "site": .string("ask")])
+                   params: ["peer": .string("b"), "site": .string("ask"), "timeoutMs": .int(30_000)])
     let a = Node()
     try a.install(client.program)
     a.addPeer(bID, name: "b", addresses: [driverB.listenAddress!])

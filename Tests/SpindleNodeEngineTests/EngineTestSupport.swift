@@ -142,7 +142,10 @@ struct DriverPair {
     let transports: [any Transport]
 
     /// Builds the pair, runs `body`, and shuts everything down whatever happens.
-    static func with(_ kind: Kind, node: (inout NodeConfiguration) -> Void = { _ in },
+    /// Unless `node` says otherwise, peers are declared down only after a minute of silence:
+    /// these tests are not about failure detection, and a loaded machine running the whole
+    /// suite can stall a loop for seconds.
+    static func with(_ kind: Kind, timeoutMs: Int64 = 60_000, node: (inout NodeConfiguration) -> Void = { _ in },
                      driver: (inout NodeDriver.Configuration) -> Void = { _ in },
                      _ body: (DriverPair) async throws -> Void) async throws {
         let serverLoop = try EventLoop(name: "engine-test-srv")
@@ -160,6 +163,8 @@ struct DriverPair {
             listen = .tcp(host: "127.0.0.1", port: 0)
         }
         var nc = NodeConfiguration()
+        nc.livenessBound = .seconds(60)
+        nc.suspicion.acceptablePause = .seconds(60)
         node(&nc)
         var dc = NodeDriver.Configuration()
         driver(&dc)
@@ -187,7 +192,7 @@ struct DriverPair {
             let address = try #require(server.listenAddress)
             let clientNode = Node(configuration: nc)
             try clientNode.install(ShopComponent(), at: "shop")
-            try clientNode.install(clientProgram())
+            try clientNode.install(clientProgram(timeoutMs: timeoutMs))
             clientNode.addPeer(serverID, name: "server", addresses: [address])
             let client = try await NodeDriver.start(node: clientNode, on: clientLoop, transport: clientTransport,
                                                     configuration: dc)

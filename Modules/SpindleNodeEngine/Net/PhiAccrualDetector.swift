@@ -23,7 +23,7 @@ public struct PhiAccrualDetector: Sendable {
         public var minimumSamples: Int = 2
         /// Added to the mean interval: a pause this long beyond the usual rhythm is not yet
         /// suspicious (a GC pause, a busy loop turn).
-        public var acceptablePause: Duration = .seconds(1)
+        public var acceptablePause: Duration = .seconds(3)
         public init() {}
     }
 

@@ -258,7 +258,7 @@ struct EngineCallTests {
                 return
             }
             #expect(why.contains("no route"))
-            #expect(pair.client.statistics.unroutable == 1)
+            #expect(pair.client.statistics.unroutable >= 1)   // the request (and any heartbeat since)
         }
     }
 

@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // MARK: C system library
@@ -100,6 +101,7 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleNodeEngine",
             swiftSettings: strict
@@ -280,7 +282,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleNodeEngineTests",
-            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop"],
+            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleNodeEngineTests",
             swiftSettings: strict
         ),

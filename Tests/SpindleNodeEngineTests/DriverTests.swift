@@ -21,7 +21,7 @@ final class Finished: Sendable {
     var all: [FinishedExecution] { state.withLock { $0.done } }
 
     /// Waits until `predicate` holds, failing after `seconds`.
-    func wait(seconds: Double = 10, _ predicate: @escaping @Sendable ([FinishedExecution]) -> Bool) async throws {
+    func wait(seconds: Double = 60, _ predicate: @escaping @Sendable ([FinishedExecution]) -> Bool) async throws {
         let deadline = SystemClock().now() + .milliseconds(Int64(seconds * 1000))
         while !predicate(all) {
             guard SystemClock().now() < deadline else {
@@ -52,17 +52,22 @@ struct DriverTests {
         let transport = InProcessTransport()
         let serverID = NodeID.generate(), clientID = NodeID.generate()
 
-        let server = Node(id: serverID)
+        // A minute before a silent peer counts as down: a loaded machine running the whole
+        // suite can stall the loops for seconds, and this test is not about liveness.
+        var patient = NodeConfiguration()
+        patient.livenessBound = .seconds(60)
+        patient.suspicion.acceptablePause = .seconds(60)
+        let server = Node(id: serverID, configuration: patient)
         try server.install(EchoComponent(), at: "echo")
         try server.install(MathComponent(), at: "math")
         try server.install(meshProgram(peers: []))
         let serverDriver = try await NodeDriver.start(node: server, on: loop, transport: transport,
                                                       configuration: .init(listenAddress: .inproc(name: "server")))
 
-        let client = Node(id: clientID)
+        let client = Node(id: clientID, configuration: patient)
         try client.install(EchoComponent(), at: "echo")
         try client.install(MathComponent(), at: "math")
-        try client.install(meshProgram(peers: ["server"], timeoutMs: 5000))
+        try client.install(meshProgram(peers: ["server"], timeoutMs: 60_000))
         client.addPeer(serverID, name: "server", addresses: [.inproc(name: "server")])
         let finished = Finished()
         var config = NodeDriver.Configuration()

@@ -146,7 +146,7 @@ struct EngineTests {
         var b = ProgramBuilder("big")
         b.site("in"); b.site("out")
         b.op("later", .component(slot: "math", op: "later"), inputs: ["x": "in"], outputs: ["y": "out"])
-        let (node, math) = try makeNode(b.program) { $0.resultCap = 16; $0.ingressCapacity = 2 }
+        let (node, math) = try makeNode(b.program) { $0.resultCap = 16; $0.controlIngressCapacity = 2 }
         let exec = try node.start(site: "in", value: .unit)
         _ = node.poll(now: .zero)
         let h = math.handles[0]
@@ -154,18 +154,20 @@ struct EngineTests {
             try h.complete(.bytes(Array(repeating: 0, count: 100)))
         }
         try node.ingress.push(.start(site: "in", value: .unit))
-        #expect(throws: IngressError.full(capacity: 2)) { try node.ingress.push(.start(site: "in", value: .unit)) }
+        try node.ingress.push(.start(site: "in", value: .unit))
+        #expect(throws: IngressError.full(lane: .control, capacity: 2)) { try node.ingress.push(.start(site: "in", value: .unit)) }
         let o = node.poll(now: ms(1))
         let events = o.events.map(\.event)
-        #expect(events.contains(.ingressRejected(reason: "full", count: 1)))
+        #expect(events.contains(.ingressRejected(reason: "full (control lane)", count: 1)))
         #expect(events.contains(.ingressRejected(reason: "resultTooLarge", count: 1)))
         #expect(o.events.map(\.event).contains { if case .opFailed(let f) = $0 { return f.execution == exec } else { return false } })
     }
 
-    @Test func anyLatchesOncePerNodeAndDeadlineMatchOncePerExecution() throws {
+    @Test func aNodeScopedAnyLatchesOncePerWindowAndDeadlineMatchOncePerExecution() throws {
         var b = ProgramBuilder("latches")
         b.site("a"); b.site("b"); b.site("first"); b.site("matched"); b.site("late")
-        b.syscall("any", .any, inputs: ["x": "a", "y": "b"], outputs: ["out": "first"], params: ["group": .string("g")])
+        b.syscall("any", .any, inputs: ["x": "a", "y": "b"], outputs: ["out": "first"],
+                  params: ["group": .string("g"), "scope": .string("node"), "windowMs": .int(100)])
         b.syscall("dm", .deadlineMatch, inputs: ["x": "a", "y": "b"], outputs: ["matched": "matched", "late": "late"],
                   params: ["withinMs": .int(10)])
         let (node, _) = try makeNode(b.program)
@@ -178,7 +180,10 @@ struct EngineTests {
         let r2 = node.execution(e2)!
         #expect(r2.result("first") == nil)            // the group already fired on this node
         #expect(r2.result("matched") == .int(2))      // a fresh execution is unlatched
-        #expect(node.context.syscalls.anyFiredGroups == ["g"])
+        #expect(node.context.syscalls.anyFiredGroups == ["g": ms(100)])
+        let e3 = try node.start(site: "b", value: .int(3))
+        _ = node.poll(now: ms(100))
+        #expect(node.execution(e3)?.result("first") == .int(3))   // re-armed after the window
     }
 
     @Test func deadlineMatchLatchesWithinOneExecution() throws {

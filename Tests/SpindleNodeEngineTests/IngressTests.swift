@@ -51,8 +51,8 @@ struct IngressTests {
     @Test func aFullRingRefusesAndCounts() throws {
         let ingress = Ingress(capacity: 4, resultCap: 100, detailCap: 10)
         for _ in 0..<4 { try ingress.push(.start(site: "x", value: .unit)) }
-        #expect(throws: IngressError.full(capacity: 4)) { try ingress.push(.start(site: "x", value: .unit)) }
-        #expect(ingress.takeRejections().full == 1)
+        #expect(throws: IngressError.full(lane: .control, capacity: 4)) { try ingress.push(.start(site: "x", value: .unit)) }
+        #expect(ingress.takeRejections().full == [.control: 1])
         #expect(ingress.drainAll().count == 4)
         try ingress.push(.start(site: "x", value: .unit))   // room again after the drain
     }

@@ -99,12 +99,13 @@ struct PrimitiveTests {
     @Test func phiSuspectsOnceAndTrustsOnceAgain() {
         var c = PhiAccrualDetector.Configuration()
         c.minimumDeviation = .milliseconds(5)
+        c.acceptablePause = .zero
         var d = PhiAccrualDetector(c)
         for i in 0...10 { #expect(d.heartbeat(peerA, at: at(Int64(i) * 100)) == nil) }
         #expect(d.phi(peerA, at: at(1000)) < 1)
-        #expect(pass(d.evaluate(at: at(1050)).isEmpty))
-        #expect(pass(d.evaluate(at: at(1400)) == [.suspected(peerA)]))
-        #expect(pass(d.evaluate(at: at(1500)).isEmpty))          // no second report while still suspected
+        #expect(pass(d.check(peerA, at: at(1050)) == nil))
+        #expect(pass(d.check(peerA, at: at(1400)) == .suspected(peerA)))
+        #expect(pass(d.check(peerA, at: at(1500)) == nil))          // no second report while still suspected
         #expect(d.isSuspected(peerA))
         #expect(pass(d.heartbeat(peerA, at: at(1600)) == .trusted(peerA)))
         #expect(pass(d.heartbeat(peerA, at: at(1700)) == nil))   // no second report while trusted

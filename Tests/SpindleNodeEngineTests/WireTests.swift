@@ -67,7 +67,9 @@ struct WireTests {
         let estimate = a.context.net.rtt.estimate(for: RttTarget(peer: b.id, endpoint: "op echo"))
         #expect(estimate?.samples == 1)
         #expect(a.context.peers.gate.inFlight(to: b.id) == 0)
-        #expect(b.context.peers.governor.status(of: a.id) == .up)
+        // Only the caller watches: a knows b is up; b does not judge its client.
+        #expect(a.context.peers.governor.status(of: b.id) == .up)
+        #expect(b.context.peers.governor.status(of: a.id) == nil)
         await sim.shutdown()
     }
 

@@ -14,6 +14,17 @@ public enum OpFailureReason: Error, Sendable, Equatable, CustomStringConvertible
     case peerUnavailable(String)
     /// A bounded structure (timer heap, queue, request table) had no room.
     case capacity(String)
+    /// The peer was declared down (liveness bound, failure detector, repeated failures); its
+    /// calls fail at once, and new ones until it is heard from again.
+    case peerDown(NodeID)
+    /// The peer is overloaded: it refused this request with a backoff notice.
+    case overloaded(NodeID)
+    /// What the call sent cannot reach the peer (no route, link closed, delivery timeout).
+    case unreachable(NodeID, String)
+    /// The execution was cancelled.
+    case cancelled
+    /// The component returned a command id that another op is still waiting on.
+    case commandInUse(CommandID)
 
     public var description: String {
         switch self {
@@ -23,6 +34,11 @@ public enum OpFailureReason: Error, Sendable, Equatable, CustomStringConvertible
         case .remote(let d): return "remote error: \(d)"
         case .peerUnavailable(let d): return "peer unavailable: \(d)"
         case .capacity(let d): return "capacity: \(d)"
+        case .peerDown(let p): return "peer down: \(p)"
+        case .overloaded(let p): return "peer overloaded: \(p) sent a backoff notice"
+        case .unreachable(let p, let why): return "peer unreachable: \(p): \(why)"
+        case .cancelled: return "cancelled"
+        case .commandInUse(let c): return "command \(c) is already pending for another op"
         }
     }
 }
@@ -41,7 +57,7 @@ public enum NodeEventKind: String, Sendable, Codable, CaseIterable, Hashable {
     case opFailed, ingressRejected, unknownCompletion, peerUp, peerDown, peerSuspected, peerTrusted
     case outboundDropped, duplicateDropped, backoffNoticeSent, inboundDroppedSilently
     case backoffNoticeReceived, inboundRejected, wireDecodeFailed, slotOverwritten
-    case unknownResponse, executionFinished
+    case unknownResponse, executionFinished, peerUnreachable, undeliverable, peerEvicted
 }
 
 /// An event on a node's typed bus.
@@ -72,6 +88,12 @@ public enum NodeEvent: Sendable, Equatable, CustomStringConvertible {
     /// A response matched no request in flight (late after a timeout, or duplicated).
     case unknownResponse(peer: NodeID?, correlation: UInt64)
     case executionFinished(ExecID)
+    /// The host could not reach `peer` (a connect attempt failed).
+    case peerUnreachable(peer: NodeID, reason: String)
+    /// Envelopes to `peer` came back undelivered (`count` of them).
+    case undeliverable(peer: NodeID?, count: Int, reason: String)
+    /// `peer` was neither called nor heard from for the idle timeout: its state was dropped.
+    case peerEvicted(NodeID)
 
     public var kind: NodeEventKind {
         switch self {
@@ -92,6 +114,9 @@ public enum NodeEvent: Sendable, Equatable, CustomStringConvertible {
         case .slotOverwritten: return .slotOverwritten
         case .unknownResponse: return .unknownResponse
         case .executionFinished: return .executionFinished
+        case .peerUnreachable: return .peerUnreachable
+        case .undeliverable: return .undeliverable
+        case .peerEvicted: return .peerEvicted
         }
     }
 
@@ -114,6 +139,9 @@ public enum NodeEvent: Sendable, Equatable, CustomStringConvertible {
         case .slotOverwritten(let o, let p): return "slotOverwritten(\(o).\(p))"
         case .unknownResponse(let p, let c): return "unknownResponse(\(p.map(\.description) ?? "?") #\(c))"
         case .executionFinished(let e): return "executionFinished(\(e))"
+        case .peerUnreachable(let p, let r): return "peerUnreachable(\(p): \(r))"
+        case .undeliverable(let p, let n, let r): return "undeliverable(\(p.map(\.description) ?? "?") x\(n): \(r))"
+        case .peerEvicted(let p): return "peerEvicted(\(p))"
         }
     }
 }

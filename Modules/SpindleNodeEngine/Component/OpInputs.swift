@@ -1,4 +1,9 @@
-/// The input values an op fires with, by port index (its order in the op's signature).
+/// The input values an op fires with, by port index (its order in the op's signature) or by
+/// port name, raw or decoded into a `Decodable` type:
+///
+/// ```swift
+/// let order = try inputs.value(of: Order.self, at: "order")
+/// ```
 ///
 /// Up to four inputs are stored inline, so firing an op does not allocate.
 public struct OpInputs: Sendable {
@@ -9,10 +14,18 @@ public struct OpInputs: Sendable {
     @usableFromInline var more: [Value?]
     /// Number of input ports.
     public let count: Int
+    /// The op's name and port names (nil for inputs built by hand).
+    let ports: PortNames?
 
     @inlinable
     init(count: Int) {
+        self.init(count: count, ports: nil)
+    }
+
+    @usableFromInline
+    init(count: Int, ports: PortNames?) {
         self.count = count
+        self.ports = ports
         more = []
         if count > 4 { more = Array(repeating: nil, count: count - 4) }
     }
@@ -21,6 +34,59 @@ public struct OpInputs: Sendable {
     public init(_ value: Value) {
         self.init(count: 1)
         v0 = value
+    }
+
+    /// Inputs by port name, for calling a component's `dispatch` directly (in tests): the
+    /// ports are those of `signature`, in its order.
+    /// - Throws: `InputBindingError.unknownPort` for a name the signature does not declare.
+    public init(_ values: [String: Value], for signature: OpSignature) throws(InputBindingError) {
+        let names = PortNames(op: signature.name, names: signature.inputs.map(\.name))
+        self.init(count: names.names.count, ports: names)
+        for (port, value) in values {
+            guard let i = names.index(of: port) else {
+                throw .unknownPort(op: signature.name, port: port, declared: names.names)
+            }
+            self[i] = value
+        }
+    }
+
+    /// The value at input port `port`, or nil when the port was not filled (optional or
+    /// any-of) or is not declared.
+    public subscript(port: String) -> Value? {
+        guard let i = ports?.index(of: port) else { return nil }
+        return self[i]
+    }
+
+    /// The value at input port `port`.
+    /// - Throws: `InputBindingError.unknownPort` when the op has no such port, `.missing`
+    ///   when it was not filled.
+    public func value(at port: String) throws(InputBindingError) -> Value {
+        guard let names = ports else { throw .unknownPort(op: "?", port: port, declared: []) }
+        guard let i = names.index(of: port) else { throw .unknownPort(op: names.op, port: port, declared: names.names) }
+        guard let v = self[i] else { throw .missing(op: names.op, port: port) }
+        return v
+    }
+
+    /// The value at input port `port` decoded as a `T`.
+    /// - Throws: `InputBindingError` naming the op and port: unknown, missing, or
+    ///   `.typeMismatch` with the decoding error (which names the field).
+    public func value<T: Decodable>(of type: T.Type, at port: String) throws(InputBindingError) -> T {
+        let v = try value(at: port)
+        do {
+            return try v.decode(type)
+        } catch {
+            throw .typeMismatch(op: ports?.op ?? "?", port: port, expected: String(describing: type), error)
+        }
+    }
+
+    /// Like `value(of:at:)`, but nil when the port was not filled.
+    public func valueIfPresent<T: Decodable>(of type: T.Type, at port: String) throws(InputBindingError) -> T? {
+        do {
+            return try value(of: type, at: port)
+        } catch {
+            if case .missing = error { return nil }
+            throw error
+        }
     }
 
     /// The value at port `index`, or nil when the port was not filled (optional or any-of).
@@ -86,6 +152,11 @@ public struct OpOutputs: Sendable {
         for (i, v) in values.enumerated() { self[i] = v }
     }
 
+    /// One output on port 0: `value` converted with `ValueEncoder`.
+    public init<T: Encodable>(encoding value: T) throws(ValueCodingError) {
+        self.init(try Value(encoding: value))
+    }
+
     public var isEmpty: Bool { count == 0 }
 
     @inlinable
@@ -118,5 +189,40 @@ public struct OpOutputs: Sendable {
         var n = 0
         for i in 0..<count { n += self[i]?.byteCount ?? 0 }
         return n
+    }
+}
+
+/// The name and input port names of an installed op, shared by every `OpInputs` it fires with.
+@usableFromInline
+final class PortNames: Sendable {
+    let op: String
+    let names: [String]
+
+    init(op: String, names: [String]) {
+        self.op = op
+        self.names = names
+    }
+
+    func index(of port: String) -> Int? { names.firstIndex(of: port) }
+}
+
+/// A component read an input that does not exist, was not filled, or does not decode as the
+/// type it asked for; names the op and the port.
+public enum InputBindingError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The op has no input port of that name.
+    case unknownPort(op: String, port: String, declared: [String])
+    /// The port exists but was not filled (an optional or any-of port).
+    case missing(op: String, port: String)
+    /// The value does not decode as the requested type.
+    case typeMismatch(op: String, port: String, expected: String, ValueCodingError)
+
+    public var description: String {
+        switch self {
+        case .unknownPort(let op, let port, let declared):
+            return "op `\(op)` has no input port `\(port)` (its ports: \(declared.joined(separator: ", ")))"
+        case .missing(let op, let port): return "op `\(op)`: input port `\(port)` was not filled"
+        case .typeMismatch(let op, let port, let expected, let error):
+            return "op `\(op)`, input port `\(port)`: not a \(expected): \(error)"
+        }
     }
 }

@@ -5,7 +5,7 @@ import SpindleKernel
 /// ```
 /// NodeContext
 ///  ├─ peers     gate · backoff · governor · addresses · backpressure
-///  ├─ net       outbound · rtt · suspicion · requests · dedup
+///  ├─ net       outbound · rtt · suspicion · monitor · requests · dedup
 ///  ├─ time      timers
 ///  ├─ syscalls  serialize · hold · records · counters · latches · limits · rng
 ///  ├─ bus       typed events
@@ -43,6 +43,7 @@ public final class NodeContext {
             outbound: OutboundQueue(capacity: c.outboundCapacity),
             rtt: RttTracker(minimumBudget: c.minimumWireBudget),
             suspicion: PhiAccrualDetector(c.suspicion),
+            monitor: PeerMonitor(),
             requests: RequestTracker(capacity: c.maxRequestsInFlight),
             dedup: InboundDedup(capacity: c.dedupCapacity, maxAge: c.dedupMaxAge))
         time = TimeContext(timers: TimerHeap(capacity: c.timerCapacity))
@@ -52,7 +53,9 @@ public final class NodeContext {
             records: RecordRings(capacityPerName: c.recordCapacity),
             rng: SeededRandom(seed: c.seed))
         bus = TypedBus()
-        ingress = Ingress(capacity: c.ingressCapacity, resultCap: c.resultCap, detailCap: c.failureDetailCap)
+        ingress = Ingress(capacities: [.network: c.ingressCapacity, .completions: c.completionIngressCapacity,
+                                       .control: c.controlIngressCapacity],
+                          resultCap: c.resultCap, detailCap: c.failureDetailCap)
         current = CurrentCall(selfID: selfID)
     }
 

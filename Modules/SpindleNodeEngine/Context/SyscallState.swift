@@ -11,14 +11,22 @@ public struct SyscallState: Sendable {
     public var records: RecordRings
     /// Counters bumped by `IncrMetric`.
     public var counters: [String: Int64] = [:]
-    /// Groups whose `Any` op has fired (once per node).
-    public var anyFiredGroups: Set<String> = []
+    /// Groups of node-scoped `Any` ops that have fired, with when they re-arm.
+    public var anyFiredGroups: [String: MonotonicInstant] = [:]
+    /// (group, execution) pairs whose execution-scoped `Any` op has fired.
+    public var anyFiredInExecution: Set<AnyLatch> = []
     /// (op index, execution) pairs whose `DeadlineMatch` has fired (once per execution).
     public var deadlineMatchFired: Set<DeadlineLatch> = []
     /// Semaphores of `LimitAcquire` / `LimitRelease`.
     public var limits = Limits()
     /// The node's seeded RNG (`RngU64`, backoff jitter is seeded separately).
     public var rng: SeededRandom
+
+    /// Key of the execution-scoped `Any` latch.
+    public struct AnyLatch: Hashable, Sendable {
+        public var group: String
+        public var execution: ExecID
+    }
 
     /// Key of the `DeadlineMatch` latch.
     public struct DeadlineLatch: Hashable, Sendable {

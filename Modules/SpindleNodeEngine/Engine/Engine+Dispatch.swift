@@ -13,7 +13,7 @@ extension Engine {
             for g in g0..<(g0 + groupCount) { execs[slot].groupHits[g] = 0 }
         }
         let count = p.opInputCount[op]
-        var inputs = OpInputs(count: count)
+        var inputs = OpInputs(count: count, ports: p.opPorts[op])
         let base = p.opSlotBase[op]
         // Move each value out of its slot (leaving nil): no copy, no retain/release pair.
         for i in 0..<count {
@@ -49,14 +49,32 @@ extension Engine {
         case .immediate(let outputs):
             writeOutputs(op, slot, outputs, p)
         case .async(let cmd):
-            var deadline = now + (p.ops[op].timeout ?? configuration.defaultAsyncDeadline)
-            if case .wire(let request, _) = nextPendingKind, let entry = context.net.requests.entry(request) {
-                deadline = entry.expiresAt
+            if pending[cmd] != nil {
+                // The component reused a command another op still waits on: overwriting it
+                // would strand that op's execution.
+                failOp(op, slot, .commandInUse(cmd))
+            } else if pending.count >= configuration.maxPendingAsync {
+                // Ops not declared async are only caught here, after they started their work;
+                // its completion will be ignored and counted.
+                failOp(op, slot, .cooldown)
+            } else {
+                var deadline: MonotonicInstant
+                switch nextPendingKind {
+                case .timer(_, let due):
+                    // A timer completes its op when it matures: its deadline is the timer's
+                    // (a 60 s Sleep is not cut by the default async deadline).
+                    deadline = due
+                case .wire(let request, _):
+                    deadline = context.net.requests.entry(request)?.expiresAt
+                        ?? now + (p.ops[op].timeout ?? configuration.defaultAsyncDeadline)
+                default:
+                    deadline = now + (p.ops[op].timeout ?? configuration.defaultAsyncDeadline)
+                }
+                if let d = execs[slot].deadline, d < deadline { deadline = d }
+                pending[cmd] = PendingOp(op: op, exec: slot, execID: execID, kind: nextPendingKind, deadline: deadline)
+                _ = deadlines.schedule(at: deadline, cmd)
+                execs[slot].outstanding += 1
             }
-            if let d = execs[slot].deadline, d < deadline { deadline = d }
-            pending[cmd] = PendingOp(op: op, exec: slot, execID: execID, kind: nextPendingKind, deadline: deadline)
-            _ = deadlines.schedule(at: deadline, cmd)
-            execs[slot].outstanding += 1
         case .failed(let detail):
             failOp(op, slot, .failed(Ingress.truncate(detail, toBytes: configuration.failureDetailCap)))
         }
@@ -87,14 +105,16 @@ extension Engine {
         }
         guard execs[p.exec].inUse, execs[p.exec].id == p.execID else { return }
         execs[p.exec].outstanding -= 1
+        var downPeer: NodeID?
         switch p.kind {
         case .wire(let request, let peer):
-            // A failure here is local (deadline, cap); a reply already cleaned up in `receive`.
+            // A failure here is local (deadline, cap, peer down, cancel); a reply already
+            // cleaned up in `receive`.
             if context.net.requests.finish(request) != nil {
                 context.peers.gate.release(peer)
                 if case .failure(.timeout) = result {
                     context.peers.backoff.recordFailure(peer, now: now)
-                    if context.peers.governor.observeFailure(peer) == .down { context.bus.publish(.peerDown(peer)) }
+                    if context.peers.governor.observeFailure(peer) == .down { downPeer = peer }
                 }
             }
         case .limit(let name, _):
@@ -102,13 +122,19 @@ extension Engine {
         case .component, .timer:
             break
         }
-        switch result {
-        case .success(let outputs):
-            writeOutputs(p.op, p.exec, outputs, program!)
-        case .failure(let reason):
-            failOp(p.op, p.exec, reason)
+        if execs[p.exec].cancelled {
+            // Nothing of a cancelled execution fires any more.
+            if case .failure(let reason) = result { recordFailure(p.op, p.exec, reason) }
+        } else {
+            switch result {
+            case .success(let outputs):
+                writeOutputs(p.op, p.exec, outputs, program!)
+            case .failure(let reason):
+                failOp(p.op, p.exec, reason)
+            }
         }
         settle(p.exec)
+        if let downPeer { declareDown(downPeer) }
     }
 
     /// Writes an op's outputs to their sites; answers the inbound request when this op is the
@@ -136,9 +162,16 @@ extension Engine {
     mutating func failOp(_ op: Int, _ slot: Int, _ reason: OpFailureReason) {
         let p = program!
         let cop = p.ops[op]
-        execs[slot].failures += 1
-        context.bus.publish(.opFailed(OpFailure(op: cop.info.name, execution: execs[slot].id, reason: reason)))
+        recordFailure(op, slot, reason)
         if execs[slot].replyOp == op && execs[slot].awaitingReply { replyError(slot, "op `\(cop.info.name)` \(reason)") }
         if cop.errorSite >= 0 { writeSite(cop.errorSite, .string(reason.description), exec: slot, p) }
+    }
+
+    /// Counts a failure of op `op` in execution `slot` and publishes it.
+    mutating func recordFailure(_ op: Int, _ slot: Int, _ reason: OpFailureReason) {
+        let failure = OpFailure(op: program!.ops[op].info.name, execution: execs[slot].id, reason: reason)
+        execs[slot].failures += 1
+        execs[slot].errors.append(failure)
+        context.bus.publish(.opFailed(failure))
     }
 }

@@ -9,12 +9,21 @@ extension Engine {
             return park(after: delay, OpOutputs(inputs[0] ?? .unit), op: op, slot: slot)
         case .after(let delay, let value):
             return park(after: delay, OpOutputs(value), op: op, slot: slot)
-        case .any(let group):
-            guard context.syscalls.anyFiredGroups.insert(group).inserted else { return .absorb }
+        case .any(let group, let scope):
+            switch scope {
+            case .execution:
+                let latch = SyscallState.AnyLatch(group: group, execution: execID)
+                guard context.syscalls.anyFiredInExecution.insert(latch).inserted else { return .absorb }
+                execs[slot].latchedGroups.append(group)
+            case .node(let window):
+                if let rearm = context.syscalls.anyFiredGroups[group], now < rearm { return .absorb }
+                context.syscalls.anyFiredGroups[group] = now + window
+            }
             return .immediate(OpOutputs(inputs.first ?? .unit))
         case .deadlineMatch(let within):
             let latch = SyscallState.DeadlineLatch(op: op, execution: execID)
             guard context.syscalls.deadlineMatchFired.insert(latch).inserted else { return .absorb }
+            execs[slot].latchedOps.append(op)
             var out = OpOutputs()
             out[now <= execs[slot].startedAt + within ? 0 : 1] = inputs.first ?? .unit
             return .immediate(out)
@@ -60,12 +69,30 @@ extension Engine {
         case .emit(let event):
             appEvents.append(AppEvent(name: event, value: inputs[0] ?? .unit, execution: execID, at: now))
             return .absorb
-        case .wireCall(let peer, let target, let timeout, let chain):
+        case .wireCall(let peer, let target, let timeout, let chain, let ports):
+            let payload: [UInt8]
+            if let ports, case .op(let name) = target {
+                var named: [(String, Value)] = []
+                named.reserveCapacity(ports.count)
+                for (i, port) in ports.enumerated() { if let v = inputs[i] { named.append((port, v)) } }
+                payload = WireMessage.encodeNamedCall(op: name, named)
+            } else {
+                payload = WireMessage.encodeCall(target, [inputs[0] ?? .unit])
+            }
             return wireCall(peerName: peer, target: target, timeout: timeout, chain: chain, op: op, slot: slot,
-                            value: inputs[0] ?? .unit)
+                            payload: payload)
         case .wireSend(let peerName, let site):
             guard let peer = usablePeer(peerName, op: op, slot: slot) else { return .absorb }
-            send(to: peer, kind: .fill, correlation: 0, budget: nil,
+            // A one-way fill carries what is left of the execution's deadline, like a call.
+            var budget: Duration? = nil
+            if let d = execs[slot].deadline {
+                guard d > now else {
+                    failOp(op, slot, .timeout)
+                    return .absorb
+                }
+                budget = d - now
+            }
+            send(to: peer, kind: .fill, correlation: 0, budget: budget,
                  payload: WireMessage.encodeCall(.site(site), [inputs[0] ?? .unit]), flags: .oneWay)
             return .absorb
         case .reply:
@@ -85,7 +112,7 @@ extension Engine {
             failOp(op, slot, .capacity("timer heap is full (\(context.time.timers.capacity) timers)"))
             return .absorb
         }
-        nextPendingKind = .timer(outputs)
+        nextPendingKind = .timer(outputs, due: now + delay)
         return .async(cmd)
     }
 }

@@ -1,7 +1,8 @@
 import SpindleKernel
 
 extension Engine {
-    /// Resolves a program's peer name and checks policy and backoff; fails the op otherwise.
+    /// Resolves a program's peer name and checks policy, health and backoff; fails the op
+    /// otherwise.
     mutating func usablePeer(_ name: String, op: Int, slot: Int) -> NodeID? {
         guard let peer = context.peers.addresses.resolve(name) else {
             failOp(op, slot, .peerUnavailable("unknown peer `\(name)`"))
@@ -9,6 +10,12 @@ extension Engine {
         }
         guard context.peers.governor.isAllowed(peer) else {
             failOp(op, slot, .peerUnavailable("\(peer) is blocked by policy"))
+            return nil
+        }
+        if context.peers.governor.status(of: peer) == .down {
+            // Still watched (heartbeats go on), so the peer comes back up when it answers.
+            context.net.monitor.use(peer, now: now, interval: configuration.heartbeatInterval)
+            failOp(op, slot, .peerDown(peer))
             return nil
         }
         if context.peers.backoff.isBackedOff(peer, now: now) {
@@ -20,9 +27,9 @@ extension Engine {
     }
 
     /// Sends a request for `target` on `peer` and parks the op until the reply, its deadline,
-    /// or the execution's inbound deadline.
+    /// or the execution's deadline.
     mutating func wireCall(peerName: String, target: WireTarget, timeout: Duration?, chain: ChainHop?,
-                  op: Int, slot: Int, value: Value) -> DispatchResult {
+                           op: Int, slot: Int, payload: [UInt8]) -> DispatchResult {
         guard let peer = usablePeer(peerName, op: op, slot: slot) else { return .absorb }
         guard context.peers.gate.tryAcquire(peer) else {
             failOp(op, slot, .peerUnavailable("\(context.peers.gate.limit) requests already in flight to \(peer)"))
@@ -55,8 +62,12 @@ extension Engine {
             failOp(op, slot, .capacity("\(context.net.requests.capacity) wire requests already in flight"))
             return .absorb
         }
-        send(to: peer, kind: .request, correlation: request, budget: budget,
-             payload: WireMessage.encodeCall(target, [value]))
+        if context.net.monitor.use(peer, now: now, interval: configuration.heartbeatInterval) {
+            // First call to this peer (or first since it was evicted): its detector history
+            // starts now.
+            _ = context.net.suspicion.heartbeat(peer, at: now)
+        }
+        send(to: peer, kind: .request, correlation: request, budget: budget, payload: payload)
         nextPendingKind = .wire(request: request, peer: peer)
         return .async(cmd)
     }
@@ -94,7 +105,16 @@ extension Engine {
             context.bus.publish(.inboundRejected(peer: nil, reason: "envelope without a source"))
             return
         }
-        hlc.receive(env.stamp)
+        if let bound = configuration.maximumClockDrift {
+            do throws(HLCDriftError) {
+                try hlc.receive(env.stamp, maximumDrift: bound)
+            } catch {
+                refuseDrifting(env, kind: kind, from: source, error)
+                return
+            }
+        } else {
+            hlc.receive(env.stamp)
+        }
         guard context.peers.governor.isAllowed(source) else {
             context.bus.publish(.inboundRejected(peer: source, reason: "blocked by policy"))
             return
@@ -103,17 +123,29 @@ extension Engine {
             context.bus.publish(.duplicateDropped(source: source, sequence: env.sequence))
             return
         }
-        if case .trusted? = context.net.suspicion.heartbeat(source, at: now) {
-            context.bus.publish(.peerTrusted(source))
-        }
-        if context.peers.governor.observeAlive(source) == .up { context.bus.publish(.peerUp(source)) }
+        heard(source)
 
         switch kind {
         case .request, .fill: receiveCall(env, from: source, expectsReply: kind == .request)
         case .response: receiveResponse(env, from: source)
-        case .backoffNotice:
-            context.peers.backoff.recordFailure(source, now: now)
-            context.bus.publish(.backoffNoticeReceived(peer: source))
+        case .backoffNotice: receiveBackoffNotice(env, from: source)
+        case .heartbeat: send(to: source, kind: .heartbeatAck, correlation: env.correlation, budget: nil, payload: [])
+        case .heartbeatAck: break
+        }
+    }
+
+    /// An envelope whose HLC stamp is too far ahead: refused, and whoever waits for it learns
+    /// why (a request's sender from an error reply; a response's caller at once).
+    private mutating func refuseDrifting(_ env: Envelope, kind: WireKind, from source: NodeID, _ error: HLCDriftError) {
+        let reason = "refused: \(error)"
+        context.bus.publish(.inboundRejected(peer: source, reason: reason))
+        switch kind {
+        case .request: sendError(to: source, request: env.correlation, "\(reason) on \(id)")
+        case .response:
+            if let entry = context.net.requests.entry(env.correlation), entry.peer == source, pending[entry.command] != nil {
+                applyCompletion(entry.command, .failure(.failed("response from \(source) \(reason)")))
+            }
+        default: break
         }
     }
 
@@ -125,9 +157,9 @@ extension Engine {
     }
 
     private mutating func receiveCall(_ env: Envelope, from source: NodeID, expectsReply: Bool) {
-        let target: WireTarget, values: [Value]
+        let call: WireMessage.Call
         do {
-            (target, values) = try WireMessage.decodeCall(env.payload)
+            call = try WireMessage.decodeCall(env.payload)
         } catch {
             context.bus.publish(.wireDecodeFailed(peer: source, detail: error.description))
             if expectsReply { sendError(to: source, request: env.correlation, "undecodable request: \(error)") }
@@ -149,35 +181,110 @@ extension Engine {
         }
         let inbound = InboundContext(sourcePeer: source, requestID: expectsReply ? env.correlation : nil,
                                      arrival: now, remainingBudget: env.deadlineBudget)
-        switch target {
+        switch call.target {
         case .site(let name):
             guard let s = p.siteIndex[name] else {
                 rejectInbound(env, from: source, expectsReply: expectsReply, "unknown site `\(name)`")
                 return
             }
+            guard call.values.count == 1 else {
+                rejectInbound(env, from: source, expectsReply: expectsReply,
+                              "a call to site `\(name)` carries one value, not \(call.values.count)")
+                return
+            }
+            let value = call.values[0]
+            let type = p.sites[s].type
+            guard type.accepts(value) else {
+                rejectInbound(env, from: source, expectsReply: expectsReply,
+                              "site `\(name)` takes \(type) values, not \(value.type)")
+                return
+            }
             let slot = beginExecution(inbound: inbound, fromWire: true)
             execs[slot].awaitingReply = expectsReply
-            writeSite(s, values.first ?? .unit, exec: slot, p)
+            writeSite(s, value, exec: slot, p)
             settle(slot)
         case .op(let name):
             guard let o = p.opIndex[name] else {
                 rejectInbound(env, from: source, expectsReply: expectsReply, "unknown op `\(name)`")
                 return
             }
+            let ports: [Int]
+            switch bindRemoteInputs(call, to: o, p) {
+            case .success(let bound): ports = bound
+            case .failure(let problem):
+                rejectInbound(env, from: source, expectsReply: expectsReply, problem.text)
+                return
+            }
             let slot = beginExecution(inbound: inbound, fromWire: true)
             execs[slot].awaitingReply = expectsReply
             execs[slot].replyOp = o
             let cop = p.ops[o]
-            for (i, v) in values.prefix(cop.inputCount).enumerated() { fill(cop.slotBase + i, v, slot, p) }
+            for (i, port) in ports.enumerated() { fill(cop.slotBase + port, call.values[i], slot, p) }
             settle(slot)
         }
     }
 
+    /// Why a remote call's values do not fit the op it names.
+    struct BindingProblem: Error {
+        var text: String
+    }
+
+    /// The input port each value of `call` fills, checked against op `o`'s declared ports:
+    /// every name known, every type accepted, every required port and any-of group filled.
+    private func bindRemoteInputs(_ call: WireMessage.Call, to o: Int, _ p: InstalledProgram) -> Result<[Int], BindingProblem> {
+        let cop = p.ops[o]
+        let opName = cop.info.name
+        var ports: [Int] = []
+        ports.reserveCapacity(call.values.count)
+        if let names = call.names {
+            for name in names {
+                guard let i = cop.info.inputPorts.firstIndex(of: name) else {
+                    let known = cop.info.inputPorts.map { "`\($0)`" }.joined(separator: ", ")
+                    return .failure(BindingProblem(text: "op `\(opName)` has no input port `\(name)` (its ports: \(known))"))
+                }
+                guard !ports.contains(i) else {
+                    return .failure(BindingProblem(text: "op `\(opName)`: input port `\(name)` is given twice"))
+                }
+                ports.append(i)
+            }
+        } else {
+            guard call.values.count <= cop.inputCount else {
+                return .failure(BindingProblem(text: "op `\(opName)` takes \(cop.inputCount) inputs, not \(call.values.count)"))
+            }
+            ports = Array(0..<call.values.count)
+        }
+        for (k, i) in ports.enumerated() {
+            let type = cop.inputTypes[i]
+            let value = call.values[k]
+            guard type.accepts(value) else {
+                return .failure(BindingProblem(
+                    text: "op `\(opName)`, input port `\(cop.info.inputPorts[i])` takes \(type) values, not \(value.type)"))
+            }
+        }
+        var groupsFilled: Set<Int> = []
+        for i in ports where p.slotRole[cop.slotBase + i] >= 0 { groupsFilled.insert(p.slotRole[cop.slotBase + i]) }
+        for i in 0..<cop.inputCount {
+            let role = p.slotRole[cop.slotBase + i]
+            if role == -1 && !ports.contains(i) {
+                return .failure(BindingProblem(text: "op `\(opName)`: required input port `\(cop.info.inputPorts[i])` is missing"))
+            }
+            if role >= 0 && !groupsFilled.contains(role) {
+                let group = (0..<cop.inputCount).filter { p.slotRole[cop.slotBase + $0] == role }
+                    .map { "`\(cop.info.inputPorts[$0])`" }.joined(separator: ", ")
+                return .failure(BindingProblem(text: "op `\(opName)`: none of its any-of input ports \(group) is given"))
+            }
+        }
+        return .success(ports)
+    }
+
     private mutating func receiveResponse(_ env: Envelope, from source: NodeID) {
-        guard let entry = context.net.requests.finish(env.correlation), entry.peer == source else {
+        // Check the source before taking the entry: a response from anyone else must leave the
+        // request (and its peer slot) waiting for the real reply.
+        guard let entry = context.net.requests.entry(env.correlation), entry.peer == source else {
             context.bus.publish(.unknownResponse(peer: source, correlation: env.correlation))
             return
         }
+        _ = context.net.requests.finish(env.correlation)
         context.peers.gate.release(entry.peer)
         context.peers.backoff.recordSuccess(entry.peer)
         context.net.rtt.observe(RttTarget(peer: entry.peer, endpoint: entry.endpoint), chain: entry.chain,
@@ -193,6 +300,16 @@ extension Engine {
         } catch {
             context.bus.publish(.wireDecodeFailed(peer: source, detail: error.description))
             applyCompletion(entry.command, .failure(.remote("undecodable response: \(error)")))
+        }
+    }
+
+    /// The peer refused a request because it is overloaded: back it off once and fail that
+    /// call now (it was not run), rather than letting it wait out its deadline.
+    private mutating func receiveBackoffNotice(_ env: Envelope, from source: NodeID) {
+        context.peers.backoff.recordFailure(source, now: now)
+        context.bus.publish(.backoffNoticeReceived(peer: source))
+        if let entry = context.net.requests.entry(env.correlation), entry.peer == source, pending[entry.command] != nil {
+            applyCompletion(entry.command, .failure(.overloaded(source)))
         }
     }
 }

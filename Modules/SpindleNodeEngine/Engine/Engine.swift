@@ -15,15 +15,20 @@ struct Engine {
     var execs: [ExecState] = []
     var freeExecSlots: [Int] = []
     var execSlotByID: [ExecID: Int] = [:]
-    var nextExec: UInt64 = 1
     var liveInboundExecs = 0
 
     /// Ready (op, execution slot) pairs in firing order.
     var frontier = Deque<(op: Int, exec: Int)>()
     var pending: [CommandID: PendingOp] = [:]
     var deadlines = TimerHeap<CommandID>(capacity: .max)
-    var ingressBuffer = Deque<IngressEvent>()
+    var completionBuffer = Deque<IngressEvent>()
+    var controlBuffer = Deque<IngressEvent>()
+    var networkBuffer = Deque<IngressEvent>()
     var inbox = Deque<Envelope>()
+    /// Bus events whose subscribed executions have not started yet (at most
+    /// `opBudgetPerPoll` start per poll; the rest wait for the next one).
+    var subscriptionBacklog = Deque<(at: MonotonicInstant, event: NodeEvent)>()
+    var refusedStarts: [RefusedStart] = []
 
     // What the current poll produces.
     var appEvents: [AppEvent] = []
@@ -33,6 +38,7 @@ struct Engine {
     var justFinished: [Int] = []
     var collectNext: [Int] = []
     var sequence: UInt64 = 0
+    var heartbeatNumber: UInt64 = 0
     var now: MonotonicInstant = .zero
     var nextPendingKind: PendingOp.Kind = .component
 
@@ -45,7 +51,7 @@ struct Engine {
 
     // MARK: Executions
 
-    mutating func beginExecution(inbound: InboundContext, fromWire: Bool) -> Int {
+    mutating func beginExecution(inbound: InboundContext, fromWire: Bool, id reserved: ExecID? = nil) -> Int {
         let p = program!
         let slot: Int
         if let s = freeExecSlots.popLast() {
@@ -54,8 +60,7 @@ struct Engine {
             slot = execs.count
             execs.append(ExecState(program: p))
         }
-        let id = ExecID(nextExec)
-        nextExec &+= 1
+        let id = reserved ?? context.ingress.reserveExecution()
         execs[slot].id = id
         execs[slot].inUse = true
         execs[slot].live = true
@@ -80,7 +85,15 @@ struct Engine {
     mutating func settle(_ slot: Int) {
         guard execs[slot].live, execs[slot].outstanding == 0 else { return }
         execs[slot].live = false
-        if execs[slot].awaitingReply { replyError(slot, "execution finished without replying") }
+        if execs[slot].awaitingReply {
+            // A site-targeted request whose execution ended without `Reply`: the caller learns
+            // the first failure, when there was one.
+            if let first = execs[slot].errors.first {
+                replyError(slot, "op `\(first.op)` \(first.reason)")
+            } else {
+                replyError(slot, execs[slot].cancelled ? "execution cancelled" : "execution finished without replying")
+            }
+        }
         if execs[slot].fromWire {
             liveInboundExecs -= 1
             if liveInboundExecs < configuration.maxInboundExecutions && context.peers.backpressure.isOverloaded {
@@ -91,7 +104,8 @@ struct Engine {
         var results: [String: [Value]] = [:]
         for (site, value) in execs[slot].results { results[p.sites[site].name, default: []].append(value) }
         let e = execs[slot]
-        let done = FinishedExecution(id: e.id, results: results, startedAt: e.startedAt, finishedAt: now, failures: e.failures)
+        let done = FinishedExecution(id: e.id, results: results, startedAt: e.startedAt, finishedAt: now,
+                                     failures: e.failures, errors: e.errors, cancelled: e.cancelled)
         finishedNow.append(done)
         readable[e.id] = done
         justFinished.append(slot)
@@ -104,8 +118,11 @@ struct Engine {
             let id = execs[slot].id
             readable[id] = nil
             execSlotByID[id] = nil
-            if !context.syscalls.deadlineMatchFired.isEmpty {
-                context.syscalls.deadlineMatchFired = context.syscalls.deadlineMatchFired.filter { $0.execution != id }
+            for op in execs[slot].latchedOps {
+                context.syscalls.deadlineMatchFired.remove(SyscallState.DeadlineLatch(op: op, execution: id))
+            }
+            for group in execs[slot].latchedGroups {
+                context.syscalls.anyFiredInExecution.remove(SyscallState.AnyLatch(group: group, execution: id))
             }
             execs[slot].reset()
             freeExecSlots.append(slot)

@@ -21,6 +21,13 @@ struct ExecState {
     var awaitingReply = false
     var fromWire = false
     var failures = 0
+    /// The failures of this execution's ops, in order.
+    var errors: [OpFailure] = []
+    var cancelled = false
+    /// Ops whose `DeadlineMatch` latch and `Any` groups whose execution-scoped latch fired
+    /// in this execution (cleared with it).
+    var latchedOps: [Int] = []
+    var latchedGroups: [String] = []
     /// Running (false once finished).
     var live = false
     /// Holds an execution (running or finished but not yet collected).
@@ -48,6 +55,10 @@ struct ExecState {
         awaitingReply = false
         fromWire = false
         failures = 0
+        if !errors.isEmpty { errors.removeAll() }
+        cancelled = false
+        if !latchedOps.isEmpty { latchedOps.removeAll() }
+        if !latchedGroups.isEmpty { latchedGroups.removeAll() }
         live = false
         inUse = false
     }
@@ -57,8 +68,8 @@ struct ExecState {
 struct PendingOp {
     enum Kind {
         case component
-        /// Sleep / After: completes with these outputs when its timer matures.
-        case timer(OpOutputs)
+        /// Sleep / After: completes with these outputs when its timer matures at `due`.
+        case timer(OpOutputs, due: MonotonicInstant)
         /// WireCall: the request id in the request tracker and the peer.
         case wire(request: UInt64, peer: NodeID)
         /// LimitAcquire waiting for a unit of `name`; completes with `value`.

@@ -68,9 +68,21 @@ public final class Node {
     }
 
     /// Starts an execution with `value` written to `site`; its ops fire at the next poll.
+    /// - Parameter timeout: when given, the execution's async ops must finish within it
+    ///   (they fail with `timeout` otherwise) and its wire calls carry what is left of it.
+    /// - Throws: `NodeError` when no program is installed, the site does not exist or the
+    ///   value does not fit the site's type.
     @discardableResult
-    public func start(site: String, value: Value) throws(NodeError) -> ExecID {
-        try engine.start(site: site, value: value)
+    public func start(site: String, value: Value, timeout: Duration? = nil) throws(NodeError) -> ExecID {
+        try engine.start(site: site, value: value, timeout: timeout)
+    }
+
+    /// Cancels a running execution: its pending async ops fail with `cancelled` (wire calls
+    /// release their peer slot), nothing more of it fires, and it finishes with
+    /// `cancelled == true` at this poll. Returns false when it is not running.
+    @discardableResult
+    public func cancel(_ execution: ExecID) -> Bool {
+        engine.cancel(execution)
     }
 
     /// Hands the node an envelope received on its own thread; it is processed at the next poll.
@@ -94,10 +106,13 @@ public final class Node {
 }
 
 extension Engine {
-    mutating func start(site: String, value: Value) throws(NodeError) -> ExecID {
+    mutating func start(site: String, value: Value, id: ExecID? = nil, timeout: Duration? = nil) throws(NodeError) -> ExecID {
         guard let p = program else { throw .noProgram }
         guard let s = p.siteIndex[site] else { throw .unknownSite(site) }
-        let slot = beginExecution(inbound: InboundContext(), fromWire: false)
+        let type = p.sites[s].type
+        guard type.accepts(value) else { throw .typeMismatch(site: site, expected: type, found: value.type) }
+        let slot = beginExecution(inbound: InboundContext(), fromWire: false, id: id)
+        if let timeout { execs[slot].deadline = now + timeout }
         writeSite(s, value, exec: slot, p)
         settle(slot)
         return execs[slot].id

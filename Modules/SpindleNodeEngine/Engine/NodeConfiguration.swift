@@ -11,8 +11,8 @@ public struct NodeConfiguration: Sendable {
     public var maxPendingAsync = 10_000
     /// Deadline of an async op that names none (parameter `timeoutMs`).
     public var defaultAsyncDeadline: Duration = .seconds(30)
-    /// Requests in flight per peer.
-    public var perPeerConcurrency = 256
+    /// Requests in flight per peer; a call beyond it fails at once (`peerUnavailable`).
+    public var perPeerConcurrency = 4096
     public var backoff = BackoffTable.Configuration()
     /// Consecutive failures after which the governor marks a peer down.
     public var failuresUntilDown = 3
@@ -29,13 +29,33 @@ public struct NodeConfiguration: Sendable {
     /// Wire deadline = RTT budget (srtt + 4·rttvar) × this factor, when the op names none.
     public var wireBudgetFactor: Double = 4
     public var suspicion = PhiAccrualDetector.Configuration()
+    /// A peer this node calls is sent a heartbeat when nothing was heard from it for this
+    /// long; its answers feed the failure detector. Only peers this node calls are watched:
+    /// a client that goes quiet is never declared down.
+    public var heartbeatInterval: Duration = .milliseconds(500)
+    /// A watched peer not heard from for this long is declared down (whatever φ says), and
+    /// its calls fail at once.
+    public var livenessBound: Duration = .seconds(5)
+    /// Per-peer state (failure detector history, governor status, backoff, gate, round-trip
+    /// statistics) is forgotten after a peer has been neither called nor heard from for this
+    /// long; its heartbeats stop.
+    public var peerIdleTimeout: Duration = .seconds(300)
+    /// An envelope whose HLC stamp is further ahead of this node's wall clock is refused (a
+    /// peer with a badly wrong clock would drag every later stamp forward). Nil: no bound.
+    public var maximumClockDrift: Duration? = .seconds(1)
     public var maxRequestsInFlight = 16_384
     public var dedupCapacity = 16_384
     public var dedupMaxAge: Duration = .seconds(60)
     public var timerCapacity = 16_384
     public var namedQueueCapacity = 1024
     public var recordCapacity = 64
+    /// Inbound envelopes waiting in the ingress queue's network lane, at most.
     public var ingressCapacity = 65_536
+    /// Completions waiting in the ingress queue's completions lane, at most (a flood of
+    /// envelopes cannot crowd them out).
+    public var completionIngressCapacity = 65_536
+    /// Host starts, cancels and transport reports waiting in the control lane, at most.
+    public var controlIngressCapacity = 65_536
     /// Byte cap of one completion's results.
     public var resultCap = 1 << 20
     /// Byte cap of a failure detail.

@@ -21,6 +21,9 @@ public struct PollOutcome: Sendable {
     public var events: [BusRecord] = []
     /// Executions that finished; readable through `Node.execution(_:)` until the next poll.
     public var finished: [FinishedExecution] = []
+    /// Starts the node refused (`.startReserved` events for an unknown site, a mistyped
+    /// value…), with the reserved id and why.
+    public var refusedStarts: [RefusedStart] = []
     /// When the node next has something to do by itself (timer, deadline), if ever.
     public var nextDeadline: MonotonicInstant?
 }
@@ -50,20 +53,44 @@ public struct FinishedExecution: Sendable, Equatable {
     public var finishedAt: MonotonicInstant
     /// How many of its ops failed.
     public var failures: Int
+    /// The failures of its ops, in order.
+    public var errors: [OpFailure] = []
+    /// Whether it was cancelled.
+    public var cancelled = false
+
+    public init(id: ExecID, results: [String: [Value]], startedAt: MonotonicInstant, finishedAt: MonotonicInstant,
+                failures: Int, errors: [OpFailure] = [], cancelled: Bool = false) {
+        self.id = id
+        self.results = results
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.failures = failures
+        self.errors = errors
+        self.cancelled = cancelled
+    }
 
     /// The last value written to sink `site`.
     public func result(_ site: String) -> Value? { results[site]?.last }
+}
+
+/// A start the node refused: the id reserved for it and why.
+public struct RefusedStart: Sendable, Equatable {
+    public var id: ExecID
+    public var error: NodeError
 }
 
 /// A host request the node refused.
 public enum NodeError: Error, Sendable, Equatable, CustomStringConvertible {
     case noProgram
     case unknownSite(String)
+    /// The value's type does not fit the site's declared type.
+    case typeMismatch(site: String, expected: ValueType, found: ValueType)
 
     public var description: String {
         switch self {
         case .noProgram: return "no program is installed on this node"
         case .unknownSite(let s): return "the installed program has no site `\(s)`"
+        case .typeMismatch(let s, let e, let f): return "site `\(s)` takes \(e) values, not \(f)"
         }
     }
 }

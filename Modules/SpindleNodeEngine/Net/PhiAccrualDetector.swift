@@ -18,9 +18,12 @@ public struct PhiAccrualDetector: Sendable {
         public var window: Int = 100
         /// Floor for the standard deviation, so a perfectly regular peer is not suspected at
         /// the first jitter.
-        public var minimumDeviation: Duration = .milliseconds(10)
+        public var minimumDeviation: Duration = .milliseconds(100)
         /// Samples needed before φ is computed.
         public var minimumSamples: Int = 2
+        /// Added to the mean interval: a pause this long beyond the usual rhythm is not yet
+        /// suspicious (a GC pause, a busy loop turn).
+        public var acceptablePause: Duration = .seconds(3)
         public init() {}
     }
 
@@ -70,8 +73,9 @@ public struct PhiAccrualDetector: Sendable {
     public func phi(_ peer: NodeID, at now: MonotonicInstant) -> Double {
         guard let h = peers[peer], h.intervals.count >= configuration.minimumSamples else { return 0 }
         let n = Double(h.intervals.count)
-        let mean = h.sum / n
-        let variance = max(0, h.sumSquares / n - mean * mean)
+        let mean = h.sum / n + Double(configuration.acceptablePause.nanosecondsClamped)
+        let rawMean = h.sum / n
+        let variance = max(0, h.sumSquares / n - rawMean * rawMean)
         let sd = max(variance.squareRoot(), Double(configuration.minimumDeviation.nanosecondsClamped))
         let elapsed = Double(max(0, (now - h.last).nanosecondsClamped))
         // Logistic approximation of the normal CDF (as used by Akka and Cassandra).
@@ -81,18 +85,27 @@ public struct PhiAccrualDetector: Sendable {
         return -log10(max(pLater, Double.leastNormalMagnitude))
     }
 
-    /// Re-evaluates every peer at `now`; returns the peers that became suspected, sorted by id
-    /// so the order is deterministic.
-    public mutating func evaluate(at now: MonotonicInstant) -> [Change] {
-        var changes: [Change] = []
-        for peer in peers.keys.sorted() where !(peers[peer]!.suspected) {
-            if phi(peer, at: now) >= configuration.threshold {
-                peers[peer]!.suspected = true
-                changes.append(.suspected(peer))
-            }
-        }
-        return changes
+    /// Re-evaluates `peer` at `now` (the node checks each watched peer once per heartbeat
+    /// interval, from a heap, rather than sweeping every peer on every poll): returns
+    /// `.suspected` when φ has crossed the threshold since the last check.
+    public mutating func check(_ peer: NodeID, at now: MonotonicInstant) -> Change? {
+        guard let h = peers[peer], !h.suspected, phi(peer, at: now) >= configuration.threshold else { return nil }
+        peers[peer]!.suspected = true
+        return .suspected(peer)
     }
+
+    /// Marks `peer` suspected without consulting φ (its liveness bound passed).
+    public mutating func suspect(_ peer: NodeID) {
+        peers[peer]?.suspected = true
+    }
+
+    /// Forgets `peer`'s history.
+    public mutating func forget(_ peer: NodeID) {
+        peers[peer] = nil
+    }
+
+    /// Peers with history.
+    public var count: Int { peers.count }
 
     public func isSuspected(_ peer: NodeID) -> Bool { peers[peer]?.suspected ?? false }
 }

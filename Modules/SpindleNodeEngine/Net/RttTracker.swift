@@ -97,4 +97,13 @@ public struct RttTracker: Sendable {
         let ns = Int64(min(e.budgetNanoseconds, Double(Int64.max / 2)))
         return max(.nanoseconds(ns), minimumBudget)
     }
+
+    /// Forgets the per-target statistics of `peer` (an idle peer's state); chain and global
+    /// tiers stay.
+    public mutating func forget(peer: NodeID) {
+        targets = targets.filter { $0.key.peer != peer }
+    }
+
+    /// Targets with statistics.
+    public var targetCount: Int { targets.count }
 }

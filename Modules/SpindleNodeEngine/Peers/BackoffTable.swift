@@ -62,4 +62,12 @@ public struct BackoffTable: Sendable {
 
     /// Consecutive failures recorded for `peer`.
     public func failures(of peer: NodeID) -> Int { entries[peer]?.failures ?? 0 }
+
+    /// Forgets `peer`'s failures (an idle peer's state).
+    public mutating func forget(_ peer: NodeID) {
+        entries[peer] = nil
+    }
+
+    /// Peers with recorded failures.
+    public var peerCount: Int { entries.count }
 }

@@ -42,4 +42,9 @@ public struct BackpressureTracker: Sendable {
 
     /// Whether the node is currently inside an overload episode.
     public private(set) var isOverloaded = false
+
+    /// Forgets the notices sent to `peer` (an idle peer's state).
+    public mutating func forget(_ peer: NodeID) {
+        noticesSent[peer] = nil
+    }
 }

@@ -31,4 +31,12 @@ public struct PeerGate: Sendable {
 
     /// Requests currently in flight to `peer`.
     public func inFlight(to peer: NodeID) -> Int { inFlight[peer, default: 0] }
+
+    /// Forgets `peer` (an idle peer's entry; nothing is in flight to it).
+    public mutating func forget(_ peer: NodeID) {
+        inFlight[peer] = nil
+    }
+
+    /// Peers with requests in flight.
+    public var peerCount: Int { inFlight.count }
 }

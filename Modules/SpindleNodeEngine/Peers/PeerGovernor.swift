@@ -53,4 +53,13 @@ public struct PeerGovernor: Sendable {
         status[peer] = new
         return new
     }
+
+    /// Forgets `peer`'s status and failures (an idle peer's state). Policy lists stay.
+    public mutating func forget(_ peer: NodeID) {
+        status[peer] = nil
+        failures[peer] = nil
+    }
+
+    /// Peers with a status or failures recorded.
+    public var peerCount: Int { Set(status.keys).union(failures.keys).count }
 }

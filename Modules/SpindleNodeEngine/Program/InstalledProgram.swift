@@ -30,6 +30,8 @@ struct CompiledOp {
     let errorSite: Int
     let isAsync: Bool
     let timeout: Duration?
+    /// Declared type of each input port (what remote values are checked against).
+    let inputTypes: [ValueType]
 }
 
 /// A site compiled: who consumes it.
@@ -78,6 +80,8 @@ final class InstalledProgram {
     let consumerFlat: [Int]
     /// The components the program calls, by index (a snapshot taken at install).
     let components: [any Component]
+    /// Per op: its name and input port names, shared by the `OpInputs` it fires with.
+    let opPorts: [PortNames]
 
     init(_ program: Program, siblings: SiblingView) throws(ProgramError) {
         self.program = program
@@ -178,17 +182,16 @@ final class InstalledProgram {
             let errorSite = try spec.outputs["error"].map { n throws(ProgramError) in try site(PortSpec("error", .string), n) } ?? -1
 
             if spec.inputs.isEmpty { sourceOps.append(opNumber) }
-            let timeout: Duration?
-            if case .syscall = spec.call { timeout = nil } else if spec.params["timeoutMs"] != nil {
-                timeout = try Params(spec: spec).duration("timeoutMs")
-            } else { timeout = nil }
+            // Any async op may name its deadline (WireCall uses it as its wire deadline; Sleep
+            // and After complete when their timer matures).
+            let timeout: Duration? = spec.params["timeoutMs"] == nil ? nil : try Params(spec: spec).duration("timeoutMs")
 
             ops.append(CompiledOp(
                 info: InstalledOp(name: spec.name, call: spec.call, params: spec.params,
                                   inputPorts: inputs.map(\.name), outputPorts: outputs.map(\.name)),
                 target: target, slotBase: slotBase, inputCount: inputs.count, requiredCount: required,
                 groupBase: groupBase, groupCount: Int16(groups.count), outputSites: outputSites,
-                errorSite: errorSite, isAsync: isAsync, timeout: timeout))
+                errorSite: errorSite, isAsync: isAsync, timeout: timeout, inputTypes: inputs.map(\.type)))
         }
 
         var subscriptions: [NodeEventKind: [Int]] = [:]
@@ -233,6 +236,7 @@ final class InstalledProgram {
         siteConsumerCount = consumers.map(\.count)
         consumerFlat = flat
         components = siblings.components
+        opPorts = ops.map { PortNames(op: $0.info.name, names: $0.info.inputPorts) }
 
         try Self.checkCycles(ops: ops, slotSite: slotSite, slotRole: slotRole, sites: program.sites.count,
                              subscribed: Set(subscriptions.values.joined()))

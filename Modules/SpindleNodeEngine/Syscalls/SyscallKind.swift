@@ -4,7 +4,7 @@
 /// |---|---|---|
 /// | Sleep | in → out (after the delay) | delayMs |
 /// | After | [trigger] → out = value (after the delay; with no input it starts with the execution) | delayMs, value |
-/// | Any | any ports (any-of) → out: the first arrival of the group, once per node | group |
+/// | Any | any ports (any-of) → out: the first arrival of the group, once per execution (or, with scope "node", once per node per window) | group, [scope], [windowMs] |
 /// | DeadlineMatch | any ports (any-of) → matched / late: first arrival per execution | withinMs |
 /// | RngU64 | [trigger] → out: uint from the seeded RNG | |
 /// | IncrMetric | [in] → [out] (passes through) | name, by |
@@ -16,11 +16,13 @@
 /// | LimitAcquire | in → out (waits while `max` are held) | name, max |
 /// | LimitRelease | in → [out] | name |
 /// | Emit | in → (app event for the host) | event |
-/// | WireCall | in → out: the remote reply | peer, site or op, [timeoutMs], [chain, hop] |
+/// | WireCall | in (or the remote op's ports by name) → out: the remote reply | peer, site or op, [timeoutMs], [chain, hop] |
 /// | WireSend | in → (one-way fill of a remote site) | peer, site |
 /// | Reply | in → (answers the request that started the execution) | |
 ///
-/// Every op may also bind an output port `error`: a failure writes its text there.
+/// Every op may also bind an output port `error`: a failure writes its text there. Async
+/// syscalls take `timeoutMs` (LimitAcquire; WireCall's is its wire deadline); Sleep and After
+/// complete when their timer matures, however long that is.
 public enum SyscallKind: String, Sendable, CaseIterable, Codable {
     case sleep = "Sleep"
     case after = "After"
@@ -56,11 +58,19 @@ public enum WireTarget: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How long an `Any` group stays latched after its first arrival.
+enum AnyScope: Sendable, Equatable {
+    /// Once per execution: every execution has its own latch.
+    case execution
+    /// Once per node, re-armed `window` after it fired.
+    case node(window: Duration)
+}
+
 /// A syscall with its parameters checked and converted at install.
 enum SyscallConfig: Sendable {
     case sleep(Duration)
     case after(Duration, Value)
-    case any(group: String)
+    case any(group: String, scope: AnyScope)
     case deadlineMatch(within: Duration)
     case rngU64
     case incrMetric(name: String, by: Int64)
@@ -72,7 +82,8 @@ enum SyscallConfig: Sendable {
     case limitAcquire(name: String, max: Int)
     case limitRelease(name: String)
     case emit(event: String)
-    case wireCall(peer: String, target: WireTarget, timeout: Duration?, chain: ChainHop?)
+    /// `ports`: the remote op's input ports this call fills by name (nil: the one input `in`).
+    case wireCall(peer: String, target: WireTarget, timeout: Duration?, chain: ChainHop?, ports: [String]?)
     case wireSend(peer: String, site: String)
     case reply
 
@@ -100,7 +111,11 @@ enum SyscallConfig: Sendable {
         case .holdStash, .serializeEnqueue, .emit, .wireSend, .reply: return (one, [])
         case .holdFlush: return ([PortSpec("trigger")], [PortSpec("out", .list)])
         case .serializeDequeue: return ([PortSpec("trigger")], out)
-        case .wireCall: return (one, out)
+        case .wireCall:
+            // A call to a remote op with several inputs binds them by the remote port names.
+            let names = spec.inputs.keys.sorted()
+            if names.isEmpty || names == ["in"] { return (one, out) }
+            return (names.map { PortSpec($0) }, out)
         }
     }
 
@@ -110,7 +125,17 @@ enum SyscallConfig: Sendable {
         switch kind {
         case .sleep: return .sleep(try p.duration("delayMs"))
         case .after: return .after(try p.duration("delayMs"), spec.params["value"] ?? .unit)
-        case .any: return .any(group: try p.string("group", default: spec.name))
+        case .any:
+            let scope: AnyScope
+            switch try p.string("scope", default: "execution") {
+            case "execution": scope = .execution
+            case "node":
+                let window: Duration = spec.params["windowMs"] == nil ? .seconds(1) : try p.duration("windowMs")
+                scope = .node(window: window)
+            case let other:
+                throw .invalidParameter(op: spec.name, parameter: "scope", problem: "`\(other)` is neither `execution` nor `node`")
+            }
+            return .any(group: try p.string("group", default: spec.name), scope: scope)
         case .deadlineMatch: return .deadlineMatch(within: try p.duration("withinMs"))
         case .rngU64: return .rngU64
         case .incrMetric: return .incrMetric(name: try p.string("name"), by: try p.int("by", default: 1))
@@ -138,7 +163,16 @@ enum SyscallConfig: Sendable {
             if let c = spec.params["chain"]?.stringValue {
                 chain = ChainHop(chain: ChainHop.chainID(targets: c), hop: UInt8(clamping: try p.int("hop", default: 0)))
             }
-            return .wireCall(peer: try p.string("peer"), target: target, timeout: timeout, chain: chain)
+            let names = spec.inputs.keys.sorted()
+            var ports: [String]? = nil
+            if !(names.isEmpty || names == ["in"]) {
+                guard case .op = target else {
+                    throw .invalidParameter(op: spec.name, parameter: "site",
+                                            problem: "a call to a remote site carries one value: bind only the input `in`")
+                }
+                ports = names
+            }
+            return .wireCall(peer: try p.string("peer"), target: target, timeout: timeout, chain: chain, ports: ports)
         case .wireSend: return .wireSend(peer: try p.string("peer"), site: try p.string("site"))
         case .reply: return .reply
         }

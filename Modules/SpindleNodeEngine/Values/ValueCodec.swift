@@ -1,3 +1,5 @@
+import OrderedCollections
+
 /// A failure decoding values from wire bytes; names the byte offset and what was wrong.
 public struct ValueDecodingError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Offset in the payload where decoding failed.
@@ -13,6 +15,7 @@ public struct ValueDecodingError: Error, Sendable, Equatable, CustomStringConver
 /// tag u8 | body
 ///   0 unit | 1 bool u8 | 2 int i64 | 3 uint u64 | 4 double f64 bits
 ///   5 string u32 len + UTF-8 | 6 bytes u32 len + bytes | 7 list u32 count + values
+///   8 record u32 count + (name: u32 len + UTF-8, value)…
 /// ```
 /// Decoding is total: any byte sequence yields values or a `ValueDecodingError`.
 enum ValueCodec {
@@ -32,6 +35,13 @@ enum ValueCodec {
         case .list(let l):
             out.append(7); appendU32(UInt32(truncatingIfNeeded: l.count), &out)
             for v in l { encode(v, into: &out) }
+        case .record(let r):
+            out.append(8); appendU32(UInt32(truncatingIfNeeded: r.count), &out)
+            for (name, v) in r {
+                appendU32(UInt32(truncatingIfNeeded: name.utf8.count), &out)
+                out.append(contentsOf: name.utf8)
+                encode(v, into: &out)
+            }
         }
     }
 
@@ -97,7 +107,7 @@ enum ValueCodec {
 
         mutating func value(depth: Int = 0) throws(ValueDecodingError) -> Value {
             guard depth < ValueCodec.maxDepth else {
-                throw ValueDecodingError(offset: offset, problem: "lists nested deeper than \(ValueCodec.maxDepth)")
+                throw ValueDecodingError(offset: offset, problem: "lists or records nested deeper than \(ValueCodec.maxDepth)")
             }
             let tagOffset = offset
             switch try u8() {
@@ -121,6 +131,22 @@ enum ValueCodec {
                 l.reserveCapacity(n)
                 for _ in 0..<n { l.append(try value(depth: depth + 1)) }
                 return .list(l)
+            case 8:
+                let n = Int(try u32())
+                // Each field takes at least five bytes (name length and a tag).
+                guard n <= (bytes.count - offset) / 5 else {
+                    throw ValueDecodingError(offset: offset, problem: "record of \(n) fields cannot fit in \(bytes.count - offset) bytes")
+                }
+                var r = OrderedDictionary<String, Value>(minimumCapacity: n)
+                for _ in 0..<n {
+                    let nameOffset = offset
+                    let name = try string()
+                    let v = try value(depth: depth + 1)
+                    guard r.updateValue(v, forKey: name) == nil else {
+                        throw ValueDecodingError(offset: nameOffset, problem: "record field `\(name)` appears twice")
+                    }
+                }
+                return .record(r)
             case let t:
                 throw ValueDecodingError(offset: tagOffset, problem: "unknown value tag \(t)")
             }

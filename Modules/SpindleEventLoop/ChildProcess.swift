@@ -247,9 +247,10 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
             loop.afterThreadExit { await self.reapAfterLoop(killAfter: .seconds(5)) }
             return
         }
-        // SIGKILL, then let libuv reap it through SIGCHLD and report the exit (which closes the
-        // handle); the loop keeps running until then. Bounded: see `shutdownTimedOut`.
-        _ = deliver(SIGKILL)
+        // SIGKILL (or the child's `shutdownSignal`), then let libuv reap it through SIGCHLD and
+        // report the exit (which closes the handle); the loop keeps running until then.
+        // Bounded: see `shutdownTimedOut`.
+        _ = deliver(options.shutdownSignal)
         let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
         guard uv_timer_init(loop.uvLoop, timer) == 0 else {
             timer.deallocate()
@@ -270,7 +271,8 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
         closeShutdownTimer()
         guard handleOpen, exitStatus == nil else { return }
         closeHandle()
-        loop.afterThreadExit { await self.reapAfterLoop(killAfter: nil) }
+        let killAfter: Duration? = options.shutdownSignal == SIGKILL ? nil : .zero
+        loop.afterThreadExit { await self.reapAfterLoop(killAfter: killAfter) }
     }
 
     private func closeShutdownTimer() {

@@ -26,6 +26,7 @@ let package = Package(
         .executable(name: "spindle-demo", targets: ["SpindleDemo"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
         .executable(name: "spindle-shard", targets: ["SpindleShardServer"]),
+        .executable(name: "spindle-keeper", targets: ["SpindleKeeper"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -110,10 +111,18 @@ let package = Package(
             name: "SpindleHostMesh",
             dependencies: [
                 "SpindleKernel", "SpindleEventLoop",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleHostMesh",
             swiftSettings: strict
+        ),
+        // The process-group keeper every proc runs under (C, no dependencies): see
+        // docs/hostmesh.md, "Process groups and no orphans".
+        .executableTarget(
+            name: "SpindleKeeper",
+            path: "Modules/SpindleKeeper"
         ),
         .target(
             name: "SpindleRunner",
@@ -289,7 +298,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleHostMeshTests",
-            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport"],
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport",
+                           "SpindleKeeper", .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleHostMeshTests",
             swiftSettings: strict
         ),

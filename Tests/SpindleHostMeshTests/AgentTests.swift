@@ -205,7 +205,7 @@ struct AgentTests {
             #expect(await daemon.wait() == .signaled(signal: SIGKILL))
             try await waitUntil("procs of the killed agent to die") { !pids.contains(where: isAlive) }
             try await waitUntil("the client to see the agent go") {
-                procs.lastKnown.allSatisfy { if case .failed = $0.state { true } else { false } }
+                procs.lastKnown.allSatisfy { if case .hostLost = $0.state { true } else { false } }
             }
             await mesh.shutdown()
         } catch {
@@ -234,9 +234,10 @@ struct AgentTests {
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
             let pid = try #require(procs.lastKnown[0].pid)
+            // Another session (this admin view) sees the agent and its one client, not the procs.
             let status = MeshAdmin.table(await MeshAdmin(meshes: [mesh.ref]).status(transport: transport))
-            #expect(status.contains("p "))
-            #expect(status.contains("ready"))
+            #expect(status.contains("1 client"))
+            #expect(!status.contains("ready"))
             try daemon.kill(SIGTERM)
             #expect(await daemon.wait() == .exited(code: 0))
             #expect(!isAlive(pid))
@@ -260,7 +261,11 @@ extension AgentTests {
         try await withAgents(2) { _, transport, _, addresses in
             let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["k": "v"]),
                                                  timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
-            let procs = try await mesh.spawnProcs(name: "shown", perHost: 1) { _ in
+            // Another client (the CLI) sees detached proc meshes only.
+            let hidden = try await mesh.spawnProcs(name: "hidden", perHost: 1) { _ in
+                BootstrapCommand(program: spindle, arguments: ["proc"])
+            }
+            let procs = try await mesh.spawnProcs(name: "shown", perHost: 1, detached: true) { _ in
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
             let other = try HostMeshRef(name: "other", hosts: [addresses[1]])
@@ -270,9 +275,11 @@ extension AgentTests {
             let lines = output.split(separator: "\n")
             #expect(lines.first?.hasPrefix("HOST") == true)
             #expect(lines.count == 3, "one row per proc, hosts de-duplicated: \(output)")
-            #expect(lines.filter { $0.contains("shown") && $0.contains("ready") }.count == 2)
+            #expect(lines.filter { $0.contains("shown (detached)") && $0.contains("ready") }.count == 2)
+            #expect(!output.contains("hidden"))
             #expect(lines.last?.contains("m,other") == true)
             try await procs.stop()
+            try await hidden.stop()
             await mesh.shutdown()
 
             let (badCode, _) = try await runCapturing(spindle, ["mesh", "status", "no-at-sign"])
@@ -306,8 +313,10 @@ extension AgentTests {
                              "SPINDLE_CLIENT_ADDR=tcp://127.0.0.1:9999", "EXTRA=x"] {
                 #expect(envLines.contains(expected), "missing \(expected)")
             }
+            let token = envLines.first { $0.hasPrefix("SPINDLE_PROC_TOKEN=") }.map { String($0.dropFirst(19)) }
+            #expect(token != nil)
             let env = ProcEnvironment(mesh: "svc", rank: 0, worldSize: 1, hostRank: 0, localRank: 0,
-                                      agentAddress: addresses[0], clientAddress: conf.clientAddress)
+                                      agentAddress: addresses[0], clientAddress: conf.clientAddress, token: token)
             let proc = try await MeshProc.connect(environment: env, transport: transport)
             #expect(proc.config == ConfigSnapshot(["gen": "1"]))
             try proc.announceReady()
@@ -315,6 +324,10 @@ extension AgentTests {
             #expect(procs.lastKnown.map(\.state) == [.ready])
             try await mesh.pushConfig(ConfigSnapshot(["gen": "2"]))
             #expect(try await proc.fetchConfig() == ConfigSnapshot(["gen": "2"]))
+            // A hello without this start's token is refused (readiness is tied to the start).
+            var impostor = env
+            impostor.token = "0123"
+            await #expect(throws: MeshProcError.self) { _ = try await MeshProc.connect(environment: impostor, transport: transport) }
             // A hello for a rank the agent does not run is refused.
             var stranger = env
             stranger.rank = 5

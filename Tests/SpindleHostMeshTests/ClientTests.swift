@@ -28,7 +28,7 @@ struct ClientTests {
         #expect(empty.hosts.isEmpty)
         await mesh.shutdown()
         await empty.shutdown()
-        a.close(); b.close()
+        await a.close(); await b.close()
         await t.shutdown()
     }
 
@@ -54,7 +54,7 @@ struct ClientTests {
             guard case .digestMismatch = e.failures[3].cause else { Issue.record("expected digest mismatch"); return }
             #expect(!e.description.contains("inproc://good"))
         }
-        for a in [good, rejecting, silent, wrong] { a.close() }
+        for a in [good, rejecting, silent, wrong] { await a.close() }
         await t.shutdown()
     }
 
@@ -93,7 +93,7 @@ struct ClientTests {
         #expect(a.stopRequests == ["w"])
         #expect(procs.lastKnown.allSatisfy { $0.state == .stopped(exitCode: 0, stderrTail: []) })
         await mesh.shutdown()
-        a.close(); b.close()
+        await a.close(); await b.close()
         await t.shutdown()
     }
 
@@ -111,7 +111,7 @@ struct ClientTests {
         }
         #expect(a.spawnRequests.isEmpty)
         await mesh.shutdown()
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 
@@ -132,7 +132,7 @@ struct ClientTests {
         }
         #expect(hanging.stopRequests == ["w"], "a failed spawn stops what it started")
         await mesh.shutdown()
-        hanging.close(); fine.close()
+        await hanging.close(); await fine.close()
         await t.shutdown()
     }
 
@@ -147,7 +147,7 @@ struct ClientTests {
             _ = try await mesh.spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "false") }
         }
         await mesh.shutdown()
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 
@@ -170,7 +170,7 @@ struct ClientTests {
         #expect(agents[2].stopRequests == ["w"])
         #expect(throws: HostMeshRefError.self) { _ = try mesh.slice(2..<5) }
         await mesh.shutdown()
-        for a in agents { a.close() }
+        for a in agents { await a.close() }
         await t.shutdown()
     }
 
@@ -201,7 +201,7 @@ struct ClientTests {
         #expect(a.stopRequests.isEmpty)
         guardian = nil
         try await waitUntil("the guard's shutdown to stop the procs") { a.stopRequests == ["w"] }
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 
@@ -216,8 +216,8 @@ struct ClientTests {
         try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
         #expect(a.installedConfig == ConfigSnapshot(["v": "2"]))
         #expect(b.installedConfig == ConfigSnapshot(["v": "2"]))
-        b.close()
-        try await waitUntil("the client to see host b go") { mesh.core.link(1)?.closeReason != nil }
+        await b.close()
+        try await waitUntil("the client to see host b go") { !mesh.isHostUp(1) }
         do throws(HostMeshError) {
             try await mesh.pushConfig(ConfigSnapshot(["v": "3"]), timeout: .seconds(2))
             Issue.record("push to a closed host succeeded")
@@ -226,7 +226,7 @@ struct ClientTests {
             #expect(e.failedHosts == [b.address])
         }
         await mesh.shutdown()
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 }

@@ -26,6 +26,7 @@ let package = Package(
         .executable(name: "spindle-demo", targets: ["SpindleDemo"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
         .executable(name: "spindle-shard", targets: ["SpindleShardServer"]),
+        .executable(name: "spindle-fuzz", targets: ["SpindleFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -188,6 +189,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleDemo",
+            swiftSettings: strict
+        ),
+
+        // MARK: Fuzzing (make fuzz)
+        .target(
+            name: "CSpindleFuzz",
+            path: "Fuzz/CSpindleFuzz"
+        ),
+        .executableTarget(
+            name: "SpindleFuzz",
+            dependencies: ["SpindleKernel", "SpindleTCP", "CSpindleFuzz"],
+            path: "Fuzz/SpindleFuzz",
             swiftSettings: strict
         ),
 

@@ -34,6 +34,8 @@ extension TCPTransport {
         /// Envelopes received before `start(_:)` is called are buffered; above this many the
         /// connection stops reading from its socket until it is started.
         public var maxBufferedBeforeStart: Int = 4096
+        /// …or above this many bytes of their payloads.
+        public var maxBufferedBytesBeforeStart: Int = 16 << 20
         /// Where handshakes, rejected peers and protocol violations are logged.
         public var logger: Logger = Logger(label: "spindle.tcp")
         /// Called on the loop thread for every connection (accepted or initiated) that fails

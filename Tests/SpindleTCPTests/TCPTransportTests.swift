@@ -402,6 +402,34 @@ struct TCPTransportTests {
         }
     }
 
+    @Test("a wildcard listener advertises a dialable address, or the configured one")
+    func advertisedAddresses() async throws {
+        var config = TCPTransport.Configuration()
+        config.clusterKey = ClusterKey.random()       // beyond loopback needs a key
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport, on: .tcp(host: "0.0.0.0", port: 0))
+            guard case .tcp(let host, let port) = listener.address else { Issue.record("not tcp"); return }
+            #expect(host != "0.0.0.0" && port != 0, "advertised \(listener.address)")
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            try conn.send(envelope(1))
+            #expect(try await received.first("an echo through the advertised address") == envelope(1))
+            listener.close()
+        }
+        config.advertisedAddress = .tcp(host: "spindle.example", port: 0)
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport, on: .tcp(host: "0.0.0.0", port: 0))
+            let bound = (listener as! TCPListener).boundAddress
+            guard case .tcp(_, let port) = bound else { Issue.record("not tcp"); return }
+            #expect(listener.address == .tcp(host: "spindle.example", port: port))
+            listener.close()
+        }
+        // Without a key, a wildcard is beyond loopback: refused.
+        _ = try await withTransport { transport, _ in
+            await #expect(throws: TransportError.self) { _ = try await listenEcho(transport, on: .tcp(host: "0.0.0.0", port: 0)) }
+        }
+    }
+
     @Test("closing a connection tells both handlers, locally and as closed by the peer")
     func closeReasons() async throws {
         try await withTransport { transport, _ in

@@ -18,8 +18,23 @@ extension TaskQueue {
         public var deadlineCheckInterval: Duration = .milliseconds(10)
         /// How long `shutdown()` lets running tasks finish before killing their workers.
         public var shutdownGrace: Duration = .seconds(5)
-        /// Consecutive failed starts after which a pool slot stays dead.
+        /// Consecutive failed starts after which a pool slot waits `restartBackoff` before it is
+        /// tried again. When every slot is waiting so, the queue has no worker that can start:
+        /// queued tasks fail with ``TaskFailure/noWorker(cause:)`` and `enqueue` throws
+        /// ``TaskQueueError/noWorkerCanStart(cause:)`` until a worker starts.
         public var maxStartFailures: Int = 3
+        /// The first wait before a slot that could not start is tried again; it doubles with
+        /// each further failure, up to `restartBackoffLimit`.
+        public var restartBackoff: Duration = .milliseconds(250)
+        /// The longest wait between restarts of a slot that cannot start.
+        public var restartBackoffLimit: Duration = .seconds(30)
+        /// Tasks a worker answers before it is retired and a fresh one replaces it (like
+        /// `.end`; Python's `max_tasks_per_child`, Celery's `worker_max_tasks_per_child`).
+        /// nil: no limit.
+        public var maxTasksPerWorker: Int? = nil
+        /// How long a task that ran past its `timeLimit` has, once its cancel flag is up, to
+        /// answer before its worker is killed.
+        public var timeLimitGrace: Duration = .seconds(1)
         /// A limiter shared with other queues, or nil for none.
         public var tokens: ExecutionTokens? = nil
         /// This queue's priority when waiting for a token.
@@ -33,6 +48,11 @@ extension TaskQueue {
             if workers < 1 { throw .invalidConfiguration("workers must be at least 1, got \(workers)") }
             if prefetch < 1 { throw .invalidConfiguration("prefetch must be at least 1, got \(prefetch)") }
             if limit < 1 { throw .invalidConfiguration("limit must be at least 1, got \(limit)") }
+            if let m = maxTasksPerWorker, m < 1 {
+                throw .invalidConfiguration("maxTasksPerWorker must be at least 1, got \(m)")
+            }
+            if restartBackoff < .zero { throw .invalidConfiguration("restartBackoff must not be negative, got \(restartBackoff)") }
+            if timeLimitGrace < .zero { throw .invalidConfiguration("timeLimitGrace must not be negative, got \(timeLimitGrace)") }
             if deadlineCheckInterval <= .zero {
                 throw .invalidConfiguration("deadlineCheckInterval must be positive, got \(deadlineCheckInterval)")
             }

@@ -28,7 +28,7 @@ struct TaskSchedulerTests {
 
     func reports(_ actions: [Action]) -> [(String?, TaskFailure)] {
         actions.compactMap {
-            if case .report(let t, let r) = $0 { return (t?.name, r) }
+            if case .report(let t, let r, _) = $0 { return (t?.name, r) }
             return nil
         }
     }

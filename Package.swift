@@ -244,7 +244,7 @@ let package = Package(
         ),
         .target(
             name: "TaskQueueFixtureKinds",
-            dependencies: ["SpindleTaskQueue"],
+            dependencies: ["SpindleTaskQueue", "SpindleProcessWorkers"],
             path: "Tests/Fixtures/TaskQueueFixtureKinds",
             swiftSettings: strict
         ),

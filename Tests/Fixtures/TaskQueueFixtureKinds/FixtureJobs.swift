@@ -26,6 +26,7 @@ public struct AsyncIncrement: ProcessJob {
 /// What `Flaky` throws until its input was tried `failures + 1` times in this process.
 public struct FlakyError: RetryableError, Codable, Equatable {
     public var attempt: Int
+    public init(attempt: Int) { self.attempt = attempt }
 }
 
 /// Fails with a retryable error on its first attempts, then answers how many it took.

@@ -126,6 +126,7 @@ let package = Package(
             name: "SpindleShardServer",
             dependencies: [
                 "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleShardServer",
@@ -178,6 +179,7 @@ let package = Package(
             name: "SpindleDemo",
             dependencies: [
                 "Spindle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleDemo",
@@ -194,6 +196,7 @@ let package = Package(
             name: "SpindleBench",
             dependencies: [
                 "Spindle", "CBaselines",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Benchmarks/SpindleBench",

@@ -125,6 +125,9 @@ public final class TaskTicket: @unchecked Sendable {
     /// When a retry may start (scheduler only).
     var notBefore: MonotonicInstant?
     private let state: Mutex<State>
+    /// Set (after the outcome is stored) once the task has an outcome: waiters check it
+    /// without the lock.
+    private let decided = Atomic<Bool>(false)
 
     @usableFromInline
     init(options: TaskOptions, observer: (@Sendable (Result<any Sendable, TaskFailure>) -> Void)? = nil) {
@@ -140,6 +143,7 @@ public final class TaskTicket: @unchecked Sendable {
         let (first, waiters, observer) = state.withLock { s -> (Bool, [CheckedContinuation<Result<any Sendable, TaskFailure>, Never>], (@Sendable (Result<any Sendable, TaskFailure>) -> Void)?) in
             guard s.outcome == nil else { return (false, [], nil) }
             s.outcome = outcome
+            decided.store(true, ordering: .releasing)
             let w = s.waiters
             s.waiters = []
             let o = s.observer
@@ -156,9 +160,15 @@ public final class TaskTicket: @unchecked Sendable {
 
     var isResolved: Bool { state.withLock { $0.outcome != nil } }
 
+    /// The outcome, waiting for it if need be (suspending only when it has none yet).
+    ///
+    /// No spinning before the suspension: tried (200 µs), it made a single handle's round trip
+    /// 4–8× slower on the 2-vCPU machine, where the spinning caller takes the core the worker's
+    /// answer needs (docs/benchmarks.md, issue 21).
     @usableFromInline
     func outcome() async -> Result<any Sendable, TaskFailure> {
-        await withCheckedContinuation { (c: CheckedContinuation<Result<any Sendable, TaskFailure>, Never>) in
+        if decided.load(ordering: .acquiring), let ready = currentOutcome { return ready }
+        return await withCheckedContinuation { (c: CheckedContinuation<Result<any Sendable, TaskFailure>, Never>) in
             let ready = state.withLock { s -> Result<any Sendable, TaskFailure>? in
                 if let o = s.outcome { return o }
                 s.waiters.append(c)

@@ -10,6 +10,10 @@ extension TaskQueue {
         /// the previous answer, exactly the reference's model. Larger values pipeline tasks
         /// (each matched against the worker's status when sent) for throughput.
         public var prefetch: Int = 1
+        /// When set, each worker holds only as many tasks (up to `prefetch`) as it runs in
+        /// about this long, judged by its recent tasks: fast tasks are pipelined deeply, slow
+        /// ones go out one at a time and spread over the workers. nil: always up to `prefetch`.
+        public var prefetchTarget: Duration? = nil
         /// Most tasks waiting in the queue: `enqueue` suspends and `tryEnqueue` throws above it.
         public var limit: Int = 1 << 20
         /// The clock deadlines are measured on.
@@ -52,6 +56,7 @@ extension TaskQueue {
                 throw .invalidConfiguration("maxTasksPerWorker must be at least 1, got \(m)")
             }
             if restartBackoff < .zero { throw .invalidConfiguration("restartBackoff must not be negative, got \(restartBackoff)") }
+            if let t = prefetchTarget, t <= .zero { throw .invalidConfiguration("prefetchTarget must be positive, got \(t)") }
             if timeLimitGrace < .zero { throw .invalidConfiguration("timeLimitGrace must not be negative, got \(timeLimitGrace)") }
             if deadlineCheckInterval <= .zero {
                 throw .invalidConfiguration("deadlineCheckInterval must be positive, got \(deadlineCheckInterval)")

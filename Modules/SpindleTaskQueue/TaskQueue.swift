@@ -97,7 +97,8 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
                                                      maxTasksPerWorker: configuration.maxTasksPerWorker,
                                                      restartBackoff: configuration.restartBackoff,
                                                      restartBackoffLimit: configuration.restartBackoffLimit,
-                                                     timeLimitGrace: configuration.timeLimitGrace)))
+                                                     timeLimitGrace: configuration.timeLimitGrace,
+                                                     prefetchTarget: configuration.prefetchTarget)))
         try await backend.attach(kind: kind, events: makeEvents())
         run { $0.startWorkers() }
     }

@@ -84,6 +84,11 @@ public struct TaskScheduler<Kind: TaskKind> {
         @usableFromInline var startFailures = 0
         /// When a slot that failed to start `maxStartFailures` times starts again.
         var restartAt: MonotonicInstant?
+        /// Since when the worker has been working without a pause (its last answer, or the
+        /// dispatch that found it idle), for `prefetchTarget`; `.max` when idle.
+        @usableFromInline var busySince: UInt64 = .max
+        /// Nanoseconds per task this slot's workers took lately (moving average; 0: unknown).
+        @usableFromInline var nanosecondsPerTask: Double = 0
 
         init(id: WorkerID) { self.id = id }
     }
@@ -140,6 +145,11 @@ public struct TaskScheduler<Kind: TaskKind> {
     /// How long a task past its time limit has, once its cancel flag is up, before its
     /// worker is killed.
     public let timeLimitGrace: Duration
+    /// When set, a worker holds only as many tasks (up to `prefetch`) as it takes about this
+    /// long to run, judged by how long its recent tasks took: fast tasks are pipelined deeply,
+    /// slow ones go one at a time (so they spread over the workers).
+    public let prefetchTarget: Duration?
+    @usableFromInline let prefetchTargetNanoseconds: Double
 
     @usableFromInline var lanes: [Lane] = []
     @usableFromInline var slots: [Slot]
@@ -171,7 +181,8 @@ public struct TaskScheduler<Kind: TaskKind> {
     /// `start` actions.
     public init(kind: Kind, workers: Int, prefetch: Int = 1, limit: Int = .max, maxStartFailures: Int = 3,
                 maxTasksPerWorker: Int? = nil, restartBackoff: Duration = .milliseconds(250),
-                restartBackoffLimit: Duration = .seconds(30), timeLimitGrace: Duration = .seconds(1)) {
+                restartBackoffLimit: Duration = .seconds(30), timeLimitGrace: Duration = .seconds(1),
+                prefetchTarget: Duration? = nil) {
         self.kind = kind
         self.prefetch = max(1, prefetch)
         self.limit = max(1, limit)
@@ -180,6 +191,8 @@ public struct TaskScheduler<Kind: TaskKind> {
         self.restartBackoff = max(.zero, restartBackoff)
         self.restartBackoffLimit = max(self.restartBackoff, restartBackoffLimit)
         self.timeLimitGrace = max(.zero, timeLimitGrace)
+        self.prefetchTarget = prefetchTarget
+        prefetchTargetNanoseconds = prefetchTarget.map { Double($0.components.seconds) * 1e9 + Double($0.components.attoseconds) / 1e9 } ?? 0
         slots = (0..<max(0, workers)).map { Slot(id: WorkerID(slot: $0, generation: 0)) }
     }
 
@@ -323,8 +336,11 @@ public struct TaskScheduler<Kind: TaskKind> {
         guard let i = index(of: id), slots[i].phase == .ready else { return [] }
         var actions: [Action] = []
         var answers: [Answered] = []
+        var taken = 0
+        defer { if prefetchTarget != nil { measure(slot: i, answers: taken, now: now) } }
         for completion in completions {
             guard let entry = takeInFlight(slot: i, seq: completion.seq) else { continue }
+            taken += 1
             slots[i].completed += 1
             slots[i].served += 1
             _counters.completed += 1
@@ -622,6 +638,29 @@ public struct TaskScheduler<Kind: TaskKind> {
         fill(now: now, preferring: i, into: &actions)
     }
 
+    /// Updates a slot's time per task from the answers that just came in (for `prefetchTarget`).
+    @inlinable
+    mutating func measure(slot i: Int, answers: Int, now: MonotonicInstant) {
+        guard answers > 0 else { return }
+        let since = slots[i].busySince
+        if since != .max && now.nanoseconds > since {
+            let perTask = Double(now.nanoseconds - since) / Double(answers)
+            let old = slots[i].nanosecondsPerTask
+            slots[i].nanosecondsPerTask = old == 0 ? perTask : old * 0.75 + perTask * 0.25
+        }
+        slots[i].busySince = slots[i].inFlight.isEmpty ? .max : now.nanoseconds
+    }
+
+    /// How many tasks slot `i` may hold now: `prefetch`, or under `prefetchTarget` as many as
+    /// it runs in that time (one until its first answers tell).
+    @inlinable
+    func depth(of i: Int) -> Int {
+        guard prefetchTarget != nil else { return prefetch }
+        guard slots[i].nanosecondsPerTask > 0 else { return 1 }
+        let fit = prefetchTargetNanoseconds / slots[i].nanosecondsPerTask
+        return fit >= Double(prefetch) ? prefetch : max(1, Int(fit))
+    }
+
     /// Queues `entry` again if its ticket allows another attempt: at once, or after its
     /// backoff (then `tick` requeues it). Never while shutting down.
     @usableFromInline
@@ -683,6 +722,7 @@ public struct TaskScheduler<Kind: TaskKind> {
         slots[i].served = 0
         slots[i].deciding = 0
         slots[i].restartAt = nil
+        slots[i].busySince = .max
         _counters.workersStarted += 1
         actions.append(.start(slots[i].id))
     }
@@ -812,23 +852,25 @@ public struct TaskScheduler<Kind: TaskKind> {
         guard _queuedCount > 0, !_isShuttingDown else { return }
         let n = slots.count
         guard n > 0 else { return }
-        let refillAt = prefetch / 2
         let start = preferred ?? rotation
         if preferred == nil { rotation = (rotation + 1) % n }
         var hungry = 0
-        for slot in slots where slot.phase == .ready && slot.deciding == 0 && slot.inFlight.count <= refillAt {
+        for i in slots.indices where slots[i].phase == .ready && slots[i].deciding == 0
+            && slots[i].inFlight.count <= depth(of: i) / 2 {
             hungry += 1
         }
         guard hungry > 0 else { return }
         for k in 0..<n {
             guard _queuedCount > 0 else { return }
             let i = (start + k) % n
-            guard slots[i].phase == .ready, slots[i].deciding == 0, slots[i].inFlight.count <= refillAt else { continue }
+            let depth = depth(of: i)
+            guard slots[i].phase == .ready, slots[i].deciding == 0, slots[i].inFlight.count <= depth / 2 else { continue }
             let share = max(1, (_queuedCount + hungry - 1) / hungry)
-            var want = min(prefetch - slots[i].inFlight.count, share)
+            var want = min(depth - slots[i].inFlight.count, share)
             if let most = maxTasksPerWorker { want = min(want, most - slots[i].served - slots[i].inFlight.count) }
             hungry -= 1
             guard want > 0 else { continue }
+            if slots[i].inFlight.isEmpty && prefetchTarget != nil { slots[i].busySince = now.nanoseconds }
             var batch: [Assignment<Kind>] = []
             batch.reserveCapacity(want)
             while batch.count < want, let entry = takeMatching(status: slots[i].status) {

@@ -92,6 +92,9 @@ private final class WorkerLoop<Kind: TaskKind>: @unchecked Sendable {
     private var endOfInput = false
     private var malformed: WireError?
     private var chunk = [UInt8](repeating: 0, count: 64 << 10)
+    /// When stdin was last read (monotonic ns): a request started within `freshInput` of a read
+    /// skips the check for a withdrawal (one would have had no time to arrive).
+    private var lastRead: UInt64 = 0
 
     init(output: Int32) {
         self.output = output
@@ -134,7 +137,9 @@ private final class WorkerLoop<Kind: TaskKind>: @unchecked Sendable {
             case .request:
                 guard let (seq, body) = frame.splitSeq() else { return protocolError("request frame without a task number") }
                 // Take in what arrived meanwhile: a withdrawal of this request removes it.
-                if !readInput(blocking: false) { return .protocolError }
+                if monotonicNanoseconds() &- lastRead > freshInputNanoseconds, !readInput(blocking: false) {
+                    return .protocolError
+                }
                 guard head > 0, pending[head - 1].isRequest(seq) else { continue }
                 handle(seq: seq, body: body, context: context)
             case .broadcast:
@@ -162,6 +167,7 @@ private final class WorkerLoop<Kind: TaskKind>: @unchecked Sendable {
     /// some — and queues its complete frames. Returns false on a read error.
     private func readInput(blocking: Bool) -> Bool {
         if endOfInput || malformed != nil { return true }
+        defer { lastRead = monotonicNanoseconds() }
         if !blocking {
             var fds = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
             if poll(&fds, 1, 0) <= 0 { return true }
@@ -334,6 +340,16 @@ private final class WorkerLoop<Kind: TaskKind>: @unchecked Sendable {
         writeAll(output, out)
         out.removeAll(keepingCapacity: true)
     }
+}
+
+/// How recent a read makes a withdrawal check before a request unnecessary (see `lastRead`).
+private let freshInputNanoseconds: UInt64 = 100_000
+
+/// CLOCK_MONOTONIC in nanoseconds.
+private func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
 extension WireFrame {

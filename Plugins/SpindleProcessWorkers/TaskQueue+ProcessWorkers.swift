@@ -14,7 +14,7 @@ extension TaskQueue {
     /// - Parameters:
     ///   - workers: worker processes (default: one per core).
     ///   - configuration: the queue's options (its `workers` is replaced by `workers`).
-    ///     Default: ``jobConfiguration``, which prefetches 32 tasks per worker.
+    ///     Default: ``jobConfiguration`` (adaptive prefetch, up to 128 tasks per worker).
     ///   - processes: the backend's options (executable, environment, frame limit, …).
     public convenience init<Job: ProcessJob>(processWorkersFor job: Job.Type, workers: Int? = nil,
                                              configuration: Configuration? = nil,
@@ -29,11 +29,14 @@ extension TaskQueue {
 
 extension TaskQueue {
     /// The default options of a queue of process jobs: like `Configuration()`, but each
-    /// worker holds up to 32 tasks (jobs keep no state between tasks, so pipelining them is
-    /// safe, and it saves a round trip per task; a cancelled prefetched task is withdrawn).
+    /// worker holds as many tasks as it runs in about 2 ms, up to 128 (jobs keep no state
+    /// between tasks, so pipelining them is safe; it saves a round trip per fast task, while
+    /// slow tasks still go out one at a time and spread over the workers; a cancelled
+    /// prefetched task is withdrawn).
     public static var jobConfiguration: Configuration {
         var c = Configuration()
-        c.prefetch = 32
+        c.prefetch = 128
+        c.prefetchTarget = .milliseconds(2)
         return c
     }
 }

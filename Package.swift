@@ -130,6 +130,7 @@ let package = Package(
             name: "SpindleShardServer",
             dependencies: [
                 "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleShardServer",
@@ -186,6 +187,7 @@ let package = Package(
             name: "SpindleDemo",
             dependencies: [
                 "Spindle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleDemo",
@@ -214,6 +216,7 @@ let package = Package(
             name: "SpindleBench",
             dependencies: [
                 "Spindle", "CBaselines",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Benchmarks/SpindleBench",
@@ -276,7 +279,7 @@ let package = Package(
         ),
         .target(
             name: "TaskQueueFixtureKinds",
-            dependencies: ["SpindleTaskQueue"],
+            dependencies: ["SpindleTaskQueue", "SpindleProcessWorkers"],
             path: "Tests/Fixtures/TaskQueueFixtureKinds",
             swiftSettings: strict
         ),

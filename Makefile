@@ -1,10 +1,11 @@
 # Spindle — build, test, demo and benchmark targets. `make test` and `make demo` work as the
 # first command on a fresh machine: both install what they need first.
+SHELL        := /bin/bash
 SWIFT        ?= swift
 STRICT_FLAGS  = -Xswiftc -warnings-as-errors --explicit-target-dependency-import-check error
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build check test test-release demo bench docs clean
+.PHONY: deps build check test test-release demo bench fuzz docs clean
 
 # Installs libuv's headers only when they are missing. apt knows no packages on a fresh
 # machine until `apt-get update` has run, so it runs first.
@@ -42,6 +43,22 @@ demo: deps
 bench: deps
 	$(SWIFT) build -c release
 	$$($(SWIFT) build -c release --show-bin-path)/spindle-bench $(ARGS)
+
+# libFuzzer over the parsers of untrusted bytes (Fuzz/README.md): each target runs SECONDS
+# seconds from the seed corpus; a crash stops with its input in .build-fuzz/crash-*.
+SECONDS ?= 30
+FUZZ_TARGETS = frames handshake records reliable
+fuzz: deps
+	$(SWIFT) build --scratch-path .build-fuzz --product spindle-fuzz \
+		-Xswiftc -sanitize=fuzzer,address -Xswiftc -DSPINDLE_LIBFUZZER
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p .build-fuzz/corpus/$$t && cp Fuzz/Corpus/$$t/* .build-fuzz/corpus/$$t/ && \
+		echo "==> fuzzing $$t for $(SECONDS) s" && \
+		SPINDLE_FUZZ_TARGET=$$t .build-fuzz/debug/spindle-fuzz -max_total_time=$(SECONDS) -seed=1 \
+			-print_final_stats=1 -artifact_prefix=.build-fuzz/crash-$$t- .build-fuzz/corpus/$$t \
+			2>&1 | grep -E 'Done|stat::number_of_executed_units|ERROR|SUMMARY|crash' ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 docs:
 	@ls docs

@@ -27,6 +27,7 @@ let package = Package(
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
         .executable(name: "spindle-shard", targets: ["SpindleShardServer"]),
         .executable(name: "spindle-keeper", targets: ["SpindleKeeper"]),
+        .executable(name: "spindle-fuzz", targets: ["SpindleFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -138,6 +139,7 @@ let package = Package(
             name: "SpindleShardServer",
             dependencies: [
                 "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleShardServer",
@@ -194,9 +196,22 @@ let package = Package(
             name: "SpindleDemo",
             dependencies: [
                 "Spindle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleDemo",
+            swiftSettings: strict
+        ),
+
+        // MARK: Fuzzing (make fuzz)
+        .target(
+            name: "CSpindleFuzz",
+            path: "Fuzz/CSpindleFuzz"
+        ),
+        .executableTarget(
+            name: "SpindleFuzz",
+            dependencies: ["SpindleKernel", "SpindleTCP", "CSpindleFuzz"],
+            path: "Fuzz/SpindleFuzz",
             swiftSettings: strict
         ),
 
@@ -210,6 +225,7 @@ let package = Package(
             name: "SpindleBench",
             dependencies: [
                 "Spindle", "CBaselines",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Benchmarks/SpindleBench",
@@ -272,7 +288,7 @@ let package = Package(
         ),
         .target(
             name: "TaskQueueFixtureKinds",
-            dependencies: ["SpindleTaskQueue"],
+            dependencies: ["SpindleTaskQueue", "SpindleProcessWorkers"],
             path: "Tests/Fixtures/TaskQueueFixtureKinds",
             swiftSettings: strict
         ),

@@ -5,18 +5,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// Command-line options: suite names and `--json`.
-struct BenchOptions {
-    var suites: [String] = []
-    var json = false
-
-    init(arguments: [String]) {
-        for a in arguments {
-            if a == "--json" { json = true } else { suites.append(a) }
-        }
-    }
-}
-
 /// One suite of benchmarks: a name (the command-line word) and a body that reports results.
 struct BenchSuite: Sendable {
     var name: String

@@ -46,9 +46,16 @@ final class NoopProbe: Sendable {
     let chainLength = Atomic<Int>(0)
 }
 
-/// The task kinds `spindle-bench` serves when the process backend re-enters it as a worker
-/// (main.swift calls `ProcessWorkerMain.runIfWorker(kinds: benchWorkerKinds)` first thing).
+/// The front door's no-op job: returns its input.
+struct NoopJob: ProcessJob {
+    static var name: String { "bench-noop-job" }
+    static func run(_ x: Int) -> Int { x }
+}
+
+/// The task kinds and jobs `spindle-bench` serves when the process backend re-enters it as a
+/// worker (main.swift calls `ProcessWorkerMain.runIfWorker(kinds:jobs:)` first thing).
 let benchWorkerKinds: [any TaskKind.Type] = [NoopKind.self]
+let benchWorkerJobs: [any ProcessJob.Type] = [NoopJob.self]
 
 /// The suite.
 let queueSuite: BenchSuite = {
@@ -78,6 +85,18 @@ let queueSuite: BenchSuite = {
         let procExternal = try await externalLatency(roundTrips: 2_000)
         reporter.report(BenchResult(suite: "queue", benchmark: "process worker: enqueue→answer from a thread",
                                     value: procExternal * 1e6, unit: "µs",
+                                    baseline: python == nil ? "python skipped" : "ProcessPool submit+result",
+                                    baselineValue: python?.latencyMicros, higherIsBetter: false))
+
+        // The front door: ProcessJob, map and handles.
+        let mapRate = try await mapThroughput(tasks: 200_000, rounds: 3)
+        reporter.report(BenchResult(suite: "queue", benchmark: "process workers ×2: map of no-op jobs/s",
+                                    value: mapRate, unit: "jobs/s",
+                                    baseline: python == nil ? "python skipped" : "ProcessPool(2).map chunk 1",
+                                    baselineValue: python?.rate, higherIsBetter: true))
+        let handleLatency = try await handleRoundTrip(roundTrips: 2_000)
+        reporter.report(BenchResult(suite: "queue", benchmark: "process worker: handle round trip",
+                                    value: handleLatency * 1e6, unit: "µs",
                                     baseline: python == nil ? "python skipped" : "ProcessPool submit+result",
                                     baselineValue: python?.latencyMicros, higherIsBetter: false))
     }
@@ -152,6 +171,52 @@ private func externalLatency(roundTrips: Int) async throws -> Double {
     await queue.shutdown()
     samples.sort()
     return samples[samples.count / 2]
+}
+
+/// Jobs per second through `queue.map` on two worker processes (the front door's defaults):
+/// best of `rounds` maps of `tasks` no-op jobs, every result checked.
+private func mapThroughput(tasks: Int, rounds: Int) async throws -> Double {
+    let queue = try await TaskQueue(processWorkersFor: NoopJob.self, workers: 2)
+    _ = try await queue.map(0..<(tasks / 10))  // warm-up, starts the workers
+    var best = 0.0
+    for _ in 0..<rounds {
+        let t0 = SystemClock().now()
+        let results = try await queue.map(0..<tasks)
+        let dt = Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9
+        var expected = 0
+        for result in results {
+            guard case .success(let x) = result, x == expected else {
+                throw QueueBenchError("map result \(expected) is \(result)")
+            }
+            expected += 1
+        }
+        best = max(best, Double(tasks) / dt)
+    }
+    await queue.shutdown()
+    return best
+}
+
+/// Seconds from `enqueue` to `await handle.value` for one no-op job at a time on one worker
+/// process, from a Swift task (median).
+private func handleRoundTrip(roundTrips: Int) async throws -> Double {
+    let queue = try await TaskQueue(processWorkersFor: NoopJob.self, workers: 1)
+    for i in 0..<100 { _ = try await queue.enqueue(i).value }
+    var samples: [Double] = []
+    samples.reserveCapacity(roundTrips)
+    for i in 0..<roundTrips {
+        let t0 = SystemClock().now()
+        let value = try await queue.enqueue(i).value
+        samples.append(Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9)
+        if value != i { throw QueueBenchError("round trip \(i) answered \(value)") }
+    }
+    await queue.shutdown()
+    samples.sort()
+    return samples[samples.count / 2]
+}
+
+private struct QueueBenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Runs Benchmarks/queue_baseline.py; nil when python3 or the script is missing.

@@ -1,4 +1,5 @@
 import DequeModule
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -14,10 +15,17 @@ import Darwin
 /// scheduler on the worker's own thread and usually refills the same mailbox, so a busy
 /// worker never sleeps and no task costs a thread hop.
 ///
-/// Values are passed without encoding. A thread cannot be killed: `kill` abandons the
-/// worker (its cancellation flag is set, its result is discarded, a replacement starts) and
-/// the thread ends when its current `perform` returns. `.end` retires the thread the same
-/// way, cleanly. `shutdown()` joins every thread it started.
+/// Values are passed without encoding, and errors `perform` throws reach the task's handle
+/// unchanged. A synchronous `perform` runs on the worker thread itself; an `async` one runs as
+/// a Swift task while the worker thread waits for it.
+///
+/// A thread cannot be killed: `kill` abandons the worker (its cancellation flag is set, its
+/// result is discarded, a replacement starts) and the thread ends when its current `perform`
+/// returns. `.end` retires the thread the same way, cleanly. `interrupt` raises the flag of one
+/// task only (a time limit); `withdraw` makes the worker skip prefetched tasks it has not
+/// started. `shutdown()` joins every thread it started, waiting at most `joinTimeout` for
+/// threads still inside a `perform` that ignores its flag: those are detached and logged
+/// (they end when their `perform` returns).
 ///
 /// `start` and `dispatch` and the worker loop are `@inlinable`, so a queue made in a client
 /// module runs a worker loop specialised for the client's kind.
@@ -31,8 +39,19 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
     @usableFromInline let workers = Mutex<[WorkerID: ThreadWorker<Kind>]>([:])
     /// Threads that were told to stop and are not joined yet.
     @usableFromInline let stopped = Mutex<[ThreadWorker<Kind>]>([])
+    /// Signalled by every worker thread as it ends.
+    @usableFromInline let exits = ExitSignal()
+    let joinTimeout: Duration
+    let logger: Logger
+    private let straggled = Atomic<Int>(0)
 
-    public init() {}
+    /// - Parameters:
+    ///   - joinTimeout: how long `shutdown()` waits for a thread still running a `perform`.
+    ///   - logger: where threads that outlive `joinTimeout` are reported.
+    public init(joinTimeout: Duration = .seconds(10), logger: Logger = Logger(label: "spindle.taskqueue.threads")) {
+        self.joinTimeout = joinTimeout
+        self.logger = logger
+    }
 
     public func attach(kind: Kind, events: WorkerEvents<Kind>) async throws(TaskQueueError) {
         attached.withLock { $0 = Attached(events: events) }
@@ -42,7 +61,7 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
     public func start(_ id: WorkerID) {
         guard let events = attached.withLock({ $0?.events }) else { return }
         reapFinished()
-        let worker = ThreadWorker<Kind>(id: id, events: events)
+        let worker = ThreadWorker<Kind>(id: id, events: events, exits: exits)
         workers.withLock { $0[id] = worker }
         if !worker.launch() {
             workers.withLock { _ = $0.removeValue(forKey: id) }
@@ -74,6 +93,18 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
         for worker in targets { worker.post(feedback) }
     }
 
+    public func interrupt(_ id: WorkerID, seq: UInt64) {
+        workers.withLock { $0[id] }?.cancelFlag.interrupt(seq: seq)
+    }
+
+    public func withdraw(_ id: WorkerID, seqs: [UInt64]) {
+        workers.withLock { $0[id] }?.withdraw(seqs)
+    }
+
+    /// Threads that `shutdown()` had to leave running after `joinTimeout` (for tests and
+    /// operators).
+    public var detachedThreadCount: Int { straggled.load(ordering: .relaxed) }
+
     public func shutdown() async {
         let live = workers.withLock { w -> [ThreadWorker<Kind>] in
             let all = Array(w.values)
@@ -88,9 +119,15 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
         }
         attached.withLock { $0 = nil }
         // Joining blocks; do it on a plain thread so no cooperative-pool thread waits.
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let joiner = ThreadJoiner(workers: all.map { $0 as any JoinableThread }) { c.resume() }
+        let left = await withCheckedContinuation { (c: CheckedContinuation<[WorkerID], Never>) in
+            let joiner = ThreadJoiner(workers: all.map { $0 as any JoinableThread }, exits: exits,
+                                      timeout: joinTimeout) { c.resume(returning: $0) }
             joiner.run()
+        }
+        if !left.isEmpty {
+            straggled.add(left.count, ordering: .relaxed)
+            logger.error("worker threads still inside perform after the join timeout were detached",
+                         metadata: ["workers": "\(left)", "timeout": "\(joinTimeout)"])
         }
     }
 
@@ -111,27 +148,107 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
 
 /// Something whose OS thread can be joined.
 protocol JoinableThread: Sendable {
+    var workerID: WorkerID { get }
+    var hasExited: Bool { get }
     func join()
+    func detach()
 }
 
-/// Joins threads on a helper thread, then calls `done`.
+/// A condition every worker thread signals as it ends, so shutdown can wait for exits with
+/// a timeout (a join cannot time out).
+///
+/// `@unchecked Sendable`: a heap-allocated pthread mutex and condition, used only through
+/// pthread calls.
+@usableFromInline
+final class ExitSignal: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+
+    @usableFromInline
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        cond = .allocate(capacity: 1)
+        cond.initialize(to: pthread_cond_t())
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(cond, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// A thread ended.
+    @usableFromInline
+    func signal() {
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until `done()` holds or `timeout` passed; returns whether it holds.
+    func wait(timeout: Duration, until done: () -> Bool) -> Bool {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let (seconds, attoseconds) = timeout.components
+        var deadline = timespec(tv_sec: now.tv_sec + Int(seconds), tv_nsec: now.tv_nsec + Int(attoseconds / 1_000_000_000))
+        if deadline.tv_nsec >= 1_000_000_000 {
+            deadline.tv_sec += 1
+            deadline.tv_nsec -= 1_000_000_000
+        }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !done() {
+            if pthread_cond_timedwait(cond, mutex, &deadline) == ETIMEDOUT { return done() }
+        }
+        return true
+    }
+}
+
+/// Joins threads on a helper thread, then calls `done` with the workers whose threads did not
+/// end within `timeout` (those are detached).
 final class ThreadJoiner: Sendable {
     private let workers: [any JoinableThread]
-    private let done: @Sendable () -> Void
+    private let exits: ExitSignal
+    private let timeout: Duration
+    private let done: @Sendable ([WorkerID]) -> Void
 
-    init(workers: [any JoinableThread], done: @escaping @Sendable () -> Void) {
+    init(workers: [any JoinableThread], exits: ExitSignal, timeout: Duration,
+         done: @escaping @Sendable ([WorkerID]) -> Void) {
         self.workers = workers
+        self.exits = exits
+        self.timeout = timeout
         self.done = done
     }
 
     func run() {
-        if workers.isEmpty { return done() }
-        if let thread = startThread({ for w in self.workers { w.join() }; self.done() }) {
+        if workers.isEmpty { return done([]) }
+        if let thread = startThread({ self.joinAll() }) {
             pthread_detach(thread)
         } else {
-            for w in workers { w.join() }
-            done()
+            joinAll()
         }
+    }
+
+    private func joinAll() {
+        _ = exits.wait(timeout: timeout) { workers.allSatisfy(\.hasExited) }
+        var left: [WorkerID] = []
+        for w in workers {
+            if w.hasExited {
+                w.join()
+            } else {
+                w.detach()
+                left.append(w.workerID)
+            }
+        }
+        done(left)
     }
 }
 
@@ -159,15 +276,19 @@ func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
 
 /// One worker thread and its mailbox.
 ///
-/// `@unchecked Sendable`: the mailbox fields are only touched with `mutex` held; `thread` is
+/// `@unchecked Sendable`: the mailbox fields and `withdrawn` are only touched with `mutex` held; `thread` is
 /// written once by `launch()` before any other thread can see this object's thread and read
-/// only by `join()`, which runs after `stop`.
+/// only by `join()`/`detach()`, which the backend's shutdown calls once, after `stop`.
 @usableFromInline
 final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
     @usableFromInline let id: WorkerID
     @usableFromInline let events: WorkerEvents<Kind>
     @usableFromInline let cancelFlag = CancellationFlag()
     @usableFromInline let exited = Atomic<Bool>(false)
+    @usableFromInline let exits: ExitSignal
+    /// How many withdrawn sequence numbers wait in `withdrawn` (read without the mutex, so a
+    /// worker that was never asked to withdraw anything pays one load per task).
+    @usableFromInline let withdrawnCount = Atomic<Int>(0)
     @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     @usableFromInline let cond: UnsafeMutablePointer<pthread_cond_t>
     @usableFromInline var thread = pthread_t()
@@ -177,11 +298,14 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
     @usableFromInline var mailbox: [Assignment<Kind>] = []
     @usableFromInline var broadcasts: [Kind.Feedback] = []
     @usableFromInline var stopping = false
+    @usableFromInline var withdrawn: Set<UInt64> = []
+    private var detached = false
 
     @usableFromInline
-    init(id: WorkerID, events: WorkerEvents<Kind>) {
+    init(id: WorkerID, events: WorkerEvents<Kind>, exits: ExitSignal) {
         self.id = id
         self.events = events
+        self.exits = exits
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -198,6 +322,7 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
     }
 
     var hasExited: Bool { exited.load(ordering: .acquiring) }
+    var workerID: WorkerID { id }
 
     @inlinable
     func launch() -> Bool {
@@ -208,9 +333,37 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
     }
 
     func join() {
-        guard launched, !joined else { return }
+        guard launched, !joined, !detached else { return }
         joined = true
         pthread_join(thread, nil)
+    }
+
+    func detach() {
+        guard launched, !joined, !detached else { return }
+        detached = true
+        pthread_detach(thread)
+    }
+
+    /// Makes the worker skip these prefetched tasks; raises the flag of the one it runs now if
+    /// it is among them.
+    func withdraw(_ seqs: [UInt64]) {
+        pthread_mutex_lock(mutex)
+        withdrawn.formUnion(seqs)
+        withdrawnCount.store(withdrawn.count, ordering: .releasing)
+        pthread_mutex_unlock(mutex)
+        let running = cancelFlag.current.load(ordering: .acquiring)
+        if seqs.contains(running) { cancelFlag.interrupt(seq: running) }
+    }
+
+    /// Whether task `seq` was withdrawn (and forgets it).
+    @inlinable
+    func takeWithdrawn(_ seq: UInt64) -> Bool {
+        guard withdrawnCount.load(ordering: .acquiring) > 0 else { return false }
+        pthread_mutex_lock(mutex)
+        let hit = withdrawn.remove(seq) != nil
+        withdrawnCount.store(withdrawn.count, ordering: .releasing)
+        pthread_mutex_unlock(mutex)
+        return hit
     }
 
     @inlinable
@@ -240,7 +393,10 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
 
     @inlinable
     func main() {
-        defer { exited.store(true, ordering: .releasing) }
+        defer {
+            exited.store(true, ordering: .releasing)
+            exits.signal()
+        }
         let route = FeedbackRoute<Kind>()
         let events = self.events
         let id = self.id
@@ -262,7 +418,7 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
             pthread_mutex_unlock(mutex)
 
             for f in feedback { Kind.received(broadcast: f) }
-            if cancelFlag.isSet { return }
+            if cancelFlag.isAbandoned { return }
             if batch.isEmpty {
                 if stop { return }
                 continue
@@ -270,13 +426,83 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
             completions.removeAll(keepingCapacity: true)
             completions.reserveCapacity(batch.count)
             for assignment in batch {
+                if takeWithdrawn(assignment.seq) { continue }
                 route.current = assignment.task
-                let response = Kind.perform(assignment.request, context: context)
-                if cancelFlag.isSet { return }
-                completions.append(Completion(seq: assignment.seq, outcome: .response(response)))
+                cancelFlag.begin(seq: assignment.seq)
+                let outcome = perform(assignment.request, context: context)
+                if cancelFlag.isAbandoned { return }
+                completions.append(Completion(seq: assignment.seq, outcome: outcome))
             }
             route.current = nil
-            events.completed(id, completions)
+            if !completions.isEmpty { events.completed(id, completions) }
+        }
+    }
+
+    /// Runs one request: the kind's synchronous `perform` on this thread, or its `async` one
+    /// as a Swift task this thread waits for.
+    @inlinable
+    func perform(_ request: Kind.Request, context: PerformContext<Kind.Feedback>) -> Completion<Kind>.Outcome {
+        do {
+            return .response(try Kind.perform(request, context: context))
+        } catch is AsyncPerformRequired {
+            return performAsynchronously(request, context: context)
+        } catch {
+            return .failed(error, retryable: isRetryable(error))
+        }
+    }
+
+    @usableFromInline
+    func performAsynchronously(_ request: Kind.Request, context: PerformContext<Kind.Feedback>) -> Completion<Kind>.Outcome {
+        let result = BlockingResult<Completion<Kind>.Outcome>()
+        Task {
+            do {
+                result.finish(.response(try await Kind.perform(request, context: context)))
+            } catch {
+                result.finish(.failed(error, retryable: isRetryable(error)))
+            }
+        }
+        return result.wait()
+    }
+}
+
+/// One value handed from a Swift task to a thread that blocks until it arrives.
+///
+/// `@unchecked Sendable`: `value` is written once under `mutex` and read under it after the
+/// condition said it was written.
+package final class BlockingResult<Value: Sendable>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    private var value: Value?
+
+    package init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        cond = .allocate(capacity: 1)
+        cond.initialize(to: pthread_cond_t())
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    package func finish(_ v: Value) {
+        pthread_mutex_lock(mutex)
+        value = v
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    package func wait() -> Value {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while true {
+            if let value { return value }
+            pthread_cond_wait(cond, mutex)
         }
     }
 }

@@ -36,7 +36,9 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
         public var handshakeTimeout: Duration = .seconds(20)
         /// How long shutdown waits for retired workers to exit before killing them.
         public var exitTimeout: Duration = .seconds(5)
-        /// Largest frame accepted from a worker.
+        /// Largest frame either side sends: the master refuses larger frames from a worker
+        /// (killing it), and tells the worker this limit in the handshake so that a response or
+        /// error that would not fit comes back as a marshal failure instead.
         public var maxFrameSize: Int = 16 << 20
         /// Whether workers' stderr goes to this process's stderr (else it is discarded).
         public var inheritStderr: Bool = true
@@ -137,6 +139,10 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
         workers.withLock { $0[id] }?.send(batch)
     }
 
+    public func withdraw(_ id: WorkerID, seqs: [UInt64]) {
+        workers.withLock { $0[id] }?.withdraw(seqs)
+    }
+
     public func kill(_ id: WorkerID) {
         guard let worker = workers.withLock({ $0.removeValue(forKey: id) }) else { return }
         exiting.withLock { $0[ObjectIdentifier(worker)] = worker }
@@ -149,8 +155,17 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
         worker.terminate(graceful: true)
     }
 
-    public func broadcast(_ feedback: Kind.Feedback, to ids: [WorkerID]) {
-        guard let body = try? JSONEncoder().encode(feedback) else { return }
+    public func broadcast(_ feedback: Kind.Feedback, to ids: [WorkerID]) throws(MarshalError) {
+        let body: Data
+        do {
+            body = try JSONEncoder().encode(feedback)
+        } catch {
+            throw MarshalError(direction: .encodeBroadcast, kind: Kind.name, worker: nil, detail: "\(error)")
+        }
+        guard body.count + 1 <= configuration.maxFrameSize else {
+            throw MarshalError(direction: .encodeBroadcast, kind: Kind.name, worker: nil,
+                               detail: "the broadcast of \(body.count) bytes does not fit the frame limit of \(configuration.maxFrameSize) bytes")
+        }
         let frame = WorkerWire.frame(.broadcast, body: body)
         let targets = workers.withLock { w in ids.compactMap { w[$0] } }
         for worker in targets { worker.sendRaw(frame) }

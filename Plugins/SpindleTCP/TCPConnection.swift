@@ -68,6 +68,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// The views of one read, for a view-batch handler (reused between reads).
     private var viewBatch: [EnvelopeView] = []
     private var backlogHead = 0
+    /// Payload bytes held in `backlog`.
+    private var backlogBytes = 0
     private var readingPaused = false
     /// Set on the loop when closing begins: stops delivery without taking the lock.
     private var closeStarted = false
@@ -297,6 +299,11 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
     }
 
+    /// Payload bytes buffered before `start` (for tests; read on the loop).
+    func bufferedBytesBeforeStart() async -> Int {
+        (try? await loop.submit { [self] in backlogBytes }) ?? 0
+    }
+
     // MARK: loop-side internals
 
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
@@ -361,7 +368,9 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                         }
                         guard admitsSource(view.source) else { return false }
                         backlog.append(view.envelope)
-                        if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
+                        backlogBytes += view.payload.count
+                        if (backlog.count - backlogHead >= configuration.maxBufferedBeforeStart
+                            || backlogBytes >= configuration.maxBufferedBytesBeforeStart) && !readingPaused {
                             readingPaused = true
                             channel.pauseReading()
                         }
@@ -540,6 +549,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
         backlog = []
         backlogHead = 0
+        backlogBytes = 0
         if readingPaused {
             readingPaused = false
             if finalReason == nil { channel.resumeReading() }

@@ -106,7 +106,7 @@ public final class TCPTransport: Transport {
         } catch {
             throw .cannotListen(address, error.description)
         }
-        let listener = TCPListener(stream: stream) { [weak self] l in
+        let listener = TCPListener(stream: stream, advertised: configuration.advertisedAddress) { [weak self] l in
             _ = self?.registry.withLock { $0.listeners.removeValue(forKey: ObjectIdentifier(l)) }
         }
         let registered = registry.withLock { r -> Bool in
@@ -118,7 +118,7 @@ public final class TCPTransport: Transport {
             listener.close()
             throw .cannotListen(address, "the transport was shut down while binding")
         }
-        logger.debug("listening", metadata: ["address": "\(listener.address)"])
+        logger.debug("listening", metadata: ["address": "\(listener.boundAddress)", "advertised": "\(listener.address)"])
         return listener
     }
 

@@ -17,6 +17,9 @@ struct PhaseOrder: ~Copyable {
     @usableFromInline var fuelMode: UInt8 = 0
     /// Whether this is the launch's first phase: the lane then resets its fuel figures.
     var firstPhase = false
+    /// Whether the coordinator runs this phase's body too (it then counts in the barrier, so
+    /// even a lone data lane must depart when it finishes).
+    var coordinatorJoins = false
     /// Runs the lane with the launch's types restored (kept alive by the pool's frame).
     @usableFromInline var entry: Unmanaged<LaneEntry>?
     /// Room for the phase's `PhaseBody` (a closure: two words), so that a lane finds the body

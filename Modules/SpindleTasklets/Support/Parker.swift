@@ -100,7 +100,7 @@ func spinThenPark(_ spinNanoseconds: UInt64, yieldMask: UInt32 = 1023, on parker
 /// the reference count there, and a core that only reads the fields would otherwise lose the
 /// line to each of them.
 @usableFromInline
-struct HeaderPad {
+struct HeaderPad: Sendable {
     private let words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     @usableFromInline init() {}
 }

@@ -138,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "SpindleShardServer",
             dependencies: [
-                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
+                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh", "SpindleEventLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -8,9 +8,10 @@
 // connection to the coordinator authenticates with that cluster key.
 // Started by a host mesh, `--shard` and `--shards` default to SPINDLE_RANK + 1 and
 // SPINDLE_WORLD_SIZE, and the proc announces itself ready to its agent once it has said hello
-// to the coordinator. Exit status: 0 when the coordinator said stop, 1 when the connection was
-// lost, 64 for a bad command line (with a usage line; `--help` prints the options), 2 for a
-// bad mesh environment or key file, 3 when the coordinator cannot be reached.
+// to the coordinator. Exit status: 0 when the coordinator said stop or on SIGTERM/SIGINT (a
+// shutdown, see ShardSignals.swift), 1 when the connection was lost (the reason on stderr),
+// 64 for a bad command line (with a usage line; `--help` prints the options), 2 for a bad
+// mesh environment or key file, 3 when the coordinator cannot be reached.
 import ArgumentParser
 import Logging
 import SpindleHostMesh
@@ -43,8 +44,9 @@ struct Options: ParsableCommand {
         discussion: """
         Started by a host mesh, --shard and --shards default to SPINDLE_RANK + 1 and \
         SPINDLE_WORLD_SIZE, and SPINDLE_KEY_FILE names the cluster key. Exit status: 0 when the \
-        coordinator said stop, 1 when the connection was lost, 64 for a bad command line, 2 for a \
-        bad mesh environment or key file, 3 when the coordinator cannot be reached.
+        coordinator said stop or on SIGTERM/SIGINT, 1 when the connection was lost, 64 for a \
+        bad command line, 2 for a bad mesh environment or key file, 3 when the coordinator \
+        cannot be reached.
         """)
 
     @Option(help: ArgumentHelp("The coordinator's address, e.g. tcp://127.0.0.1:7400.", valueName: "address"))
@@ -105,6 +107,7 @@ guard let shardCount = options.shards, shardCount >= Int(shardNumber) else {
     Options.exit(withError: ValidationError("--shards is required and must be at least --shard"))
 }
 
+let signals = await ShardShutdown.install()
 let id = ShardID(shardNumber)
 let placement = ShardPlacement(shards: (1...shardCount).map { ShardID(UInt64($0)) }, virtualNodes: options.virtualNodes)
 let shard: any Shard
@@ -144,8 +147,10 @@ if let mesh {
         fail(3, "cannot announce readiness to the host agent: \(error)")
     }
 }
+signals.serve(host)
 let ending = await host.waitUntilDone()
 await host.shutdown()
 meshProc?.close()
 await transport.shutdown()
-exit(ending == .stopped ? 0 : 1)
+await signals.close()
+exit(signals.exitStatus(ending))

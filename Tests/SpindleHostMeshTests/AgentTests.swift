@@ -364,9 +364,9 @@ func runCapturing(_ program: String, _ arguments: [String]) async throws -> (Spi
 /// Reads the daemon's "spindle host-agent listening on ADDRESS" line from its stdout.
 /// Starts `spindle host-agent` on 127.0.0.1 port 0 as a child of the test (stdout piped for
 /// `readListeningAddress`, stderr inherited).
-func spawnAgentDaemon(_ spindle: String, on loop: EventLoop) async throws -> ChildProcess {
+func spawnAgentDaemon(_ spindle: String, on loop: EventLoop, extra: [String] = []) async throws -> ChildProcess {
     var options = ProcessOptions(executable: spindle,
-                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
+                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"] + extra)
     options.stdin = .ignore
     options.stderr = .inherit
     return try await ChildProcess.spawn(on: loop, options)

@@ -226,8 +226,10 @@ final class HostMeshCore: Sendable {
         metrics.hostsLost.add()
         metrics.hostsUp.set(up)
         logger.warning("host lost", metadata: ["host": "\(hosts[rank])", "reason": "\(reason)"])
-        for m in meshes { m.hostLost(coreRank: rank, reason: reason) }
         events.publish(.hostLost(host: hosts[rank], hostRank: rank, reason: reason))
+        for m in meshes {
+            for st in m.hostLost(coreRank: rank, reason: reason) { events.publish(.stateChanged(st)) }
+        }
     }
 
     /// A lost host answers again: give it the attach's config, then report it back.

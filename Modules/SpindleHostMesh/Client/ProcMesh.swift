@@ -78,7 +78,8 @@ public final class ProcMesh: Sendable {
     /// Supervision events of this proc mesh: each rank's state changes, deaths (with exit code
     /// or signal, stderr tail, and whether it restarts), and its hosts lost and back.
     /// Subscribes now; each subscriber has its own buffer (`eventBufferSize`) and gets
-    /// `.missed(n)` for what it lost by falling behind. Ends when the proc mesh is released.
+    /// `.missed(n)` for what it lost by falling behind. Ends when `stop()` has stopped every
+    /// rank, or when the proc mesh is released.
     public func events() -> BufferedSequence<MeshEvent> {
         BufferedSequence(eventHub, capacity: core.configuration.eventBufferSize) { item in
             switch item {
@@ -92,7 +93,8 @@ public final class ProcMesh: Sendable {
     /// two streams: their relative order is not kept). The first call also gets what was
     /// written since the spawn (up to `logBufferLines`); later calls start now. A subscriber
     /// that falls behind gets `.dropped(n)` where it lost lines (so do lines an agent dropped
-    /// because this client was not keeping up). Ends when the proc mesh is released.
+    /// because this client was not keeping up). Ends when `stop()` has stopped every rank (all
+    /// output has arrived by then), or when the proc mesh is released.
     public func logs() -> BufferedSequence<ProcLog> {
         let pending = state.withLock { s -> UInt64? in
             defer { s.pendingLogs = nil }
@@ -191,6 +193,10 @@ public final class ProcMesh: Sendable {
         switch outcome {
         case .reached, .rankFailed:
             core.unregister(self)
+            // Every rank is final: agents push a proc's output before its final state, so
+            // nothing more is coming. The streams end once their subscribers have read them.
+            eventHub.finish()
+            logHub.finish()
         case .timedOut(let idle, let states):
             let notStopped = states.indices.filter { !states[$0].isTerminal }
             throw .stopTimedOut(mesh: name, idle: idle, notStopped: notStopped, states: states)
@@ -250,8 +256,10 @@ public final class ProcMesh: Sendable {
     }
 
     /// The host at core rank `h` was lost: its live ranks are `hostLost`.
-    func hostLost(coreRank h: Int, reason: String) {
-        guard coreRanks.contains(h) else { return }
+    /// - Returns: the statuses that changed.
+    @discardableResult
+    func hostLost(coreRank h: Int, reason: String) -> [ProcStatus] {
+        guard coreRanks.contains(h) else { return [] }
         var changed: [ProcStatus] = []
         let driver = state.withLock { s -> RankWaitDriver? in
             for r in ranks(ofCoreRank: h) {
@@ -268,6 +276,7 @@ public final class ProcMesh: Sendable {
             eventHub.publish(.stateChanged(st))
             driver?.record(rank: st.rank, state: st.state, restarts: st.restarts)
         }
+        return changed
     }
 
     /// The host at core rank `h` answers again: report it, and learn what its agent says

@@ -15,8 +15,9 @@ public struct RankWait: Sendable {
         case allFinal
         /// Every rank reported at least once.
         case allReported
-        /// Every rank has started (running, ready, or ended after it ran); a rank that could
-        /// not start (`failed`, `hostLost`) fails the wait. For `Readiness.started`.
+        /// Every rank has started: `ready` (which `Readiness.started` reports as soon as the
+        /// process runs) or ended after it ran (`stopping`, `stopped`, `killed`); a rank that
+        /// could not start (`failed`, `hostLost`) fails the wait.
         case allStarted
     }
 
@@ -100,7 +101,7 @@ public struct RankWait: Sendable {
         case .allStarted:
             if let r = changed, let s = states[r], s.isTerminal, !s.hasStarted {
                 outcome = .rankFailed(rank: r, snapshot)
-            } else if states.allSatisfy({ $0?.hasStarted == true }) {
+            } else if states.allSatisfy({ $0.map { $0.hasStarted && $0 != .running } == true }) {
                 outcome = .reached(snapshot)
             }
         }

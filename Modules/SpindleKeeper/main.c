@@ -135,8 +135,10 @@ int main(int argc, char **argv) {
         return 127;
     }
 
-    int gate[2];
-    if (pipe2(gate, O_CLOEXEC) != 0) {
+    // `grouped`: the child says it has its own session and group (so from the header on, a
+    // signal to the group reaches it); `gate`: the keeper lets it run once the header is out.
+    int gate[2], grouped[2];
+    if (pipe2(gate, O_CLOEXEC) != 0 || pipe2(grouped, O_CLOEXEC) != 0) {
         say("cannot create a pipe", strerror(errno));
         return 127;
     }
@@ -147,16 +149,24 @@ int main(int argc, char **argv) {
     }
     if (proc == 0) {
         close(gate[1]);
+        close(grouped[0]);
+        setsid();
+        while (write(grouped[1], "g", 1) < 0 && errno == EINTR) {}
+        close(grouped[1]);
         char c;
         while (read(gate[0], &c, 1) < 0 && errno == EINTR) {}
         close(gate[0]);
-        setsid();
+        // Signals sent meanwhile stay pending until here, then act (default dispositions).
         sigprocmask(SIG_SETMASK, &original, NULL);
         execv(program, proc_argv);
         dprintf(2, "spindle-keeper: cannot run %s: %s\n", program, strerror(errno));
         _exit(127);
     }
     close(gate[0]);
+    close(grouped[1]);
+    char c;
+    while (read(grouped[0], &c, 1) < 0 && errno == EINTR) {}
+    close(grouped[0]);
     // The header reaches the pipe before the proc can write anything (it waits on `gate`).
     char header[96];
     int n = snprintf(header, sizeof header, "SPINDLE-KEEPER %d %d\n", (int)getpid(), (int)proc);

@@ -11,7 +11,10 @@ extension HostAgent {
     func launch(_ key: ProcKey) {
         let prepared = state.withLock { s -> (LaunchSpec, String, UInt64, String)? in
             guard var e = s.procs[key], let keeper = s.keeper else { return nil }
-            e.start &+= 1
+            // Unique over every entry: a late callback of a replaced entry's child never
+            // matches the entry that took its key.
+            e.start = s.nextStart
+            s.nextStart += 1
             e.child = nil
             e.exit = nil
             e.headerSeen = false

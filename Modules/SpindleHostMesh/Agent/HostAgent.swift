@@ -126,6 +126,7 @@ public final class HostAgent: Sendable {
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
         var detachedStops: [String: [DetachedStopWaiter]] = [:]
         var nextSerial: UInt64 = 1
+        var nextStart: UInt64 = 1
         var nextConfigOrder: UInt64 = 1
 
         var allProcsFinal: Bool { procs.values.allSatisfy { $0.lifecycle.state.isTerminal } }

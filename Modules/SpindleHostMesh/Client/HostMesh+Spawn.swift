@@ -99,7 +99,8 @@ extension HostMesh {
                 mesh.markNotStarted(coreRank: coreRanks.lowerBound + hostRank, reason: error.description)
             }
             mesh.setDriver(nil)
-            await abandon(mesh)
+            let failed = Set(failures.map { coreRanks.lowerBound + $0.0 })
+            await abandon(mesh, hosts: coreRanks.filter { !failed.contains($0) })
             throw first
         }
         let outcome = await driver.outcome()
@@ -120,10 +121,11 @@ extension HostMesh {
         }
     }
 
-    /// Stops what a failed spawn started, so no partly started mesh is left behind.
-    private func abandon(_ mesh: ProcMesh) async {
+    /// Stops what a failed spawn started (on `hosts`, those that accepted it; nil: every
+    /// host), so no partly started mesh is left behind.
+    private func abandon(_ mesh: ProcMesh, hosts: [Int]? = nil) async {
         do {
-            try await mesh.stop()
+            try await mesh.stop(hosts: hosts ?? Array(coreRanks))
         } catch {
             core.logger.warning("procs of a failed spawn did not all stop", metadata: ["error": "\(error)"])
         }

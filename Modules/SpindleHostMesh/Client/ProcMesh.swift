@@ -158,6 +158,14 @@ public final class ProcMesh: Sendable {
     /// `hostLost` (not waited for).
     /// - Throws: `ProcMeshError.stopTimedOut` naming the ranks that did not stop.
     public func stop() async throws(ProcMeshError) {
+        try await stop(hosts: coreRanks)
+    }
+
+    /// Stops the procs on the hosts at `hosts` (core ranks); the ranks of the others must be
+    /// final already. A failed spawn stops only what it started: on the hosts that accepted
+    /// it (for a detached mesh, asking another host to stop the name would stop the cluster's
+    /// live mesh of that name, which is why that host refused).
+    func stop<S: Sequence<Int> & Sendable>(hosts: S) async throws(ProcMeshError) {
         let idle = core.configuration.stopIdleTimeout
         let clock = core.configuration.clock
         // The initial states and the driver are taken under one lock: a final state pushed
@@ -172,7 +180,7 @@ public final class ProcMesh: Sendable {
         }
         defer { state.withLock { if $0.driver === driver { $0.driver = nil } } }
         await withTaskGroup(of: Void.self) { group in
-            for h in coreRanks {
+            for h in hosts {
                 group.addTask {
                     let request: HostMeshMessage = self.options.detached ? .stopDetached(mesh: self.name) : .stop(mesh: self.name)
                     switch await self.ask(h, request, timeout: idle) {

@@ -73,6 +73,9 @@ final class ControlChannel: Sendable {
         /// Callers of `waitUntilPeerGone`.
         var goneWaiters: [CheckedContinuation<Void, Never>] = []
         var peerGone = false
+        /// Set while the peer is lost or has closed the session (until it connects again):
+        /// new requests fail at once with it instead of waiting for their timeout.
+        var peerDown: LinkFailure?
     }
 
     /// The link, strongly held by an initiating channel (its owner keeps the channel) and
@@ -90,7 +93,14 @@ final class ControlChannel: Sendable {
 
     private let state = Mutex(State())
     private let hold = Mutex<LinkHold?>(nil)
-    private let handlers: Mutex<(MessageHandler, EventHandler?)>
+    /// The handlers, in a class: a tuple of closures in a `Mutex` had its closures
+    /// reabstracted (and a context allocated, and leaked) on every read.
+    private final class Handlers: Sendable {
+        let onMessage: MessageHandler
+        let onEvent: EventHandler?
+        init(_ m: @escaping MessageHandler, _ e: EventHandler?) { onMessage = m; onEvent = e }
+    }
+    private let handlers: Mutex<Handlers>
     let logger: Logger
     /// Who the peer is, for logs and errors (the agent's address, or "session …").
     let peer: String
@@ -106,7 +116,7 @@ final class ControlChannel: Sendable {
         self.observed = observed
         self.failFast = failFast
         self.onLateReply = onLateReply
-        handlers = Mutex((onMessage, onEvent))
+        handlers = Mutex(Handlers(onMessage, onEvent))
     }
 
     deinit {
@@ -148,7 +158,8 @@ final class ControlChannel: Sendable {
 
     /// Replaces the handlers (an accepted channel learns what it serves from its first message).
     func setHandlers(onMessage: @escaping MessageHandler, onEvent: EventHandler?) {
-        handlers.withLock { $0 = (onMessage, onEvent) }
+        let h = Handlers(onMessage, onEvent)
+        handlers.withLock { $0 = h }
     }
 
     var link: ReliableLink? {
@@ -176,12 +187,13 @@ final class ControlChannel: Sendable {
 
     /// Sends `message` and waits for its reply.
     /// - Throws: `LinkFailure` — `.timedOut` when no reply comes within `timeout`; `.peerLost`,
-    ///   `.peerRestarted`, `.closed` at once when that happens while waiting; `.refused` when
-    ///   the link refuses the message; `.transport` for a fail-fast channel that could not connect.
+    ///   `.peerRestarted`, `.closed` at once when that happens while waiting (and at once while
+    ///   the peer is lost or has closed, until it connects again); `.refused` when the link
+    ///   refuses the message; `.transport` for a fail-fast channel that could not connect.
     func request(_ message: HostMeshMessage, timeout: Duration) async throws(LinkFailure) -> HostMeshMessage {
         let result = await withCheckedContinuation { (c: CheckedContinuation<Result<HostMeshMessage, LinkFailure>, Never>) in
             let registered: Result<UInt64, LinkFailure> = state.withLock { s in
-                if let f = s.closed { return .failure(f) }
+                if let f = s.closed ?? s.peerDown { return .failure(f) }
                 let id = s.nextCorrelation
                 s.nextCorrelation += 1
                 s.pending[id] = Pending(continuation: c)
@@ -295,8 +307,8 @@ final class ControlChannel: Sendable {
             resolve(envelope.correlation, .success(message))
             return
         }
-        let onMessage = handlers.withLock { $0.0 }
-        onMessage(self, message, envelope.correlation)
+        let h = handlers.withLock { $0 }
+        h.onMessage(self, message, envelope.correlation)
     }
 
     private func undeliverable(_ envelopes: [Envelope], _ why: UndeliverableReason) {
@@ -320,19 +332,24 @@ final class ControlChannel: Sendable {
             state.withLock { s in
                 s.everConnected = true
                 s.peerGone = false
+                s.peerDown = nil
             }
         case .peerLost(let why):
-            failAll(.peerLost(why), permanently: false)
-            wakeGoneWaiters()
+            down(.peerLost(why))
         case .peerRestarted:
-            failAll(.peerRestarted, permanently: false)
-            wakeGoneWaiters()
+            down(.peerRestarted)
         case .peerClosed:
-            failAll(.closed("the peer closed the session"), permanently: false)
-            wakeGoneWaiters()
+            down(.closed("the peer closed the session"))
         }
-        let onEvent = handlers.withLock { $0.1 }
-        onEvent?(self, event)
+        let h = handlers.withLock { $0 }
+        h.onEvent?(self, event)
+    }
+
+    /// The peer is gone for now: pending requests fail, and new ones until it is back.
+    private func down(_ failure: LinkFailure) {
+        state.withLock { $0.peerDown = failure }
+        failAll(failure, permanently: false)
+        wakeGoneWaiters()
     }
 
     private func connectFailed(_ error: TransportError) {

@@ -212,4 +212,59 @@ struct IsolationTests {
             await mesh.shutdown()
         }
     }
+
+    @Test("a client that goes silent is lost within the bound: its procs stop, the detached ones do not; it comes back")
+    func clientLost() async throws {
+        let loop = try EventLoop(name: "client-lost-test")
+        let t = InProcessTransport()
+        var c = HostAgent.Configuration()
+        c.listenAddress = .inproc(name: "lonely")
+        c.allowedPrograms = ["sh"]
+        c.stopGrace = .seconds(2)
+        c.livenessBound = .seconds(1)
+        c.heartbeatInterval = .milliseconds(200)
+        c.logger.logLevel = .warning
+        let agent = HostAgent(on: loop, transport: t, configuration: c)
+        do {
+            let address = try await agent.start()
+            var conf = testMeshConfiguration()
+            conf.livenessBound = .seconds(1)
+            conf.heartbeatInterval = .milliseconds(200)
+            let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(["k": "v"]),
+                                                 timeout: .seconds(20), transport: t, configuration: conf)
+            let started = SpawnOptions(readiness: .started)
+            let mine = try await mesh.spawnProcs(name: "mine", perHost: 1, options: started) { _ in
+                BootstrapCommand(program: "sh", arguments: ["-c", "exec sleep 600"])
+            }
+            let kept = try await mesh.spawnProcs(name: "kept", perHost: 1, options: SpawnOptions(detached: true, readiness: .started)) { _ in
+                BootstrapCommand(program: "sh", arguments: ["-c", "exec sleep 600"])
+            }
+            let minePid = try #require(mine.lastKnown[0].pid)
+            let keptPid = try #require(kept.lastKnown[0].pid)
+            let events = mesh.events()
+            t.faults.isolate("lonely")
+            try await waitUntil("the agent to stop the lost client's proc", timeout: .seconds(20)) { !isAlive(minePid) }
+            #expect(isAlive(keptPid), "a detached proc is the cluster's")
+            #expect(agent.installedConfigs.isEmpty, "the lost client's config is gone")
+            _ = try await firstEvent(events, "hostLost") { e -> Bool? in if case .hostLost = e { true } else { nil } }
+            t.faults.healAll()
+            _ = try await firstEvent(events, "hostBack") { e -> Bool? in if case .hostBack = e { true } else { nil } }
+            #expect(agent.installedConfigs == [ConfigSnapshot(["k": "v"])], "the config is installed again")
+            try await waitUntil("the client to learn what became of its proc") {
+                if case .killed = mine.lastKnown[0].state { return true }
+                return false
+            }
+            try await kept.stop()
+            #expect(!isAlive(keptPid))
+            await mesh.shutdown()
+        } catch {
+            await agent.shutdown()
+            await t.shutdown()
+            await loop.shutdown()
+            throw error
+        }
+        await agent.shutdown()
+        await t.shutdown()
+        await loop.shutdown()
+    }
 }

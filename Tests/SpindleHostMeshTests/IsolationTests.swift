@@ -221,15 +221,15 @@ struct IsolationTests {
         c.listenAddress = .inproc(name: "lonely")
         c.allowedPrograms = ["sh"]
         c.stopGrace = .seconds(2)
-        c.livenessBound = .seconds(1)
-        c.heartbeatInterval = .milliseconds(200)
+        c.livenessBound = .seconds(3)
+        c.heartbeatInterval = .milliseconds(500)
         c.logger.logLevel = .warning
         let agent = HostAgent(on: loop, transport: t, configuration: c)
         do {
             let address = try await agent.start()
             var conf = testMeshConfiguration()
-            conf.livenessBound = .seconds(1)
-            conf.heartbeatInterval = .milliseconds(200)
+            conf.livenessBound = .seconds(3)
+            conf.heartbeatInterval = .milliseconds(500)
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(["k": "v"]),
                                                  timeout: .seconds(20), transport: t, configuration: conf)
             let started = SpawnOptions(readiness: .started)

@@ -124,7 +124,7 @@ struct ProcLifecycleTests {
         _ = p.spawned(pid: 1, now: clock.now())
         _ = p.stop(now: clock.now())
         clock.advance(by: .milliseconds(1999))
-        #expect(p.poll(now: clock.now()) == [])
+        #expect(p.poll(now: clock.now()) == [.armTimer(clock.now() + .milliseconds(1))], "early: call again at the deadline")
         clock.advance(by: .milliseconds(1))
         #expect(p.poll(now: clock.now()) == [.signal(SIGKILL)])
         #expect(p.poll(now: clock.now()) == [], "SIGKILL is sent once")

@@ -19,7 +19,7 @@ struct SupervisionStateMachineTests {
                                                      .armTimer(clock.now() + .seconds(3))])
         #expect(p.state == .starting && p.restarts == 1 && p.pid == nil)
         clock.advance(by: .milliseconds(2999))
-        #expect(p.poll(now: clock.now()) == [], "not before the backoff")
+        #expect(p.poll(now: clock.now()) == [.armTimer(clock.now() + .milliseconds(1))], "not before the backoff")
         #expect(p.spawned(pid: 11, now: clock.now()) == [], "no start while the backoff runs")
         clock.advance(by: .milliseconds(1))
         #expect(p.poll(now: clock.now()) == [.restart])

@@ -152,23 +152,25 @@ public final class HostMesh: Sendable {
             configuration.logger.info("attached host mesh", metadata: ["mesh": "\(name)", "hosts": "\(hosts.count)"])
             return HostMesh(owner: owner, coreRanks: 0..<hosts.count, isRoot: true)
         case .failure(let e)?:
-            await abandon(core, installedOn: Array(hosts.indices))
+            await abandon(core, installedOn: Array(hosts.indices), within: timeout)
             configuration.logger.warning("attach failed", metadata: ["mesh": "\(name)", "error": "\(e)"])
             throw .configPush(e)
         case nil:
-            await abandon(core, installedOn: Array(hosts.indices))
+            await abandon(core, installedOn: Array(hosts.indices), within: timeout)
             throw .configPush(ConfigPushError(mesh: name, hostCount: hosts.count, failures: []))
         }
     }
 
     /// HM-2: a failed attach removes its config from every host that may have taken it (the
-    /// session ends there), then closes every channel.
-    private static func abandon(_ core: HostMeshCore, installedOn ranks: [Int]) async {
+    /// session ends there; each host gets up to `within` to confirm — a slow host's late
+    /// answer to the push arrives meanwhile and is dropped, HM-3), then closes every channel.
+    /// A host that does not confirm still learns the session is over when its channel closes.
+    private static func abandon(_ core: HostMeshCore, installedOn ranks: [Int], within: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             for rank in ranks {
                 guard let channel = core.channel(rank), !channel.isClosed else { continue }
                 group.addTask {
-                    _ = try? await channel.request(.endSession, timeout: .seconds(2))
+                    _ = try? await channel.request(.endSession, timeout: max(within, .milliseconds(100)))
                 }
             }
         }

@@ -118,14 +118,17 @@ public struct ProcLifecycle: Sendable {
     }
 
     /// Time passed: past the kill deadline a stopping proc gets SIGKILL; a due restart starts.
+    /// Called before its deadline (a timer may fire a little early: libuv's clock is coarser
+    /// than this one) it asks to be called again then.
     public mutating func poll(now: MonotonicInstant) -> [Action] {
         if let at = restartAt {
-            guard now >= at else { return [] }
+            guard now >= at else { return [.armTimer(at)] }
             restartAt = nil
             lastDeath = nil
             return [.restart]
         }
-        guard state == .stopping, !killSent, let d = killDeadline, now >= d else { return [] }
+        guard state == .stopping, !killSent, let d = killDeadline else { return [] }
+        guard now >= d else { return [.armTimer(d)] }
         killSent = true
         return [.signal(SIGKILL)]
     }

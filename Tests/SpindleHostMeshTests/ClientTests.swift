@@ -7,11 +7,11 @@ import SpindleKernel
 struct ClientTests {
     static func fastConfiguration() -> HostMesh.Configuration {
         var c = HostMesh.Configuration()
-        // Short enough for the tests that wait them out, long enough for a loaded machine
-        // running the whole suite (the cooperative pool delivers in-process envelopes).
-        c.spawnIdleTimeout = .seconds(5)
-        c.stopIdleTimeout = .seconds(5)
-        c.stateIdleTimeout = .seconds(5)
+        // Long enough for a loaded machine running the whole suite (the cooperative pool
+        // delivers in-process envelopes, and it can be busy for many seconds).
+        c.spawnIdleTimeout = .seconds(30)
+        c.stopIdleTimeout = .seconds(30)
+        c.stateIdleTimeout = .seconds(30)
         return c
     }
 
@@ -44,7 +44,7 @@ struct ClientTests {
         let nobody = Address.inproc(name: "nobody")
         do {
             _ = try await HostMesh.attach(name: "m", hosts: [good.address, rejecting.address, nobody, silent.address, wrong.address],
-                                          config: ConfigSnapshot(["a": "1"]), timeout: .seconds(8), transport: t)
+                                          config: ConfigSnapshot(["a": "1"]), timeout: .seconds(20), transport: t)
             Issue.record("attach succeeded with failing hosts")
         } catch {
             guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -52,7 +52,7 @@ struct ClientTests {
             #expect(e.failures.map(\.rank) == [1, 2, 3, 4])
             #expect(e.failures[0].cause == .rejectedConfig("key x unknown"))
             guard case .unreachable = e.failures[1].cause else { Issue.record("expected unreachable: \(e.failures[1])"); return }
-            #expect(e.failures[2].cause == .timedOut(after: .seconds(8)))
+            #expect(e.failures[2].cause == .timedOut(after: .seconds(20)))
             guard case .digestMismatch = e.failures[3].cause else { Issue.record("expected digest mismatch"); return }
             #expect(!e.description.contains("inproc://good"))
         }
@@ -122,14 +122,17 @@ struct ClientTests {
         let t = InProcessTransport()
         let hanging = try await FakeAgent(transport: t, address: .inproc(name: "hang"), spawn: .silent)
         let fine = try await FakeAgent(transport: t, address: .inproc(name: "fine"))
+        var conf = Self.fastConfiguration()
+        conf.spawnIdleTimeout = .seconds(15)   // waited out: the hanging host never answers
+        conf.stopIdleTimeout = .seconds(3)     // the failed spawn's stop of the hanging host gives up
         let mesh = try await HostMesh.attach(name: "m", hosts: [hanging.address, fine.address], config: ConfigSnapshot(),
-                                             transport: t, configuration: Self.fastConfiguration())
+                                             transport: t, configuration: conf)
         do {
             _ = try await mesh.spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
             Issue.record("spawn succeeded")
         } catch {
             guard case .spawnTimedOut(_, let idle, let states) = error else { Issue.record("wrong error \(error)"); return }
-            #expect(idle == .seconds(5))
+            #expect(idle == .seconds(15))
             #expect(states == [.timeout, .ready])
         }
         #expect(hanging.stopRequests == ["w"], "a failed spawn stops what it started")

@@ -14,6 +14,8 @@ final class FakeAgent: Sendable {
         case ignore
         /// Accept, but answer only after this long.
         case slow(Duration)
+        /// Accept, but answer only when the client ends the session (just before that answer).
+        case answerLate
     }
     enum SpawnBehaviour: Sendable {
         /// Accept and report starting, running, ready for every rank.
@@ -37,6 +39,8 @@ final class FakeAgent: Sendable {
         var spawned: [SpawnRequest] = []
         var stops: [String] = []
         var sessionsEnded = 0
+        /// Config answers held back (`answerLate`): correlation and digest.
+        var held: [(UInt64, UInt64)] = []
         var states: [Int: ProcStatus] = [:]
         /// Called (once) when the next spawn arrives, before it is answered.
         var beforeSpawnReply: (@Sendable () -> Void)?
@@ -121,12 +125,20 @@ final class FakeAgent: Sendable {
                 reply(.configInstalled(digest: c.digest &+ 1))
             case .ignore:
                 break
+            case .answerLate:
+                state.withLock { s in
+                    s.config = c
+                    s.held.append((correlation, c.digest))
+                }
             }
         case .endSession:
-            state.withLock { s in
+            let held = state.withLock { s -> [(UInt64, UInt64)] in
                 s.config = nil
                 s.sessionsEnded += 1
+                defer { s.held.removeAll() }
+                return s.held
             }
+            for (c, digest) in held { channel.sendOrLog(.configInstalled(digest: digest), replyTo: c) }
             reply(.sessionEnded)
         case .spawn(let r):
             let hook = state.withLock { s -> (@Sendable () -> Void)? in

@@ -142,7 +142,7 @@ struct IsolationTests {
         try await withAgents(1, configure: { c in
             c.limits.maxProcsPerClient = 3
             c.limits.finishedRetention = .milliseconds(300)
-        }) { _, transport, agents, addresses in
+        }) { loop, transport, agents, addresses in
             var conf = testMeshConfiguration()
             let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(), timeout: .seconds(20),
                                                  transport: transport, configuration: conf)
@@ -164,13 +164,16 @@ struct IsolationTests {
                 guard case .spawnRefused(_, _, _, .limitExceeded(let limit)) = error else { Issue.record("wrong error \(error)"); return }
                 #expect(limit.name == "procs_per_request", "\(limit)")
             }
-            // A 1 GiB environment: refused before anything is sent.
-            do throws(ProcMeshError) {
-                // Built with one memset (String(repeating:count:) takes half a minute in debug builds).
-                let huge = String(unsafeUninitializedCapacity: 1 << 30) { buffer in
+            // A 1 GiB environment: refused before anything is sent. Built with one memset
+            // (String(repeating:count:) takes half a minute in debug builds), on the agents'
+            // loop thread rather than the cooperative pool.
+            let huge = try await loop.submit {
+                String(unsafeUninitializedCapacity: 1 << 30) { buffer in
                     buffer.initialize(repeating: UInt8(ascii: "x"))
                     return buffer.count
                 }
+            }
+            do throws(ProcMeshError) {
                 _ = try await mesh.spawnProcs(name: "fat", perHost: 1) { _ in
                     BootstrapCommand(program: "sh", environment: ["BIG": huge])
                 }
@@ -221,15 +224,13 @@ struct IsolationTests {
         c.listenAddress = .inproc(name: "lonely")
         c.allowedPrograms = ["sh"]
         c.stopGrace = .seconds(2)
-        c.livenessBound = .seconds(3)
-        c.heartbeatInterval = .milliseconds(500)
+        c.livenessBound = .seconds(5)
         c.logger.logLevel = .warning
         let agent = HostAgent(on: loop, transport: t, configuration: c)
         do {
             let address = try await agent.start()
             var conf = testMeshConfiguration()
-            conf.livenessBound = .seconds(3)
-            conf.heartbeatInterval = .milliseconds(500)
+            conf.livenessBound = .seconds(5)
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(["k": "v"]),
                                                  timeout: .seconds(20), transport: t, configuration: conf)
             let started = SpawnOptions(readiness: .started)
@@ -243,7 +244,7 @@ struct IsolationTests {
             let keptPid = try #require(kept.lastKnown[0].pid)
             let events = mesh.events()
             t.faults.isolate("lonely")
-            try await waitUntil("the agent to stop the lost client's proc", timeout: .seconds(20)) { !isAlive(minePid) }
+            try await waitUntil("the agent to stop the lost client's proc", timeout: .seconds(30)) { !isAlive(minePid) }
             #expect(isAlive(keptPid), "a detached proc is the cluster's")
             #expect(agent.installedConfigs.isEmpty, "the lost client's config is gone")
             _ = try await firstEvent(events, "hostLost") { e -> Bool? in if case .hostLost = e { true } else { nil } }

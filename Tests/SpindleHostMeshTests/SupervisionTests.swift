@@ -108,9 +108,10 @@ struct SupervisionTests {
     func hostLostAndBack() async throws {
         let t = InProcessTransport()
         let agent = try await FakeAgent(transport: t, address: .inproc(name: "quiet"))
+        // The production bound (5 s), so that a loaded machine running the whole suite does
+        // not lose the host by accident.
         var conf = testMeshConfiguration()
-        conf.livenessBound = .seconds(3)
-        conf.heartbeatInterval = .milliseconds(500)
+        conf.livenessBound = .seconds(5)
         let config = ConfigSnapshot(["v": "1"])
         let mesh = try await HostMesh.attach(name: "m", hosts: [agent.address], config: config, transport: t,
                                              configuration: conf)
@@ -134,8 +135,8 @@ struct SupervisionTests {
         }
         let elapsed = clock.now - cut
         #expect(lost == agent.address)
-        // The bound is 3 s; ticks, heartbeats and a loaded machine add a little.
-        #expect(elapsed < .seconds(8), "lost after \(elapsed)")
+        // Ticks, heartbeats and a loaded machine add a little to the bound.
+        #expect(elapsed < .seconds(10), "lost after \(elapsed)")
         #expect(!mesh.isHostUp(0))
         guard case .hostLost = procs.lastKnown[0].state else { Issue.record("rank 0 is \(procs.lastKnown[0].state)"); return }
         #expect(mesh.statistics.hostsLost == 1)
@@ -181,21 +182,21 @@ struct SupervisionTests {
     @Test("HM-3: a config-push reply after its attach failed is dropped and counted; the config is removed")
     func lateReplyDropped() async throws {
         let t = InProcessTransport()
-        let slow = try await FakeAgent(transport: t, address: .inproc(name: "slow"), config: .slow(.seconds(8)))
+        let slow = try await FakeAgent(transport: t, address: .inproc(name: "slow"), config: .answerLate)
         let fine = try await FakeAgent(transport: t, address: .inproc(name: "fine"))
         let metrics = TestMetrics()
         var conf = testMeshConfiguration()
         conf.metricsFactory = metrics
         do throws(HostMeshError) {
             _ = try await HostMesh.attach(name: "late", hosts: [fine.address, slow.address], config: ConfigSnapshot(["k": "v"]),
-                                          timeout: .seconds(5), transport: t, configuration: conf)
+                                          timeout: .seconds(20), transport: t, configuration: conf)
             Issue.record("attach succeeded")
         } catch {
             guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
             #expect(e.failedHosts == [slow.address])
-            #expect(e.failures[0].cause == .timedOut(after: .seconds(5)))
+            #expect(e.failures[0].cause == .timedOut(after: .seconds(20)))
         }
-        // The slow agent answered (late) before it ended the session: that answer was dropped.
+        // The slow agent answered (late: when told the session is over): that answer was dropped.
         let late = try metrics.expectCounter("spindle_mesh_late_replies_total", [("role", "client"), ("mesh", "late")])
         #expect(late.totalValue == 1)
         // HM-2: neither host keeps the config of the failed attach.

@@ -315,7 +315,7 @@ let package = Package(
         .testTarget(
             name: "SpindleHostMeshTests",
             dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport",
-                           "SpindleKeeper", .product(name: "MetricsTestKit", package: "swift-metrics")],
+                           "SpindleKeeper", "SpindleRunner", .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleHostMeshTests",
             swiftSettings: strict
         ),

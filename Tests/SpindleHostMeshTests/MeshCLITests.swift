@@ -1,6 +1,7 @@
 import Testing
 import SpindleEventLoop
 import SpindleKernel
+import SpindleRunner
 import SpindleTCP
 @testable import SpindleHostMesh
 
@@ -140,5 +141,37 @@ struct MeshCLITests {
             let (code, _) = try await runCapturing(spindle, bad)
             #expect(code == .exited(code: 64), "\(bad)")
         }
+    }
+
+    @Test("spindle-shard shuts down and exits 0 on SIGTERM and on SIGINT", arguments: [SIGTERM, SIGINT])
+    func shardSignals(signal: Int32) async throws {
+        let spindle = try spindleBinary()
+        let shard = String(spindle[..<spindle.lastIndex(of: "/")!]) + "/spindle-shard"
+        let loop = try EventLoop(name: "shard-signal-test")
+        let transport = makeTransport(loop: loop, key: nil)
+        let listener = try await ShardServerListener.listen(on: .tcp(host: "127.0.0.1", port: 0), transport: transport,
+                                                            hlc: HybridLogicalClock(clock: SystemClock()))
+        var o = ProcessOptions(executable: shard, arguments: ["--coordinator", listener.address.description,
+                                                              "--shard", "1", "--shards", "1", "--model", "idle"])
+        o.stdin = .ignore
+        o.stdout = .ignore
+        o.stderr = .inherit
+        let child = try await ChildProcess.spawn(on: loop, o)
+        do {
+            // Serving: the shard said hello to its coordinator.
+            _ = try await listener.waitForShards(count: 1, timeout: .seconds(60))
+            try child.kill(signal)
+            #expect(await child.wait() == .exited(code: 0), "signal \(signal)")
+        } catch {
+            try? child.kill(SIGKILL)
+            _ = await child.wait()
+            listener.shutdown()
+            await transport.shutdown()
+            await loop.shutdown()
+            throw error
+        }
+        listener.shutdown()
+        await transport.shutdown()
+        await loop.shutdown()
     }
 }

@@ -234,4 +234,41 @@ struct ClientTests {
         await a.close()
         await t.shutdown()
     }
+
+    @Test("a proc mesh keeps its host mesh's channels: attach(…).spawnProcs(…) keeps its procs")
+    func procMeshKeepsItsMesh() async throws {
+        let t = InProcessTransport()
+        let a = try await FakeAgent(transport: t, address: .inproc(name: "keep"))
+        let procs = try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), timeout: .seconds(30),
+                                              transport: t, configuration: Self.fastConfiguration())
+            .spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        // The temporary HostMesh is gone; the proc mesh still reaches its agent.
+        #expect(await procs.states() == [.ready])
+        #expect(a.stopRequests.isEmpty)
+        #expect(a.sessionsEnded == 0)
+        try await procs.stop()
+        #expect(a.stopRequests == ["w"])
+        await a.close()
+        await t.shutdown()
+    }
+
+    @Test("a slice's shutdown stops only what was spawned through it")
+    func sliceShutdownScope() async throws {
+        let t = InProcessTransport()
+        let agents = [try await FakeAgent(transport: t, address: .inproc(name: "sc0")),
+                      try await FakeAgent(transport: t, address: .inproc(name: "sc1"))]
+        let mesh = try await HostMesh.attach(name: "m", hosts: agents.map(\.address), config: ConfigSnapshot(),
+                                             timeout: .seconds(30), transport: t, configuration: Self.fastConfiguration())
+        let parents = try await mesh.spawnProcs(name: "parent", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        let slice = try mesh.slice(0..<2)
+        _ = try await slice.spawnProcs(name: "child", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        await slice.shutdown()
+        #expect(agents.map(\.stopRequests) == [["child"], ["child"]], "the parent's proc mesh overlaps the slice and keeps running")
+        #expect(parents.lastKnown.map(\.state) == [.ready, .ready])
+        await mesh.shutdown()
+        #expect(agents.map(\.stopRequests) == [["child", "parent"], ["child", "parent"]])
+        #expect(agents.map(\.sessionsEnded) == [1, 1])
+        for a in agents { await a.close() }
+        await t.shutdown()
+    }
 }

@@ -114,7 +114,7 @@ final class HostMeshCore: Sendable {
     /// Registers a proc mesh; false if the name is taken by a live one.
     func register(_ mesh: ProcMesh, record: Record) -> Bool {
         state.withLock { s in
-            if let existing = s.records[mesh.name], existing.name == mesh.name { return false }
+            if s.records[mesh.name] != nil { return false }
             s.procMeshes[mesh.name] = WeakProcMesh(mesh: mesh)
             s.records[mesh.name] = record
             return true

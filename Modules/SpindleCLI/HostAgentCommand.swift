@@ -26,6 +26,9 @@ struct HostAgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds between SIGTERM and SIGKILL when stopping a proc.")
     var grace: Double = 5
 
+    @Option(name: .long, help: "Seconds without a word from a client (or proc) before it is declared lost and its procs are stopped.")
+    var liveness: Double = 5
+
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
@@ -33,6 +36,7 @@ struct HostAgentCommand: AsyncParsableCommand {
         let address: Address
         do { address = try Address(parsing: listen) } catch { throw ValidationError(error.description) }
         guard grace >= 0 else { throw ValidationError("--grace must not be negative") }
+        guard liveness >= 1, liveness.isFinite else { throw ValidationError("--liveness must be at least 1 second") }
         let key = try common.keyFile.map(loadClusterKey)
 
         let loop = try EventLoop(name: "spindle-host-agent")
@@ -42,6 +46,7 @@ struct HostAgentCommand: AsyncParsableCommand {
         config.transportAuthenticates = key != nil
         config.allowedPrograms = allow.isEmpty ? nil : allow
         config.stopGrace = .milliseconds(Int64(grace * 1000))
+        config.livenessBound = .milliseconds(Int64(liveness * 1000))
         config.procKeyFile = common.keyFile.map(absolutePath)
         config.logger = Logger(label: "spindle.host-agent")
         let agent = HostAgent(on: loop, transport: transport, configuration: config)

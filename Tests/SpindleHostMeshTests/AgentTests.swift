@@ -49,7 +49,7 @@ struct AgentTests {
             let dead = deadPort.address
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: [addresses[0], dead], config: ConfigSnapshot(["a": "1"]),
-                                              timeout: .seconds(2), transport: transport)
+                                              timeout: .seconds(2), transport: transport, configuration: testMeshConfiguration())
                 Issue.record("attach succeeded")
             } catch {
                 guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -90,7 +90,7 @@ struct AgentTests {
     func security() async throws {
         try await withAgents(1) { loop, transport, _, addresses in
             let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
-                                                 timeout: .seconds(5), transport: transport)
+                                                 timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
             do throws(ProcMeshError) {
                 _ = try await mesh.spawnProcs(name: "evil", perHost: 1) { _ in
                     BootstrapCommand(program: "/usr/bin/env", arguments: ["true"])
@@ -121,7 +121,7 @@ struct AgentTests {
         }) { _, transport, agents, addresses in
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["forbidden": "1"]),
-                                              timeout: .seconds(5), transport: transport)
+                                              timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
                 Issue.record("attach succeeded")
             } catch {
                 guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -193,8 +193,10 @@ struct AgentTests {
         var pids: [Int32] = []
         do {
             let address = try await readListeningAddress(daemon)
+            var conf = testMeshConfiguration()
+            conf.livenessBound = .seconds(5)   // the client must see the agent go
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
-                                                 timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
+                                                 timeout: .seconds(10), transport: transport, configuration: conf)
             let procs = try await mesh.spawnProcs(name: "orphans", perHost: 2) { _ in
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
@@ -204,7 +206,7 @@ struct AgentTests {
             try daemon.kill(SIGKILL)
             #expect(await daemon.wait() == .signaled(signal: SIGKILL))
             try await waitUntil("procs of the killed agent to die") { !pids.contains(where: isAlive) }
-            try await waitUntil("the client to see the agent go") {
+            try await waitUntil("the client to see the agent go", timeout: .seconds(30)) {
                 procs.lastKnown.allSatisfy { if case .hostLost = $0.state { true } else { false } }
             }
             await mesh.shutdown()
@@ -365,8 +367,10 @@ func runCapturing(_ program: String, _ arguments: [String]) async throws -> (Spi
 /// Starts `spindle host-agent` on 127.0.0.1 port 0 as a child of the test (stdout piped for
 /// `readListeningAddress`, stderr inherited).
 func spawnAgentDaemon(_ spindle: String, on loop: EventLoop, extra: [String] = []) async throws -> ChildProcess {
+    // Liveness is not what these daemons are for: a loaded machine must not lose their clients.
     var options = ProcessOptions(executable: spindle,
-                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"] + extra)
+                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning",
+                                             "--liveness", "60"] + extra)
     options.stdin = .ignore
     options.stderr = .inherit
     return try await ChildProcess.spawn(on: loop, options)

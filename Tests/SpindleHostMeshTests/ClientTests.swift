@@ -12,6 +12,7 @@ struct ClientTests {
         c.spawnIdleTimeout = .seconds(30)
         c.stopIdleTimeout = .seconds(30)
         c.stateIdleTimeout = .seconds(30)
+        c.livenessBound = .seconds(60)   // liveness is not under test here
         return c
     }
 
@@ -22,11 +23,12 @@ struct ClientTests {
         let b = try await FakeAgent(transport: t, address: .inproc(name: "b"))
         let config = ConfigSnapshot(["model": "colony", "seed": "7"])
         let mesh = try await HostMesh.attach(name: "m", hosts: [a.address, b.address], config: config,
-                                             timeout: .seconds(30), transport: t)
+                                             timeout: .seconds(30), transport: t, configuration: Self.fastConfiguration())
         #expect(a.installedConfig == config)
         #expect(b.installedConfig == config)
         #expect(mesh.ref.description == "m@inproc://a,inproc://b")
-        let empty = try await HostMesh.attach(name: "none", hosts: [], config: config, timeout: .seconds(1), transport: t)
+        let empty = try await HostMesh.attach(name: "none", hosts: [], config: config, timeout: .seconds(1), transport: t,
+                                              configuration: Self.fastConfiguration())
         #expect(empty.hosts.isEmpty)
         await mesh.shutdown()
         await empty.shutdown()
@@ -44,7 +46,8 @@ struct ClientTests {
         let nobody = Address.inproc(name: "nobody")
         do {
             _ = try await HostMesh.attach(name: "m", hosts: [good.address, rejecting.address, nobody, silent.address, wrong.address],
-                                          config: ConfigSnapshot(["a": "1"]), timeout: .seconds(20), transport: t)
+                                          config: ConfigSnapshot(["a": "1"]), timeout: .seconds(20), transport: t,
+                                          configuration: Self.fastConfiguration())
             Issue.record("attach succeeded with failing hosts")
         } catch {
             guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -64,11 +67,12 @@ struct ClientTests {
     func invalidMesh() async {
         let t = InProcessTransport()
         await #expect(throws: HostMeshError.self) {
-            _ = try await HostMesh.attach(name: "a b", hosts: [], config: ConfigSnapshot(), transport: t)
+            _ = try await HostMesh.attach(name: "a b", hosts: [], config: ConfigSnapshot(), transport: t,
+                                          configuration: Self.fastConfiguration())
         }
         await #expect(throws: HostMeshError.self) {
             _ = try await HostMesh.attach(name: "m", hosts: [.inproc(name: "x"), .inproc(name: "x")],
-                                          config: ConfigSnapshot(), transport: t)
+                                          config: ConfigSnapshot(), transport: t, configuration: Self.fastConfiguration())
         }
         await t.shutdown()
     }
@@ -104,7 +108,8 @@ struct ClientTests {
         struct NoConfig: Error {}
         let t = InProcessTransport()
         let a = try await FakeAgent(transport: t, address: .inproc(name: "ba"))
-        let mesh = try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), transport: t)
+        let mesh = try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), transport: t,
+                                             configuration: Self.fastConfiguration())
         await #expect(throws: ProcMeshError.bootstrapFailed(mesh: "w", rank: 1, "NoConfig()")) {
             _ = try await mesh.spawnProcs(name: "w", perHost: 2) { rank in
                 if rank == 1 { throw NoConfig() }
@@ -216,7 +221,7 @@ struct ClientTests {
         let a = try await FakeAgent(transport: t, address: .inproc(name: "pa"))
         let b = try await FakeAgent(transport: t, address: .inproc(name: "pb"))
         let mesh = try await HostMesh.attach(name: "m", hosts: [a.address, b.address], config: ConfigSnapshot(["v": "1"]),
-                                             transport: t)
+                                             transport: t, configuration: Self.fastConfiguration())
         try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
         try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
         #expect(a.installedConfig == ConfigSnapshot(["v": "2"]))

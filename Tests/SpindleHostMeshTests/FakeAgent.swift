@@ -59,7 +59,9 @@ final class FakeAgent: Sendable {
         self.configBehaviour = config
         self.spawnBehaviour = spawn
         self.stopBehaviour = stop
-        let l = try await ReliableListener.listen(over: transport, on: address) { [weak self] link in
+        var links = ReliableLink.Configuration()
+        links.core.livenessBound = .seconds(60)   // the client decides when a host is lost
+        let l = try await ReliableListener.listen(over: transport, on: address, configuration: links) { [weak self] link in
             let (inbox, feed) = AsyncStream<(HostMeshMessage, UInt64)>.makeStream()
             let (channel, handler) = ControlChannel.accepted(
                 link, logger: Logger(label: "fake-agent"),

@@ -68,7 +68,7 @@ struct MeshCLITests {
             o.stderr = .inherit
             let cli = try await ChildProcess.spawn(on: loop, o)
             do {
-                try await waitUntil("both families to run", timeout: .seconds(30)) {
+                try await waitUntil("both families to run", timeout: .seconds(30), every: .milliseconds(200)) {
                     taggedProcesses(tag).filter { $0.command.hasPrefix("sleep") }.count == 4
                 }
                 try cli.kill(SIGTERM)

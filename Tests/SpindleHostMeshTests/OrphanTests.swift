@@ -20,7 +20,7 @@ struct OrphanTests {
 
     /// The process groups of the procs (not of their keepers), once every family is complete.
     static func groups(_ tag: String, procs: Int) async throws -> Set<Int32> {
-        try await waitUntil("\(procs) families of sh and two sleeps") {
+        try await waitUntil("\(procs) families of sh and two sleeps", timeout: .seconds(30), every: .milliseconds(200)) {
             taggedProcesses(tag).filter { $0.command.hasPrefix("sleep") }.count == 2 * procs
         }
         let seen = taggedProcesses(tag)
@@ -34,7 +34,7 @@ struct OrphanTests {
     }
 
     static func expectNothingLeft(_ tag: String, _ groups: Set<Int32>) async throws {
-        try await waitUntil("every tagged process to be gone", timeout: .seconds(20)) { taggedProcesses(tag).isEmpty }
+        try await waitUntil("every tagged process to be gone", timeout: .seconds(30), every: .milliseconds(200)) { taggedProcesses(tag).isEmpty }
         #expect(processesInGroups(groups).isEmpty)
     }
 
@@ -49,6 +49,7 @@ struct OrphanTests {
             let address = try await readListeningAddress(daemon)
             var conf = testMeshConfiguration()
             conf.spawnIdleTimeout = .seconds(120)
+            conf.livenessBound = .seconds(5)   // under test: the production bound
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(), timeout: .seconds(20),
                                                  transport: transport, configuration: conf)
             let procs = try await mesh.spawnProcs(name: "g", perHost: 2, options: SpawnOptions(readiness: .started)) { _ in
@@ -67,7 +68,7 @@ struct OrphanTests {
                     return error
                 }
             }
-            try await waitUntil("the pending spawn's proc to run") {
+            try await waitUntil("the pending spawn's proc to run", timeout: .seconds(30), every: .milliseconds(200)) {
                 taggedProcesses(tag).contains { $0.command == "sleep 601" }
             }
             let clock = ContinuousClock()

@@ -33,13 +33,15 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Waits (polling every few milliseconds) until `condition` holds; fails after `timeout`.
-func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: () async -> Bool) async throws {
+/// Waits (polling every `interval`) until `condition` holds; fails after `timeout`. Conditions
+/// that scan /proc poll less often, so they do not keep a thread of the cooperative pool busy.
+func waitUntil(_ what: String, timeout: Duration = .seconds(10), every interval: Duration = .milliseconds(10),
+               _ condition: () async -> Bool) async throws {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while !(await condition()) {
         guard clock.now < deadline else { throw TestFailure("timed out after \(timeout) waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(10))
+        try await Task.sleep(for: interval)
     }
 }
 
@@ -108,6 +110,7 @@ func withAgents<R>(_ count: Int, key: ClusterKey? = nil,
             c.stopGrace = .seconds(2)
             c.forwardProcStdout = false
             c.transportAuthenticates = key != nil
+            c.livenessBound = .seconds(60)   // tests about liveness set their own
             c.logger.logLevel = .warning
             configure(&c)
             let agent = HostAgent(on: loop, transport: transport, configuration: c)
@@ -146,6 +149,7 @@ func testMeshConfiguration() -> HostMesh.Configuration {
     c.spawnIdleTimeout = .seconds(15)
     c.stopIdleTimeout = .seconds(15)
     c.stateIdleTimeout = .seconds(5)
+    c.livenessBound = .seconds(60)   // tests about liveness set their own
     c.logger.logLevel = .warning
     return c
 }

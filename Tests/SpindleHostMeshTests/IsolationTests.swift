@@ -216,56 +216,64 @@ struct IsolationTests {
         }
     }
 
-    @Test("a client that goes silent is lost within the bound: its procs stop, the detached ones do not; it comes back")
+    @Test("a client that goes silent (SIGSTOP) is lost within the bound: its procs stop, the detached ones do not")
     func clientLost() async throws {
+        let spindle = try spindleBinary()
+        let tag = newTag()
         let loop = try EventLoop(name: "client-lost-test")
-        let t = InProcessTransport()
-        var c = HostAgent.Configuration()
-        c.listenAddress = .inproc(name: "lonely")
-        c.allowedPrograms = ["sh"]
-        c.stopGrace = .seconds(2)
-        c.livenessBound = .seconds(5)
-        c.logger.logLevel = .warning
-        let agent = HostAgent(on: loop, transport: t, configuration: c)
+        // This agent loses a silent client after the production bound.
+        var options = ProcessOptions(executable: spindle, arguments: [
+            "host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning", "--liveness", "5", "--allow", "sh"])
+        options.stdin = .ignore
+        options.stderr = .inherit
+        let daemon = try await ChildProcess.spawn(on: loop, options)
+        var clients: [ChildProcess] = []
         do {
-            let address = try await agent.start()
-            var conf = testMeshConfiguration()
-            conf.livenessBound = .seconds(5)
-            let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(["k": "v"]),
-                                                 timeout: .seconds(20), transport: t, configuration: conf)
-            let started = SpawnOptions(readiness: .started)
-            let mine = try await mesh.spawnProcs(name: "mine", perHost: 1, options: started) { _ in
-                BootstrapCommand(program: "sh", arguments: ["-c", "exec sleep 600"])
+            let address = try await readListeningAddress(daemon)
+            let ref = "m@\(address)"
+            // A detached mesh, started by a client that has gone since.
+            let (spawned, _) = try await runCapturing(spindle, ["mesh", "spawn", ref, "--name", "kept", "--env", "SPINDLE_TEST_TAG=\(tag)-kept",
+                                                                "--", "sh", "-c", "exec sleep 600"])
+            #expect(spawned == .exited(code: 0))
+            // A client (mesh run) whose procs are its own.
+            var o = ProcessOptions(executable: spindle, arguments: [
+                "mesh", "run", ref, "--per-host", "2", "--env", "SPINDLE_TEST_TAG=\(tag)", "--", "sh", "-c", "exec sleep 600"])
+            o.stdin = .ignore
+            o.stdout = .ignore
+            o.stderr = .ignore
+            let client = try await ChildProcess.spawn(on: loop, o)
+            clients.append(client)
+            try await waitUntil("the client's procs to run", timeout: .seconds(30), every: .milliseconds(200)) {
+                taggedProcesses(tag).filter { $0.command == "sleep 600" }.count == 2
             }
-            let kept = try await mesh.spawnProcs(name: "kept", perHost: 1, options: SpawnOptions(detached: true, readiness: .started)) { _ in
-                BootstrapCommand(program: "sh", arguments: ["-c", "exec sleep 600"])
+            let kept = taggedProcesses("\(tag)-kept").filter { $0.command == "sleep 600" }
+            #expect(kept.count == 1)
+            let clock = ContinuousClock()
+            let silent = clock.now
+            try client.kill(SIGSTOP)
+            try await waitUntil("the agent to stop the silent client's procs", timeout: .seconds(30), every: .milliseconds(200)) {
+                taggedProcesses(tag).isEmpty
             }
-            let minePid = try #require(mine.lastKnown[0].pid)
-            let keptPid = try #require(kept.lastKnown[0].pid)
-            let events = mesh.events()
-            t.faults.isolate("lonely")
-            try await waitUntil("the agent to stop the lost client's proc", timeout: .seconds(30)) { !isAlive(minePid) }
-            #expect(isAlive(keptPid), "a detached proc is the cluster's")
-            #expect(agent.installedConfigs.isEmpty, "the lost client's config is gone")
-            _ = try await firstEvent(events, "hostLost") { e -> Bool? in if case .hostLost = e { true } else { nil } }
-            t.faults.healAll()
-            _ = try await firstEvent(events, "hostBack") { e -> Bool? in if case .hostBack = e { true } else { nil } }
-            #expect(agent.installedConfigs == [ConfigSnapshot(["k": "v"])], "the config is installed again")
-            try await waitUntil("the client to learn what became of its proc") {
-                if case .killed = mine.lastKnown[0].state { return true }
-                return false
-            }
-            try await kept.stop()
-            #expect(!isAlive(keptPid))
-            await mesh.shutdown()
+            let after = clock.now - silent
+            #expect(after < .seconds(15), "stopped \(after) after the client went silent (bound 5 s, grace 5 s)")
+            #expect(kept.allSatisfy { isAlive($0.pid) }, "a detached proc is the cluster's")
+            // The client, woken, finds its host lost (the agent ended its session) and says so.
+            try client.kill(SIGCONT)
+            let status: SpindleEventLoop.ExitStatus? = await withDeadline(.seconds(60), late: { _ in }) { await client.wait() }
+            #expect(status == .exited(code: 69), "mesh run: \(String(describing: status))")
+            let (stopped, _) = try await runCapturing(spindle, ["mesh", "stop", ref, "--name", "kept"])
+            #expect(stopped == .exited(code: 0))
+            #expect(kept.allSatisfy { !isAlive($0.pid) })
+            try daemon.kill(SIGTERM)
+            #expect(await daemon.wait() == .exited(code: 0))
         } catch {
-            await agent.shutdown()
-            await t.shutdown()
+            for c in clients { try? c.kill(SIGCONT); try? c.kill(SIGKILL); _ = await c.wait() }
+            try? daemon.kill(SIGKILL)
+            _ = await daemon.wait()
             await loop.shutdown()
             throw error
         }
-        await agent.shutdown()
-        await t.shutdown()
+        for c in clients where c.exitStatus == nil { try? c.kill(SIGKILL); _ = await c.wait() }
         await loop.shutdown()
     }
 }

@@ -316,6 +316,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "SpindleClusterTests",
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleCLI"],
+            path: "Tests/SpindleClusterTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "SpindleIntegrationTests",
             dependencies: ["Spindle"],
             path: "Tests/SpindleIntegrationTests",

@@ -315,9 +315,16 @@ let package = Package(
             path: "Tests/SpindleRunnerTests",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "ClusterNodeFixture",
+            dependencies: ["SpindleNodeEngine", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/Fixtures/ClusterNodeFixture",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleClusterTests",
-            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleCLI"],
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleNodeEngine",
+                           "SpindleCLI", "ClusterNodeFixture"],
             path: "Tests/SpindleClusterTests",
             swiftSettings: strict
         ),

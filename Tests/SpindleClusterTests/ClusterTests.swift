@@ -2,7 +2,9 @@ import Foundation
 import SpindleEventLoop
 import SpindleHostMesh
 import SpindleKernel
+import SpindleNodeEngine
 import SpindleTCP
+import Synchronization
 import Testing
 
 /// Spindle across hosts: network namespaces stand in for machines (scripts/testcluster), real
@@ -68,5 +70,100 @@ func waitUntil(_ what: String, timeout: Duration = .seconds(30), _ condition: ()
     while !condition() {
         guard SystemClock().now() < deadline else { throw ClusterTestError("timed out waiting for \(what)") }
         try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+extension ClusterTests {
+    /// Node a (this namespace) asks node b (a fixture process in spn2) to double `count`
+    /// numbers, `count` calls at once; every answer must be exact.
+    static func doublerCalls(count: Int, through peer: (Address) async throws -> Address,
+                             cluster: TestCluster, key: String, loop: EventLoop) async throws {
+        let fixture = try TestCluster.product("ClusterNodeFixture")
+        let b = try await LineProcess(on: loop, cluster.inside(cluster.hosts[1], [
+            fixture, "--listen", "tcp://\(cluster.hosts[1].address):0", "--key-file", key]))
+        do {
+            let line = try await b.line(containing: "listening on")
+            let parts = line.split(separator: " ")
+            let bID = try NodeID(parsing: String(parts[1]))
+            let bAddress = try Address(parsing: String(parts.last!))
+            var config = TCPTransport.Configuration()
+            config.clusterKey = try ClusterKey(contentsOfFile: key)
+            let tcp = TCPTransport(loop: loop, configuration: config)
+            var client = ProgramBuilder("asker")
+            client.site("question", .int); client.site("answer", .int)
+            client.syscall("ask", .wireCall, inputs: ["in": "question"], outputs: ["out": "answer"],
+                           params: ["peer": .string("b"), "site": .string("ask"), "timeoutMs": .int(60_000)])
+            let a = Node()
+            try a.install(client.program)
+            a.addPeer(bID, name: "b", addresses: [try await peer(bAddress)])
+            var driverConfig = NodeDriver.Configuration()
+            driverConfig.link.core.livenessBound = .seconds(30)
+            driverConfig.link.core.connectTimeout = .seconds(30)
+            let driver = try await NodeDriver.start(node: a, on: loop, transport: tcp, configuration: driverConfig)
+            let answers = try await withThrowingTaskGroup(of: (Int64, Int64).self) { group in
+                for i in 0..<Int64(count) {
+                    group.addTask {
+                        let answer: Int64 = try await driver.call(site: "question", value: i, timeout: .seconds(60))
+                        return (i, answer)
+                    }
+                }
+                var all: [(Int64, Int64)] = []
+                for try await pair in group { all.append(pair) }
+                return all
+            }
+            #expect(answers.count == count)
+            #expect(answers.allSatisfy { $0.1 == 2 * $0.0 }, "a wrong answer came back")
+            await driver.shutdown()
+            await tcp.shutdown()
+            await b.stop()
+        } catch {
+            await b.stop()
+            throw error
+        }
+    }
+
+    @Test("two node-engine nodes on different hosts: 1 000 request/responses, every answer right")
+    func nodesAcrossHosts() async throws {
+        try await withScratchDirectory { dir in
+            try await TestCluster.with(2) { cluster in
+                let key = dir + "/cluster.key"
+                try TestCluster.run(try TestCluster.product("spindle"), ["keygen", key])
+                let loop = try EventLoop(name: "cluster-nodes")
+                do {
+                    try await Self.doublerCalls(count: 1_000, through: { $0 }, cluster: cluster, key: key, loop: loop)
+                } catch {
+                    await loop.shutdown()
+                    throw error
+                }
+                await loop.shutdown()
+            }
+        }
+    }
+
+    @Test("with 5% packet loss on the hosts and 1 ms of added latency, every answer is still right")
+    func nodesThroughLossAndLatency() async throws {
+        try await withScratchDirectory { dir in
+            try await TestCluster.with(2) { cluster in
+                let key = dir + "/cluster.key"
+                try TestCluster.run(try TestCluster.product("spindle"), ["keygen", key])
+                for host in cluster.hosts { try cluster.loss(host, percent: 5) }
+                let loop = try EventLoop(name: "cluster-lossy")
+                let proxies = Mutex<[DelayingProxy]>([])
+                do {
+                    try await Self.doublerCalls(count: 500, through: { target in
+                        let proxy = try await DelayingProxy.start(on: loop, listen: .tcp(host: TestCluster.rootAddress, port: 0),
+                                                                  upstream: target, delay: .milliseconds(1))
+                        proxies.withLock { $0.append(proxy) }
+                        return proxy.address
+                    }, cluster: cluster, key: key, loop: loop)
+                } catch {
+                    for p in proxies.withLock({ $0 }) { p.close() }
+                    await loop.shutdown()
+                    throw error
+                }
+                for p in proxies.withLock({ $0 }) { p.close() }
+                await loop.shutdown()
+            }
+        }
     }
 }

@@ -1,7 +1,6 @@
 import Logging
 import SpindleEventLoop
 import SpindleKernel
-import Synchronization
 
 /// Runs host agents as child processes of this one: `spindle host-agent --listen … --key-file
 /// … --exit-on-stdin-close`, one per "host". For tests, the demo and single-machine clusters.
@@ -35,43 +34,28 @@ public final class LocalLauncher: HostLauncher {
     }
 
     public let configuration: Configuration
-    private let loop: EventLoop
-    private let agents = Mutex<[AgentProcess]>([])
+    private let agents: CommandLauncher
 
     /// - Parameter loop: the loop the agent processes are watched on (owned by the caller).
     public init(on loop: EventLoop, configuration: Configuration) {
-        self.loop = loop
         self.configuration = configuration
+        var arguments = ["host-agent", "--listen", "\(configuration.listenAddress)", "--exit-on-stdin-close"]
+        if let key = configuration.keyFile { arguments += ["--key-file", key] }
+        if !configuration.allowedPrograms.isEmpty { arguments += ["--allow"] + configuration.allowedPrograms }
+        arguments += configuration.extraArguments
+        var c = CommandLauncher.Configuration(commands: (0..<max(0, configuration.count)).map {
+            (host: "local-\($0)", command: [configuration.spindleExecutable] + arguments)
+        })
+        c.startTimeout = configuration.startTimeout
+        c.stopGrace = configuration.stopGrace
+        c.logger = configuration.logger
+        agents = CommandLauncher(on: loop, configuration: c)
     }
 
-    public func up() async throws(LaunchError) -> [Address] {
-        var addresses: [Address] = []
-        for i in 0..<configuration.count {
-            var arguments = ["host-agent", "--listen", "\(configuration.listenAddress)", "--exit-on-stdin-close"]
-            if let key = configuration.keyFile { arguments += ["--key-file", key] }
-            if !configuration.allowedPrograms.isEmpty { arguments += ["--allow"] + configuration.allowedPrograms }
-            arguments += configuration.extraArguments
-            do {
-                let (agent, address) = try await AgentProcess.start(
-                    host: "local-\(i)", executable: configuration.spindleExecutable, arguments: arguments,
-                    loop: loop, timeout: configuration.startTimeout, logger: configuration.logger)
-                agents.withLock { $0.append(agent) }
-                addresses.append(address)
-            } catch {
-                await down()
-                throw error
-            }
-        }
-        return addresses
-    }
+    public func up() async throws(LaunchError) -> [Address] { try await agents.up() }
 
-    public func down() async {
-        let all = agents.withLock { a -> [AgentProcess] in defer { a = [] }; return a }
-        await withTaskGroup(of: Void.self) { group in
-            for agent in all { group.addTask { await agent.stop(grace: self.configuration.stopGrace) } }
-        }
-    }
+    public func down() async { await agents.down() }
 
     /// The agents' process ids (for tests and operators).
-    public var pids: [Int32] { agents.withLock { $0.map(\.child.pid) } }
+    public var pids: [Int32] { agents.pids }
 }

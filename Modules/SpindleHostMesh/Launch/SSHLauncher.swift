@@ -1,7 +1,6 @@
 import Logging
 import SpindleEventLoop
 import SpindleKernel
-import Synchronization
 
 /// Runs `spindle host-agent` on remote machines through the system `ssh` client, one session
 /// per host, like Dask's SSHCluster: each agent listens on the host's wildcard address and
@@ -86,16 +85,21 @@ public final class SSHLauncher: HostLauncher {
     }
 
     public let configuration: Configuration
-    private let loop: EventLoop
-    private let agents = Mutex<[AgentProcess]>([])
+    private let agents: CommandLauncher
 
     public init(on loop: EventLoop, configuration: Configuration) {
-        self.loop = loop
         self.configuration = configuration
+        var c = CommandLauncher.Configuration(commands: configuration.hosts.map {
+            (host: $0.description, command: [configuration.sshExecutable] + Self.sshArguments(for: $0, configuration))
+        })
+        c.startTimeout = configuration.startTimeout
+        c.stopGrace = configuration.stopGrace
+        c.logger = configuration.logger
+        agents = CommandLauncher(on: loop, configuration: c)
     }
 
     /// The ssh command line for `host` (without the executable).
-    func sshArguments(for host: Host) -> [String] {
+    static func sshArguments(for host: Host, _ configuration: Configuration) -> [String] {
         var args = ["-T"]
         if let id = configuration.identityFile { args += ["-i", id] }
         if let port = host.port { args += ["-p", "\(port)"] }
@@ -119,27 +123,7 @@ public final class SSHLauncher: HostLauncher {
         return "'" + word.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
     }
 
-    public func up() async throws(LaunchError) -> [Address] {
-        var addresses: [Address] = []
-        for host in configuration.hosts {
-            do {
-                let (agent, address) = try await AgentProcess.start(
-                    host: host.description, executable: configuration.sshExecutable, arguments: sshArguments(for: host),
-                    loop: loop, timeout: configuration.startTimeout, logger: configuration.logger)
-                agents.withLock { $0.append(agent) }
-                addresses.append(address)
-            } catch {
-                await down()
-                throw error
-            }
-        }
-        return addresses
-    }
+    public func up() async throws(LaunchError) -> [Address] { try await agents.up() }
 
-    public func down() async {
-        let all = agents.withLock { a -> [AgentProcess] in defer { a = [] }; return a }
-        await withTaskGroup(of: Void.self) { group in
-            for agent in all { group.addTask { await agent.stop(grace: self.configuration.stopGrace) } }
-        }
-    }
+    public func down() async { await agents.down() }
 }

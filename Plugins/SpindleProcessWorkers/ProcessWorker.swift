@@ -1,4 +1,5 @@
 import Foundation
+import SpindleKernel
 import Logging
 import SpindleEventLoop
 import SpindleTaskQueue
@@ -121,9 +122,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
     }
 
     /// Waits until the process is reaped; kills it at `deadline`.
-    func waitForExit(until deadline: ContinuousClock.Instant) async {
+    func waitForExit(until deadline: MonotonicInstant) async {
         let child = state.withLock { $0.child }
-        let timeout = deadline - ContinuousClock.now
+        let timeout = deadline - SystemClock().now()
         if let child, timeout > .zero {
             let killer = child.loop.scheduleTimer(after: timeout) { try? child.kill(SIGKILL) }
             await waitExited()

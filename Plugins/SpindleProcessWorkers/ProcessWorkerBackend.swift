@@ -1,4 +1,5 @@
 import Foundation
+import SpindleKernel
 import Logging
 import SpindleEventLoop
 import SpindleTaskQueue
@@ -184,7 +185,7 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
             worker.terminate(graceful: true)
         }
         let all = exiting.withLock { Array($0.values) }
-        let deadline = ContinuousClock.now + configuration.exitTimeout
+        let deadline = SystemClock().now() + configuration.exitTimeout
         for worker in all {
             await worker.waitForExit(until: deadline)
         }

@@ -1,6 +1,6 @@
 import Logging
 import SpindleEventLoop
-import SpindleKernel
+@_spi(SpindleTransportInternals) import SpindleKernel
 import Synchronization
 
 /// How a connection's handshake ended.

@@ -1,5 +1,5 @@
 import Testing
-@testable import SpindleKernel
+@_spi(SpindleTransportInternals) @testable import SpindleKernel
 
 /// The core's direct forms — `send(_:now:transmit:)`, `send(contentsOf:now:transmit:)` and
 /// `receive(batch:now:into:deliver:)` — and the frame log behind them.

@@ -52,6 +52,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleKernel",
             swiftSettings: strict
@@ -147,6 +148,7 @@ let package = Package(
             dependencies: [
                 "SpindleKernel", "SpindleEventLoop", "CSpindleAEAD",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/SpindleTCP",
@@ -256,7 +258,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleTCPTests",
-            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture"],
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleTCPTests",
             swiftSettings: strict
         ),

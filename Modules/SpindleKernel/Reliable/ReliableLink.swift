@@ -1,5 +1,6 @@
 import DequeModule
 import Logging
+import Metrics
 import Synchronization
 
 /// Exactly-once, in-order messaging to one peer over any `Transport`, surviving reconnects.
@@ -66,6 +67,8 @@ public final class ReliableLink: Sendable {
         public var maximumSessions: Int
         /// Where refused connections are logged (once per peer, then at powers of ten).
         public var logger: Logger
+        /// Where the `spindle_link_*` metrics go (nil: the global `MetricsSystem`).
+        public var metricsFactory: (any MetricsFactory)? = nil
 
         public init(core: ReliableLinkCore.Configuration = .init(), clock: any SpindleClock = SystemClock(),
                     tickInterval: Duration = .milliseconds(5), automaticTicks: Bool = true,
@@ -154,6 +157,7 @@ public final class ReliableLink: Sendable {
     /// none); lets hot paths skip rescheduling when the timer will wake it soon enough.
     private let scheduledWake = Atomic<UInt64>(0)
     private let wallClock = SystemClock()
+    private let metrics: LinkMetrics
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -168,6 +172,7 @@ public final class ReliableLink: Sendable {
         self.coarseNow = Atomic(configuration.clock.now().nanoseconds)
         state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
         handlerSlot = HandlerSlot(handler)
+        metrics = LinkMetrics(role: role, factory: configuration.metricsFactory)
     }
 
     /// Opens the initiating end of a new session to the `ReliableListener` at `address`.
@@ -770,14 +775,17 @@ public final class ReliableLink: Sendable {
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onDeliver(e)
                 case .undeliverable(let es, let why):
+                    metrics.returned(es.count, why)
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onUndeliverable(es, why)
                 case .notify(let event):
+                    metrics.event(event)
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onEvent?(event)
                 case .closeConnection:
                     connection?.close()
                 case .connect:
+                    metrics.connectAttempts.increment()
                     startConnecting()
                 }
             }

@@ -15,10 +15,10 @@ import SpindleKernel
 /// ```
 /// It belongs to one node and is only valid on the node's thread during a dispatch.
 public final class NodeContext {
-    public var peers: PeerContext
-    public var net: NetContext
-    public var time: TimeContext
-    public var syscalls: SyscallState
+    var peers: PeerContext
+    var net: NetContext
+    var time: TimeContext
+    var syscalls: SyscallState
     public var bus: TypedBus
     public let ingress: Ingress
     // `siblings` and `current` are written only by the engine (internal setters), on the node's

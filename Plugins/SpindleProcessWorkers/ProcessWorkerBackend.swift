@@ -10,7 +10,7 @@ import Glibc
 #endif
 
 /// Workers as child processes: the same executable (or a configured one) re-entered in
-/// worker mode through ``ProcessWorkerMain/runIfWorker(kinds:)``.
+/// worker mode through ``ProcessWorkerMain/runIfWorker(kinds:jobs:)``.
 ///
 /// ```
 ///  master (TaskQueue) ── ProcessWorkerBackend ── EventLoop ──┬── stdin  ─▶ worker process

@@ -36,8 +36,8 @@ public enum ProcessWorkerMain {
 
     /// Serves as a worker and exits if this process was started as one; returns otherwise.
     /// - Parameters:
-    ///   - kinds: the ``TaskKind``s this program runs on process workers.
-    ///   - jobs: the ``ProcessJob``s it runs on process workers.
+    ///   - kinds: the `TaskKind`s this program runs on process workers.
+    ///   - jobs: the `ProcessJob`s it runs on process workers.
     public static func runIfWorker(kinds: [any TaskKind.Type] = [], jobs: [any ProcessJob.Type] = []) {
         guard let raw = getenv(environmentKey) else { return }
         let name = String(cString: raw)

@@ -47,10 +47,18 @@ let package = Package(
             providers: [.apt(["libuv1-dev"])]
         ),
 
-        // MARK: Kernel and event loop
+        // MARK: Support, kernel and event loop
+        // The runtime's shared internals (locks, parking, threads, SplitMix64, byte coding,
+        // loop confinement): `package` access, not a product.
+        .target(
+            name: "SpindleSupport",
+            path: "Modules/SpindleSupport",
+            swiftSettings: strict
+        ),
         .target(
             name: "SpindleKernel",
             dependencies: [
+                "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
@@ -62,7 +70,7 @@ let package = Package(
         .target(
             name: "SpindleEventLoop",
             dependencies: [
-                "CLibUV", "SpindleKernel",
+                "CLibUV", "SpindleKernel", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -77,14 +85,14 @@ let package = Package(
         ),
         .target(
             name: "SpindleTasklets",
-            dependencies: ["SpindleKernel", "CSpindleCycles"],
+            dependencies: ["SpindleKernel", "SpindleSupport", "CSpindleCycles"],
             path: "Modules/SpindleTasklets",
             swiftSettings: strict
         ),
         .target(
             name: "SpindleTaskQueue",
             dependencies: [
-                "SpindleKernel",
+                "SpindleKernel", "SpindleSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
@@ -100,7 +108,7 @@ let package = Package(
         .target(
             name: "SpindleNodeEngine",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop",
+                "SpindleKernel", "SpindleEventLoop", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
@@ -161,7 +169,7 @@ let package = Package(
         .target(
             name: "SpindleProcessWorkers",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue",
+                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue", "SpindleSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/SpindleProcessWorkers",
@@ -182,7 +190,7 @@ let package = Package(
         .executableTarget(
             name: "SpindleCLI",
             dependencies: [
-                "Spindle",
+                "Spindle", "SpindleSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -232,7 +240,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "SpindleKernelTests",
-            dependencies: ["SpindleKernel"],
+            dependencies: ["SpindleSupport", "SpindleKernel"],
             path: "Tests/SpindleKernelTests",
             swiftSettings: strict
         ),
@@ -269,7 +277,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleTaskletsTests",
-            dependencies: ["SpindleTasklets"],
+            dependencies: ["SpindleSupport", "SpindleTasklets"],
             path: "Tests/SpindleTaskletsTests",
             swiftSettings: strict
         ),
@@ -305,7 +313,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleNodeEngineTests",
-            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
+            dependencies: ["SpindleSupport", "SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
                            .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleNodeEngineTests",
             swiftSettings: strict
@@ -333,6 +341,12 @@ let package = Package(
             dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleNodeEngine",
                            "SpindleCLI", "ClusterNodeFixture"],
             path: "Tests/SpindleClusterTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleSupportTests",
+            dependencies: ["SpindleSupport", "SpindleEventLoop"],
+            path: "Tests/SpindleSupportTests",
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import Spindle
+import SpindleSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -88,15 +89,8 @@ func printFlushed(_ line: String) {
 
 /// Calls `body` (once, on a thread of its own) when standard input reaches its end: the
 /// thread blocks in read(2), so no event loop or task is held up.
-func onStandardInputClosed(_ body: @escaping @Sendable () -> Void) {
-    final class Box: Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { raw in
-        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+func onStandardInputClosed(_ body: @escaping @Sendable () -> Void) throws(ThreadStartError) {
+    let watch: @Sendable () -> Void = {
         var byte: UInt8 = 0
         while true {
             let n = read(0, &byte, 1)
@@ -104,12 +98,7 @@ func onStandardInputClosed(_ body: @escaping @Sendable () -> Void) {
             if n < 0 && errno == EINTR { continue }
             break
         }
-        box.body()
-        return nil
-    }, box)
-    if rc == 0 {
-        pthread_detach(thread)
-    } else {
-        Unmanaged<Box>.fromOpaque(box).release()
+        body()
     }
+    try SpindleThread.detached(name: "spindle-stdin", watch)
 }

@@ -72,7 +72,7 @@ struct HostAgentCommand: AsyncParsableCommand {
         printFlushed("spindle host-agent listening on \(bound)")
         if exitOnStdinClose {
             let stop = continuation
-            onStandardInputClosed { stop.yield(0) }
+            try onStandardInputClosed { stop.yield(0) }
         }
         var it = signals.makeAsyncIterator()
         let sig = await it.next() ?? SIGTERM

@@ -1,5 +1,6 @@
 import Foundation
 import SpindleKernel
+import SpindleSupport
 import SpindleTaskQueue
 
 #if canImport(Glibc)

@@ -237,7 +237,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     func begin(role: TCPHandshake.Role,
                finished: @escaping @Sendable (TCPConnection) -> Void,
                done: @escaping (HandshakeOutcome) -> Void) {
-        assert(loop.inEventLoop, "TCPConnection.begin must run on its loop")
+        loop.assertInLoop("TCPConnection.begin")
         self.role = role
         onFinished = finished
         onHandshakeDone = done
@@ -311,6 +311,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     // MARK: loop-side internals
 
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
+        loop.assertInLoop("a TCP connection's read")
         guard finalReason == nil, !closeStarted else { return }
         metrics.bytesReceived.increment(by: Int64(bytes.count))
         if handshaking {
@@ -544,6 +545,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     private func install(_ newHandler: ConnectionHandler) {
+        loop.assertInLoop("installing a TCP connection's handler")
         guard !started else { return }
         started = true
         handler = newHandler
@@ -568,6 +570,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     private func handleChannelClosed(_ error: EventLoopError?) {
+        loop.assertInLoop("a TCP connection's close")
         handshakeTimer?.cancel()
         handshakeTimer = nil
         if handshaking, var hs = handshake {
@@ -599,6 +602,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     private func deliverCloseIfReady() {
+        loop.assertInLoop("delivering a TCP connection's close")
         guard let reason = finalReason, let handler, !closeDelivered else { return }
         closeDelivered = true
         handler.onClose(reason)

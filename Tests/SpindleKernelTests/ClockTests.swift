@@ -1,5 +1,6 @@
 import Testing
 import SpindleKernel
+import SpindleSupport
 
 @Suite struct ClockTests {
     @Test func systemClockIsMonotonic() {

@@ -1,3 +1,4 @@
+import SpindleSupport
 import Testing
 @_spi(SpindleTransportInternals) @testable import SpindleKernel
 

@@ -1,5 +1,6 @@
 import Testing
 import SpindleKernel
+import SpindleSupport
 
 /// What a reliable link hands its application.
 private final class LinkInbox: Sendable {

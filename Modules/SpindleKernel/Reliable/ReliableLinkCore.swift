@@ -1,4 +1,5 @@
 import DequeModule
+import SpindleSupport
 
 /// The reliable-link protocol as a value-type state machine: events in, actions out, no I/O.
 ///

@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -98,16 +99,10 @@ public struct SystemClock: SpindleClock {
 
     @inlinable
     public func now() -> MonotonicInstant {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return MonotonicInstant(nanoseconds: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec))
+        MonotonicInstant(nanoseconds: monotonicNanoseconds())
     }
 
-    public func wallNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-    }
+    public func wallNanoseconds() -> UInt64 { wallClockNanoseconds() }
 }
 
 /// A clock that moves only when a test tells it to. Thread-safe.

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 
 /// Everything an op receives when it is dispatched, grouped by concern:
 ///
@@ -51,7 +52,7 @@ public final class NodeContext {
             serialize: SerializeQueues(capacityPerName: c.namedQueueCapacity),
             hold: HoldTable(capacityPerName: c.namedQueueCapacity),
             records: RecordRings(capacityPerName: c.recordCapacity),
-            rng: SeededRandom(seed: c.seed))
+            rng: SplitMix64(seed: c.seed))
         bus = TypedBus()
         ingress = Ingress(capacities: [.network: c.ingressCapacity, .completions: c.completionIngressCapacity,
                                        .control: c.controlIngressCapacity],

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 
 /// State behind the built-in syscalls: named FIFOs, the hold table, record rings, counters,
 /// latches, limits and the seeded RNG. Event subscriptions live in the installed program.
@@ -20,7 +21,7 @@ struct SyscallState: Sendable {
     /// Semaphores of `LimitAcquire` / `LimitRelease`.
     var limits = Limits()
     /// The node's seeded RNG (`RngU64`, backoff jitter is seeded separately).
-    var rng: SeededRandom
+    var rng: SplitMix64
 
     /// Key of the execution-scoped `Any` latch.
     struct AnyLatch: Hashable, Sendable {

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 
 /// Per-peer exponential backoff: after the n-th consecutive failure a peer is left alone for
 /// `base · 2^(n-1)`, capped at `cap`, shortened by up to `jitter` (a fraction) at random.
@@ -12,11 +13,11 @@ struct BackoffTable: Sendable {
 
     let configuration: Configuration
     private var entries: [NodeID: Entry] = [:]
-    private var rng: SeededRandom
+    private var rng: SplitMix64
 
     init(_ configuration: Configuration = .init(), seed: UInt64) {
         self.configuration = configuration
-        rng = SeededRandom(seed: seed)
+        rng = SplitMix64(seed: seed)
     }
 
     /// The delay before jitter after `failures` consecutive failures (0 for none).

@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// A reusable, cancellable barrier among the data lanes of one phase.

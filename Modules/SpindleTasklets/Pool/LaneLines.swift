@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// What the coordinator hands one data lane for a phase: written by the coordinator, read by

@@ -1,5 +1,6 @@
 import CSpindleCycles
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,7 +17,7 @@ final class WorkerSlot: @unchecked Sendable {
     let lane: Int
     let lines = LaneLines()
     let parker = Parker()
-    var thread: PoolThread?
+    var thread: SpindleThread?
 
     init(lane: Int) { self.lane = lane }
 }
@@ -102,7 +103,7 @@ final class PoolCore: @unchecked Sendable {
 
     private struct AsyncRunner {
         var queue: [@Sendable () -> Void] = []
-        var thread: PoolThread?
+        var thread: SpindleThread?
         var stopping = false
     }
     private let runner = Mutex(AsyncRunner())
@@ -286,7 +287,7 @@ final class PoolCore: @unchecked Sendable {
         }
         control.reset(fuel: fuel)
         frame.begin(lanes: workers, fuel: fuel, scratchSize: scratchSize, scratchAlignment: scratchAlignment)
-        control.coordinatorThread.store(currentThreadID(), ordering: .releasing)
+        control.coordinatorThread.store(SpindleThread.currentID, ordering: .releasing)
         cancellation?.attach(control)
     }
 
@@ -463,7 +464,7 @@ final class PoolCore: @unchecked Sendable {
             if sequential {
                 sequentialLines.append(slot.lines)
             } else {
-                slot.thread = try PoolThread.start(name: threadName) { [self] in self.laneThread(slot) }
+                slot.thread = try SpindleThread.startPoolThread(name: threadName) { [self] in self.laneThread(slot) }
             }
             if slots.count == joinCapacity {
                 let grown = UnsafeMutablePointer<JoinEntry>.allocate(capacity: max(8, joinCapacity * 2))
@@ -531,7 +532,7 @@ final class PoolCore: @unchecked Sendable {
                 throw .invalidConfiguration("the tasklet pool is shut down")
             }
             if state.thread == nil {
-                state.thread = try PoolThread.start(name: threadName) { [self] in self.runnerThread() }
+                state.thread = try SpindleThread.startPoolThread(name: threadName) { [self] in self.runnerThread() }
                 startedThreads.add(1, ordering: .relaxed)
             }
             state.queue.append(job)
@@ -564,7 +565,7 @@ final class PoolCore: @unchecked Sendable {
     /// stops and joins every pool thread. Blocks; idempotent.
     func shutdownBlocking() {
         closed.store(true, ordering: .sequentiallyConsistent)
-        let runnerThread = runner.withLock { state -> PoolThread? in
+        let runnerThread = runner.withLock { state -> SpindleThread? in
             state.stopping = true
             defer { state.thread = nil }
             return state.thread

@@ -1,4 +1,5 @@
 import CSpindleCycles
+import SpindleSupport
 
 #if canImport(Glibc)
 import Glibc

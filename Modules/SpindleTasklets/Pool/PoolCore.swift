@@ -69,7 +69,7 @@ final class PoolCore: @unchecked Sendable {
     /// Whether a launch runs on this core now (sequential cores are reused only when idle).
     private let busy = Atomic<Bool>(false)
     // @exclusivity(unchecked) here and below: only the launch that holds the gate touches
-    // these, so accesses never overlap; the dynamic check would cost every launch ~20 ns.
+    // these, so accesses never overlap, and the dynamic check would sit on every launch.
     @exclusivity(unchecked) private var slots: [WorkerSlot] = []
     /// What the coordinator needs of each slot during a phase, as plain pointers (indexing
     /// `slots` would retain and release a slot per access, inside the join's spin loop).

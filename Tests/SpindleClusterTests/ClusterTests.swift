@@ -167,3 +167,102 @@ extension ClusterTests {
         }
     }
 }
+
+extension ClusterTests {
+    @Test("a node's host cut off: its pending calls fail naming it, nothing hangs; healed, calls succeed again")
+    func nodeCallsThroughPartition() async throws {
+        try await withScratchDirectory { dir in
+            try await TestCluster.with(2) { cluster in
+                let key = dir + "/cluster.key"
+                try TestCluster.run(try TestCluster.product("spindle"), ["keygen", key])
+                let loop = try EventLoop(name: "cluster-partition")
+                let fixture = try TestCluster.product("ClusterNodeFixture")
+                let host = cluster.hosts[1]
+                let b = try await LineProcess(on: loop, cluster.inside(host, [
+                    fixture, "--listen", "tcp://\(host.address):0", "--key-file", key]))
+                var config = TCPTransport.Configuration()
+                config.clusterKey = try ClusterKey(contentsOfFile: key)
+                let tcp = TCPTransport(loop: loop, configuration: config)
+                var driver: NodeDriver?
+                do {
+                    let line = try await b.line(containing: "listening on")
+                    let parts = line.split(separator: " ")
+                    let bID = try NodeID(parsing: String(parts[1]))
+                    let bAddress = try Address(parsing: String(parts.last!))
+                    var client = ProgramBuilder("asker")
+                    client.site("question", .int); client.site("answer", .int)
+                    client.syscall("ask", .wireCall, inputs: ["in": "question"], outputs: ["out": "answer"],
+                                   params: ["peer": .string("b"), "site": .string("ask"), "timeoutMs": .int(120_000)])
+                    let a = Node()
+                    try a.install(client.program)
+                    a.addPeer(bID, name: "b", addresses: [bAddress])
+                    // The production liveness bound (5 s): a cut host is noticed by the link and
+                    // the engine's watch on the peers it calls.
+                    let d = try await NodeDriver.start(node: a, on: loop, transport: tcp)
+                    driver = d
+                    for i in 0..<Int64(20) {
+                        let answer: Int64 = try await d.call(site: "question", value: i, timeout: .seconds(60))
+                        #expect(answer == 2 * i)
+                    }
+
+                    // Cut: calls in flight and calls made now fail, naming b, long before their
+                    // own two-minute deadlines.
+                    try cluster.cut(host)
+                    let failures = try await withThrowingTaskGroup(of: NodeCallError?.self) { group in
+                        for i in 0..<Int64(10) {
+                            group.addTask {
+                                do {
+                                    let _: Int64 = try await d.call(site: "question", value: i, timeout: .seconds(120))
+                                    return nil
+                                } catch let error as NodeCallError {
+                                    return error
+                                }
+                            }
+                        }
+                        var all: [NodeCallError?] = []
+                        for try await f in group { all.append(f) }
+                        return all
+                    }
+                    #expect(failures.count == 10)
+                    for failure in failures {
+                        guard case .failed(let f)? = failure else {
+                            Issue.record("a call across the cut did not fail: \(String(describing: failure))")
+                            continue
+                        }
+                        switch f.reason {
+                        case .peerDown(let peer), .unreachable(let peer, _):
+                            #expect(peer == bID, "the failure names another peer: \(f)")
+                        default:
+                            Issue.record("a call across the cut failed for another reason: \(f)")
+                        }
+                    }
+
+                    // Heal: the link reconnects and calls are answered again.
+                    try cluster.heal(host)
+                    let deadline = SystemClock().now() + .seconds(60)
+                    var healed = false
+                    while !healed && SystemClock().now() < deadline {
+                        if let answer: Int64 = try? await d.call(site: "question", value: 21, timeout: .seconds(10)) {
+                            #expect(answer == 42)
+                            healed = true
+                        } else {
+                            try await Task.sleep(for: .milliseconds(200))
+                        }
+                    }
+                    #expect(healed, "no call was answered within 60 s of healing the partition")
+                } catch {
+                    await driver?.shutdown()
+                    await tcp.shutdown()
+                    await b.stop()
+                    await loop.shutdown()
+                    throw error
+                }
+                await driver?.shutdown()
+                await tcp.shutdown()
+                await b.stop()
+                await loop.shutdown()
+                try await waitUntil("\(host.name) to have no process left") { (try? cluster.processes(in: host).isEmpty) == true }
+            }
+        }
+    }
+}

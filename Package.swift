@@ -36,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // MARK: C system library
@@ -46,13 +48,22 @@ let package = Package(
             providers: [.apt(["libuv1-dev"])]
         ),
 
-        // MARK: Kernel and event loop
+        // MARK: Support, kernel and event loop
+        // The runtime's shared internals (locks, parking, threads, SplitMix64, byte coding,
+        // loop confinement): `package` access, not a product.
+        .target(
+            name: "SpindleSupport",
+            path: "Modules/SpindleSupport",
+            swiftSettings: strict
+        ),
         .target(
             name: "SpindleKernel",
             dependencies: [
+                "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleKernel",
             swiftSettings: strict
@@ -60,7 +71,7 @@ let package = Package(
         .target(
             name: "SpindleEventLoop",
             dependencies: [
-                "CLibUV", "SpindleKernel",
+                "CLibUV", "SpindleKernel", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -75,16 +86,16 @@ let package = Package(
         ),
         .target(
             name: "SpindleTasklets",
-            dependencies: ["SpindleKernel", "CSpindleCycles"],
+            dependencies: ["SpindleKernel", "SpindleSupport", "CSpindleCycles"],
             path: "Modules/SpindleTasklets",
             swiftSettings: strict
         ),
         .target(
             name: "SpindleTaskQueue",
             dependencies: [
-                "SpindleKernel",
+                "SpindleKernel", "SpindleSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
-                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleTaskQueue",
@@ -98,12 +109,13 @@ let package = Package(
         .target(
             name: "SpindleNodeEngine",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop",
+                "SpindleKernel", "SpindleEventLoop", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleNodeEngine",
             swiftSettings: strict
@@ -156,6 +168,8 @@ let package = Package(
             dependencies: [
                 "SpindleKernel", "SpindleEventLoop", "CSpindleAEAD",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/SpindleTCP",
@@ -164,7 +178,7 @@ let package = Package(
         .target(
             name: "SpindleProcessWorkers",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue",
+                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue", "SpindleSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/SpindleProcessWorkers",
@@ -185,7 +199,7 @@ let package = Package(
         .executableTarget(
             name: "SpindleCLI",
             dependencies: [
-                "Spindle",
+                "Spindle", "SpindleSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -235,7 +249,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "SpindleKernelTests",
-            dependencies: ["SpindleKernel"],
+            dependencies: ["SpindleSupport", "SpindleKernel"],
             path: "Tests/SpindleKernelTests",
             swiftSettings: strict
         ),
@@ -265,13 +279,14 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleTCPTests",
-            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture"],
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleTCPTests",
             swiftSettings: strict
         ),
         .testTarget(
             name: "SpindleTaskletsTests",
-            dependencies: ["SpindleTasklets"],
+            dependencies: ["SpindleSupport", "SpindleTasklets"],
             path: "Tests/SpindleTaskletsTests",
             swiftSettings: strict
         ),
@@ -307,7 +322,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleNodeEngineTests",
-            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
+            dependencies: ["SpindleSupport", "SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
                            .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleNodeEngineTests",
             swiftSettings: strict
@@ -325,9 +340,30 @@ let package = Package(
             path: "Tests/SpindleRunnerTests",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "ClusterNodeFixture",
+            dependencies: ["SpindleNodeEngine", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/Fixtures/ClusterNodeFixture",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleClusterTests",
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleNodeEngine",
+                           "SpindleCLI", "ClusterNodeFixture"],
+            path: "Tests/SpindleClusterTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleSupportTests",
+            dependencies: ["SpindleSupport", "SpindleEventLoop"],
+            path: "Tests/SpindleSupportTests",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleIntegrationTests",
-            dependencies: ["Spindle"],
+            dependencies: ["Spindle",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Tests/SpindleIntegrationTests",
             swiftSettings: strict
         ),

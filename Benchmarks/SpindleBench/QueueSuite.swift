@@ -95,10 +95,8 @@ let queueSuite: BenchSuite = {
                                     baseline: python == nil ? "python skipped" : "ProcessPool(2).map chunk 1",
                                     baselineValue: python?.rate, higherIsBetter: true))
         let handleLatency = try await handleRoundTrip(roundTrips: 2_000)
-        reporter.report(BenchResult(suite: "queue", benchmark: "process worker: handle round trip",
-                                    value: handleLatency * 1e6, unit: "µs",
-                                    baseline: python == nil ? "python skipped" : "ProcessPool submit+result",
-                                    baselineValue: python?.latencyMicros, higherIsBetter: false))
+        reporter.reportLatency(suite: "queue", benchmark: "process worker: handle round trip", handleLatency,
+                               baseline: python.map { ("ProcessPool submit+result", $0.latencyMicros, $0.latencyP99Micros) })
     }
 }()
 
@@ -169,8 +167,7 @@ private func externalLatency(roundTrips: Int) async throws -> Double {
         samples.append(Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9)
     }
     await queue.shutdown()
-    samples.sort()
-    return samples[samples.count / 2]
+    return median(samples)
 }
 
 /// Jobs per second through `queue.map` on two worker processes (the front door's defaults):
@@ -196,22 +193,21 @@ private func mapThroughput(tasks: Int, rounds: Int) async throws -> Double {
     return best
 }
 
-/// Seconds from `enqueue` to `await handle.value` for one no-op job at a time on one worker
-/// process, from a Swift task (median).
-private func handleRoundTrip(roundTrips: Int) async throws -> Double {
+/// Each `enqueue` to `await handle.value` of one no-op job at a time on one worker process,
+/// from a Swift task.
+private func handleRoundTrip(roundTrips: Int) async throws -> Latencies {
     let queue = try await TaskQueue(processWorkersFor: NoopJob.self, workers: 1)
     for i in 0..<100 { _ = try await queue.enqueue(i).value }
-    var samples: [Double] = []
-    samples.reserveCapacity(roundTrips)
+    var latencies = Latencies()
+    let clock = SystemClock()
     for i in 0..<roundTrips {
-        let t0 = SystemClock().now()
+        let t0 = clock.now()
         let value = try await queue.enqueue(i).value
-        samples.append(Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9)
+        latencies.record(clock.now() - t0)
         if value != i { throw QueueBenchError("round trip \(i) answered \(value)") }
     }
     await queue.shutdown()
-    samples.sort()
-    return samples[samples.count / 2]
+    return latencies
 }
 
 private struct QueueBenchError: Error, CustomStringConvertible {
@@ -220,7 +216,7 @@ private struct QueueBenchError: Error, CustomStringConvertible {
 }
 
 /// Runs Benchmarks/queue_baseline.py; nil when python3 or the script is missing.
-private func pythonBaseline(tasks: Int, roundTrips: Int) -> (rate: Double, latencyMicros: Double)? {
+private func pythonBaseline(tasks: Int, roundTrips: Int) -> (rate: Double, latencyMicros: Double, latencyP99Micros: Double)? {
     let source = "\(#filePath)"
     guard let slash = source.lastIndex(of: "/") else { return nil }
     let benchDir = String(source[..<slash])  // Benchmarks/SpindleBench
@@ -234,8 +230,9 @@ private func pythonBaseline(tasks: Int, roundTrips: Int) -> (rate: Double, laten
     }
     guard pclose(pipe) == 0 else { return nil }
     guard let rate = number(after: "\"tasks_per_s\":", in: output),
-          let latency = number(after: "\"latency_us\":", in: output) else { return nil }
-    return (rate, latency)
+          let latency = number(after: "\"latency_us\":", in: output),
+          let p99 = number(after: "\"latency_p99_us\":", in: output) else { return nil }
+    return (rate, latency, p99)
 }
 
 private func number(after key: String, in text: String) -> Double? {

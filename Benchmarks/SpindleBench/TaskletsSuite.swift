@@ -326,11 +326,6 @@ private func sumChunk(_ p: UnsafeBufferPointer<Int32>, _ range: Range<Int>) -> I
     return s
 }
 
-private func median(_ values: [Double]) -> Double {
-    let sorted = values.sorted()
-    return sorted[sorted.count / 2]
-}
-
 private struct TaskletBenchError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }

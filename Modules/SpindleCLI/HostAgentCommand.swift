@@ -29,6 +29,12 @@ struct HostAgentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds without a word from a client (or proc) before it is declared lost and its procs are stopped.")
     var liveness: Double = 5
 
+    @Option(name: .long, help: "Address clients dial, when it differs from --listen (a wildcard bind, NAT): host, or tcp://host:port.")
+    var advertise: String?
+
+    @Flag(name: .long, help: "Shut down when standard input closes (how `spindle cluster up` ties an agent to its ssh session).")
+    var exitOnStdinClose = false
+
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
@@ -38,9 +44,13 @@ struct HostAgentCommand: AsyncParsableCommand {
         guard grace >= 0 else { throw ValidationError("--grace must not be negative") }
         guard liveness >= 1, liveness.isFinite else { throw ValidationError("--liveness must be at least 1 second") }
         let key = try common.keyFile.map(loadClusterKey)
+        let advertised = try advertise.map { text throws -> Address in
+            do { return try Address(parsing: text.contains("://") ? text : "tcp://\(text):0") }
+            catch { throw ValidationError("--advertise: \(error)") }
+        }
 
         let loop = try EventLoop(name: "spindle-host-agent")
-        let transport = makeTCPTransport(loop: loop, key: key)
+        let transport = makeTCPTransport(loop: loop, key: key, advertised: advertised)
         var config = HostAgent.Configuration()
         config.listenAddress = address
         config.transportAuthenticates = key != nil
@@ -65,6 +75,10 @@ struct HostAgentCommand: AsyncParsableCommand {
             throw CLIError(description: error.description)
         }
         printFlushed("spindle host-agent listening on \(bound)")
+        if exitOnStdinClose {
+            let stop = continuation
+            try onStandardInputClosed { stop.yield(0) }
+        }
         var it = signals.makeAsyncIterator()
         let sig = await it.next() ?? SIGTERM
         config.logger.info("signal received; shutting down", metadata: ["signal": "\(sig)"])

@@ -1,4 +1,5 @@
 import CLibUV
+import SpindleKernel
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -290,12 +291,13 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
     /// only reaper by then), polling without blocking a thread; sends SIGKILL once `killAfter`
     /// has passed (nil: it was sent already). Returns once the exit is recorded.
     private func reapAfterLoop(killAfter grace: Duration?) async {
-        let start = ContinuousClock.now
+        let clock = SystemClock()
+        let start = clock.now()
         var killed = grace == nil
         var pause = Duration.milliseconds(1)
         while true {
             if let status = ChildProcess.reap(pid) { return exited(status) }
-            if !killed, let grace, ContinuousClock.now - start >= grace {
+            if !killed, let grace, clock.now() - start >= grace {
                 _ = deliver(SIGKILL)
                 killed = true
             }

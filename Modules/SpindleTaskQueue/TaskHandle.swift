@@ -162,9 +162,8 @@ public final class TaskTicket: @unchecked Sendable {
 
     /// The outcome, waiting for it if need be (suspending only when it has none yet).
     ///
-    /// No spinning before the suspension: tried (200 µs), it made a single handle's round trip
-    /// 4–8× slower on the 2-vCPU machine, where the spinning caller takes the core the worker's
-    /// answer needs (docs/benchmarks.md, issue 21).
+    /// No spinning before the suspension: on a machine with few cores the spinning caller
+    /// takes the core the worker's answer needs (docs/benchmarks.md, "Design measurements").
     @usableFromInline
     func outcome() async -> Result<any Sendable, TaskFailure> {
         if decided.load(ordering: .acquiring), let ready = currentOutcome { return ready }

@@ -1,5 +1,6 @@
 import DequeModule
 import Logging
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -63,11 +64,10 @@ public final class ThreadWorkerBackend<Kind: TaskKind>: WorkerBackend {
         reapFinished()
         let worker = ThreadWorker<Kind>(id: id, events: events, exits: exits)
         workers.withLock { $0[id] = worker }
-        if !worker.launch() {
+        if let refusal = worker.launch() {
             workers.withLock { _ = $0.removeValue(forKey: id) }
             // Reported from another thread: backend methods must not call events directly.
-            let detail = "pthread_create failed"
-            Task.detached { events.died(id, detail: detail) }
+            Task.detached { events.died(id, detail: refusal) }
         }
     }
 
@@ -156,59 +156,22 @@ protocol JoinableThread: Sendable {
 
 /// A condition every worker thread signals as it ends, so shutdown can wait for exits with
 /// a timeout (a join cannot time out).
-///
-/// `@unchecked Sendable`: a heap-allocated pthread mutex and condition, used only through
-/// pthread calls.
 @usableFromInline
-final class ExitSignal: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+final class ExitSignal: Sendable {
+    private let lock = ConditionLock()
 
     @usableFromInline
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-        cond = .allocate(capacity: 1)
-        cond.initialize(to: pthread_cond_t())
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(cond, &attributes)
-        pthread_condattr_destroy(&attributes)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
+    init() {}
 
     /// A thread ended.
     @usableFromInline
     func signal() {
-        pthread_mutex_lock(mutex)
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
+        lock.withLock { lock.broadcast() }
     }
 
     /// Waits until `done()` holds or `timeout` passed; returns whether it holds.
     func wait(timeout: Duration, until done: () -> Bool) -> Bool {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let (seconds, attoseconds) = timeout.components
-        var deadline = timespec(tv_sec: now.tv_sec + Int(seconds), tv_nsec: now.tv_nsec + Int(attoseconds / 1_000_000_000))
-        if deadline.tv_nsec >= 1_000_000_000 {
-            deadline.tv_sec += 1
-            deadline.tv_nsec -= 1_000_000_000
-        }
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while !done() {
-            if pthread_cond_timedwait(cond, mutex, &deadline) == ETIMEDOUT { return done() }
-        }
-        return true
+        lock.wait(timeout: timeout, until: done)
     }
 }
 
@@ -230,9 +193,9 @@ final class ThreadJoiner: Sendable {
 
     func run() {
         if workers.isEmpty { return done([]) }
-        if let thread = startThread({ self.joinAll() }) {
-            pthread_detach(thread)
-        } else {
+        do {
+            try SpindleThread.detached(name: "spindle-join") { self.joinAll() }
+        } catch {
             joinAll()
         }
     }
@@ -252,31 +215,19 @@ final class ThreadJoiner: Sendable {
     }
 }
 
-/// The body of a thread started by ``startThread(_:)``.
-private final class ThreadBody: Sendable {
-    let run: @Sendable () -> Void
-    init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-}
-
-/// Starts an OS thread running `body`; nil when the system refuses.
+/// Starts a worker thread running `body`: the thread, or why the system refused.
 @usableFromInline
-func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
-    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { raw in
-        Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue().run()
-        return nil
-    }, box)
-    if rc != 0 {
-        Unmanaged<ThreadBody>.fromOpaque(box).release()
-        return nil
+func startWorkerThread(_ body: @escaping @Sendable () -> Void) -> (SpindleThread?, String?) {
+    do {
+        return (try SpindleThread.start(name: "spindle-worker", body), nil)
+    } catch {
+        return (nil, "\(error)")
     }
-    return thread
 }
 
 /// One worker thread and its mailbox.
 ///
-/// `@unchecked Sendable`: the mailbox fields and `withdrawn` are only touched with `mutex` held; `thread` is
+/// `@unchecked Sendable`: the mailbox fields and `withdrawn` are only touched with `lock` held; `thread` is
 /// written once by `launch()` before any other thread can see this object's thread and read
 /// only by `join()`/`detach()`, which the backend's shutdown calls once, after `stop`.
 @usableFromInline
@@ -286,15 +237,13 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
     @usableFromInline let cancelFlag = CancellationFlag()
     @usableFromInline let exited = Atomic<Bool>(false)
     @usableFromInline let exits: ExitSignal
-    /// How many withdrawn sequence numbers wait in `withdrawn` (read without the mutex, so a
+    /// How many withdrawn sequence numbers wait in `withdrawn` (read without the lock, so a
     /// worker that was never asked to withdraw anything pays one load per task).
     @usableFromInline let withdrawnCount = Atomic<Int>(0)
-    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    @usableFromInline let cond: UnsafeMutablePointer<pthread_cond_t>
-    @usableFromInline var thread = pthread_t()
-    @usableFromInline var launched = false
+    @usableFromInline let lock = ConditionLock()
+    @usableFromInline var thread: SpindleThread?
     private var joined = false
-    // Guarded by `mutex`:
+    // Guarded by `lock`:
     @usableFromInline var mailbox: [Assignment<Kind>] = []
     @usableFromInline var broadcasts: [Kind.Feedback] = []
     @usableFromInline var stopping = false
@@ -306,51 +255,41 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
         self.id = id
         self.events = events
         self.exits = exits
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-        cond = .allocate(capacity: 1)
-        cond.initialize(to: pthread_cond_t())
-        pthread_cond_init(cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
     }
 
     var hasExited: Bool { exited.load(ordering: .acquiring) }
     var workerID: WorkerID { id }
 
+    /// Starts the worker's thread.
+    /// - Returns: nil, or why the system refused.
     @inlinable
-    func launch() -> Bool {
-        guard let t = startThread({ self.main() }) else { return false }
-        thread = t
-        launched = true
-        return true
+    func launch() -> String? {
+        // The closure is formed here, so a client's queue runs a worker loop specialised for
+        // its kind.
+        let (started, refusal) = startWorkerThread { self.main() }
+        thread = started
+        return refusal
     }
 
     func join() {
-        guard launched, !joined, !detached else { return }
+        guard let thread, !joined, !detached else { return }
         joined = true
-        pthread_join(thread, nil)
+        thread.join()
     }
 
     func detach() {
-        guard launched, !joined, !detached else { return }
+        guard let thread, !joined, !detached else { return }
         detached = true
-        pthread_detach(thread)
+        thread.detach()
     }
 
     /// Makes the worker skip these prefetched tasks; raises the flag of the one it runs now if
     /// it is among them.
     func withdraw(_ seqs: [UInt64]) {
-        pthread_mutex_lock(mutex)
+        lock.lock()
         withdrawn.formUnion(seqs)
         withdrawnCount.store(withdrawn.count, ordering: .releasing)
-        pthread_mutex_unlock(mutex)
+        lock.unlock()
         let running = cancelFlag.current.load(ordering: .acquiring)
         if seqs.contains(running) { cancelFlag.interrupt(seq: running) }
     }
@@ -359,36 +298,36 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
     @inlinable
     func takeWithdrawn(_ seq: UInt64) -> Bool {
         guard withdrawnCount.load(ordering: .acquiring) > 0 else { return false }
-        pthread_mutex_lock(mutex)
+        lock.lock()
         let hit = withdrawn.remove(seq) != nil
         withdrawnCount.store(withdrawn.count, ordering: .releasing)
-        pthread_mutex_unlock(mutex)
+        lock.unlock()
         return hit
     }
 
     @inlinable
     func post(_ batch: [Assignment<Kind>]) {
-        pthread_mutex_lock(mutex)
+        lock.lock()
         if mailbox.isEmpty { mailbox = batch } else { mailbox.append(contentsOf: batch) }
-        pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
+        lock.signal()
+        lock.unlock()
     }
 
     func post(_ feedback: Kind.Feedback) {
-        pthread_mutex_lock(mutex)
+        lock.lock()
         broadcasts.append(feedback)
-        pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
+        lock.signal()
+        lock.unlock()
     }
 
     /// Stops after the current task; with `abandon`, its answers are discarded and
     /// `perform` sees `isCancelled`.
     func stop(abandon: Bool) {
         if abandon { cancelFlag.set() }
-        pthread_mutex_lock(mutex)
+        lock.lock()
         stopping = true
-        pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
+        lock.signal()
+        lock.unlock()
     }
 
     @inlinable
@@ -406,16 +345,16 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
         events.ready(id)
         var completions: [Completion<Kind>] = []
         while true {
-            pthread_mutex_lock(mutex)
+            lock.lock()
             while mailbox.isEmpty && broadcasts.isEmpty && !stopping {
-                pthread_cond_wait(cond, mutex)
+                lock.wait()
             }
             let batch = mailbox
             mailbox = []
             let feedback = broadcasts
             broadcasts = []
             let stop = stopping
-            pthread_mutex_unlock(mutex)
+            lock.unlock()
 
             for f in feedback { Kind.received(broadcast: f) }
             if cancelFlag.isAbandoned { return }
@@ -462,48 +401,6 @@ final class ThreadWorker<Kind: TaskKind>: @unchecked Sendable, JoinableThread {
             }
         }
         return result.wait()
-    }
-}
-
-/// One value handed from a Swift task to a thread that blocks until it arrives.
-///
-/// `@unchecked Sendable`: `value` is written once under `mutex` and read under it after the
-/// condition said it was written.
-package final class BlockingResult<Value: Sendable>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
-    private var value: Value?
-
-    package init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-        cond = .allocate(capacity: 1)
-        cond.initialize(to: pthread_cond_t())
-        pthread_cond_init(cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
-
-    package func finish(_ v: Value) {
-        pthread_mutex_lock(mutex)
-        value = v
-        pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
-    }
-
-    package func wait() -> Value {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while true {
-            if let value { return value }
-            pthread_cond_wait(cond, mutex)
-        }
     }
 }
 

@@ -1,4 +1,5 @@
 import CSpindleCycles
+import SpindleSupport
 import Synchronization
 
 // The front door: loops and reductions over a range, and launches that return a value. Built

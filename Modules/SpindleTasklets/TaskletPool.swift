@@ -1,5 +1,6 @@
-import Synchronization
 import SpindleKernel
+import SpindleSupport
+import Synchronization
 
 /// A set of persistent lane threads that runs tasklets, reused across launches.
 ///
@@ -112,7 +113,7 @@ public final class TaskletPool: Sendable {
         let helper = ThreadBox()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             do {
-                helper.thread = try PoolThread.start(name: "spindle-stop") {
+                helper.thread = try SpindleThread.startPoolThread(name: "spindle-stop") {
                     core.shutdownBlocking()
                     continuation.resume()
                 }
@@ -183,5 +184,5 @@ final class PendingLaunch<Value: Sendable>: Sendable {
 /// Carries the shutdown helper's handle from the continuation body back to the caller.
 private final class ThreadBox: @unchecked Sendable {
     // @unchecked Sendable: written before the continuation resumes, read after it resumed.
-    var thread: PoolThread?
+    var thread: SpindleThread?
 }

@@ -1,4 +1,6 @@
 import Foundation
+import SpindleKernel
+import SpindleSupport
 import Logging
 import SpindleEventLoop
 import SpindleTaskQueue
@@ -82,6 +84,8 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             try? child.kill(SIGKILL)
             return
         }
+        reader.bind(to: loop)
+        decoder.bind(to: loop)
         child.stdout?.start(onRead: { [self] bytes in
             received(bytes)
         }, onClose: { [self] error in
@@ -121,9 +125,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
     }
 
     /// Waits until the process is reaped; kills it at `deadline`.
-    func waitForExit(until deadline: ContinuousClock.Instant) async {
+    func waitForExit(until deadline: MonotonicInstant) async {
         let child = state.withLock { $0.child }
-        let timeout = deadline - ContinuousClock.now
+        let timeout = deadline - SystemClock().now()
         if let child, timeout > .zero {
             let killer = child.loop.scheduleTimer(after: timeout) { try? child.kill(SIGKILL) }
             await waitExited()
@@ -405,14 +409,4 @@ extension ProcessWorker {
 
 private func decodeTypedError<E: Error & Codable>(_ type: E.Type, _ data: Data) throws -> any Error {
     try JSONDecoder().decode(E.self, from: data)
-}
-
-/// A value used only on one event loop's thread.
-///
-/// `@unchecked Sendable`: `withValue` is called only from the loop thread (the stdout read
-/// callback), so the value is never touched by two threads.
-final class LoopConfined<Value>: @unchecked Sendable {
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withValue<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R { try body(&value) }
 }

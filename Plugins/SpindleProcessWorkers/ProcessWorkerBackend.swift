@@ -1,4 +1,5 @@
 import Foundation
+import SpindleKernel
 import Logging
 import SpindleEventLoop
 import SpindleTaskQueue
@@ -9,7 +10,7 @@ import Glibc
 #endif
 
 /// Workers as child processes: the same executable (or a configured one) re-entered in
-/// worker mode through ``ProcessWorkerMain/runIfWorker(kinds:)``.
+/// worker mode through ``ProcessWorkerMain/runIfWorker(kinds:jobs:)``.
 ///
 /// ```
 ///  master (TaskQueue) ── ProcessWorkerBackend ── EventLoop ──┬── stdin  ─▶ worker process
@@ -184,7 +185,7 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
             worker.terminate(graceful: true)
         }
         let all = exiting.withLock { Array($0.values) }
-        let deadline = ContinuousClock.now + configuration.exitTimeout
+        let deadline = SystemClock().now() + configuration.exitTimeout
         for worker in all {
             await worker.waitForExit(until: deadline)
         }

@@ -1,4 +1,6 @@
 import Foundation
+import SpindleKernel
+import SpindleSupport
 import SpindleTaskQueue
 
 #if canImport(Glibc)
@@ -35,8 +37,8 @@ public enum ProcessWorkerMain {
 
     /// Serves as a worker and exits if this process was started as one; returns otherwise.
     /// - Parameters:
-    ///   - kinds: the ``TaskKind``s this program runs on process workers.
-    ///   - jobs: the ``ProcessJob``s it runs on process workers.
+    ///   - kinds: the `TaskKind`s this program runs on process workers.
+    ///   - jobs: the `ProcessJob`s it runs on process workers.
     public static func runIfWorker(kinds: [any TaskKind.Type] = [], jobs: [any ProcessJob.Type] = []) {
         guard let raw = getenv(environmentKey) else { return }
         let name = String(cString: raw)
@@ -225,13 +227,11 @@ private final class WorkerLoop<Kind: TaskKind>: @unchecked Sendable {
     /// 200 µs of CPU each time the worker falls idle.
     private func awaitInputBriefly() {
         var fds = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        let until = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec) + 200_000
+        let clock = SystemClock()
+        let until = clock.now() + .microseconds(200)
         while true {
             if poll(&fds, 1, 0) != 0 { return }
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            if Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec) >= until { return }
+            if clock.now() >= until { return }
         }
     }
 
@@ -345,11 +345,9 @@ private final class WorkerLoop<Kind: TaskKind>: @unchecked Sendable {
 /// How recent a read makes a withdrawal check before a request unnecessary (see `lastRead`).
 private let freshInputNanoseconds: UInt64 = 100_000
 
-/// CLOCK_MONOTONIC in nanoseconds.
+/// The system clock's monotonic time in nanoseconds.
 private func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    SystemClock().now().nanoseconds
 }
 
 extension WireFrame {

@@ -1,4 +1,5 @@
 import Foundation
+import SpindleSupport
 import SpindleTaskQueue
 
 /// The bytes between a master and a worker process, over the worker's stdin and stdout.
@@ -77,9 +78,9 @@ enum WorkerWire {
     /// Appends a frame of `type` whose body is `seq` (when given) followed by `body`.
     static func append(_ type: FrameType, seq: UInt64? = nil, body: some Collection<UInt8>, to out: inout [UInt8]) {
         let length = 1 + (seq == nil ? 0 : 8) + body.count
-        withUnsafeBytes(of: UInt32(length).littleEndian) { out.append(contentsOf: $0) }
+        out.appendLittleEndian(UInt32(length))
         out.append(type.rawValue)
-        if let seq { withUnsafeBytes(of: seq.littleEndian) { out.append(contentsOf: $0) } }
+        if let seq { out.appendLittleEndian(seq) }
         out.append(contentsOf: body)
     }
 
@@ -98,19 +99,14 @@ struct WireFrame {
 
     /// Splits a body into its leading `seq` and the rest.
     func splitSeq() -> (UInt64, ArraySlice<UInt8>)? {
-        guard body.count >= 8 else { return nil }
-        var seq: UInt64 = 0
-        for (i, b) in body.prefix(8).enumerated() { seq |= UInt64(b) << (8 * UInt64(i)) }
-        return (seq, body.dropFirst(8))
+        var reader = ByteReader(body)
+        guard let seq = try? reader.u64() else { return nil }
+        return (seq, reader.rest())
     }
 }
 
-/// A malformed byte stream from the other side.
-struct WireError: Error, CustomStringConvertible {
-    var offset: Int
-    var problem: String
-    var description: String { "byte \(offset): \(problem)" }
-}
+/// A malformed byte stream from the other side: the stream offset and what was wrong.
+typealias WireError = ByteReadError
 
 /// Incremental frame decoder: feed any split of the bytes, get the same frames.
 struct WireReader {
@@ -142,8 +138,8 @@ struct WireReader {
     /// The next complete frame, nil when more bytes are needed.
     mutating func next() throws(WireError) -> WireFrame? {
         guard buffer.count - start >= WorkerWire.headerSize else { return nil }
-        var length = 0
-        for i in 0..<4 { length |= Int(buffer[start + i]) << (8 * i) }
+        var header = ByteReader(buffer[start..<(start + WorkerWire.headerSize)], base: consumed + start)
+        let length = Int(try header.u32())
         if length < 1 {
             throw WireError(offset: consumed + start, problem: "empty frame (length 0)")
         }

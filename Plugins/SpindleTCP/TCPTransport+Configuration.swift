@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import SpindleEventLoop
 import SpindleKernel
 
@@ -48,6 +49,8 @@ extension TCPTransport {
         /// (`.authenticationFailed` or `.protocolViolation`): a hook for metrics and audits.
         /// (The log names a refusing peer once, then at every power of ten of its count.)
         public var onHandshakeFailure: (@Sendable (_ peer: Address, _ reason: CloseReason) -> Void)? = nil
+        /// Where the `spindle_tcp_*` metrics go (nil: the global `MetricsSystem`).
+        public var metricsFactory: (any MetricsFactory)? = nil
         /// The clock handshake deadlines are measured on.
         public var clock: any SpindleClock = SystemClock()
 

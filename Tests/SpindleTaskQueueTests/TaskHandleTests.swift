@@ -2,6 +2,10 @@ import TaskQueueTestSupport
 import SpindleKernel
 import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import SpindleTaskQueue
 
 /// The front door on thread workers: handles, every failure a handle can carry, retries,
@@ -92,7 +96,7 @@ struct TaskHandleTests {
         let (queue, backend) = try await closureQueue { $0.timeLimitGrace = .milliseconds(30) }
         let limit = Duration.milliseconds(30)
         let stubborn = try await queue.submit(options: .init(timeLimit: limit)) { () -> Int in
-            while !release.isSet {}   // never looks at its cancel flag
+            while !release.isSet { sched_yield() }   // never looks at its cancel flag (yields: other tests run beside it)
             return 1
         }
         let result = try await within(.seconds(10), "a task ignoring its flag") { await stubborn.result }

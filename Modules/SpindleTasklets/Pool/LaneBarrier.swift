@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// A reusable, cancellable barrier among the data lanes of one phase.
@@ -16,9 +17,8 @@ final class LaneBarrier: @unchecked Sendable {
     // @unchecked Sendable: all shared state is atomic; `spinNanoseconds` is set at init.
     private let headerPad = HeaderPad()
     private let counts = Atomic<UInt64>(0)
-    /// Keeps `counts` (every arrival writes it) off the line the waiters spin on. Measured
-    /// both ways: apart, 124 ns a round against the C spin barrier's 82 ns; together, 196 ns
-    /// against 80 ns (when cache-line transfers were slow the two were within 10%).
+    /// Keeps `counts` (every arrival writes it) off the line the waiters spin on, so arrivals
+    /// do not take that line from them (docs/benchmarks.md, "Design measurements").
     private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                           UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
         = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)

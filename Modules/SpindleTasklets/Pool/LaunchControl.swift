@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// The cross-lane state of a pool's launches, allocated once and reset for every launch.
@@ -32,7 +33,7 @@ final class LaunchControl: @unchecked Sendable {
     /// Whether the calling thread runs the current launch's coordinator.
     @inlinable
     var calledByCoordinator: Bool {
-        coordinatorThread.load(ordering: .acquiring) == currentThreadID()
+        coordinatorThread.load(ordering: .acquiring) == SpindleThread.currentID
     }
 
     /// Prepares for a launch (under the pool's gate, with no lane running).

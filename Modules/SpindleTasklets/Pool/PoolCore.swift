@@ -1,5 +1,6 @@
 import CSpindleCycles
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,7 +17,7 @@ final class WorkerSlot: @unchecked Sendable {
     let lane: Int
     let lines = LaneLines()
     let parker = Parker()
-    var thread: PoolThread?
+    var thread: SpindleThread?
 
     init(lane: Int) { self.lane = lane }
 }
@@ -68,7 +69,7 @@ final class PoolCore: @unchecked Sendable {
     /// Whether a launch runs on this core now (sequential cores are reused only when idle).
     private let busy = Atomic<Bool>(false)
     // @exclusivity(unchecked) here and below: only the launch that holds the gate touches
-    // these, so accesses never overlap; the dynamic check would cost every launch ~20 ns.
+    // these, so accesses never overlap, and the dynamic check would sit on every launch.
     @exclusivity(unchecked) private var slots: [WorkerSlot] = []
     /// What the coordinator needs of each slot during a phase, as plain pointers (indexing
     /// `slots` would retain and release a slot per access, inside the join's spin loop).
@@ -102,7 +103,7 @@ final class PoolCore: @unchecked Sendable {
 
     private struct AsyncRunner {
         var queue: [@Sendable () -> Void] = []
-        var thread: PoolThread?
+        var thread: SpindleThread?
         var stopping = false
     }
     private let runner = Mutex(AsyncRunner())
@@ -286,7 +287,7 @@ final class PoolCore: @unchecked Sendable {
         }
         control.reset(fuel: fuel)
         frame.begin(lanes: workers, fuel: fuel, scratchSize: scratchSize, scratchAlignment: scratchAlignment)
-        control.coordinatorThread.store(currentThreadID(), ordering: .releasing)
+        control.coordinatorThread.store(SpindleThread.currentID, ordering: .releasing)
         cancellation?.attach(control)
     }
 
@@ -463,7 +464,7 @@ final class PoolCore: @unchecked Sendable {
             if sequential {
                 sequentialLines.append(slot.lines)
             } else {
-                slot.thread = try PoolThread.start(name: threadName) { [self] in self.laneThread(slot) }
+                slot.thread = try SpindleThread.startPoolThread(name: threadName) { [self] in self.laneThread(slot) }
             }
             if slots.count == joinCapacity {
                 let grown = UnsafeMutablePointer<JoinEntry>.allocate(capacity: max(8, joinCapacity * 2))
@@ -531,7 +532,7 @@ final class PoolCore: @unchecked Sendable {
                 throw .invalidConfiguration("the tasklet pool is shut down")
             }
             if state.thread == nil {
-                state.thread = try PoolThread.start(name: threadName) { [self] in self.runnerThread() }
+                state.thread = try SpindleThread.startPoolThread(name: threadName) { [self] in self.runnerThread() }
                 startedThreads.add(1, ordering: .relaxed)
             }
             state.queue.append(job)
@@ -564,7 +565,7 @@ final class PoolCore: @unchecked Sendable {
     /// stops and joins every pool thread. Blocks; idempotent.
     func shutdownBlocking() {
         closed.store(true, ordering: .sequentiallyConsistent)
-        let runnerThread = runner.withLock { state -> PoolThread? in
+        let runnerThread = runner.withLock { state -> SpindleThread? in
             state.stopping = true
             defer { state.thread = nil }
             return state.thread

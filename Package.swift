@@ -123,10 +123,11 @@ let package = Package(
         .target(
             name: "SpindleHostMesh",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop",
+                "SpindleKernel", "SpindleEventLoop", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleHostMesh",
             swiftSettings: strict
@@ -202,6 +203,7 @@ let package = Package(
                 "Spindle", "SpindleSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleCLI",
             swiftSettings: strict
@@ -329,7 +331,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleHostMeshTests",
-            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport",
+            dependencies: ["SpindleSupport", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport",
                            "SpindleKeeper", "SpindleRunner", .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleHostMeshTests",
             swiftSettings: strict

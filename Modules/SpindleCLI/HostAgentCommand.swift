@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import ServiceLifecycle
 import Spindle
 
 #if canImport(Glibc)
@@ -61,30 +62,45 @@ struct HostAgentCommand: AsyncParsableCommand {
         config.logger = Logger(label: "spindle.host-agent")
         let agent = HostAgent(on: loop, transport: transport, configuration: config)
 
-        let (signals, continuation) = AsyncStream<Int32>.makeStream()
-        let watcher = try await SignalWatcher.watch(on: loop, signals: [SIGINT, SIGTERM]) { sig in
-            continuation.yield(sig)
-        }
         let bound: Address
         do {
             bound = try await agent.start()
         } catch {
-            watcher.cancel()
             await transport.shutdown()
             await loop.shutdown()
             throw CLIError(description: error.description)
         }
         printFlushed("spindle host-agent listening on \(bound)")
-        if exitOnStdinClose {
-            let stop = continuation
-            try onStandardInputClosed { stop.yield(0) }
+        // One documented order (docs/operations.md): the group stops services in reverse, so
+        // the agent (its procs, then its links) stops before the transport under it. SIGTERM
+        // and SIGINT shut down gracefully.
+        var services: [any Service] = [transport, agent]
+        if exitOnStdinClose { services.append(StandardInputWatch()) }
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: config.logger))
+        defer { config.logger.info("host agent stopped") }
+        do {
+            try await group.run()
+        } catch {
+            await loop.shutdown()
+            throw CLIError(description: "\(error)")
         }
-        var it = signals.makeAsyncIterator()
-        let sig = await it.next() ?? SIGTERM
-        config.logger.info("signal received; shutting down", metadata: ["signal": "\(sig)"])
-        watcher.cancel()
-        await agent.shutdown()
-        await transport.shutdown()
         await loop.shutdown()
+    }
+}
+
+/// Ends when standard input reaches its end: with `successTerminationBehavior:
+/// .gracefullyShutdownGroup`, that shuts the agent down (how `spindle cluster up` ties an agent
+/// to its ssh session).
+struct StandardInputWatch: Service {
+    func run() async throws {
+        let (closed, continuation) = AsyncStream<Void>.makeStream()
+        try onStandardInputClosed { continuation.finish() }
+        await cancelWhenGracefulShutdown {
+            for await _ in closed {}
+        }
     }
 }

@@ -5,7 +5,7 @@ import Spindle
 /// counted and logged sparingly by the transport itself) and, for listeners bound to a
 /// wildcard, the address to advertise instead.
 func makeTCPTransport(loop: EventLoop, key: ClusterKey?, advertised: Address? = nil,
-                      logger: Logger = Logger(label: "spindle.tcp")) -> any Transport {
+                      logger: Logger = Logger(label: "spindle.tcp")) -> TCPTransport {
     var configuration = TCPTransport.Configuration()
     configuration.clusterKey = key
     configuration.advertisedAddress = advertised

@@ -1,9 +1,10 @@
-import Testing
-import SpindleEventLoop
 import NetworkTestSupport
-import SpindleKernel
-import SpindleTCP
+import SpindleEventLoop
 @testable import SpindleHostMesh
+import SpindleKernel
+import SpindleSupport
+import SpindleTCP
+import Testing
 
 #if canImport(Glibc)
 import Glibc

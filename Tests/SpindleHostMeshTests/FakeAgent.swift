@@ -1,7 +1,8 @@
 import Logging
-import SpindleKernel
-import Synchronization
 @testable import SpindleHostMesh
+import SpindleKernel
+import SpindleSupport
+import Synchronization
 
 /// A scripted agent for client tests: answers config pushes and spawns the way a test says,
 /// reports proc states only when told to, and handles each client's messages one at a time

@@ -1,6 +1,7 @@
 import Logging
 import Metrics
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// An owned mesh of hosts: one control channel (a reliable link) to each host's agent, every

@@ -3,7 +3,7 @@ import SpindleKernel
 @testable import SpindleHostMesh
 
 @Suite("Agent support: allow list, stderr tail, proc environment")
-struct SupportTests {
+struct AgentSupportTests {
     @Test("the allow list compares real paths and refuses everything else")
     func allowList() throws {
         let list = ProgramAllowList(programs: ["sh", "/bin/../bin/true", "/no/such/program"])

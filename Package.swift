@@ -119,7 +119,7 @@ let package = Package(
         .target(
             name: "SpindleRunner",
             dependencies: [
-                "SpindleKernel", "SpindleTasklets", "SpindleHostMesh",
+                "SpindleKernel", "SpindleTasklets",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleRunner",

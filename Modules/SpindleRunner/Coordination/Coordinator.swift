@@ -11,15 +11,28 @@ import Synchronization
 public final class Coordinator: Sendable {
     /// Coordinator options.
     public struct Configuration: Sendable {
-        /// Virtual nodes per shard on the placement ring.
-        public var virtualNodes: Int = 256
-        /// A barrier round fails when no shard has arrived for this long.
-        public var barrierIdleTimeout: Duration = .seconds(10)
+        /// How keys are placed on the registered shards (a runner's configuration may choose
+        /// another: `RunnerConfiguration.placement`).
+        public var placement: PlacementStrategy = .consistentHashing
+        /// A barrier round also fails when no shard has arrived for this long; nil (the
+        /// default): only the runner's phase timeout applies, so a phase that takes every
+        /// shard long is never cut short before it.
+        public var barrierIdleTimeout: Duration? = nil
         public var logger = Logger(label: "spindle.runner.coordinator")
 
-        public init(virtualNodes: Int = 256, barrierIdleTimeout: Duration = .seconds(10)) {
-            self.virtualNodes = virtualNodes
+        /// Virtual nodes per shard when the placement is consistent hashing (0 for ranges).
+        public var virtualNodes: Int {
+            get { if case .hashed(let v) = placement { return v } else { return 0 } }
+            set { placement = .hashed(virtualNodes: newValue) }
+        }
+
+        public init(placement: PlacementStrategy = .consistentHashing, barrierIdleTimeout: Duration? = nil) {
+            self.placement = placement
             self.barrierIdleTimeout = barrierIdleTimeout
+        }
+
+        public init(virtualNodes: Int, barrierIdleTimeout: Duration? = nil) {
+            self.init(placement: .hashed(virtualNodes: virtualNodes), barrierIdleTimeout: barrierIdleTimeout)
         }
     }
 
@@ -46,7 +59,7 @@ public final class Coordinator: Sendable {
         self.configuration = configuration
         self.clock = clock
         self.hlc = HybridLogicalClock(clock: clock)
-        let empty = ShardPlacement(shards: [], virtualNodes: configuration.virtualNodes)
+        let empty = ShardPlacement(shards: [], strategy: configuration.placement)
         state = Mutex(State(membership: Membership(epoch: 0, shards: [], placement: empty)))
     }
 
@@ -82,6 +95,25 @@ public final class Coordinator: Sendable {
             s.membership.epoch += 1
         }
         configuration.logger.debug("deregistered shard", metadata: ["shard": "\(shard)"])
+    }
+
+    /// Places keys by `strategy` from now on (the registered shards stay). A runner notices the
+    /// change at its next tick; models partitioned by the old placement (colony shards) must be
+    /// rebuilt.
+    public func usePlacement(_ strategy: PlacementStrategy) {
+        let changed: Bool = state.withLock { s in
+            let p = s.membership.placement.with(strategy: strategy)
+            guard p != s.membership.placement else { return false }
+            s.membership.placement = p
+            s.membership.epoch += 1
+            return true
+        }
+        if changed { configuration.logger.debug("placement changed", metadata: ["placement": "\(strategy)"]) }
+    }
+
+    /// Sets the global tick (a runner rolling back to a checkpoint, or restored from one).
+    func rewind(to tick: UInt64) {
+        state.withLock { $0.tick = tick }
     }
 
     /// Advance: moves the global tick forward by one and returns the new tick.

@@ -71,13 +71,94 @@ public struct ActOutput: Sendable {
 /// What a shard receives before its Decay: the edges and messages of the tick's Act that target
 /// it, ordered by emitting shard and then emission order.
 public struct ShardDelivery: Sendable {
-    public var edges: [CrossShardEdge]
+    public var edges: CrossShardEdges
     public var messages: [ShardMessage]
 
-    public init(edges: [CrossShardEdge] = [], messages: [ShardMessage] = []) {
+    public init(edges: CrossShardEdges = [], messages: [ShardMessage] = []) {
         self.edges = edges
         self.messages = messages
     }
 
+    public init(edges: [CrossShardEdge], messages: [ShardMessage] = []) {
+        self.init(edges: CrossShardEdges(edges), messages: messages)
+    }
+
     public var isEmpty: Bool { edges.isEmpty && messages.isEmpty }
+}
+
+/// A sequence of cross-shard edges kept as the batches they travelled in (one per emitting
+/// shard and target shard): the runner hands the same buffers to the target shard and to the
+/// tick's result without copying an edge.
+public struct CrossShardEdges: RandomAccessCollection, Sendable, Equatable, ExpressibleByArrayLiteral,
+    CustomStringConvertible
+{
+    /// Non-empty batches, in order.
+    private var batches: [[CrossShardEdge]] = []
+    /// `starts[i]`: the index of `batches[i]`'s first edge; `starts.last` is the count.
+    private var starts: [Int] = [0]
+
+    public init() {}
+
+    public init(_ edges: [CrossShardEdge]) {
+        append(batch: edges)
+    }
+
+    public init(arrayLiteral elements: CrossShardEdge...) {
+        self.init(elements)
+    }
+
+    /// Appends a batch (shared, not copied).
+    mutating func append(batch: [CrossShardEdge]) {
+        guard !batch.isEmpty else { return }
+        batches.append(batch)
+        starts.append(starts[starts.count - 1] + batch.count)
+    }
+
+    /// Appends every batch of `other`.
+    mutating func append(contentsOf other: CrossShardEdges) {
+        for b in other.batches { append(batch: b) }
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { starts[starts.count - 1] }
+    public var count: Int { endIndex }
+    public var isEmpty: Bool { endIndex == 0 }
+
+    public subscript(position: Int) -> CrossShardEdge {
+        precondition(position >= 0 && position < endIndex, "CrossShardEdges index \(position) out of range 0..<\(endIndex)")
+        // The last batch whose start is at or before `position`.
+        var lo = 0, hi = batches.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if starts[mid] <= position { lo = mid } else { hi = mid - 1 }
+        }
+        return batches[lo][position - starts[lo]]
+    }
+
+    public func makeIterator() -> Iterator { Iterator(batches: batches) }
+
+    /// Walks the batches in order without index arithmetic.
+    public struct Iterator: IteratorProtocol {
+        let batches: [[CrossShardEdge]]
+        var batch = 0
+        var offset = 0
+
+        public mutating func next() -> CrossShardEdge? {
+            while batch < batches.count {
+                if offset < batches[batch].count {
+                    defer { offset += 1 }
+                    return batches[batch][offset]
+                }
+                batch += 1
+                offset = 0
+            }
+            return nil
+        }
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.count == b.count && a.elementsEqual(b)
+    }
+
+    public var description: String { Array(self).description }
 }

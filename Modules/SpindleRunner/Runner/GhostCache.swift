@@ -42,6 +42,19 @@ public struct GhostCache: Sendable {
         return out
     }
 
+    /// The nodes held, least recently used first (inserting them in this order into an empty
+    /// cache rebuilds this one).
+    public var nodesByRecency: [GhostNode] {
+        var out: [GhostNode] = []
+        out.reserveCapacity(index.count)
+        var i = lru
+        while i >= 0 {
+            out.append(slots[i].node)
+            i = slots[i].newer
+        }
+        return out
+    }
+
     /// Looks `key` up as a use: a hit moves it to most recent; counts hits and misses.
     public mutating func touch(_ key: NodeKey) -> GhostNode? {
         guard let i = index[key] else {
@@ -124,12 +137,16 @@ public struct GhostCache: Sendable {
     }
 }
 
-/// A ghost cache shared between the runner's coordinator thread (which fills it between phases)
-/// and its shard (which reads it during phases).
+/// A shard's ghost cache as the runner keeps it: read by the shard during phases, updated by
+/// whoever runs the shard's routing and installs (never at the same time).
 final class SharedGhostCache: Sendable {
     let cache: Mutex<GhostCache>
+    let capacity: Int
 
-    init(capacity: Int) { cache = Mutex(GhostCache(capacity: capacity)) }
+    init(capacity: Int) {
+        cache = Mutex(GhostCache(capacity: capacity))
+        self.capacity = max(1, capacity)
+    }
 
     func peek(_ key: NodeKey) -> GhostNode? { cache.withLock { $0.peek(key) } }
 }

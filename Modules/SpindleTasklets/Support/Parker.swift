@@ -12,7 +12,10 @@ import Darwin
 /// `wakeAll()`, which only takes the lock when `waiters` is non-zero. A parker counts itself in
 /// `waiters` (sequentially consistent) under the lock before it re-checks its condition, so
 /// either the waker sees the parker or the parker sees the change: no wake-up is lost.
-final class Parker: @unchecked Sendable {
+///
+/// `package`: the runner's coordinator waits for remote shards' replies with the same
+/// spin-then-park policy (`spinThenPark(_:on:timeoutNanoseconds:until:)`).
+package final class Parker: @unchecked Sendable {
     // @unchecked Sendable: the pthread mutex and condition live at stable heap addresses owned
     // by this object; they are only used through pthread calls, which are thread-safe.
     private let headerPad = HeaderPad()
@@ -20,13 +23,20 @@ final class Parker: @unchecked Sendable {
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private let waiters = Atomic<Int>(0)
 
-    init() {
+    package init() {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
         condition = .allocate(capacity: 1)
         condition.initialize(to: pthread_cond_t())
-        pthread_cond_init(condition, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        #if os(Linux)
+        // Timed parks measure against the monotonic clock, like every spin budget here.
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        #endif
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -47,8 +57,25 @@ final class Parker: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
+    /// Blocks until `ready()` returns true or the monotonic clock reaches `deadline`
+    /// (nanoseconds, as `monotonicNanoseconds()`); `ready` is evaluated under the lock.
+    /// - Returns: whether `ready()` held.
+    package func park(until ready: () -> Bool, deadline: UInt64) -> Bool {
+        pthread_mutex_lock(mutex)
+        waiters.add(1, ordering: .sequentiallyConsistent)
+        var isReady = ready()
+        while !isReady && monotonicNanoseconds() < deadline {
+            var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+            pthread_cond_timedwait(condition, mutex, &ts)
+            isReady = ready()
+        }
+        waiters.subtract(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_unlock(mutex)
+        return isReady
+    }
+
     /// Wakes every parked thread; costs one atomic load when nobody is parked.
-    func wakeAll() {
+    package func wakeAll() {
         guard waiters.load(ordering: .sequentiallyConsistent) > 0 else { return }
         pthread_mutex_lock(mutex)
         pthread_cond_broadcast(condition)
@@ -59,7 +86,7 @@ final class Parker: @unchecked Sendable {
 /// Monotonic time in nanoseconds, for spin budgets (never the injected clock: a ManualClock
 /// would make a spin last forever).
 @inlinable @inline(__always)
-func monotonicNanoseconds() -> UInt64 {
+package func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
@@ -93,6 +120,28 @@ func spinThenPark(_ spinNanoseconds: UInt64, yieldMask: UInt32 = 1023, on parker
     }
     parker.park(until: ready)
     return true
+}
+
+/// Waits until `ready()` holds or `timeoutNanoseconds` pass: spins for `spinNanoseconds`
+/// (yielding now and then, as every pool wait does), then parks on `parker` until woken or
+/// the time is up.
+/// - Returns: whether `ready()` held.
+package func spinThenPark(_ spinNanoseconds: UInt64, on parker: Parker, timeoutNanoseconds: UInt64,
+                          until ready: () -> Bool) -> Bool {
+    if ready() { return true }
+    let start = monotonicNanoseconds()
+    let deadline = start &+ timeoutNanoseconds
+    let spinUntil = min(deadline, start &+ spinNanoseconds)
+    var i: UInt32 = 0
+    while true {
+        i &+= 1
+        if ready() { return true }
+        if i & 63 == 0 {
+            if monotonicNanoseconds() >= spinUntil { break }
+            if i & 1023 == 0 { sched_yield() }
+        }
+    }
+    return parker.park(until: ready, deadline: deadline)
 }
 
 /// 64 bytes of nothing. Declared first in a class whose fields other cores read, it keeps

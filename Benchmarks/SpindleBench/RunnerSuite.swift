@@ -8,11 +8,21 @@ import Spindle
 import Glibc
 #endif
 
+//
+// For profiling one part, SPINDLE_BENCH_RUNNER_PARTS selects parts (comma-separated: empty,
+// colony, legacy, remote; default all) and SPINDLE_BENCH_COLONY_CASES the colony cases
+// ("1 ranges,2 ranges"; default all eight).
 let runnerSuite = BenchSuite(name: "runner") { reporter in
-    try await emptyTickBenchmark(reporter)
-    try await colonyScalingBenchmark(reporter, nodes: 262_144, agents: 65_536)
-    try await legacyColonyBenchmark(reporter)
-    try await runRemoteTickBenchmark(reporter)
+    let parts = environmentList("SPINDLE_BENCH_RUNNER_PARTS") ?? ["empty", "colony", "legacy", "remote"]
+    if parts.contains("empty") { try await emptyTickBenchmark(reporter) }
+    if parts.contains("colony") { try await colonyScalingBenchmark(reporter, nodes: 262_144, agents: 65_536) }
+    if parts.contains("legacy") { try await legacyColonyBenchmark(reporter) }
+    if parts.contains("remote") { try await runRemoteTickBenchmark(reporter) }
+}
+
+private func environmentList(_ name: String) -> [String]? {
+    guard let raw = getenv(name) else { return nil }
+    return String(cString: raw).split(separator: ",").map { String($0) }
 }
 
 /// Empty-phase tick latency, 4 in-process idle shards on the default lanes (3 barrier rounds
@@ -62,6 +72,14 @@ private struct ColonyCase {
     var placement: String
     var runner: DistributedRunner
     var samples: [Double] = []
+    /// Process CPU seconds per tick.
+    var cpu: [Double] = []
+}
+
+private func processCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
 /// Colony throughput for 1, 2, 4 and 8 in-process shards, placed by contiguous ranges
@@ -70,8 +88,9 @@ private struct ColonyCase {
 private func colonyScalingBenchmark(_ reporter: BenchReporter, nodes: Int, agents: Int) async throws {
     let colony = ColonyConfiguration(seed: 42, nodeCount: nodes, agentCount: agents)
     var cases: [ColonyCase] = []
+    let selected = environmentList("SPINDLE_BENCH_COLONY_CASES")
     for placement in ["ranges", "hashed"] {
-        for shards in [1, 2, 4, 8] {
+        for shards in [1, 2, 4, 8] where selected?.contains("\(shards) \(placement)") ?? true {
             let strategy: PlacementStrategy = placement == "ranges" ? colony.localityPlacement : .consistentHashing
             let coordinator = Coordinator()
             let members = try ColonyShard.makeShards(count: shards, configuration: colony, coordinator: coordinator,
@@ -89,8 +108,10 @@ private func colonyScalingBenchmark(_ reporter: BenchReporter, nodes: Int, agent
     for _ in 0..<5 {
         for i in cases.indices {
             let t0 = clock.now()
+            let c0 = processCPUSeconds()
             let results = try await cases[i].runner.run(ticksPerRound)
             cases[i].samples.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(ticksPerRound))
+            cases[i].cpu.append((processCPUSeconds() - c0) / Double(ticksPerRound))
             let key = "\(cases[i].shards) \(cases[i].placement)"
             var slowest: [Phase: Double] = [:]
             for r in results {
@@ -106,12 +127,13 @@ private func colonyScalingBenchmark(_ reporter: BenchReporter, nodes: Int, agent
     for c in cases { await c.runner.shutdown() }
     for placement in ["ranges", "hashed"] {
         let rows = cases.filter { $0.placement == placement }
-        let base = 1 / median(rows[0].samples)
+        guard let first = rows.first else { continue }
+        let base = 1 / median(first.samples)
         for c in rows {
             let rate = 1 / median(c.samples)
             let key = "\(c.shards) \(c.placement)"
             let p = phases[key] ?? [:]
-            reporter.note("colony \(nodes), \(c.shards) shard(s), \(placement): slowest shard per phase sense \(fmt(p[.sense] ?? 0)) ms, "
+            reporter.note("colony \(nodes), \(c.shards) shard(s), \(placement): \(fmt(median(c.samples) * 1e3)) ms/tick, CPU \(fmt(median(c.cpu) * 1e3)) ms/tick; slowest shard per phase sense \(fmt(p[.sense] ?? 0)) ms, "
                           + "act \(fmt(p[.act] ?? 0)) ms, decay \(fmt(p[.decay] ?? 0)) ms; \(edges[key] ?? 0) cross-shard edges in a tick")
             reporter.report(BenchResult(suite: "runner", benchmark: "colony \(nodes) nodes, \(c.shards) shard\(c.shards == 1 ? "" : "s"), \(placement)",
                                         value: rate, unit: "ticks/s",

@@ -62,6 +62,11 @@ public final class ColonyShard: Shard {
         }
     }
 
+    /// The smallest and largest signal among this shard's nodes (nil without nodes).
+    var signalBounds: (min: Int64, max: Int64)? {
+        state.withLock { s in s.signal.isEmpty ? nil : (s.signal.min()!, s.signal.max()!) }
+    }
+
     public func sense(_ context: ShardContext) throws -> Int {
         state.withLock { s in
             s.plan.removeAll(keepingCapacity: true)
@@ -81,7 +86,7 @@ public final class ColonyShard: Shard {
                         let v = Int(a.node)
                         let r = ColonyRandom.value(seed, a.id, tick)
                         // The stronger the node's signal, the likelier the agent stays to feed it.
-                        let stayPer1024 = min(900, signal[layout.local(v)] >> 12)
+                        let stayPer1024 = min(900, signal[layout.place(v)] >> 12)
                         if Int64(r & 1023) < stayPer1024 {
                             plan.append(Int32(v))
                         } else {
@@ -105,7 +110,7 @@ public final class ColonyShard: Shard {
                                   problem: "the runner's placement (\(context.placement.strategy.name) over \(context.placement.shards)) is not the one the colony was partitioned with (\(layout.placement.strategy.name) over \(layout.placement.shards)); colony shards do not rebalance")
             }
             s.clearOutgoing()
-            diffuse(signal: &s.signal, inflow: &s.inflow, outNodes: &s.outNodes, outAmounts: &s.outAmounts)
+            diffuse(signal: &s.signal, inflow: &s.inflow, outgoing: &s.outgoing)
             // Deposits and moves.
             let deposit = configuration.deposit
             var staying = s.spareAgents
@@ -113,16 +118,16 @@ public final class ColonyShard: Shard {
             staying.reserveCapacity(s.agents.count)
             for (i, var a) in s.agents.enumerated() {
                 let v = Int(a.node)
-                s.inflow[layout.local(v)] += deposit
+                s.inflow[layout.place(v)] += deposit   // an agent stands on one of this shard's nodes
                 let w = Int(s.plan[i])
                 if w != v { a.steps += 1 }
                 a.node = UInt64(w)
-                let lw = layout.local(w)
+                let lw = layout.place(w)
                 if lw >= 0 {
                     if w != v { s.pendingTrail[lw] += 1 }
                     staying.append(a)
                 } else {
-                    s.outAgents[layout.ownerPosition(w)].append(a)
+                    s.outAgents[-lw - 1].append(a)
                     output.emitEdge(from: NodeKey(UInt64(v)), to: NodeKey(UInt64(w)), weight: 1)
                 }
             }
@@ -136,19 +141,19 @@ public final class ColonyShard: Shard {
         }
     }
 
-    /// Each node sends a share of its signal (as Sense saw it) to each neighbour.
-    private func diffuse(signal: inout [Int64], inflow: inout [Int64], outNodes: inout [[UInt32]],
-                         outAmounts: inout [[Int64]]) {
+    /// Each node sends a share of its signal (as Sense saw it) to each neighbour: into its own
+    /// nodes' inflow, or into the slot of the outgoing buffer that the neighbour's shard reads
+    /// for that edge (the halo plan).
+    private func diffuse(signal: inout [Int64], inflow: inout [Int64], outgoing: inout [Int64]) {
         let per1024 = configuration.diffusionPer1024
         let count = layout.owned.count
         layout.start.withUnsafeBufferPointer { start in
             layout.code.withUnsafeBufferPointer { code in
-                layout.global.withUnsafeBufferPointer { global in
-                    signal.withUnsafeMutableBufferPointer { signal in
-                        inflow.withUnsafeMutableBufferPointer { inflow in
+                signal.withUnsafeMutableBufferPointer { signal in
+                    inflow.withUnsafeMutableBufferPointer { inflow in
+                        outgoing.withUnsafeMutableBufferPointer { outgoing in
                             for i in 0..<count {
                                 let share = signal[i] * per1024 / 1024
-                                guard share > 0 else { continue }
                                 let lo = Int(start[i]), hi = Int(start[i + 1])
                                 signal[i] -= share * Int64(hi - lo)
                                 for j in lo..<hi {
@@ -156,8 +161,8 @@ public final class ColonyShard: Shard {
                                     if c >= 0 {
                                         inflow[c] += share
                                     } else {
-                                        outNodes[-c - 1].append(UInt32(bitPattern: global[j]))
-                                        outAmounts[-c - 1].append(share)
+                                        // Every slot is written every tick (zero shares too).
+                                        outgoing[-c - 1] = share
                                     }
                                 }
                             }
@@ -187,44 +192,50 @@ public final class ColonyShard: Shard {
         }
     }
 
-    /// Applies another shard's transfer: signal flowing into this shard's nodes, agents moving in.
+    /// Applies another shard's transfer: signal flowing into this shard's nodes (one amount per
+    /// edge of the halo plan from that shard, in plan order), agents moving in.
     private func applyTransfer(_ payload: [UInt8], from: ShardID, tick: UInt64, into s: inout ColonyState) throws {
         func corrupt(_ what: String) -> ColonyError {
             ColonyError(shard: id, tick: tick, problem: "transfer from \(from): \(what)")
         }
-        try payload.withUnsafeBytes { raw in
-            var at = 0
-            func count(_ size: Int) throws -> Int {
-                guard raw.count - at >= 4 else { throw corrupt("truncated at byte \(at)") }
-                let n = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
-                at += 4
-                guard n <= (raw.count - at) / size else { throw corrupt("count \(n) at byte \(at - 4) exceeds the bytes left") }
-                return n
-            }
-            let inflows = try count(12)
-            let nodes = at
-            let amounts = at + inflows * 4
-            at += inflows * 12
-            for k in 0..<inflows {
-                let node = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: nodes + k * 4, as: UInt32.self)))
-                let amount = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: amounts + k * 8, as: Int64.self))
-                let ln = node < layout.nodeCount ? layout.local(node) : -1
-                guard ln >= 0 else { throw corrupt("inflow for node \(node), not owned here") }
-                s.inflow[ln] += amount
-            }
-            let agents = try count(24)
-            for k in 0..<agents {
-                let base = at + k * 24
-                let a = ColonyAgent(id: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base, as: UInt64.self)),
-                                    node: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)),
-                                    steps: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 16, as: UInt64.self)))
-                guard a.node < UInt64(layout.nodeCount), layout.local(Int(a.node)) >= 0 else {
-                    throw corrupt("agent \(a.id) arrives at node \(a.node), not owned here")
+        guard let source = layout.placement.shards.firstIndex(of: from), source != layout.position else {
+            throw corrupt("not a shard of this colony's placement")
+        }
+        try layout.haloIn[source].withUnsafeBufferPointer { targets in
+            try payload.withUnsafeBytes { raw in
+                var at = 0
+                func count(_ size: Int) throws -> Int {
+                    guard raw.count - at >= 4 else { throw corrupt("truncated at byte \(at)") }
+                    let n = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+                    at += 4
+                    guard n <= (raw.count - at) / size else { throw corrupt("count \(n) at byte \(at - 4) exceeds the bytes left") }
+                    return n
                 }
-                s.agents.append(a)
+                let inflows = try count(8)
+                guard inflows == targets.count else {
+                    throw corrupt("\(inflows) inflows; the halo plan from it has \(targets.count) edges")
+                }
+                // The plan's targets are this shard's local indices by construction.
+                s.inflow.withUnsafeMutableBufferPointer { inflow in
+                    for k in 0..<inflows {
+                        inflow[Int(targets[k])] += Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + k * 8, as: Int64.self))
+                    }
+                }
+                at += inflows * 8
+                let agents = try count(24)
+                for k in 0..<agents {
+                    let base = at + k * 24
+                    let a = ColonyAgent(id: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base, as: UInt64.self)),
+                                        node: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)),
+                                        steps: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 16, as: UInt64.self)))
+                    guard a.node < UInt64(layout.nodeCount), layout.local(Int(a.node)) >= 0 else {
+                        throw corrupt("agent \(a.id) arrives at node \(a.node), not owned here")
+                    }
+                    s.agents.append(a)
+                }
+                at += agents * 24
+                guard at == raw.count else { throw corrupt("\(raw.count - at) unexpected trailing bytes") }
             }
-            at += agents * 24
-            guard at == raw.count else { throw corrupt("\(raw.count - at) unexpected trailing bytes") }
         }
     }
 
@@ -295,20 +306,34 @@ public final class ColonyShard: Shard {
     /// the shard and the placement (a snapshot restores only into the same shard of the same
     /// colony, partitioned the same way).
     public func snapshot() throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        try snapshot(into: &bytes)
+        return bytes
+    }
+
+    public func snapshot(into buffer: inout [UInt8]) throws {
+        var w = WireWriter(capacity: 0)
+        swap(&w.bytes, &buffer)
+        w.bytes.removeAll(keepingCapacity: true)
         state.withLock { s in
-            var w = WireWriter(capacity: 128 + s.signal.count * 16 + s.agents.count * 24)
+            w.bytes.reserveCapacity(128 + s.signal.count * 16 + s.agents.count * 24)
             writeHeader(&w)
             w.u64(UInt64(s.signal.count))
             appendLittleEndian(s.signal, to: &w.bytes)
             appendLittleEndian(s.trail, to: &w.bytes)
             w.u64(UInt64(s.agents.count))
+            #if _endian(little)
+            // An agent is three UInt64 fields, stored in order without padding.
+            s.agents.withUnsafeBytes { w.bytes.append(contentsOf: $0) }
+            #else
             for a in s.agents {
                 w.u64(a.id)
                 w.u64(a.node)
                 w.u64(a.steps)
             }
-            return w.bytes
+            #endif
         }
+        swap(&w.bytes, &buffer)
     }
 
     public func restore(_ snapshot: [UInt8]) throws {
@@ -398,8 +423,13 @@ struct ColonyAgent: Sendable, Equatable {
     var steps: UInt64
 }
 
-/// A shard's fixed view of the colony: its nodes, and for each its neighbours, coded as an
-/// index among the shard's own nodes (≥ 0) or as `-(position + 1)` of the owning shard.
+/// A shard's fixed view of the colony: its nodes; for each, its neighbours coded as an index
+/// among the shard's own nodes (≥ 0) or as `-(slot + 1)`, a slot of the outgoing buffer; and
+/// the halo plan: which slots go to which shard, and where each arriving amount lands.
+///
+/// Both ends of an exchange derive the plan from the graph and the placement alone: the sender
+/// numbers its cross-shard edges to a shard in (its node, neighbour) order, and the receiver
+/// walks the sender's nodes in the same order — so amounts travel without node ids.
 struct ColonyLayout: Sendable {
     let configuration: ColonyConfiguration
     let graph: ColonyGraph
@@ -409,12 +439,15 @@ struct ColonyLayout: Sendable {
     let nodeCount: Int
     /// The shard's nodes, increasing: local index `i` is node `owned[i]`.
     let owned: [Int32]
-    private let ownerPositions: [Int32]
-    private let indexInOwner: [Int32]
-    /// Neighbour entries of local node `i`: `start[i] ..< start[i + 1]` in `code` and `global`.
+    /// Per node: its local index here (≥ 0), or `-(owner position + 1)`.
+    private let placeOf: [Int32]
+    /// Neighbour entries of local node `i`: `start[i] ..< start[i + 1]` in `code`.
     let start: [Int32]
     let code: [Int32]
-    let global: [Int32]
+    /// The outgoing buffer's slots for the shard at position `p`: `outBase[p] ..< outBase[p + 1]`.
+    let outBase: [Int]
+    /// For the shard at position `p`: the local index each of its amounts lands on, in order.
+    let haloIn: [[Int32]]
 
     init(id: ShardID, partition: ColonyPartition) {
         configuration = partition.configuration
@@ -423,35 +456,69 @@ struct ColonyLayout: Sendable {
         nodeCount = partition.configuration.nodeCount
         let position = partition.placement.shards.firstIndex(of: id) ?? -1
         self.position = position
-        ownerPositions = partition.ownerPosition
-        indexInOwner = partition.indexInOwner
+        let shardCount = max(1, partition.placement.shards.count)
         owned = position >= 0 ? partition.owned[position] : []
+        var placeOf = [Int32](repeating: 0, count: nodeCount)
+        for v in 0..<nodeCount {
+            let p = Int(partition.ownerPosition[v])
+            placeOf[v] = p == position ? partition.indexInOwner[v] : Int32(-(p + 1))
+        }
+        self.placeOf = placeOf
+        // Number the outgoing edges per target shard, in (node, neighbour) order.
+        var perTarget = [Int](repeating: 0, count: shardCount)
+        for v in owned {
+            for j in Int(graph.offsets[Int(v)])..<Int(graph.offsets[Int(v) + 1]) {
+                let p = Int(partition.ownerPosition[Int(graph.neighbours[j])])
+                if p != position { perTarget[p] += 1 }
+            }
+        }
+        var outBase = [0]
+        for p in 0..<shardCount { outBase.append(outBase[p] + perTarget[p]) }
+        self.outBase = outBase
+        var next = Array(outBase.dropLast())
         var start: [Int32] = [0]
         var code: [Int32] = []
-        var global: [Int32] = []
         start.reserveCapacity(owned.count + 1)
         for v in owned {
             for j in Int(graph.offsets[Int(v)])..<Int(graph.offsets[Int(v) + 1]) {
                 let u = Int(graph.neighbours[j])
                 let p = Int(partition.ownerPosition[u])
-                code.append(p == position ? partition.indexInOwner[u] : Int32(-(p + 1)))
-                global.append(Int32(u))
+                if p == position {
+                    code.append(partition.indexInOwner[u])
+                } else {
+                    code.append(Int32(-(next[p] + 1)))
+                    next[p] += 1
+                }
             }
             start.append(Int32(code.count))
         }
         self.start = start
         self.code = code
-        self.global = global
+        // Where the amounts from each other shard land, in that shard's numbering.
+        var haloIn = [[Int32]](repeating: [], count: shardCount)
+        if position >= 0 {
+            for q in 0..<shardCount where q != position {
+                for v in partition.owned[q] {
+                    for j in Int(graph.offsets[Int(v)])..<Int(graph.offsets[Int(v) + 1]) {
+                        let u = Int(graph.neighbours[j])
+                        if Int(partition.ownerPosition[u]) == position { haloIn[q].append(partition.indexInOwner[u]) }
+                    }
+                }
+            }
+        }
+        self.haloIn = haloIn
     }
 
     /// The local index of node `v`, or -1 when another shard owns it.
     @inline(__always)
     func local(_ v: Int) -> Int {
-        Int(ownerPositions[v]) == position ? Int(indexInOwner[v]) : -1
+        let p = Int(placeOf[v])
+        return p >= 0 ? p : -1
     }
 
+    /// The local index of node `v` (≥ 0), or `-(owner position + 1)`.
     @inline(__always)
-    func ownerPosition(_ v: Int) -> Int { Int(ownerPositions[v]) }
+    func place(_ v: Int) -> Int { Int(placeOf[v]) }
 }
 
 /// The mutable state of one colony shard: per own node (by local index) and per agent.
@@ -465,10 +532,11 @@ struct ColonyState: Sendable {
     var plan: [Int32] = []
     /// The agents buffer of the previous tick, reused.
     var spareAgents: [ColonyAgent] = []
-    /// What Act sends each shard (by position): inflowing signal per node, arriving agents.
-    var outNodes: [[UInt32]]
-    var outAmounts: [[Int64]]
+    /// What Act sends other shards: one amount per cross-shard edge (the halo plan's slots),
+    /// and the agents moving to each shard (by position).
+    var outgoing: [Int64]
     var outAgents: [[ColonyAgent]]
+    let outBase: [Int]
 
     init(layout: ColonyLayout) {
         let m = layout.owned.count
@@ -484,28 +552,27 @@ struct ColonyState: Sendable {
         }
         self.agents = agents
         let shards = max(1, layout.placement.shards.count)
-        outNodes = Array(repeating: [], count: shards)
-        outAmounts = Array(repeating: [], count: shards)
+        outBase = layout.outBase
+        outgoing = Array(repeating: 0, count: layout.outBase[shards])
         outAgents = Array(repeating: [], count: shards)
     }
 
     mutating func clearOutgoing() {
-        for p in outNodes.indices {
-            outNodes[p].removeAll(keepingCapacity: true)
-            outAmounts[p].removeAll(keepingCapacity: true)
-            outAgents[p].removeAll(keepingCapacity: true)
-        }
+        for p in outAgents.indices where !outAgents[p].isEmpty { outAgents[p].removeAll(keepingCapacity: true) }
     }
 
     /// What goes to the shard at `position`, encoded (nil when nothing does): inflow count,
-    /// nodes (u32 each), amounts (i64 each), agent count, agents (id, node, steps).
+    /// amounts (i64 each, in the halo plan's order), agent count, agents (id, node, steps).
     func encodeTransfer(to position: Int) -> [UInt8]? {
-        let nodes = outNodes[position], amounts = outAmounts[position], agents = outAgents[position]
-        guard !nodes.isEmpty || !agents.isEmpty else { return nil }
-        var w = WireWriter(capacity: 8 + nodes.count * 12 + agents.count * 24)
-        w.count(nodes.count)
-        appendLittleEndian(nodes, to: &w.bytes)
-        appendLittleEndian(amounts, to: &w.bytes)
+        let amounts = outgoing[outBase[position]..<outBase[position + 1]], agents = outAgents[position]
+        guard !amounts.isEmpty || !agents.isEmpty else { return nil }
+        var w = WireWriter(capacity: 8 + amounts.count * 8 + agents.count * 24)
+        w.count(amounts.count)
+        #if _endian(little)
+        amounts.withUnsafeBytes { w.bytes.append(contentsOf: $0) }
+        #else
+        for a in amounts { w.i64(a) }
+        #endif
         w.count(agents.count)
         for a in agents {
             w.u64(a.id)

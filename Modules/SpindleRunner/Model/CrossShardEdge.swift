@@ -94,8 +94,9 @@ public struct CrossShardEdges: RandomAccessCollection, Sendable, Equatable, Expr
 {
     /// Non-empty batches, in order.
     private var batches: [[CrossShardEdge]] = []
-    /// `starts[i]`: the index of `batches[i]`'s first edge; `starts.last` is the count.
-    private var starts: [Int] = [0]
+    /// `starts[i]`: the index of `batches[i]`'s first edge.
+    private var starts: [Int] = []
+    private var total = 0
 
     public init() {}
 
@@ -111,7 +112,8 @@ public struct CrossShardEdges: RandomAccessCollection, Sendable, Equatable, Expr
     mutating func append(batch: [CrossShardEdge]) {
         guard !batch.isEmpty else { return }
         batches.append(batch)
-        starts.append(starts[starts.count - 1] + batch.count)
+        starts.append(total)
+        total += batch.count
     }
 
     /// Appends every batch of `other`.
@@ -120,9 +122,9 @@ public struct CrossShardEdges: RandomAccessCollection, Sendable, Equatable, Expr
     }
 
     public var startIndex: Int { 0 }
-    public var endIndex: Int { starts[starts.count - 1] }
-    public var count: Int { endIndex }
-    public var isEmpty: Bool { endIndex == 0 }
+    public var endIndex: Int { total }
+    public var count: Int { total }
+    public var isEmpty: Bool { total == 0 }
 
     public subscript(position: Int) -> CrossShardEdge {
         precondition(position >= 0 && position < endIndex, "CrossShardEdges index \(position) out of range 0..<\(endIndex)")
@@ -137,20 +139,31 @@ public struct CrossShardEdges: RandomAccessCollection, Sendable, Equatable, Expr
 
     public func makeIterator() -> Iterator { Iterator(batches: batches) }
 
-    /// Walks the batches in order without index arithmetic.
+    /// Walks the batches in order, holding the current batch (no per-edge index arithmetic
+    /// or reference counting).
     public struct Iterator: IteratorProtocol {
-        let batches: [[CrossShardEdge]]
-        var batch = 0
-        var offset = 0
+        private let batches: [[CrossShardEdge]]
+        private var batch = 0
+        private var current: [CrossShardEdge]
+        private var offset = 0
+
+        init(batches: [[CrossShardEdge]]) {
+            self.batches = batches
+            current = batches.first ?? []
+        }
 
         public mutating func next() -> CrossShardEdge? {
-            while batch < batches.count {
-                if offset < batches[batch].count {
-                    defer { offset += 1 }
-                    return batches[batch][offset]
-                }
+            if offset < current.count {
+                defer { offset += 1 }
+                return current[offset]
+            }
+            while batch + 1 < batches.count {
                 batch += 1
-                offset = 0
+                current = batches[batch]
+                if !current.isEmpty {
+                    offset = 1
+                    return current[0]
+                }
             }
             return nil
         }

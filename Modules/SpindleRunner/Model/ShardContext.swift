@@ -14,7 +14,7 @@ public struct ShardContext: Sendable {
     public var logger: Logger
     let ghostView: GhostView?
     /// The previous tick's collective results.
-    public let collectives: CollectiveResults
+    public internal(set) var collectives: CollectiveResults
     let sink: ContributionSink?
 
     public init(tick: UInt64, phase: Phase, shard: ShardID, placement: ShardPlacement,

@@ -86,6 +86,17 @@ public struct ShardPlacement: Sendable, Equatable {
         ShardPlacement(shards: shards, strategy: strategy)
     }
 
+    /// The same placement in storage of its own (no buffer shared with `self`): a shard's
+    /// context keeps one, so the lanes running different shards never touch one reference
+    /// count.
+    func unshared() -> ShardPlacement {
+        var copy = self
+        copy.shards = shards.withUnsafeBufferPointer { Array($0) }
+        copy.points = points.withUnsafeBufferPointer { Array($0) }
+        copy.owners = owners.withUnsafeBufferPointer { Array($0) }
+        return copy
+    }
+
     private func position(ofHash hash: UInt64) -> Int? {
         guard !points.isEmpty else { return nil }
         var lo = 0, hi = points.count

@@ -63,6 +63,9 @@ final class ShardSlot: @unchecked Sendable {
     var position: Int
     let ghosts: SharedGhostCache
     let sink = ContributionSink()
+    /// The context this shard's phases get (in-process shards): built when the placement
+    /// changes, with storage of its own; tick, phase and collectives are set in place.
+    var context: ShardContext
 
     // Phase outcome (lane-owned during the phase).
     var result: Result<Int, PhaseFailure> = .success(0)
@@ -101,6 +104,8 @@ final class ShardSlot: @unchecked Sendable {
         self.id = member.id
         self.position = position
         self.ghosts = SharedGhostCache(capacity: ghostCapacity)
+        self.context = ShardContext(tick: 0, phase: .sense, shard: member.id,
+                                    placement: ShardPlacement(shards: [member.id]))
     }
 
     var local: (any Shard)? {

@@ -50,10 +50,10 @@ extension TickEngine {
             if !misses.isEmpty {
                 // Installing more distinct keys than the cache holds would only evict the
                 // earlier ones again: fetch the last `capacity` distinct misses.
-                var seen = Set<NodeKey>(minimumCapacity: misses.count)
+                var seen = KeyTable(minimumCapacity: misses.count)
                 var order: [NodeKey] = []
                 order.reserveCapacity(misses.count)
-                for k in misses where seen.insert(k).inserted { order.append(k) }
+                for k in misses where seen.insert(k.rawValue) { order.append(k) }
                 let capacity = slot.ghosts.capacity
                 if order.count > capacity { order.removeFirst(order.count - capacity) }
                 for k in order {
@@ -92,8 +92,8 @@ extension TickEngine {
             keys.append(contentsOf: s.routing.missesFor[position])
         }
         guard lists > 1 else { return keys }
-        var seen = Set<NodeKey>(minimumCapacity: keys.count)
-        return keys.filter { seen.insert($0).inserted }
+        var seen = KeyTable(minimumCapacity: keys.count)
+        return keys.filter { seen.insert($0.rawValue) }
     }
 
     /// Installs the ghosts a shard missed in the last completed tick (exported by their owners

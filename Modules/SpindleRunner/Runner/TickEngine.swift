@@ -46,6 +46,8 @@ final class TickEngine: @unchecked Sendable {
     private(set) var localSlots: [ShardSlot] = []
     private(set) var remoteSlots: [ShardSlot] = []
     private(set) var ids: [ShardID] = []
+    /// The in-process shards' slot positions.
+    private var localPositions: [Int] = []
     private var positionOfID: [ShardID: Int] = [:]
     private var epoch: UInt64 = .max
     private(set) var placement: ShardPlacement
@@ -96,8 +98,17 @@ final class TickEngine: @unchecked Sendable {
         ids = slots.map(\.id)
         localSlots = slots.filter { $0.local != nil }
         remoteSlots = slots.filter { $0.remote != nil }
+        localPositions = localSlots.map(\.position)
         positionOfID = Dictionary(uniqueKeysWithValues: slots.map { ($0.id, $0.position) })
         placementToSlot = placement.shards.map { positionOfID[$0] ?? -1 }
+        for s in localSlots {
+            var shardLogger = logger
+            shardLogger[metadataKey: "shard"] = "\(s.id)"
+            s.context = ShardContext(tick: tick, phase: .sense, shard: s.id, placement: placement.unshared(),
+                                     logger: shardLogger,
+                                     ghostView: configuration.ghostResolution ? .cache(s.ghosts) : nil,
+                                     collectives: collectives, sink: s.sink)
+        }
     }
 
     /// Installs the runner's handlers on a remote shard's connection.
@@ -266,9 +277,10 @@ final class TickEngine: @unchecked Sendable {
 
     /// Runs `phase` of one in-process shard; returns what it processed.
     private func runLocal(_ slot: ShardSlot, _ shard: any Shard, phase: Phase) -> Int {
-        let context = ShardContext(tick: tick, phase: phase, shard: slot.id, placement: placement, logger: logger,
-                                   ghostView: configuration.ghostResolution ? .cache(slot.ghosts) : nil,
-                                   collectives: collectives, sink: slot.sink)
+        slot.context.tick = tick
+        slot.context.phase = phase
+        if phase == .sense { slot.context.collectives = collectives }
+        let context = slot.context
         do {
             switch phase {
             case .sense:
@@ -312,7 +324,11 @@ final class TickEngine: @unchecked Sendable {
     private func keepRollbackPoint(_ slot: ShardSlot, _ shard: any Shard) -> PhaseFailure? {
         if slot.snapshots != .unsupported {
             do {
-                slot.savedSnapshot = try shard.snapshot()
+                // The last tick's buffer is reused (moved out, so it is not shared).
+                var buffer = slot.savedSnapshot ?? []
+                slot.savedSnapshot = nil
+                try shard.snapshot(into: &buffer)
+                slot.savedSnapshot = buffer
                 slot.snapshots = .supported
             } catch let e as RunnerError {
                 guard case .snapshotUnsupported = e else {
@@ -382,7 +398,7 @@ final class TickEngine: @unchecked Sendable {
             }
         }
         round = gate.begin(tick: tick, phase: phase, shards: ids, local: localSlots)
-        let stamp = coordinator.hlc.tick()
+        let stamp = remoteSlots.isEmpty ? .zero : coordinator.hlc.tick()
         for (slot, var request) in zip(remoteSlots, remoteRequests) {
             request.round = round
             do {
@@ -397,7 +413,7 @@ final class TickEngine: @unchecked Sendable {
         } else {
             operation = .phase(phase)
             fork(coord)
-            poll = gate.arriveLocal(localSlots.map(\.position), round: round)
+            poll = gate.arriveLocal(localPositions, round: round)
             let arrival = coordinator.hlc.tick()
             for s in localSlots { s.setStamp(arrival, for: phase) }
         }

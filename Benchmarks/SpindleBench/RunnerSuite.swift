@@ -15,6 +15,7 @@ import Glibc
 let runnerSuite = BenchSuite(name: "runner") { reporter in
     let parts = environmentList("SPINDLE_BENCH_RUNNER_PARTS") ?? ["empty", "colony", "legacy", "remote"]
     if parts.contains("empty") { try await emptyTickBenchmark(reporter) }
+    if parts.contains("bookkeeping") { reporter.note("1-lane empty tick: \(fmt(try await oneLaneEmptyTick(ticks: 200_000) * 1e6)) µs") }
     if parts.contains("colony") { try await colonyScalingBenchmark(reporter, nodes: 262_144, agents: 65_536) }
     if parts.contains("legacy") { try await legacyColonyBenchmark(reporter) }
     if parts.contains("remote") { try await runRemoteTickBenchmark(reporter) }
@@ -43,6 +44,9 @@ private func emptyTickBenchmark(_ reporter: BenchReporter) async throws {
         spin.append(cb_spin_barrier_roundtrip_ns(barrierRounds))
     }
     await runner.shutdown()
+    // The runner's own bookkeeping per tick: the same ticks on one lane (no fork, no join).
+    let bookkeeping = try await oneLaneEmptyTick(ticks: ticks)
+    reporter.note("empty tick on 1 lane (the runner's bookkeeping, no fork/join): \(fmt(bookkeeping * 1e6)) µs/tick")
     let perTick = median(tick) / 1e3
     reporter.report(BenchResult(suite: "runner", benchmark: "empty tick, 4 in-process shards", value: perTick,
                                 unit: "µs/tick", baseline: "tasklet barrier RTT", baselineValue: median(barrier) / 1e3,
@@ -64,6 +68,15 @@ private func taskletBarrierRoundTrip(rounds: Int) throws -> Double {
         }
     })
     return Double((clock.now() - t0).nanosecondsClamped) / Double(rounds)
+}
+
+/// Seconds per empty tick of 4 idle shards on one lane.
+private func oneLaneEmptyTick(ticks: Int) async throws -> Double {
+    let oneLane = try DistributedRunner(coordinator: Coordinator(), shards: (1...4).map { IdleShard(id: ShardID(UInt64($0))) },
+                                        configuration: RunnerConfiguration(parallelism: 1))
+    let perTick = try await measureAsync(iterations: ticks, rounds: 5) { n in blackHole(try await oneLane.run(n)) }
+    await oneLane.shutdown()
+    return perTick
 }
 
 /// One colony configuration of the scaling rows.

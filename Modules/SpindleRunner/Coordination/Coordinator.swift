@@ -54,6 +54,8 @@ public final class Coordinator: Sendable {
         var membership: Membership
     }
     private let state: Mutex<State>
+    /// `membership.epoch`, readable without taking the lock (runners check it every tick).
+    private let epochValue = Atomic<UInt64>(0)
 
     public init(configuration: Configuration = Configuration(), clock: any SpindleClock = SystemClock()) {
         self.configuration = configuration
@@ -69,6 +71,9 @@ public final class Coordinator: Sendable {
     /// The registered shards and their placement.
     public var membership: Membership { state.withLock { $0.membership } }
 
+    /// The membership's epoch: it changes on every register, deregister and placement change.
+    public var membershipEpoch: UInt64 { epochValue.load(ordering: .acquiring) }
+
     /// The placement of keys on the registered shards.
     public var placement: ShardPlacement { membership.placement }
 
@@ -81,6 +86,7 @@ public final class Coordinator: Sendable {
             s.membership.shards.sort()
             s.membership.placement = s.membership.placement.adding(shard)
             s.membership.epoch += 1
+            epochValue.store(s.membership.epoch, ordering: .releasing)
         }
         configuration.logger.debug("registered shard", metadata: ["shard": "\(shard)"])
     }
@@ -93,6 +99,7 @@ public final class Coordinator: Sendable {
             s.membership.shards.remove(at: i)
             s.membership.placement = s.membership.placement.removing(shard)
             s.membership.epoch += 1
+            epochValue.store(s.membership.epoch, ordering: .releasing)
         }
         configuration.logger.debug("deregistered shard", metadata: ["shard": "\(shard)"])
     }
@@ -106,6 +113,7 @@ public final class Coordinator: Sendable {
             guard p != s.membership.placement else { return false }
             s.membership.placement = p
             s.membership.epoch += 1
+            epochValue.store(s.membership.epoch, ordering: .releasing)
             return true
         }
         if changed { configuration.logger.debug("placement changed", metadata: ["placement": "\(strategy)"]) }

@@ -133,9 +133,9 @@ enum CollectiveCoding {
 
 /// What one shard contributed to collectives in one tick.
 ///
-/// `@unchecked Sendable`: written only by the thread running the shard's phase (the runner
-/// never runs two phases of one shard at once) and read by the runner after the phase's
-/// barrier, which orders the accesses.
+/// `@unchecked Sendable` (and no dynamic exclusivity checks): written only by the thread
+/// running the shard's phase (the runner never runs two phases of one shard at once) and read
+/// by the runner after the phase's barrier, which orders the accesses.
 final class ContributionSink: @unchecked Sendable {
     struct Entry {
         var name: String
@@ -143,9 +143,9 @@ final class ContributionSink: @unchecked Sendable {
         var value: any Sendable
         var encode: @Sendable () throws -> [UInt8]
     }
-    private(set) var entries: [Entry] = []
+    @exclusivity(unchecked) private(set) var entries: [Entry] = []
     /// A contribution of another type to a name already contributed to (reported as a failure).
-    private(set) var conflict: String?
+    @exclusivity(unchecked) private(set) var conflict: String?
 
     func reset() {
         if !entries.isEmpty { entries.removeAll(keepingCapacity: true) }

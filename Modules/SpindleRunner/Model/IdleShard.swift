@@ -14,6 +14,10 @@ public final class IdleShard: Shard {
     /// An idle shard has no state: its snapshot is empty.
     public func snapshot() throws -> [UInt8] { [] }
 
+    public func snapshot(into buffer: inout [UInt8]) throws {
+        if !buffer.isEmpty { buffer.removeAll(keepingCapacity: true) }
+    }
+
     public func restore(_ snapshot: [UInt8]) throws {
         guard snapshot.isEmpty else {
             throw RunnerError.snapshotFailed(shard: id, operation: "restore",

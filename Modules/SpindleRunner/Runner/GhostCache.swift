@@ -17,6 +17,8 @@ public struct GhostCache: Sendable {
     private var mru = -1
     public private(set) var hits: UInt64 = 0
     public private(set) var misses: UInt64 = 0
+    /// Counts changes of contents or recency (a copy with the same count is the same cache).
+    private(set) var mutations: UInt64 = 0
 
     private struct Slot: Sendable {
         var node: GhostNode
@@ -67,6 +69,7 @@ public struct GhostCache: Sendable {
         if i != mru {
             unlink(i)
             linkNewest(i)
+            mutations &+= 1
         }
         return slots[i].node
     }
@@ -78,6 +81,7 @@ public struct GhostCache: Sendable {
     /// - Returns: the key evicted to make room, if any.
     @discardableResult
     public mutating func insert(_ node: GhostNode) -> NodeKey? {
+        mutations &+= 1
         if let found = index.find(node.key.rawValue) {
             let i = Int(found)
             slots[i].node = node
@@ -125,6 +129,7 @@ public struct GhostCache: Sendable {
     }
 
     private mutating func drop(_ i: Int) {
+        mutations &+= 1
         unlink(i)
         index.remove(slots[i].node.key.rawValue)
         slots[i].node.payload = []

@@ -20,13 +20,15 @@ struct ActRouting {
     var ghostMisses = 0
     /// An edge or message for a shard the runner does not run.
     var failure: RunnerError?
+    /// Whether any batch, message or request was filled since the last reset.
+    var isEmpty = true
 
     mutating func reset(targets n: Int) {
         if edgesTo.count != n {
             edgesTo = Array(repeating: [], count: n)
             messagesTo = Array(repeating: [], count: n)
             missesFor = Array(repeating: [], count: n)
-        } else {
+        } else if !isEmpty {
             for i in 0..<n {
                 if !edgesTo[i].isEmpty { edgesTo[i] = [] }
                 if !messagesTo[i].isEmpty { messagesTo[i] = [] }
@@ -39,6 +41,7 @@ struct ActRouting {
         ghostHits = 0
         ghostMisses = 0
         failure = nil
+        isEmpty = true
     }
 }
 
@@ -49,7 +52,7 @@ enum SnapshotSupport: Sendable {
 
 /// The runner's per-shard bookkeeping.
 ///
-/// `@unchecked Sendable`: the phase fields (`result`, `durations`, `routing`, `exports`,
+/// `@unchecked Sendable` and `@exclusivity(unchecked)`: the phase fields (`result`, `durations`, `routing`, `exports`,
 /// the rollback point, `sink`) are written only by the one thread running this shard's phase
 /// (a pool lane, or the coordinator lane for a remote shard) between a phase's fork and its
 /// join, and read by the coordinator lane after the join; the tasklet pool's fork and join
@@ -58,41 +61,45 @@ enum SnapshotSupport: Sendable {
 /// `doneRound` are atomics the watchdog reads at any time.
 final class ShardSlot: @unchecked Sendable {
     let id: ShardID
-    var member: ShardMember
+    @exclusivity(unchecked) var member: ShardMember
     /// This slot's index in the runner's slots (and in every barrier round's shard list).
-    var position: Int
+    @exclusivity(unchecked) var position: Int
     let ghosts: SharedGhostCache
     let sink = ContributionSink()
     /// The context this shard's phases get (in-process shards): built when the placement
     /// changes, with storage of its own; tick, phase and collectives are set in place.
-    var context: ShardContext
+    @exclusivity(unchecked) var context: ShardContext
+    /// The engine's `collectivesEpoch` that `context` carries.
+    @exclusivity(unchecked) var contextCollectivesEpoch: UInt64 = 0
 
     // Phase outcome (lane-owned during the phase).
-    var result: Result<Int, PhaseFailure> = .success(0)
-    var lost = false
-    var durations: (Duration, Duration, Duration) = (.zero, .zero, .zero)
-    var processed: (Int, Int, Int) = (0, 0, 0)
-    var stamps: (HLCTimestamp, HLCTimestamp, HLCTimestamp) = (.zero, .zero, .zero)
-    var routing = ActRouting()
+    @exclusivity(unchecked) var result: Result<Int, PhaseFailure> = .success(0)
+    @exclusivity(unchecked) var lost = false
+    @exclusivity(unchecked) var durations: (Duration, Duration, Duration) = (.zero, .zero, .zero)
+    @exclusivity(unchecked) var processed: (Int, Int, Int) = (0, 0, 0)
+    @exclusivity(unchecked) var stamps: (HLCTimestamp, HLCTimestamp, HLCTimestamp) = (.zero, .zero, .zero)
+    @exclusivity(unchecked) var routing = ActRouting()
     /// Ghosts exported in the last Decay, by key.
-    var exports: [NodeKey: GhostNode] = [:]
+    @exclusivity(unchecked) var exports: [NodeKey: GhostNode] = [:]
     /// A remote shard's Decay contributions (encoded), by name.
-    var remoteContributions: [(name: String, value: [UInt8])] = []
+    @exclusivity(unchecked) var remoteContributions: [(name: String, value: [UInt8])] = []
 
     /// Keys missed in the last completed tick, to install before the next Sense.
-    var pendingInstalls: [NodeKey] = []
+    @exclusivity(unchecked) var pendingInstalls: [NodeKey] = []
 
     // The rollback point: the shard's state and ghost cache at the start of the running tick.
-    var snapshots = SnapshotSupport.unknown
-    var savedSnapshot: [UInt8]? = nil
-    var savedGhosts: GhostCache? = nil
+    @exclusivity(unchecked) var snapshots = SnapshotSupport.unknown
+    @exclusivity(unchecked) var savedSnapshot: [UInt8]? = nil
+    @exclusivity(unchecked) var savedGhosts: GhostCache? = nil
+    /// The cache's mutation count when `savedGhosts` was taken.
+    @exclusivity(unchecked) var savedGhostsVersion: UInt64 = .max
     /// Whether the shard's server kept a rollback point in this tick's Sense (remote shards).
-    var remoteRollbackPoint = false
+    @exclusivity(unchecked) var remoteRollbackPoint = false
     /// A snapshot being written to or read from a checkpoint, and the digest taken with it.
-    var transfer: [UInt8] = []
-    var snapshotDigest: UInt64 = 0
+    @exclusivity(unchecked) var transfer: [UInt8] = []
+    @exclusivity(unchecked) var snapshotDigest: UInt64 = 0
     /// Why the last snapshot or restore on a lane failed.
-    var transferError: RunnerError?
+    @exclusivity(unchecked) var transferError: RunnerError?
 
     /// Whether a lane is running this shard's phase code now (for the watchdog).
     let running = Atomic<Bool>(false)

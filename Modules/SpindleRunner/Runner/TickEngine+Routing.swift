@@ -15,13 +15,19 @@ extension TickEngine {
     /// to fetch. Runs where the shard's Act ran (a lane, or the coordinator lane for a remote
     /// shard).
     func route(edges: [ActOutput.PendingEdge], messages: [(to: ShardID, payload: [UInt8])], from slot: ShardSlot) {
+        let n = slots.count
+        if edges.isEmpty && messages.isEmpty && slot.routing.isEmpty && slot.routing.edgesTo.count == n {
+            slot.routing.reset(targets: n)   // nothing to clear: only the counters
+            return
+        }
         var r = ActRouting()
         swap(&r, &slot.routing)
         defer { swap(&r, &slot.routing) }
-        let n = slots.count
         r.reset(targets: n)
         r.edgeCount = edges.count
         r.messageCount = messages.count
+        guard !edges.isEmpty || !messages.isEmpty else { return }
+        r.isEmpty = false
         let me = slot.position
         let resolve = configuration.ghostResolution
         if !edges.isEmpty {
@@ -75,7 +81,7 @@ extension TickEngine {
     func delivery(for position: Int) -> ShardDelivery {
         var edges = CrossShardEdges()
         var messages: [ShardMessage] = []
-        for s in slots where position < s.routing.edgesTo.count {
+        for s in slots where !s.routing.isEmpty && position < s.routing.edgesTo.count {
             edges.append(batch: s.routing.edgesTo[position])
             let m = s.routing.messagesTo[position]
             if !m.isEmpty { messages.append(contentsOf: m) }
@@ -87,7 +93,7 @@ extension TickEngine {
     func ghostRequests(for position: Int) -> [NodeKey] {
         var keys: [NodeKey] = []
         var lists = 0
-        for s in slots where position < s.routing.missesFor.count && !s.routing.missesFor[position].isEmpty {
+        for s in slots where !s.routing.isEmpty && position < s.routing.missesFor.count && !s.routing.missesFor[position].isEmpty {
             lists += 1
             keys.append(contentsOf: s.routing.missesFor[position])
         }
@@ -119,6 +125,16 @@ extension TickEngine {
         return ops
     }
 
+    /// Keeps a copy of a shard's ghost cache as the rollback point (unless it did not change
+    /// since the last copy).
+    func saveGhosts(_ slot: ShardSlot) {
+        slot.ghosts.cache.withLock { cache in
+            guard slot.savedGhosts == nil || cache.mutations != slot.savedGhostsVersion else { return }
+            slot.savedGhosts = cache
+            slot.savedGhostsVersion = cache.mutations
+        }
+    }
+
     /// Installs every shard's pending ghosts now (before a checkpoint or a look at a cache).
     func flushPendingInstalls() {
         for s in slots {
@@ -148,9 +164,7 @@ extension TickEngine {
             switch phase {
             case .sense:
                 let ops = installPending(slot)
-                if saveRollbackPoint {
-                    slot.savedGhosts = slot.ghosts.cache.withLock { $0 }
-                }
+                if saveRollbackPoint { saveGhosts(slot) }
                 slot.remoteRollbackPoint = false
                 request.saveRollbackPoint = saveRollbackPoint
                 request.ghostOps = (pendingGhostOps.removeValue(forKey: slot.id) ?? []) + ops
@@ -267,8 +281,10 @@ extension TickEngine {
             misses += r.ghostMisses
         }
         var edges = CrossShardEdges()
-        for d in slots.indices {
-            for s in slots where d < s.routing.edgesTo.count { edges.append(batch: s.routing.edgesTo[d]) }
+        if slots.contains(where: { !$0.routing.isEmpty }) {
+            for d in slots.indices {
+                for s in slots where !s.routing.isEmpty && d < s.routing.edgesTo.count { edges.append(batch: s.routing.edgesTo[d]) }
+            }
         }
         return TickResult(tick: tick, shards: shards, crossShardEdges: edges, messageCount: messageCount,
                           ghostHits: hits, ghostMisses: misses, duration: clock.now() - started,

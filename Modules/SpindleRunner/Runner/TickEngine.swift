@@ -28,8 +28,8 @@ enum LaneOperation: Sendable {
 ///           combine collectives ─ advance (t becomes the coordinator's tick)
 /// ```
 ///
-/// `@unchecked Sendable`: the mutable fields are written only by the coordinator lane of the
-/// runner's launch, or by the runner's shell while no launch runs (the shell serialises its
+/// `@unchecked Sendable` and `@exclusivity(unchecked)`: the mutable fields are written only by
+/// the coordinator lane of the runner's launch, or by the runner's shell while no launch runs (the shell serialises its
 /// operations and waits for launches in flight); the lanes read the per-operation fields
 /// (`operation`, `tick`, `round`, `placement`, `collectives`, …) between a fork and its join,
 /// after the coordinator lane wrote them before the fork. The watchdog touches only the gate.
@@ -42,34 +42,44 @@ final class TickEngine: @unchecked Sendable {
     let registry: [String: AnyCollective]
 
     /// Every shard, in increasing id order (a slot's `position` is its index here).
-    private(set) var slots: [ShardSlot] = []
-    private(set) var localSlots: [ShardSlot] = []
-    private(set) var remoteSlots: [ShardSlot] = []
-    private(set) var ids: [ShardID] = []
+    @exclusivity(unchecked) private(set) var slots: [ShardSlot] = []
+    @exclusivity(unchecked) private(set) var localSlots: [ShardSlot] = []
+    @exclusivity(unchecked) private(set) var remoteSlots: [ShardSlot] = []
+    @exclusivity(unchecked) private(set) var ids: [ShardID] = []
     /// The in-process shards' slot positions.
-    private var localPositions: [Int] = []
-    private var positionOfID: [ShardID: Int] = [:]
-    private var epoch: UInt64 = .max
-    private(set) var placement: ShardPlacement
+    @exclusivity(unchecked) private var localPositions: [Int] = []
+    @exclusivity(unchecked) private var positionOfID: [ShardID: Int] = [:]
+    @exclusivity(unchecked) private var epoch: UInt64 = .max
+    @exclusivity(unchecked) private(set) var placement: ShardPlacement
     /// Placement position → slot position (-1: a registered shard this runner does not run).
-    private(set) var placementToSlot: [Int] = []
+    @exclusivity(unchecked) private(set) var placementToSlot: [Int] = []
 
     // Set by the coordinator lane before each fork; read by the lanes.
-    private var operation = LaneOperation.phase(.sense)
-    private(set) var tick: UInt64 = 0
-    private var round: UInt64 = 0
-    private(set) var saveRollbackPoint = false
+    @exclusivity(unchecked) private var operation = LaneOperation.phase(.sense)
+    @exclusivity(unchecked) private(set) var tick: UInt64 = 0
+    @exclusivity(unchecked) private var round: UInt64 = 0
+    @exclusivity(unchecked) private(set) var saveRollbackPoint = false
+    /// Whether any shard's Act emitted something this tick (else Decay skips gathering).
+    @exclusivity(unchecked) private(set) var anyRouted = false
     /// The last completed tick's collective results (what the next Sense sees).
-    var collectives = CollectiveResults()
+    @exclusivity(unchecked) var collectives = CollectiveResults() {
+        didSet { collectivesEpoch &+= 1 }
+    }
+    /// Changes whenever `collectives` is replaced (shards' contexts catch up in their Sense).
+    @exclusivity(unchecked) private(set) var collectivesEpoch: UInt64 = 1
     /// Ghost cache changes not yet sent to remote shards' mirrors.
-    var pendingGhostOps: [ShardID: [GhostOp]] = [:]
+    @exclusivity(unchecked) var pendingGhostOps: [ShardID: [GhostOp]] = [:]
     /// Spin budget of the coordinator lane waiting for remote shards.
     private let remoteSpinNanoseconds: UInt64
+    /// Whether the coordinator's clock is the system clock (shard phases are then timed with
+    /// the cheaper lane stopwatch).
+    private let systemClock: Bool
 
     init(coordinator: Coordinator, members: [ShardMember], configuration: RunnerConfiguration) {
         self.coordinator = coordinator
         self.configuration = configuration
         self.clock = coordinator.clock
+        self.systemClock = coordinator.clock is SystemClock
         self.logger = configuration.logger
         self.gate = RoundGate(barrier: coordinator.makeBarrier(phaseTimeout: configuration.phaseTimeout),
                               clock: coordinator.clock)
@@ -108,6 +118,7 @@ final class TickEngine: @unchecked Sendable {
                                      logger: shardLogger,
                                      ghostView: configuration.ghostResolution ? .cache(s.ghosts) : nil,
                                      collectives: collectives, sink: s.sink)
+            s.contextCollectivesEpoch = collectivesEpoch
         }
     }
 
@@ -139,6 +150,7 @@ final class TickEngine: @unchecked Sendable {
     /// and takes up a changed placement.
     /// - Returns: the remote shards that left (to be stopped).
     func reconcileMembership() -> [RemoteShard] {
+        guard coordinator.membershipEpoch != epoch else { return [] }
         let m = coordinator.membership
         guard m.epoch != epoch else { return [] }
         epoch = m.epoch
@@ -236,7 +248,7 @@ final class TickEngine: @unchecked Sendable {
         let lo = lane * n / lanes
         let hi = (lane + 1) * n / lanes
         guard lo < hi else { return }
-        var t0 = clock.now()
+        var t0 = stopwatch()
         for k in lo..<hi {
             let slot = localSlots[k]
             guard let shard = slot.local else { continue }
@@ -244,8 +256,8 @@ final class TickEngine: @unchecked Sendable {
             switch operation {
             case .phase(let phase):
                 let processed = runLocal(slot, shard, phase: phase)
-                let t1 = clock.now()
-                slot.setDuration(t1 - t0, processed: processed, for: phase)
+                let t1 = stopwatch()
+                slot.setDuration(elapsed(t0, t1), processed: processed, for: phase)
                 t0 = t1
                 slot.running.store(false, ordering: .relaxed)
                 slot.doneRound.store(round, ordering: .releasing)
@@ -275,11 +287,25 @@ final class TickEngine: @unchecked Sendable {
         }
     }
 
+    /// A stamp for timing a shard's phase on its lane: the CPU's cycle counter (via the
+    /// tasklet pool's stopwatch) with the system clock, else the coordinator's clock.
+    @inline(__always)
+    private func stopwatch() -> UInt64 {
+        systemClock ? LaneStopwatch.now() : clock.now().nanoseconds
+    }
+
+    private func elapsed(_ t0: UInt64, _ t1: UInt64) -> Duration {
+        systemClock ? LaneStopwatch.duration(from: t0, to: t1) : .nanoseconds(Int64(clamping: t1 &- t0))
+    }
+
     /// Runs `phase` of one in-process shard; returns what it processed.
     private func runLocal(_ slot: ShardSlot, _ shard: any Shard, phase: Phase) -> Int {
         slot.context.tick = tick
         slot.context.phase = phase
-        if phase == .sense { slot.context.collectives = collectives }
+        if phase == .sense, slot.contextCollectivesEpoch != collectivesEpoch {
+            slot.context.collectives = collectives
+            slot.contextCollectivesEpoch = collectivesEpoch
+        }
         let context = slot.context
         do {
             switch phase {
@@ -300,12 +326,16 @@ final class TickEngine: @unchecked Sendable {
                 slot.result = .success(n)
                 return n
             case .decay:
-                try shard.deliver(delivery(for: slot.position), context: context)
+                try shard.deliver(anyRouted ? delivery(for: slot.position) : ShardDelivery(), context: context)
                 let n = try shard.decay(context)
-                let requests = ghostRequests(for: slot.position)
-                slot.exports = requests.isEmpty ? [:] : Dictionary(
-                    PhaseExecution.exportGhosts(shard, keys: requests, context: context).map { ($0.key, $0) },
-                    uniquingKeysWith: { first, _ in first })
+                let requests = anyRouted ? ghostRequests(for: slot.position) : []
+                if requests.isEmpty {
+                    if !slot.exports.isEmpty { slot.exports = [:] }
+                } else {
+                    slot.exports = Dictionary(
+                        PhaseExecution.exportGhosts(shard, keys: requests, context: context).map { ($0.key, $0) },
+                        uniquingKeysWith: { first, _ in first })
+                }
                 if let conflict = slot.sink.conflict {
                     slot.result = .failure(PhaseFailure(reason: conflict))
                 } else {
@@ -340,7 +370,7 @@ final class TickEngine: @unchecked Sendable {
                 return PhaseFailure(reason: "the snapshot at the start of the tick failed: \(error)")
             }
         }
-        slot.savedGhosts = slot.ghosts.cache.withLock { $0 }
+        saveGhosts(slot)
         return nil
     }
 
@@ -364,7 +394,7 @@ final class TickEngine: @unchecked Sendable {
         saveRollbackPoint = configuration.rollback == .tickStart && rollbackAvailable
         for s in slots {
             s.lost = false
-            if !saveRollbackPoint {
+            if !saveRollbackPoint, s.savedSnapshot != nil || s.savedGhosts != nil {
                 s.savedSnapshot = nil
                 s.savedGhosts = nil
             }
@@ -380,8 +410,10 @@ final class TickEngine: @unchecked Sendable {
         case .failure(let e): return .failure(fail(coord, e, phase: .decay, completion: completion, inFlight: inFlight))
         }
         // The tick is done: commit.
-        collectives = results
-        for s in slots { s.pendingInstalls = s.routing.installOrder }
+        if !(results.isEmpty && collectives.isEmpty) { collectives = results }
+        for s in slots where !(s.pendingInstalls.isEmpty && s.routing.installOrder.isEmpty) {
+            s.pendingInstalls = s.routing.installOrder
+        }
         coordinator.advance()
         return .success(tickResult(started: started, collectives: results))
     }
@@ -434,7 +466,9 @@ final class TickEngine: @unchecked Sendable {
             return fail(coord, error, phase: phase, completion: completion, inFlight: inFlight)
         }
         if phase == .act {
-            for s in slots {
+            anyRouted = false
+            for s in slots where !s.routing.isEmpty {
+                anyRouted = true
                 if let e = s.routing.failure { return fail(coord, e, phase: phase, completion: completion, inFlight: inFlight) }
             }
         }

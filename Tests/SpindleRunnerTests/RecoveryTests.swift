@@ -241,6 +241,47 @@ struct RecoveryTests {
         }
     }
 
+    @Test("a remote shard that stops answering (its host is lost) is respawned under the policy; the digest is the uninterrupted one")
+    func respawnAfterSilence() async throws {
+        let reference = try await referenceDigest(Self.colony, ticks: 12)
+        let latch = TestLatch()
+        let once = Once()
+        let coordinator = Coordinator()
+        let shards = try colonyShards(3, Self.colony, .consistentHashing, coordinator: coordinator)
+        let placement = coordinator.placement
+        // Shard 2's first server hangs in its Act of tick 6 and never answers.
+        let hanging = HookedShard(shards[1], afterAct: { c in if c.tick == 6, once.fire() { latch.wait(seconds: 60) } })
+        let transport = InProcessTransport()
+        let started = Mutex<[ShardHost]>([])
+        try await withTemporaryDirectory { dir in
+            try await withShardHosts([shards[0], hanging], transport: transport, address: .inproc(name: "silent"),
+                                     coordinator: coordinator) { listener, remotes in
+                defer { latch.release() }
+                var configuration = RunnerConfiguration(phaseTimeout: .seconds(1))
+                configuration.checkpointEvery = 4
+                configuration.checkpointDirectory = dir
+                configuration.recovery = .respawn(maxAttempts: 2)
+                configuration.launcher = { id, _ in
+                    let fresh = ColonyShard(id: id, configuration: Self.colony, placement: placement)
+                    let host = try await ShardHost.serve(fresh, coordinator: listener.address, transport: transport)
+                    started.withLock { $0.append(host) }
+                    return try await listener.waitForShard(id, timeout: .seconds(20))
+                }
+                let runner = try DistributedRunner(coordinator: coordinator,
+                                                   members: remotes.map { .remote($0) } + [.local(shards[2])],
+                                                   configuration: configuration)
+                let results = try await runner.run(12)
+                #expect(results.map(\.tick) == Array(1...12))
+                #expect(once.fired && started.withLock { $0.count } == 1, "shard 2 got a new server")
+                #expect(try await runner.stateDigest() == reference)
+                await runner.shutdown()
+            }
+        }
+        for host in started.withLock({ $0 }) { await host.shutdown() }
+        latch.release()
+        await transport.shutdown()
+    }
+
     // MARK: The run planner
 
     @Test("the planner checkpoints at 0 and every n ticks, and cuts launches at checkpoints")

@@ -139,6 +139,14 @@ final class RoundGate: Sendable {
     /// The shards that had not arrived in the current round.
     var missing: [ShardID] { state.withLock { $0.barrier.missing } }
 
+    /// Whether an in-process shard has not arrived in the current round (a lane, maybe the
+    /// coordinator lane, is still in shard code).
+    var localMissing: Bool {
+        state.withLock { s in
+            s.probes.contains { p in s.barrier.index(of: p.id) != nil && !s.barrier.hasArrived(p.id) }
+        }
+    }
+
     /// The shards still running the current round: in-process shards whose phase code runs
     /// now, and remote shards that have not answered.
     var stillRunning: [ShardID] {

@@ -220,7 +220,9 @@ final class TickEngine: @unchecked Sendable {
             if manualClock { wait = min(wait, .milliseconds(20)) }
             wait = max(wait, .milliseconds(1))
             guard (try? await Task.sleep(for: wait)) != nil else { return }
-            if case .timedOut(let e) = gate.watch() {
+            // Only a lane stuck in shard code needs the watchdog; a round that waits for remote
+            // shards times out on the coordinator lane, which then decides what follows.
+            if case .timedOut(let e) = gate.watch(), gate.localMissing {
                 inFlight.markBusy(gate.stillRunning)
                 var failure = SegmentFailure(error: e, tick: coordinator.currentTick + 1)
                 failure.timedOut = true
@@ -481,8 +483,21 @@ final class TickEngine: @unchecked Sendable {
     private func fail(_ coord: CoordinatorContext<TickEngine, Void>, _ error: RunnerError, phase: Phase,
                       completion: SegmentCompletion, inFlight: InFlight, timedOut: Bool = false) -> SegmentFailure {
         var failure = SegmentFailure(error: error, tick: tick)
-        failure.timedOut = timedOut
+        var timedOut = timedOut
         failure.lost = slots.filter(\.lost).map(\.id)
+        if timedOut, case .respawn = configuration.recovery {
+            // Under a respawn policy, remote shards that miss the phase timeout are taken for
+            // lost (their host may be gone): their connections are closed and new servers
+            // started, instead of waiting for them.
+            let missing = gate.missing
+            let remote = Set(remoteSlots.map(\.id))
+            if !missing.isEmpty, missing.allSatisfy({ remote.contains($0) }) {
+                for id in missing { if let p = positionOfID[id] { slots[p].lost = true } }
+                failure.lost = missing
+                timedOut = false
+            }
+        }
+        failure.timedOut = timedOut
         if timedOut {
             inFlight.markBusy(gate.stillRunning)
             completion.resolve(failure: failure)

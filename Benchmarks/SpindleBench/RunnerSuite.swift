@@ -15,6 +15,12 @@ import Glibc
 let runnerSuite = BenchSuite(name: "runner") { reporter in
     let parts = environmentList("SPINDLE_BENCH_RUNNER_PARTS") ?? ["empty", "colony", "legacy", "remote"]
     if parts.contains("empty") { try await emptyTickBenchmark(reporter) }
+    if parts.contains("tickonly") {
+        let runner = try DistributedRunner(coordinator: Coordinator(), shards: (1...4).map { IdleShard(id: ShardID(UInt64($0))) })
+        let t = try await measureAsync(iterations: 200_000, rounds: 5) { n in blackHole(try await runner.run(n)) }
+        await runner.shutdown()
+        reporter.note("empty tick only: \(fmt(t * 1e6)) µs")
+    }
     if parts.contains("bookkeeping") { reporter.note("1-lane empty tick: \(fmt(try await oneLaneEmptyTick(ticks: 200_000) * 1e6)) µs") }
     if parts.contains("colony") { try await colonyScalingBenchmark(reporter, nodes: 262_144, agents: 65_536) }
     if parts.contains("legacy") { try await legacyColonyBenchmark(reporter) }

@@ -32,6 +32,7 @@ final class HookedShard: Shard {
     func decay(_ context: ShardContext) throws -> Int { try inner.decay(context) }
     func ghostNodes(for keys: [NodeKey], context: ShardContext) -> [GhostNode] { inner.ghostNodes(for: keys, context: context) }
     func stateDigest() -> UInt64 { inner.stateDigest() }
+    var readsGhosts: Bool { inner.readsGhosts }
     func snapshot() throws -> [UInt8] { try inner.snapshot() }
     func restore(_ snapshot: [UInt8]) throws { try inner.restore(snapshot) }
 }

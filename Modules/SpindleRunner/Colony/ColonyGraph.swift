@@ -87,6 +87,10 @@ struct ColonyPartition: Sendable {
     let indexInOwner: [Int32]
     /// The nodes of the shard at each position, increasing.
     let owned: [[Int32]]
+    /// The halo plan: `haloIn[p][q]` lists, for the cross-shard edges from the shard at
+    /// position q to the shard at position p, the target's index among p's nodes — in q's
+    /// (node, neighbour) order, which is also the order q writes its amounts.
+    let haloIn: [[[Int32]]]
 
     init(configuration: ColonyConfiguration, placement: ShardPlacement) {
         self.init(configuration: configuration, graph: ColonyGraph(configuration), placement: placement)
@@ -109,5 +113,17 @@ struct ColonyPartition: Sendable {
         self.ownerPosition = ownerPosition
         self.indexInOwner = indexInOwner
         self.owned = owned
+        let shards = owned.count
+        var haloIn = [[[Int32]]](repeating: [[Int32]](repeating: [], count: shards), count: shards)
+        for q in 0..<shards {
+            for v in owned[q] {
+                for j in Int(graph.offsets[Int(v)])..<Int(graph.offsets[Int(v) + 1]) {
+                    let u = Int(graph.neighbours[j])
+                    let p = Int(ownerPosition[u])
+                    if p != q { haloIn[p][q].append(indexInOwner[u]) }
+                }
+            }
+        }
+        self.haloIn = haloIn
     }
 }

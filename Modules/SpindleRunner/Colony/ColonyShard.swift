@@ -148,22 +148,18 @@ public final class ColonyShard: Shard {
         let per1024 = configuration.diffusionPer1024
         let count = layout.owned.count
         layout.start.withUnsafeBufferPointer { start in
-            layout.code.withUnsafeBufferPointer { code in
-                signal.withUnsafeMutableBufferPointer { signal in
-                    inflow.withUnsafeMutableBufferPointer { inflow in
-                        outgoing.withUnsafeMutableBufferPointer { outgoing in
-                            for i in 0..<count {
-                                let share = signal[i] * per1024 / 1024
-                                let lo = Int(start[i]), hi = Int(start[i + 1])
-                                signal[i] -= share * Int64(hi - lo)
-                                for j in lo..<hi {
-                                    let c = Int(code[j])
-                                    if c >= 0 {
-                                        inflow[c] += share
-                                    } else {
-                                        // Every slot is written every tick (zero shares too).
-                                        outgoing[-c - 1] = share
-                                    }
+            layout.split.withUnsafeBufferPointer { split in
+                layout.code.withUnsafeBufferPointer { code in
+                    signal.withUnsafeMutableBufferPointer { signal in
+                        inflow.withUnsafeMutableBufferPointer { inflow in
+                            outgoing.withUnsafeMutableBufferPointer { outgoing in
+                                for i in 0..<count {
+                                    let share = signal[i] * per1024 / 1024
+                                    let lo = Int(start[i]), mid = Int(split[i]), hi = Int(start[i + 1])
+                                    signal[i] -= share * Int64(hi - lo)
+                                    for j in lo..<mid { inflow[Int(code[j])] += share }
+                                    // Every slot is written every tick (zero shares too).
+                                    for j in mid..<hi { outgoing[Int(code[j])] = share }
                                 }
                             }
                         }
@@ -286,6 +282,9 @@ public final class ColonyShard: Shard {
             }
         }
     }
+
+    /// A colony shard never reads ghost nodes: the runner need not fetch any for it.
+    public var readsGhosts: Bool { false }
 
     public func stateDigest() -> UInt64 {
         state.withLock { s in
@@ -423,9 +422,9 @@ struct ColonyAgent: Sendable, Equatable {
     var steps: UInt64
 }
 
-/// A shard's fixed view of the colony: its nodes; for each, its neighbours coded as an index
-/// among the shard's own nodes (≥ 0) or as `-(slot + 1)`, a slot of the outgoing buffer; and
-/// the halo plan: which slots go to which shard, and where each arriving amount lands.
+/// A shard's fixed view of the colony: its nodes; for each, its own neighbours (as indices
+/// among the shard's nodes) and its remote ones (as slots of the outgoing buffer); and the halo
+/// plan: which slots go to which shard, and where each arriving amount lands.
 ///
 /// Both ends of an exchange derive the plan from the graph and the placement alone: the sender
 /// numbers its cross-shard edges to a shard in (its node, neighbour) order, and the receiver
@@ -441,8 +440,14 @@ struct ColonyLayout: Sendable {
     let owned: [Int32]
     /// Per node: its local index here (≥ 0), or `-(owner position + 1)`.
     private let placeOf: [Int32]
-    /// Neighbour entries of local node `i`: `start[i] ..< start[i + 1]` in `code`.
+    /// Under a ranges placement the shard's nodes are `rangeLow ..< rangeHigh` and a node's
+    /// local index is `v - rangeLow` (no lookup); else the range is empty.
+    private let rangeLow: Int
+    private let rangeHigh: Int
+    /// Neighbour entries of local node `i`: `start[i] ..< split[i]` in `code` are local indices,
+    /// `split[i] ..< start[i + 1]` slots of the outgoing buffer.
     let start: [Int32]
+    let split: [Int32]
     let code: [Int32]
     /// The outgoing buffer's slots for the shard at position `p`: `outBase[p] ..< outBase[p + 1]`.
     let outBase: [Int]
@@ -464,6 +469,14 @@ struct ColonyLayout: Sendable {
             placeOf[v] = p == position ? partition.indexInOwner[v] : Int32(-(p + 1))
         }
         self.placeOf = placeOf
+        if case .ranges = placement.strategy, let first = owned.first, let last = owned.last,
+           Int(last) - Int(first) + 1 == owned.count {
+            rangeLow = Int(first)
+            rangeHigh = Int(last) + 1
+        } else {
+            rangeLow = 0
+            rangeHigh = 0
+        }
         // Number the outgoing edges per target shard, in (node, neighbour) order.
         var perTarget = [Int](repeating: 0, count: shardCount)
         for v in owned {
@@ -476,49 +489,50 @@ struct ColonyLayout: Sendable {
         for p in 0..<shardCount { outBase.append(outBase[p] + perTarget[p]) }
         self.outBase = outBase
         var next = Array(outBase.dropLast())
+        // Each node's entries: its own neighbours first (local indices), then its remote ones
+        // (slots), so the diffusion loops have no data-dependent branch.
         var start: [Int32] = [0]
+        var split: [Int32] = []
         var code: [Int32] = []
         start.reserveCapacity(owned.count + 1)
+        split.reserveCapacity(owned.count)
+        var remote: [Int32] = []
         for v in owned {
+            remote.removeAll(keepingCapacity: true)
             for j in Int(graph.offsets[Int(v)])..<Int(graph.offsets[Int(v) + 1]) {
                 let u = Int(graph.neighbours[j])
                 let p = Int(partition.ownerPosition[u])
                 if p == position {
                     code.append(partition.indexInOwner[u])
                 } else {
-                    code.append(Int32(-(next[p] + 1)))
+                    remote.append(Int32(next[p]))
                     next[p] += 1
                 }
             }
+            split.append(Int32(code.count))
+            code.append(contentsOf: remote)
             start.append(Int32(code.count))
         }
         self.start = start
+        self.split = split
         self.code = code
-        // Where the amounts from each other shard land, in that shard's numbering.
-        var haloIn = [[Int32]](repeating: [], count: shardCount)
-        if position >= 0 {
-            for q in 0..<shardCount where q != position {
-                for v in partition.owned[q] {
-                    for j in Int(graph.offsets[Int(v)])..<Int(graph.offsets[Int(v) + 1]) {
-                        let u = Int(graph.neighbours[j])
-                        if Int(partition.ownerPosition[u]) == position { haloIn[q].append(partition.indexInOwner[u]) }
-                    }
-                }
-            }
-        }
-        self.haloIn = haloIn
+        haloIn = position >= 0 ? partition.haloIn[position] : []
     }
 
     /// The local index of node `v`, or -1 when another shard owns it.
     @inline(__always)
     func local(_ v: Int) -> Int {
+        if v >= rangeLow && v < rangeHigh { return v - rangeLow }
         let p = Int(placeOf[v])
         return p >= 0 ? p : -1
     }
 
     /// The local index of node `v` (≥ 0), or `-(owner position + 1)`.
     @inline(__always)
-    func place(_ v: Int) -> Int { Int(placeOf[v]) }
+    func place(_ v: Int) -> Int {
+        if v >= rangeLow && v < rangeHigh { return v - rangeLow }
+        return Int(placeOf[v])
+    }
 }
 
 /// The mutable state of one colony shard: per own node (by local index) and per agent.

@@ -147,9 +147,12 @@ final class ContributionSink: @unchecked Sendable {
     /// A contribution of another type to a name already contributed to (reported as a failure).
     @exclusivity(unchecked) private(set) var conflict: String?
 
+    /// Whether nothing was contributed (and nothing conflicts).
+    var isEmpty: Bool { entries.isEmpty && conflict == nil }
+
     func reset() {
         if !entries.isEmpty { entries.removeAll(keepingCapacity: true) }
-        conflict = nil
+        if conflict != nil { conflict = nil }
     }
 
     func add<Value>(_ value: Value, to collective: Collective<Value>) {

@@ -7,6 +7,9 @@ public final class IdleShard: Shard {
 
     public init(id: ShardID) { self.id = id }
 
+    /// Stands in where a slot needs some shard (remote members); never run.
+    static let placeholder = IdleShard(id: ShardID(0))
+
     public func sense(_ context: ShardContext) throws -> Int { 0 }
     public func act(_ context: ShardContext, output: inout ActOutput) throws -> Int { 0 }
     public func decay(_ context: ShardContext) throws -> Int { 0 }

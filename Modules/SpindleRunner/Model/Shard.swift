@@ -39,6 +39,10 @@ public protocol Shard: AnyObject, Sendable {
     /// shard does not own are left out.
     func ghostNodes(for keys: [NodeKey], context: ShardContext) -> [GhostNode]
 
+    /// Whether the shard reads ghost nodes (`ShardContext.ghost(_:)`). The runner fetches ghosts
+    /// of the nodes a shard's edges reach only for shards that do; the default is true.
+    var readsGhosts: Bool { get }
+
     /// A digest of the shard's state for comparing runs. Digests of all shards are combined by
     /// wrapping addition (`StateDigest.combine`), so the digest of a partitioned state must not
     /// depend on the partitioning.
@@ -66,6 +70,7 @@ public protocol Shard: AnyObject, Sendable {
 extension Shard {
     public func deliver(_ delivery: ShardDelivery, context: ShardContext) throws {}
     public func ghostNodes(for keys: [NodeKey], context: ShardContext) -> [GhostNode] { [] }
+    public var readsGhosts: Bool { true }
     public func stateDigest() -> UInt64 { 0 }
     public func snapshot() throws -> [UInt8] { throw RunnerError.snapshotUnsupported(shard: id) }
     public func snapshot(into buffer: inout [UInt8]) throws { buffer = try snapshot() }

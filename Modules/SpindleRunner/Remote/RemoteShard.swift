@@ -10,6 +10,8 @@ import Synchronization
 public final class RemoteShard: Sendable, CustomStringConvertible {
     public let id: ShardID
     public let connection: any TransportConnection
+    /// Whether the served shard reads ghost nodes (from its hello).
+    public let readsGhosts: Bool
 
     private struct PendingCall {
         var operation: String
@@ -27,9 +29,10 @@ public final class RemoteShard: Sendable, CustomStringConvertible {
     }
     private let state = Mutex(State())
 
-    init(id: ShardID, connection: any TransportConnection) {
+    init(id: ShardID, connection: any TransportConnection, readsGhosts: Bool = true) {
         self.id = id
         self.connection = connection
+        self.readsGhosts = readsGhosts
     }
 
     public var description: String { "remote \(id) at \(connection.remoteAddress)" }

@@ -4,7 +4,7 @@ import SpindleKernel
 ///
 /// ```
 ///  shard server                          coordinator
-///      │ ── hello(shard id) ──────────────────► │
+///      │ ── hello(shard id, reads ghosts) ────► │
 ///      │ ◄──────── phaseStart(round, tick, phase, delivery, ghosts, collectives…) ── │ ×3 per tick
 ///      │ ── phaseDone(round, result, edges, messages, ghosts, contributions) ──────► │
 ///      │ ◄──────── digestRequest ── │ ── digestReply(u64) ──────────────────────────► │

@@ -140,6 +140,7 @@ public final class ShardHost: Sendable {
             onClose: { reason in host.end(.disconnected("\(reason)")) }))
         var w = WireWriter()
         w.u64(shard.id.value)
+        w.u8(shard.readsGhosts ? 1 : 0)
         do {
             try connection.send(Envelope(protocolTag: .runner, kind: RunnerMessageKind.hello.rawValue,
                                          stamp: host.hlc.tick(), payload: w.bytes))

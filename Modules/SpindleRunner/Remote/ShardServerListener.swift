@@ -191,7 +191,9 @@ private final class ListenerBox: Sendable {
                     connection.close()
                     return
                 }
-                let shard = RemoteShard(id: ShardID(raw), connection: connection)
+                // Optional after the id: 0 when the shard reads no ghosts.
+                let readsGhosts = ((try? reader.u8("ghost flag")) ?? 1) != 0
+                let shard = RemoteShard(id: ShardID(raw), connection: connection, readsGhosts: readsGhosts)
                 guard listener.register(shard) else {
                     connection.close()
                     return

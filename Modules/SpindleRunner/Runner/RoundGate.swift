@@ -38,15 +38,21 @@ final class RoundGate: Sendable {
         systemClock = clock is SystemClock
     }
 
-    /// Starts a round expecting `shards` (in increasing order); `local` are the in-process ones.
-    func begin(tick: UInt64, phase: Phase, shards: [ShardID], local: [ShardSlot]) -> UInt64 {
-        let now = clock.now()
-        return state.withLock { s in
+    /// The in-process shards of the rounds to come (after the runner's shards changed).
+    func setLocal(_ local: [ShardSlot]) {
+        state.withLock { $0.probes = local }
+    }
+
+    /// Starts a round expecting `shards` (in increasing order) at `now`.
+    func begin(tick: UInt64, phase: Phase, shards: [ShardID], now: MonotonicInstant) -> UInt64 {
+        state.withLock { s in
             if !s.remote.isEmpty { s.remote.removeAll(keepingCapacity: true) }
-            s.probes = local
             return s.barrier.begin(tick: tick, phase: phase, shards: shards, now: now)
         }
     }
+
+    /// The gate's clock.
+    func now() -> MonotonicInstant { clock.now() }
 
     /// A remote shard's answer for `round` (from its connection's thread).
     func arriveRemote(_ shard: ShardID, round: UInt64, _ arrival: RemoteArrival) {
@@ -79,10 +85,9 @@ final class RoundGate: Sendable {
                                                         duration: .zero, stamp: .zero, lost: true))
     }
 
-    /// In-process shards at `positions` finished `round` (after the pool's join).
+    /// In-process shards at `positions` finished `round` (after the pool's join), at `now`.
     /// - Returns: the round's state afterwards.
-    func arriveLocal(_ positions: some Sequence<Int>, round: UInt64) -> PhaseBarrier.Poll {
-        let now = clock.now()
+    func arriveLocal(_ positions: [Int], round: UInt64, now: MonotonicInstant) -> PhaseBarrier.Poll {
         let (poll, settledNow): (PhaseBarrier.Poll, Bool) = state.withLock { s in
             guard s.barrier.roundID == round else { return (s.barrier.poll(now: now), false) }
             var released = false

@@ -106,9 +106,23 @@ final class ShardSlot: @unchecked Sendable {
     /// The last barrier round this shard finished (in-process shards).
     let doneRound = Atomic<UInt64>(0)
 
+    /// Whether the shard reads ghosts (else none are fetched for it).
+    let readsGhosts: Bool
+    /// The in-process shard, without reference counting: `member` holds it strongly for the
+    /// slot's whole life (an in-process member is never replaced). Unused for remote shards.
+    unowned(unsafe) let shard: any Shard
+
     init(member: ShardMember, position: Int, ghostCapacity: Int) {
         self.member = member
         self.id = member.id
+        switch member {
+        case .local(let s):
+            readsGhosts = s.readsGhosts
+            shard = s
+        case .remote(let r):
+            readsGhosts = r.readsGhosts
+            shard = IdleShard.placeholder
+        }
         self.position = position
         self.ghosts = SharedGhostCache(capacity: ghostCapacity)
         self.context = ShardContext(tick: 0, phase: .sense, shard: member.id,

@@ -29,7 +29,7 @@ extension TickEngine {
         guard !edges.isEmpty || !messages.isEmpty else { return }
         r.isEmpty = false
         let me = slot.position
-        let resolve = configuration.ghostResolution
+        let resolve = configuration.ghostResolution && slot.readsGhosts
         if !edges.isEmpty {
             var misses: [NodeKey] = []
             var hits = 0
@@ -214,7 +214,7 @@ extension TickEngine {
     /// Folds every shard's contributions, in shard-id order, per collective.
     func combineCollectives() -> Result<CollectiveResults, RunnerError> {
         var results = CollectiveResults()
-        for slot in slots {
+        for slot in slots where !(slot.sink.isEmpty && slot.remoteContributions.isEmpty) {
             if slot.local != nil {
                 if let conflict = slot.sink.conflict {
                     return .failure(.collectiveFailed(collective: "?", shard: slot.id, tick: tick, reason: conflict))
@@ -267,18 +267,18 @@ extension TickEngine {
         shards.reserveCapacity(slots.count)
         var messageCount = 0, hits = 0, misses = 0
         for s in slots {
-            let r = s.routing
             shards.append(ShardTickResult(
                 shard: s.id,
                 sense: PhaseResult(phase: .sense, duration: s.durations.0, processed: s.processed.0,
                                    edgesEmitted: 0, messagesEmitted: 0, stamp: s.stamps.0),
                 act: PhaseResult(phase: .act, duration: s.durations.1, processed: s.processed.1,
-                                 edgesEmitted: r.edgeCount, messagesEmitted: r.messageCount, stamp: s.stamps.1),
+                                 edgesEmitted: s.routing.edgeCount, messagesEmitted: s.routing.messageCount,
+                                 stamp: s.stamps.1),
                 decay: PhaseResult(phase: .decay, duration: s.durations.2, processed: s.processed.2,
                                    edgesEmitted: 0, messagesEmitted: 0, stamp: s.stamps.2)))
-            messageCount += r.messageCount
-            hits += r.ghostHits
-            misses += r.ghostMisses
+            messageCount += s.routing.messageCount
+            hits += s.routing.ghostHits
+            misses += s.routing.ghostMisses
         }
         var edges = CrossShardEdges()
         if slots.contains(where: { !$0.routing.isEmpty }) {
@@ -287,7 +287,7 @@ extension TickEngine {
             }
         }
         return TickResult(tick: tick, shards: shards, crossShardEdges: edges, messageCount: messageCount,
-                          ghostHits: hits, ghostMisses: misses, duration: clock.now() - started,
+                          ghostHits: hits, ghostMisses: misses, duration: now - started,
                           stamp: coordinator.hlc.tick(), collectives: collectives)
     }
 }

@@ -58,6 +58,8 @@ final class TickEngine: @unchecked Sendable {
     @exclusivity(unchecked) private var operation = LaneOperation.phase(.sense)
     @exclusivity(unchecked) private(set) var tick: UInt64 = 0
     @exclusivity(unchecked) private var round: UInt64 = 0
+    /// The coordinator's clock at the last barrier (the next round begins then).
+    @exclusivity(unchecked) private(set) var now: MonotonicInstant = .zero
     @exclusivity(unchecked) private(set) var saveRollbackPoint = false
     /// Whether any shard's Act emitted something this tick (else Decay skips gathering).
     @exclusivity(unchecked) private(set) var anyRouted = false
@@ -109,6 +111,7 @@ final class TickEngine: @unchecked Sendable {
         localSlots = slots.filter { $0.local != nil }
         remoteSlots = slots.filter { $0.remote != nil }
         localPositions = localSlots.map(\.position)
+        gate.setLocal(localSlots)
         positionOfID = Dictionary(uniqueKeysWithValues: slots.map { ($0.id, $0.position) })
         placementToSlot = placement.shards.map { positionOfID[$0] ?? -1 }
         for s in localSlots {
@@ -253,7 +256,7 @@ final class TickEngine: @unchecked Sendable {
         var t0 = stopwatch()
         for k in lo..<hi {
             let slot = localSlots[k]
-            guard let shard = slot.local else { continue }
+            let shard = slot.shard
             slot.running.store(true, ordering: .relaxed)
             switch operation {
             case .phase(let phase):
@@ -391,7 +394,8 @@ final class TickEngine: @unchecked Sendable {
 
     private func runTick(_ coord: CoordinatorContext<TickEngine, Void>, completion: SegmentCompletion,
                          inFlight: InFlight) -> Result<TickResult, SegmentFailure> {
-        let started = clock.now()
+        let started = gate.now()
+        now = started
         tick = coordinator.currentTick + 1
         saveRollbackPoint = configuration.rollback == .tickStart && rollbackAvailable
         for s in slots {
@@ -431,7 +435,8 @@ final class TickEngine: @unchecked Sendable {
             case .failure(let e): return fail(coord, e, phase: phase, completion: completion, inFlight: inFlight)
             }
         }
-        round = gate.begin(tick: tick, phase: phase, shards: ids, local: localSlots)
+        // One clock read per phase: a round begins at the instant the previous one ended.
+        round = gate.begin(tick: tick, phase: phase, shards: ids, now: now)
         let stamp = remoteSlots.isEmpty ? .zero : coordinator.hlc.tick()
         for (slot, var request) in zip(remoteSlots, remoteRequests) {
             request.round = round
@@ -443,16 +448,18 @@ final class TickEngine: @unchecked Sendable {
         }
         var poll: PhaseBarrier.Poll
         if localSlots.isEmpty {
-            poll = gate.arriveLocal([], round: round)
+            poll = gate.arriveLocal([], round: round, now: now)
         } else {
             operation = .phase(phase)
             fork(coord)
-            poll = gate.arriveLocal(localPositions, round: round)
+            now = gate.now()
+            poll = gate.arriveLocal(localPositions, round: round, now: now)
             let arrival = coordinator.hlc.tick()
             for s in localSlots { s.setStamp(arrival, for: phase) }
         }
         if case .waiting = poll {
             poll = gate.wait(for: round, spinNanoseconds: remoteSpinNanoseconds)
+            now = gate.now()
         }
         if case .timedOut(let e) = poll {
             return fail(coord, e, phase: phase, completion: completion, inFlight: inFlight, timedOut: true)

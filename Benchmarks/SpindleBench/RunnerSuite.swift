@@ -40,16 +40,20 @@ private func emptyTickBenchmark(_ reporter: BenchReporter) async throws {
     let ticks = 20_000
     let barrierRounds = 100_000
     _ = try await runner.run(ticks / 10)
+    // The barrier baseline gets a pool of its own: its 3-lane launches would leave the shared
+    // pool with more threads than cores, which changes how every later wait on it yields.
+    let barrierPool = TaskletPool()
     var tick: [Double] = [], barrier: [Double] = [], spin: [Double] = []
     let clock = SystemClock()
     for _ in 0..<7 {
         let t0 = clock.now()
         blackHole(try await runner.run(ticks))
         tick.append(Double((clock.now() - t0).nanosecondsClamped) / Double(ticks))
-        barrier.append(try taskletBarrierRoundTrip(rounds: barrierRounds))
+        barrier.append(try taskletBarrierRoundTrip(rounds: barrierRounds, pool: barrierPool))
         spin.append(cb_spin_barrier_roundtrip_ns(barrierRounds))
     }
     await runner.shutdown()
+    await barrierPool.shutdown()
     // The runner's own bookkeeping per tick: the same ticks on one lane (no fork, no join).
     let bookkeeping = try await oneLaneEmptyTick(ticks: ticks)
     reporter.note("empty tick on 1 lane (the runner's bookkeeping, no fork/join): \(fmt(bookkeeping * 1e6)) µs/tick")
@@ -65,10 +69,10 @@ private func emptyTickBenchmark(_ reporter: BenchReporter) async throws {
 
 /// Nanoseconds per round of the tasklet pool's barrier among 2 data lanes (from a blocking
 /// launch on the calling thread, like the tasklets suite).
-private func taskletBarrierRoundTrip(rounds: Int) throws -> Double {
+private func taskletBarrierRoundTrip(rounds: Int, pool: TaskletPool) throws -> Double {
     let clock = SystemClock()
     let t0 = clock.now()
-    blackHole(try TaskletPool.shared.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { coord in
+    blackHole(try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { coord in
         try coord.parallelForWorkers { w in
             for _ in 0..<rounds { try w.barrier() }
         }

@@ -141,7 +141,7 @@ let package = Package(
         .target(
             name: "SpindleRunner",
             dependencies: [
-                "SpindleKernel", "SpindleTasklets", "SpindleHostMesh",
+                "SpindleKernel", "SpindleTasklets", "SpindleSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleRunner",

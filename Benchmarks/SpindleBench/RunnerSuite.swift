@@ -1,4 +1,6 @@
-// The `runner` suite: tick latency and colony throughput of SpindleRunner.
+// The `runner` suite: tick latency and colony throughput of SpindleRunner, each beside its
+// baseline in the same run (the tasklet barrier and a C spin barrier for the empty tick, the
+// one-shard colony for the multi-shard colonies, C libuv round trips for remote ticks).
 import CBaselines
 import Spindle
 
@@ -6,50 +8,174 @@ import Spindle
 import Glibc
 #endif
 
-/// A shard whose phases do nothing: measures the runner's own cost per tick.
-private final class EmptyShard: Shard {
-    let id: ShardID
-    init(_ id: UInt64) { self.id = ShardID(id) }
-    func sense(_ context: ShardContext) throws -> Int { 0 }
-    func act(_ context: ShardContext, output: inout ActOutput) throws -> Int { 0 }
-    func decay(_ context: ShardContext) throws -> Int { 0 }
+//
+// For profiling one part, SPINDLE_BENCH_RUNNER_PARTS selects parts (comma-separated: empty,
+// colony, legacy, remote; default all) and SPINDLE_BENCH_COLONY_CASES the colony cases
+// ("1 ranges,2 ranges"; default all eight).
+let runnerSuite = BenchSuite(name: "runner") { reporter in
+    let parts = environmentList("SPINDLE_BENCH_RUNNER_PARTS") ?? ["empty", "colony", "legacy", "remote"]
+    if parts.contains("empty") { try await emptyTickBenchmark(reporter) }
+    if parts.contains("tickonly") {
+        let runner = try DistributedRunner(coordinator: Coordinator(), shards: (1...4).map { IdleShard(id: ShardID(UInt64($0))) })
+        let t = try await measureAsync(iterations: 200_000, rounds: 5) { n in blackHole(try await runner.run(n)) }
+        await runner.shutdown()
+        reporter.note("empty tick only: \(fmt(t * 1e6)) µs")
+    }
+    if parts.contains("bookkeeping") { reporter.note("1-lane empty tick: \(fmt(try await oneLaneEmptyTick(ticks: 200_000) * 1e6)) µs") }
+    if parts.contains("colony") { try await colonyScalingBenchmark(reporter, nodes: 262_144, agents: 65_536) }
+    if parts.contains("legacy") { try await legacyColonyBenchmark(reporter) }
+    if parts.contains("remote") { try await runRemoteTickBenchmark(reporter) }
 }
 
-let runnerSuite = BenchSuite(name: "runner") { reporter in
-    // Empty-phase tick latency, 4 in-process shards (3 barrier rounds per tick), with the default
-    // spin before parking and with a longer one.
-    for spin in [2_000, 50_000] {
-        var config = RunnerConfiguration()
-        config.spinIterations = spin
-        let runner = try DistributedRunner(coordinator: Coordinator(), shards: (1...4).map { EmptyShard(UInt64($0)) },
-                                           configuration: config)
-        let perTick = try await measureAsync(iterations: 2_000) { n in blackHole(try await runner.run(n)) }
-        await runner.shutdown()
-        reporter.report(BenchResult(suite: "runner", benchmark: "empty tick, 4 in-process shards, spin \(spin / 1000)k",
-                                    value: perTick * 1e6, unit: "µs/tick", higherIsBetter: false))
-    }
+private func environmentList(_ name: String) -> [String]? {
+    guard let raw = getenv(name) else { return nil }
+    return String(cString: raw).split(separator: ",").map { String($0) }
+}
 
-    // Colony throughput with 1, 2 and 4 in-process shards.
+/// Empty-phase tick latency, 4 in-process idle shards on the default lanes (3 barrier rounds
+/// per tick), interleaved with the tasklet pool's barrier round trip (2 data lanes) and a C
+/// sense-reversing spin barrier (2 threads).
+private func emptyTickBenchmark(_ reporter: BenchReporter) async throws {
+    let runner = try DistributedRunner(coordinator: Coordinator(), shards: (1...4).map { IdleShard(id: ShardID(UInt64($0))) })
+    let ticks = 20_000
+    let barrierRounds = 100_000
+    _ = try await runner.run(ticks / 10)
+    // The barrier baseline gets a pool of its own: its 3-lane launches would leave the shared
+    // pool with more threads than cores, which changes how every later wait on it yields.
+    let barrierPool = TaskletPool()
+    var tick: [Double] = [], barrier: [Double] = [], spin: [Double] = []
+    let clock = SystemClock()
+    for _ in 0..<7 {
+        let t0 = clock.now()
+        blackHole(try await runner.run(ticks))
+        tick.append(Double((clock.now() - t0).nanosecondsClamped) / Double(ticks))
+        barrier.append(try taskletBarrierRoundTrip(rounds: barrierRounds, pool: barrierPool))
+        spin.append(cb_spin_barrier_roundtrip_ns(barrierRounds))
+    }
+    await runner.shutdown()
+    await barrierPool.shutdown()
+    // The runner's own bookkeeping per tick: the same ticks on one lane (no fork, no join).
+    let bookkeeping = try await oneLaneEmptyTick(ticks: ticks)
+    reporter.note("empty tick on 1 lane (the runner's bookkeeping, no fork/join): \(fmt(bookkeeping * 1e6)) µs/tick")
+    let perTick = median(tick) / 1e3
+    reporter.report(BenchResult(suite: "runner", benchmark: "empty tick, 4 in-process shards", value: perTick,
+                                unit: "µs/tick", baseline: "tasklet barrier RTT", baselineValue: median(barrier) / 1e3,
+                                higherIsBetter: false))
+    reporter.report(BenchResult(suite: "runner", benchmark: "empty tick, 4 in-process shards", value: perTick,
+                                unit: "µs/tick", baseline: "C spin barrier RTT", baselineValue: median(spin) / 1e3,
+                                higherIsBetter: false))
+    reporter.note("empty tick target ≤ 3 µs: \(perTick <= 3 ? "met" : "missed") (\(fmt(perTick)) µs, \(Tasklet.defaultLanes) lanes)")
+}
+
+/// Nanoseconds per round of the tasklet pool's barrier among 2 data lanes (from a blocking
+/// launch on the calling thread, like the tasklets suite).
+private func taskletBarrierRoundTrip(rounds: Int, pool: TaskletPool) throws -> Double {
+    let clock = SystemClock()
+    let t0 = clock.now()
+    blackHole(try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { coord in
+        try coord.parallelForWorkers { w in
+            for _ in 0..<rounds { try w.barrier() }
+        }
+    })
+    return Double((clock.now() - t0).nanosecondsClamped) / Double(rounds)
+}
+
+/// Seconds per empty tick of 4 idle shards on one lane.
+private func oneLaneEmptyTick(ticks: Int) async throws -> Double {
+    let oneLane = try DistributedRunner(coordinator: Coordinator(), shards: (1...4).map { IdleShard(id: ShardID(UInt64($0))) },
+                                        configuration: RunnerConfiguration(parallelism: 1))
+    let perTick = try await measureAsync(iterations: ticks, rounds: 5) { n in blackHole(try await oneLane.run(n)) }
+    await oneLane.shutdown()
+    return perTick
+}
+
+/// One colony configuration of the scaling rows.
+private struct ColonyCase {
+    var shards: Int
+    var placement: String
+    var runner: DistributedRunner
+    var samples: [Double] = []
+    /// Process CPU seconds per tick.
+    var cpu: [Double] = []
+}
+
+private func processCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Colony throughput for 1, 2, 4 and 8 in-process shards, placed by contiguous ranges
+/// (locality) and by consistent hashing, measured in interleaved rounds; the 1-shard row is
+/// the baseline.
+private func colonyScalingBenchmark(_ reporter: BenchReporter, nodes: Int, agents: Int) async throws {
+    let colony = ColonyConfiguration(seed: 42, nodeCount: nodes, agentCount: agents)
+    var cases: [ColonyCase] = []
+    let selected = environmentList("SPINDLE_BENCH_COLONY_CASES")
+    for placement in ["ranges", "hashed"] {
+        for shards in [1, 2, 4, 8] where selected?.contains("\(shards) \(placement)") ?? true {
+            let strategy: PlacementStrategy = placement == "ranges" ? colony.localityPlacement : .consistentHashing
+            let coordinator = Coordinator()
+            let members = try ColonyShard.makeShards(count: shards, configuration: colony, coordinator: coordinator,
+                                                     placement: strategy)
+            let runner = try DistributedRunner(coordinator: coordinator, shards: members,
+                                               configuration: RunnerConfiguration(placement: strategy))
+            _ = try await runner.run(3)
+            cases.append(ColonyCase(shards: shards, placement: placement, runner: runner))
+        }
+    }
+    let ticksPerRound = 8
+    let clock = SystemClock()
+    var phases: [String: [Phase: Double]] = [:]
+    var edges: [String: Int] = [:]
+    for _ in 0..<5 {
+        for i in cases.indices {
+            let t0 = clock.now()
+            let c0 = processCPUSeconds()
+            let results = try await cases[i].runner.run(ticksPerRound)
+            cases[i].samples.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(ticksPerRound))
+            cases[i].cpu.append((processCPUSeconds() - c0) / Double(ticksPerRound))
+            let key = "\(cases[i].shards) \(cases[i].placement)"
+            var slowest: [Phase: Double] = [:]
+            for r in results {
+                for p in Phase.allCases {
+                    let worst = r.shards.compactMap { $0.phase(p)?.duration }.max() ?? .zero
+                    slowest[p, default: 0] += Double(worst.nanosecondsClamped) / 1e6 / Double(results.count)
+                }
+            }
+            phases[key] = slowest
+            edges[key] = results.last?.crossShardEdges.count ?? 0
+        }
+    }
+    for c in cases { await c.runner.shutdown() }
+    for placement in ["ranges", "hashed"] {
+        let rows = cases.filter { $0.placement == placement }
+        guard let first = rows.first else { continue }
+        let base = 1 / median(first.samples)
+        for c in rows {
+            let rate = 1 / median(c.samples)
+            let key = "\(c.shards) \(c.placement)"
+            let p = phases[key] ?? [:]
+            reporter.note("colony \(nodes), \(c.shards) shard(s), \(placement): \(fmt(median(c.samples) * 1e3)) ms/tick, CPU \(fmt(median(c.cpu) * 1e3)) ms/tick; slowest shard per phase sense \(fmt(p[.sense] ?? 0)) ms, "
+                          + "act \(fmt(p[.act] ?? 0)) ms, decay \(fmt(p[.decay] ?? 0)) ms; \(edges[key] ?? 0) cross-shard edges in a tick")
+            reporter.report(BenchResult(suite: "runner", benchmark: "colony \(nodes) nodes, \(c.shards) shard\(c.shards == 1 ? "" : "s"), \(placement)",
+                                        value: rate, unit: "ticks/s",
+                                        baseline: c.shards == 1 ? nil : "1 shard", baselineValue: c.shards == 1 ? nil : base,
+                                        higherIsBetter: true))
+        }
+    }
+}
+
+/// The 4 096-node rows of earlier runs (consistent hashing, 1 024 agents), for continuity.
+private func legacyColonyBenchmark(_ reporter: BenchReporter) async throws {
     let colony = ColonyConfiguration(seed: 42, nodeCount: 4_096, agentCount: 1_024)
     var oneShard: Double? = nil
     for shards in [1, 2, 4] {
         let coordinator = Coordinator()
         let members = try ColonyShard.makeShards(count: shards, configuration: colony, coordinator: coordinator)
         let runner = try DistributedRunner(coordinator: coordinator, shards: members)
-        let perTick = try await measureAsync(iterations: 200, rounds: 3) { n in blackHole(try await runner.run(n)) }
-        // Where a tick's time goes: each phase's slowest shard, averaged over a sample of ticks.
-        let sample = try await runner.run(50)
+        let perTick = try await measureAsync(iterations: 200, rounds: 5) { n in blackHole(try await runner.run(n)) }
         await runner.shutdown()
-        var slowest: [Phase: Double] = [:]
-        for r in sample {
-            for p in Phase.allCases {
-                let worst = r.shards.compactMap { $0.phase(p)?.duration }.max() ?? .zero
-                slowest[p, default: 0] += Double(worst.nanosecondsClamped) / 1e3 / Double(sample.count)
-            }
-        }
-        reporter.note("colony, \(shards) shard(s): slowest shard per phase: sense \(fmt(slowest[.sense] ?? 0)) µs, "
-                      + "act \(fmt(slowest[.act] ?? 0)) µs, decay \(fmt(slowest[.decay] ?? 0)) µs; "
-                      + "\(sample.last?.crossShardEdges.count ?? 0) cross-shard edges in the last tick")
         let rate = 1 / perTick
         if oneShard == nil { oneShard = rate }
         reporter.report(BenchResult(suite: "runner", benchmark: "colony 4096 nodes, \(shards) shard\(shards == 1 ? "" : "s")",
@@ -57,8 +183,11 @@ let runnerSuite = BenchSuite(name: "runner") { reporter in
                                     baseline: shards == 1 ? nil : "1 shard", baselineValue: shards == 1 ? nil : oneShard,
                                     higherIsBetter: true))
     }
+}
 
-    try await runRemoteTickBenchmark(reporter)
+private func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted[sorted.count / 2]
 }
 
 /// The path of an executable built beside spindle-bench, if it exists.

@@ -2,7 +2,7 @@
 //
 //   spindle-shard --coordinator tcp://127.0.0.1:7400 --shard 2 --shards 4 \
 //                 [--model colony|idle] [--seed 42] [--nodes 512] [--agents 128] [--chords 1] \
-//                 [--virtual-nodes 256] [--key-file F]
+//                 [--placement hashed|ranges] [--virtual-nodes 256] [--key-file F]
 //
 // With --key-file (or SPINDLE_KEY_FILE, which a host agent with a cluster key sets) the
 // connection to the coordinator authenticates with that cluster key.
@@ -73,7 +73,10 @@ struct Options: ParsableCommand {
     @Option(help: "Chords per colony node.")
     var chords = 1
 
-    @Option(help: "Virtual nodes per shard in the placement ring.")
+    @Option(help: "How nodes are placed on shards: hashed (consistent hashing) or ranges (contiguous arcs of the colony's ring).")
+    var placement = "hashed"
+
+    @Option(help: "Virtual nodes per shard in the placement ring (hashed placement).")
     var virtualNodes = 256
 
     @Option(help: "File holding the cluster key (default: SPINDLE_KEY_FILE when started by a mesh).")
@@ -82,6 +85,9 @@ struct Options: ParsableCommand {
     func validate() throws {
         guard ["colony", "idle"].contains(model) else {
             throw ValidationError("--model: unknown model \"\(model)\" (colony or idle)")
+        }
+        guard ["hashed", "ranges"].contains(placement) else {
+            throw ValidationError("--placement: unknown placement \"\(placement)\" (hashed or ranges)")
         }
         for (name, value) in [("--nodes", nodes), ("--agents", agents), ("--chords", chords),
                               ("--virtual-nodes", virtualNodes)] where value < 0 {
@@ -109,13 +115,15 @@ guard let shardCount = options.shards, shardCount >= Int(shardNumber) else {
 
 let signals = await ShardShutdown.install()
 let id = ShardID(shardNumber)
-let placement = ShardPlacement(shards: (1...shardCount).map { ShardID(UInt64($0)) }, virtualNodes: options.virtualNodes)
+let colony = ColonyConfiguration(seed: options.seed, nodeCount: options.nodes, agentCount: options.agents,
+                                 chordsPerNode: options.chords)
+let strategy: PlacementStrategy = options.placement == "ranges"
+    ? colony.localityPlacement : .hashed(virtualNodes: options.virtualNodes)
+let placement = ShardPlacement(shards: (1...shardCount).map { ShardID(UInt64($0)) }, strategy: strategy)
 let shard: any Shard
 switch options.model {
 case "colony":
-    shard = ColonyShard(id: id, configuration: ColonyConfiguration(
-        seed: options.seed, nodeCount: options.nodes, agentCount: options.agents, chordsPerNode: options.chords),
-        placement: placement)
+    shard = ColonyShard(id: id, configuration: colony, placement: placement)
 default:
     shard = IdleShard(id: id)  // validate() allows only colony and idle
 }

@@ -64,6 +64,7 @@ package func spinThenPark(_ spinNanoseconds: UInt64, yieldMask: UInt32 = 1023, o
                           until ready: () -> Bool) -> Bool {
     if ready() { return false }
     var deadline: UInt64 = 0
+    var yieldFrom: UInt64 = 0
     var i: UInt32 = 0
     while true {
         i &+= 1
@@ -72,15 +73,24 @@ package func spinThenPark(_ spinNanoseconds: UInt64, yieldMask: UInt32 = 1023, o
             let now = monotonicNanoseconds()
             if deadline == 0 {
                 deadline = now &+ spinNanoseconds
+                // A pool with no more threads than cores waits a short while without yielding:
+                // most waits (a join, the next phase of a run of phases) end within a few
+                // microseconds, and a yield on a loaded machine can hand the core to another
+                // process for a whole time slice.
+                yieldFrom = yieldMask == 1023 ? now &+ min(spinNanoseconds / 4, quietSpinNanoseconds) : now
             } else if now >= deadline {
                 break
             }
-            if i & yieldMask == 0 { sched_yield() }
+            if i & yieldMask == 0 && now >= yieldFrom { sched_yield() }
         }
     }
     parker.park(until: ready)
     return true
 }
+
+/// How long a waiter in a pool with no more threads than cores spins before its first yield.
+@usableFromInline
+let quietSpinNanoseconds: UInt64 = 20_000
 
 /// The same policy with an end: spins for `spinNanoseconds`, then parks until woken, until
 /// `ready()` holds or until `timeoutNanoseconds` have passed since the call.

@@ -34,4 +34,28 @@ struct GhostCacheTests {
         #expect(cache.peek(NodeKey(1)) != nil && cache.peek(NodeKey(3)) != nil)
         #expect(cache.invalidate(owner: ShardID(1)).isEmpty)
     }
+
+    @Test("the cache's key table agrees with a dictionary under random inserts, lookups and removals")
+    func keyTable() {
+        var table = KeyTable(minimumCapacity: 2)
+        var reference: [UInt64: Int32] = [:]
+        var rng = SplitMix(seed: 11)
+        for step in 0..<20_000 {
+            let key = rng.next() % 300          // few keys: long probe runs and many removals
+            switch rng.next() % 3 {
+            case 0:
+                let value = Int32(step)
+                table.set(key, value)
+                reference[key] = value
+            case 1:
+                #expect(table.remove(key) == reference.removeValue(forKey: key))
+            default:
+                #expect(table.find(key) == reference[key])
+            }
+            #expect(table.count == reference.count)
+        }
+        for (k, v) in reference { #expect(table.find(k) == v) }
+        table.removeAll()
+        #expect(table.count == 0 && table.find(reference.keys.first ?? 0) == nil)
+    }
 }

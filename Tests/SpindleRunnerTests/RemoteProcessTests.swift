@@ -86,12 +86,14 @@ struct RemoteProcessTests {
     let configuration = ColonyConfiguration(seed: 77, nodeCount: 256, agentCount: 64)
     var colonyArguments: [String] { ["--seed", "77", "--nodes", "256", "--agents", "64"] }
 
-    @Test("4 shard processes over TCP loopback give the in-process colony state")
-    func colonyAcrossProcesses() async throws {
+    @Test("4 shard processes over TCP loopback give the in-process colony state", arguments: ["hashed", "ranges"])
+    func colonyAcrossProcesses(placement: String) async throws {
         let local = try await runColony(shards: 1, ticks: 20, configuration: configuration)
-        let (digest, statuses) = try await withShardProcesses(count: 4, arguments: colonyArguments) { coordinator, remotes, _ in
+        let strategy: PlacementStrategy = placement == "ranges" ? configuration.localityPlacement : .consistentHashing
+        let (digest, statuses) = try await withShardProcesses(count: 4, arguments: colonyArguments + ["--placement", placement]) { coordinator, remotes, _ in
             #expect(remotes.map(\.id) == (1...4).map { ShardID(UInt64($0)) })
-            let runner = try DistributedRunner(coordinator: coordinator, members: remotes.map { .remote($0) })
+            let runner = try DistributedRunner(coordinator: coordinator, members: remotes.map { .remote($0) },
+                                               configuration: RunnerConfiguration(placement: strategy))
             let results = try await runner.run(20)
             #expect(results.map(\.tick) == Array(1...20))
             #expect(results.reduce(0) { $0 + $1.crossShardEdges.count } > 0)

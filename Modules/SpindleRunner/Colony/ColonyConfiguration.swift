@@ -26,4 +26,8 @@ public struct ColonyConfiguration: Sendable, Equatable {
         self.diffusionPer1024 = diffusionPer1024
         self.decayPer1024 = decayPer1024
     }
+
+    /// Contiguous arcs of the ring, one per shard: the placement that keeps neighbouring nodes
+    /// on one shard (`PlacementStrategy.ranges` over the node count).
+    public var localityPlacement: PlacementStrategy { .ranges(keyCount: UInt64(nodeCount)) }
 }

@@ -11,15 +11,28 @@ import Synchronization
 public final class Coordinator: Sendable {
     /// Coordinator options.
     public struct Configuration: Sendable {
-        /// Virtual nodes per shard on the placement ring.
-        public var virtualNodes: Int = 256
-        /// A barrier round fails when no shard has arrived for this long.
-        public var barrierIdleTimeout: Duration = .seconds(10)
+        /// How keys are placed on the registered shards (a runner's configuration may choose
+        /// another: `RunnerConfiguration.placement`).
+        public var placement: PlacementStrategy = .consistentHashing
+        /// A barrier round also fails when no shard has arrived for this long; nil (the
+        /// default): only the runner's phase timeout applies, so a phase that takes every
+        /// shard long is never cut short before it.
+        public var barrierIdleTimeout: Duration? = nil
         public var logger = Logger(label: "spindle.runner.coordinator")
 
-        public init(virtualNodes: Int = 256, barrierIdleTimeout: Duration = .seconds(10)) {
-            self.virtualNodes = virtualNodes
+        /// Virtual nodes per shard when the placement is consistent hashing (0 for ranges).
+        public var virtualNodes: Int {
+            get { if case .hashed(let v) = placement { return v } else { return 0 } }
+            set { placement = .hashed(virtualNodes: newValue) }
+        }
+
+        public init(placement: PlacementStrategy = .consistentHashing, barrierIdleTimeout: Duration? = nil) {
+            self.placement = placement
             self.barrierIdleTimeout = barrierIdleTimeout
+        }
+
+        public init(virtualNodes: Int, barrierIdleTimeout: Duration? = nil) {
+            self.init(placement: .hashed(virtualNodes: virtualNodes), barrierIdleTimeout: barrierIdleTimeout)
         }
     }
 
@@ -41,12 +54,14 @@ public final class Coordinator: Sendable {
         var membership: Membership
     }
     private let state: Mutex<State>
+    /// `membership.epoch`, readable without taking the lock (runners check it every tick).
+    private let epochValue = Atomic<UInt64>(0)
 
     public init(configuration: Configuration = Configuration(), clock: any SpindleClock = SystemClock()) {
         self.configuration = configuration
         self.clock = clock
         self.hlc = HybridLogicalClock(clock: clock)
-        let empty = ShardPlacement(shards: [], virtualNodes: configuration.virtualNodes)
+        let empty = ShardPlacement(shards: [], strategy: configuration.placement)
         state = Mutex(State(membership: Membership(epoch: 0, shards: [], placement: empty)))
     }
 
@@ -55,6 +70,9 @@ public final class Coordinator: Sendable {
 
     /// The registered shards and their placement.
     public var membership: Membership { state.withLock { $0.membership } }
+
+    /// The membership's epoch: it changes on every register, deregister and placement change.
+    public var membershipEpoch: UInt64 { epochValue.load(ordering: .acquiring) }
 
     /// The placement of keys on the registered shards.
     public var placement: ShardPlacement { membership.placement }
@@ -68,6 +86,7 @@ public final class Coordinator: Sendable {
             s.membership.shards.sort()
             s.membership.placement = s.membership.placement.adding(shard)
             s.membership.epoch += 1
+            epochValue.store(s.membership.epoch, ordering: .releasing)
         }
         configuration.logger.debug("registered shard", metadata: ["shard": "\(shard)"])
     }
@@ -80,8 +99,29 @@ public final class Coordinator: Sendable {
             s.membership.shards.remove(at: i)
             s.membership.placement = s.membership.placement.removing(shard)
             s.membership.epoch += 1
+            epochValue.store(s.membership.epoch, ordering: .releasing)
         }
         configuration.logger.debug("deregistered shard", metadata: ["shard": "\(shard)"])
+    }
+
+    /// Places keys by `strategy` from now on (the registered shards stay). A runner notices the
+    /// change at its next tick; models partitioned by the old placement (colony shards) must be
+    /// rebuilt.
+    public func usePlacement(_ strategy: PlacementStrategy) {
+        let changed: Bool = state.withLock { s in
+            let p = s.membership.placement.with(strategy: strategy)
+            guard p != s.membership.placement else { return false }
+            s.membership.placement = p
+            s.membership.epoch += 1
+            epochValue.store(s.membership.epoch, ordering: .releasing)
+            return true
+        }
+        if changed { configuration.logger.debug("placement changed", metadata: ["placement": "\(strategy)"]) }
+    }
+
+    /// Sets the global tick (a runner rolling back to a checkpoint, or restored from one).
+    func rewind(to tick: UInt64) {
+        state.withLock { $0.tick = tick }
     }
 
     /// Advance: moves the global tick forward by one and returns the new tick.

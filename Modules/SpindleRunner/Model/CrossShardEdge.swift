@@ -71,13 +71,107 @@ public struct ActOutput: Sendable {
 /// What a shard receives before its Decay: the edges and messages of the tick's Act that target
 /// it, ordered by emitting shard and then emission order.
 public struct ShardDelivery: Sendable {
-    public var edges: [CrossShardEdge]
+    public var edges: CrossShardEdges
     public var messages: [ShardMessage]
 
-    public init(edges: [CrossShardEdge] = [], messages: [ShardMessage] = []) {
+    public init(edges: CrossShardEdges = [], messages: [ShardMessage] = []) {
         self.edges = edges
         self.messages = messages
     }
 
+    public init(edges: [CrossShardEdge], messages: [ShardMessage] = []) {
+        self.init(edges: CrossShardEdges(edges), messages: messages)
+    }
+
     public var isEmpty: Bool { edges.isEmpty && messages.isEmpty }
+}
+
+/// A sequence of cross-shard edges kept as the batches they travelled in (one per emitting
+/// shard and target shard): the runner hands the same buffers to the target shard and to the
+/// tick's result without copying an edge.
+public struct CrossShardEdges: RandomAccessCollection, Sendable, Equatable, ExpressibleByArrayLiteral,
+    CustomStringConvertible
+{
+    /// Non-empty batches, in order.
+    private var batches: [[CrossShardEdge]] = []
+    /// `starts[i]`: the index of `batches[i]`'s first edge.
+    private var starts: [Int] = []
+    private var total = 0
+
+    public init() {}
+
+    public init(_ edges: [CrossShardEdge]) {
+        append(batch: edges)
+    }
+
+    public init(arrayLiteral elements: CrossShardEdge...) {
+        self.init(elements)
+    }
+
+    /// Appends a batch (shared, not copied).
+    mutating func append(batch: [CrossShardEdge]) {
+        guard !batch.isEmpty else { return }
+        batches.append(batch)
+        starts.append(total)
+        total += batch.count
+    }
+
+    /// Appends every batch of `other`.
+    mutating func append(contentsOf other: CrossShardEdges) {
+        for b in other.batches { append(batch: b) }
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { total }
+    public var count: Int { total }
+    public var isEmpty: Bool { total == 0 }
+
+    public subscript(position: Int) -> CrossShardEdge {
+        precondition(position >= 0 && position < endIndex, "CrossShardEdges index \(position) out of range 0..<\(endIndex)")
+        // The last batch whose start is at or before `position`.
+        var lo = 0, hi = batches.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if starts[mid] <= position { lo = mid } else { hi = mid - 1 }
+        }
+        return batches[lo][position - starts[lo]]
+    }
+
+    public func makeIterator() -> Iterator { Iterator(batches: batches) }
+
+    /// Walks the batches in order, holding the current batch (no per-edge index arithmetic
+    /// or reference counting).
+    public struct Iterator: IteratorProtocol {
+        private let batches: [[CrossShardEdge]]
+        private var batch = 0
+        private var current: [CrossShardEdge]
+        private var offset = 0
+
+        init(batches: [[CrossShardEdge]]) {
+            self.batches = batches
+            current = batches.first ?? []
+        }
+
+        public mutating func next() -> CrossShardEdge? {
+            if offset < current.count {
+                defer { offset += 1 }
+                return current[offset]
+            }
+            while batch + 1 < batches.count {
+                batch += 1
+                current = batches[batch]
+                if !current.isEmpty {
+                    offset = 1
+                    return current[0]
+                }
+            }
+            return nil
+        }
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.count == b.count && a.elementsEqual(b)
+    }
+
+    public var description: String { Array(self).description }
 }

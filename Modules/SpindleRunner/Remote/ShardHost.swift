@@ -1,19 +1,26 @@
 import Logging
 import SpindleKernel
+import SpindleTasklets
 import Synchronization
 
 /// Serves one shard to a remote coordinator: connects, says hello, runs each phase it is asked
 /// to run and replies with the result, until the coordinator says stop or the connection closes.
+/// It also answers the coordinator's calls: the state digest, a snapshot (checkpoints), a
+/// restore (recovery), a rollback to the state it kept at a tick's start.
 ///
-/// Phases run on the host's own thread by default, or inline on the transport's thread (`Execution`).
+/// Phases run on a tasklet pool lane of the host's own by default, or inline on the transport's
+/// thread (`Execution`).
 public final class ShardHost: Sendable {
     public let shard: any Shard
     private let connection: any TransportConnection
-    /// Runs phases off the transport's thread; nil when they run inline on it.
-    private let thread: ThreadPool?
+    /// Runs requests off the transport's thread, in order; nil when they run inline on it.
+    private let pool: TaskletPool?
     private let hlc: HybridLogicalClock
     private let clock: any SpindleClock
     private let logger: Logger
+    /// The shard's contributions to collectives in the running tick (used only by the request
+    /// being served; requests are served one at a time).
+    private let sink = ContributionSink()
 
     /// Why serving ended.
     public enum Ending: Sendable, Equatable, CustomStringConvertible {
@@ -30,18 +37,35 @@ public final class ShardHost: Sendable {
         }
     }
 
+    /// The state kept at a tick's start, to roll back to.
+    private struct RollbackPoint {
+        var tick: UInt64
+        var snapshot: [UInt8]
+        var ghosts: [NodeKey: GhostNode]
+    }
+
     private struct State {
         var ending: Ending?
         var waiters: [CheckedContinuation<Ending, Never>] = []
         var ghosts: [NodeKey: GhostNode] = [:]
         /// The last placement built, reused while the coordinator's shard list is unchanged.
         var placement: ShardPlacement?
+        /// The previous tick's collective results, encoded (from the last Sense request).
+        var collectives = CollectiveResults()
+        var rollbackPoint: RollbackPoint?
+        /// Snapshot chunks of a restore in progress, by correlation.
+        var restoring: [UInt64: [UInt8]] = [:]
+        /// Requests waiting for the host's lane (own-thread execution), in arrival order.
+        var queue: [@Sendable () -> Void] = []
+        var draining = false
+        var drainer: Task<Void, Never>?
     }
     private let state = Mutex(State())
 
     /// Where a shard host runs its shard's phases.
     public enum Execution: Sendable {
-        /// On a thread of its own: the transport keeps reading while a phase runs.
+        /// On a lane of a one-lane tasklet pool of the host's own: the transport keeps reading
+        /// while a phase runs.
         case ownThread
         /// On the transport's thread that delivered the request: one thread hop fewer per phase
         /// (lower latency), but the connection is not read while a phase runs. Right for a
@@ -50,20 +74,52 @@ public final class ShardHost: Sendable {
     }
 
     private init(shard: any Shard, connection: any TransportConnection, clock: any SpindleClock,
-                 logger: Logger, execution: Execution, spinIterations: Int) {
+                 logger: Logger, execution: Execution) {
         self.shard = shard
         self.connection = connection
         self.clock = clock
         self.hlc = HybridLogicalClock(clock: clock)
         self.logger = logger
         switch execution {
-        case .ownThread: thread = ThreadPool(threads: 1, name: "spindle-shardhost", spinIterations: spinIterations)
-        case .transportThread: thread = nil
+        case .ownThread:
+            pool = TaskletPool(configuration: TaskletPool.Configuration(maxLanes: 1, threadName: "spindle-shardhost"))
+        case .transportThread:
+            pool = nil
         }
     }
 
+    /// Runs `work` in request order: inline, or on the host's lane.
     private func perform(_ work: @escaping @Sendable () -> Void) {
-        if let thread { thread.submit(work) } else { work() }
+        guard let pool else {
+            work()
+            return
+        }
+        let start: Bool = state.withLock { s in
+            guard s.ending == nil else { return false }
+            s.queue.append(work)
+            if s.draining { return false }
+            s.draining = true
+            return true
+        }
+        guard start else { return }
+        let task = Task {
+            // One launch serves every request queued meanwhile; requests never overlap.
+            _ = try? await pool.launch(workers: 1, shared: (), scratch: { @Sendable _ in () }) { _ in
+                while let next = self.nextQueued() { next() }
+            }
+        }
+        state.withLock { $0.drainer = task }
+    }
+
+    private func nextQueued() -> (@Sendable () -> Void)? {
+        state.withLock { s in
+            guard s.ending == nil, !s.queue.isEmpty else {
+                s.queue.removeAll()
+                s.draining = false
+                return nil
+            }
+            return s.queue.removeFirst()
+        }
     }
 
     /// Connects to the coordinator's `ShardServerListener` at `coordinator` and starts serving.
@@ -71,21 +127,20 @@ public final class ShardHost: Sendable {
     public static func serve(_ shard: any Shard, coordinator: Address, transport: any Transport,
                              clock: any SpindleClock = SystemClock(),
                              logger: Logger = Logger(label: "spindle.runner.shard-host"),
-                             execution: Execution = .ownThread,
-                             spinIterations: Int = 2_000) async throws(RunnerError) -> ShardHost {
+                             execution: Execution = .ownThread) async throws(RunnerError) -> ShardHost {
         let connection: any TransportConnection
         do {
             connection = try await transport.connect(to: coordinator)
         } catch {
             throw .remoteFailure(shard: shard.id, reason: "cannot reach the coordinator at \(coordinator): \(error)")
         }
-        let host = ShardHost(shard: shard, connection: connection, clock: clock, logger: logger,
-                             execution: execution, spinIterations: spinIterations)
+        let host = ShardHost(shard: shard, connection: connection, clock: clock, logger: logger, execution: execution)
         connection.start(ConnectionHandler(
             onEnvelope: { envelope in host.received(envelope) },
             onClose: { reason in host.end(.disconnected("\(reason)")) }))
         var w = WireWriter()
         w.u64(shard.id.value)
+        w.u8(shard.readsGhosts ? 1 : 0)
         do {
             try connection.send(Envelope(protocolTag: .runner, kind: RunnerMessageKind.hello.rawValue,
                                          stamp: host.hlc.tick(), payload: w.bytes))
@@ -108,11 +163,13 @@ public final class ShardHost: Sendable {
         }
     }
 
-    /// Closes the connection and stops the host's thread.
+    /// Closes the connection and stops the host's lane (after a request it is running).
     public func shutdown() async {
         connection.close()
         end(.disconnected("shut down locally"))
-        thread?.shutdown()
+        let drainer = state.withLock { $0.drainer }
+        await drainer?.value
+        await pool?.shutdown()
     }
 
     private func end(_ ending: Ending) {
@@ -140,15 +197,28 @@ public final class ShardHost: Sendable {
             perform {
                 var w = WireWriter()
                 w.u64(self.shard.stateDigest())
-                try? self.connection.send(Envelope(protocolTag: .runner, kind: RunnerMessageKind.digestReply.rawValue,
-                                                   flags: .response, correlation: envelope.correlation,
-                                                   stamp: self.hlc.tick(), payload: w.bytes))
+                self.reply(.digestReply, to: envelope, payload: w.bytes)
             }
+        case .snapshotRequest:
+            perform { self.sendSnapshot(for: envelope) }
+        case .restoreChunk:
+            perform { self.receiveRestoreChunk(envelope) }
+        case .rollbackRequest:
+            perform { self.rollback(envelope) }
         case .stop:
             end(.stopped)
             connection.close()
-        case .hello, .phaseDone, .digestReply:
+        case .hello, .phaseDone, .digestReply, .snapshotChunk, .restoreDone, .rollbackDone:
             logger.warning("ignoring unexpected runner message", metadata: ["kind": "\(kind)"])
+        }
+    }
+
+    private func reply(_ kind: RunnerMessageKind, to request: Envelope, payload: [UInt8]) {
+        do {
+            try connection.send(Envelope(protocolTag: .runner, kind: kind.rawValue, flags: .response,
+                                         correlation: request.correlation, stamp: hlc.tick(), payload: payload))
+        } catch {
+            logger.error("cannot reply to the coordinator: \(error)")
         }
     }
 
@@ -161,34 +231,126 @@ public final class ShardHost: Sendable {
             connection.close()
             return
         }
-        let (ghosts, placement): ([NodeKey: GhostNode], ShardPlacement) = state.withLock { s in
+        let (ghosts, placement, collectives): ([NodeKey: GhostNode], ShardPlacement, CollectiveResults) = state.withLock { s in
             for op in request.ghostOps {
                 switch op {
                 case .install(let g): s.ghosts[g.key] = g
                 case .remove(let k): s.ghosts[k] = nil
+                case .clear: s.ghosts.removeAll()
                 }
             }
-            if let p = s.placement, p.shards == request.placementShards, p.virtualNodes == request.virtualNodes {
-                return (s.ghosts, p)
+            if request.phase == .sense {
+                var results = CollectiveResults()
+                for (name, value) in request.collectives { results.encoded[name] = value }
+                s.collectives = results
             }
-            let p = ShardPlacement(shards: request.placementShards, virtualNodes: request.virtualNodes)
+            if let p = s.placement, p.shards == request.placementShards, p.strategy == request.placement {
+                return (s.ghosts, p, s.collectives)
+            }
+            let p = ShardPlacement(shards: request.placementShards, strategy: request.placement)
             s.placement = p
-            return (s.ghosts, p)
+            return (s.ghosts, p, s.collectives)
+        }
+        let t0 = clock.now()
+        var saved = false
+        if request.phase == .sense {
+            sink.reset()
+            if request.saveRollbackPoint {
+                // The state at the tick's start: what a rollback of this tick restores.
+                if let snapshot = try? shard.snapshot() {
+                    state.withLock { $0.rollbackPoint = RollbackPoint(tick: request.tick, snapshot: snapshot, ghosts: ghosts) }
+                    saved = true
+                } else {
+                    state.withLock { $0.rollbackPoint = nil }
+                }
+            }
         }
         let context = ShardContext(tick: request.tick, phase: request.phase, shard: shard.id,
                                    placement: placement, logger: logger,
-                                   ghostView: ghosts.isEmpty ? nil : .fixed(ghosts))
-        let t0 = clock.now()
-        let result = PhaseExecution.run(shard, context: context, delivery: request.delivery,
+                                   ghostView: ghosts.isEmpty ? nil : .fixed(ghosts),
+                                   collectives: collectives, sink: sink)
+        var result = PhaseExecution.run(shard, context: context, delivery: request.delivery,
                                         ghostRequests: request.ghostRequests)
-        let reply = PhaseReply(round: request.round, tick: request.tick, phase: request.phase,
+        if request.phase == .decay, case .success(var work) = result {
+            if let conflict = sink.conflict {
+                result = .failure(PhaseFailure(reason: conflict))
+            } else {
+                do {
+                    work.contributions = try sink.entries.map { ($0.name, try $0.encode()) }
+                    result = .success(work)
+                } catch {
+                    result = .failure(PhaseFailure(reason: "a contribution to a collective does not encode: \(error)"))
+                }
+            }
+        }
+        var reply = PhaseReply(round: request.round, tick: request.tick, phase: request.phase,
                                shard: shard.id, result: result, duration: clock.now() - t0)
+        reply.rollbackPointSaved = saved
         do {
             try connection.send(Envelope(protocolTag: .runner, kind: RunnerMessageKind.phaseDone.rawValue,
                                          flags: .response, correlation: request.round,
                                          stamp: hlc.tick(), payload: reply.encode()))
         } catch {
             logger.error("cannot reply to the coordinator: \(error)")
+        }
+    }
+
+    private func sendSnapshot(for request: Envelope) {
+        let snapshot: [UInt8]
+        do {
+            snapshot = try shard.snapshot()
+        } catch {
+            reply(.snapshotChunk, to: request, payload: SnapshotChunk.failed("\(error)").encode())
+            return
+        }
+        let size = max(1024, min(4 << 20, connection.maximumFrameSize - 4096))
+        for chunk in SnapshotChunk.split(snapshot, size: size) {
+            reply(.snapshotChunk, to: request, payload: chunk.encode())
+        }
+    }
+
+    private func receiveRestoreChunk(_ envelope: Envelope) {
+        let chunk: SnapshotChunk
+        do { chunk = try SnapshotChunk.decode(envelope.payload) } catch {
+            logger.error("closing: \(error)")
+            connection.close()
+            return
+        }
+        guard case .piece(let last, let bytes) = chunk else {
+            reply(.restoreDone, to: envelope, payload: CallStatus.failed("a restore carries snapshot pieces").encode())
+            return
+        }
+        let whole: [UInt8]? = state.withLock { s in
+            s.restoring[envelope.correlation, default: []].append(contentsOf: bytes)
+            return last ? s.restoring.removeValue(forKey: envelope.correlation) : nil
+        }
+        guard let whole else { return }
+        do {
+            try shard.restore(whole)
+            state.withLock { $0.rollbackPoint = nil }
+            reply(.restoreDone, to: envelope, payload: CallStatus.done.encode())
+        } catch {
+            reply(.restoreDone, to: envelope, payload: CallStatus.failed("\(error)").encode())
+        }
+    }
+
+    private func rollback(_ envelope: Envelope) {
+        var r = WireReader(envelope.payload)
+        guard let tick = try? r.u64("tick") else {
+            reply(.rollbackDone, to: envelope, payload: CallStatus.failed("malformed rollback request").encode())
+            return
+        }
+        guard let point = state.withLock({ $0.rollbackPoint }), point.tick == tick else {
+            reply(.rollbackDone, to: envelope,
+                  payload: CallStatus.failed("no state kept from the start of tick \(tick)").encode())
+            return
+        }
+        do {
+            try shard.restore(point.snapshot)
+            state.withLock { $0.ghosts = point.ghosts }
+            reply(.rollbackDone, to: envelope, payload: CallStatus.done.encode())
+        } catch {
+            reply(.rollbackDone, to: envelope, payload: CallStatus.failed("\(error)").encode())
         }
     }
 }

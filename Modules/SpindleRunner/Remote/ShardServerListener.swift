@@ -11,6 +11,8 @@ public final class ShardServerListener: Sendable {
         var shards: [ShardID: RemoteShard] = [:]
         var rejected: [String] = []
         var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        /// Waiters for one shard's (next) server.
+        var shardWaiters: [(id: ShardID, continuation: CheckedContinuation<Void, Never>)] = []
         var shutDown = false
     }
     private let state: Mutex<State>
@@ -84,13 +86,58 @@ public final class ShardServerListener: Sendable {
         return shards.values.sorted { $0.id < $1.id }
     }
 
+    /// Waits until a shard server for `shard` is connected (at once if one is): after a server
+    /// was lost, a new server for the same shard may say hello and takes its place. A launcher
+    /// for `RecoveryPolicy.respawn` starts a server and returns this.
+    /// - Throws: `RunnerError.remoteFailure` when none said hello within `timeout`.
+    public func waitForShard(_ shard: ShardID, timeout: Duration) async throws(RunnerError) -> RemoteShard {
+        func current() -> RemoteShard? {
+            state.withLock { s in s.shards[shard].flatMap { $0.closedReason == nil ? $0 : nil } }
+        }
+        if let r = current() { return r }
+        let arrived = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { c in
+                    let ready: Bool = self.state.withLock { s in
+                        if s.shutDown { return true }
+                        if let r = s.shards[shard], r.closedReason == nil { return true }
+                        s.shardWaiters.append((shard, c))
+                        return false
+                    }
+                    if ready { c.resume() }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            let left = self.state.withLock { s in
+                let w = s.shardWaiters.filter { $0.id == shard }.map(\.continuation)
+                s.shardWaiters.removeAll { $0.id == shard }
+                return w
+            }
+            for c in left { c.resume() }
+            return first
+        }
+        guard arrived, let r = current() else {
+            let rejected = state.withLock { $0.rejected }
+            throw .remoteFailure(shard: shard, reason: "no shard server for \(shard) said hello within \(timeout)"
+                                 + (rejected.isEmpty ? "" : "; rejected: \(rejected.joined(separator: "; "))"))
+        }
+        return r
+    }
+
     /// Stops every shard server that connected, closes their connections and the listener.
     public func shutdown() {
         listener.close()
         let (shards, waiters) = state.withLock { s in
             s.shutDown = true
-            let w = s.waiters.map(\.continuation)
+            let w = s.waiters.map(\.continuation) + s.shardWaiters.map(\.continuation)
             s.waiters.removeAll()
+            s.shardWaiters.removeAll()
             return (Array(s.shards.values), w)
         }
         for c in waiters { c.resume() }
@@ -103,14 +150,18 @@ public final class ShardServerListener: Sendable {
                 s.rejected.append("\(shard.id) is not one of the shards announced (\(expected.sorted().map { "\($0)" }.joined(separator: ", ")))")
                 return nil
             }
-            guard s.shards[shard.id] == nil, !s.shutDown else {
+            guard !s.shutDown else { return nil }
+            // A server for a shard whose earlier server is gone takes its place (respawn).
+            if let old = s.shards[shard.id], old.closedReason == nil {
                 s.rejected.append("\(shard.id) said hello twice")
                 return nil
             }
             s.shards[shard.id] = shard
             let n = s.shards.count
-            let r = s.waiters.filter { $0.count <= n }.map(\.continuation)
+            var r = s.waiters.filter { $0.count <= n }.map(\.continuation)
             s.waiters.removeAll { $0.count <= n }
+            r += s.shardWaiters.filter { $0.id == shard.id }.map(\.continuation)
+            s.shardWaiters.removeAll { $0.id == shard.id }
             return r
         }
         guard let ready else { return false }
@@ -140,7 +191,9 @@ private final class ListenerBox: Sendable {
                     connection.close()
                     return
                 }
-                let shard = RemoteShard(id: ShardID(raw), connection: connection)
+                // Optional after the id: 0 when the shard reads no ghosts.
+                let readsGhosts = ((try? reader.u8("ghost flag")) ?? 1) != 0
+                let shard = RemoteShard(id: ShardID(raw), connection: connection, readsGhosts: readsGhosts)
                 guard listener.register(shard) else {
                     connection.close()
                     return

@@ -106,6 +106,11 @@ struct WireReader {
         return p
     }
 
+    /// Moves past `n` bytes (checked).
+    mutating func skipRaw(_ n: Int, _ field: String) throws(WireDecodeError) {
+        _ = try skip(n, field)
+    }
+
     func expectEnd(_ what: String) throws(WireDecodeError) {
         guard isAtEnd else {
             throw WireDecodeError(field: what, offset: offset,

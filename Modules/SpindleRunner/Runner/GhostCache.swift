@@ -4,12 +4,12 @@ import Synchronization
 /// A shard's cache of ghost nodes: read-only copies of remote nodes its edges reference,
 /// bounded by least-recent use.
 ///
-/// A value type with O(1) lookups, inserts and evictions (a dictionary into an index-linked
-/// recency list). Lookups that count as use go through `touch`; `peek` reads without changing
+/// A value type with O(1) lookups, inserts and evictions (an open-addressing table into an
+/// index-linked recency list). Lookups that count as use go through `touch`; `peek` reads without changing
 /// the order. Entries of a shard that leaves are dropped with `invalidate(owner:)`.
 public struct GhostCache: Sendable {
     public let capacity: Int
-    private var index: [NodeKey: Int] = [:]
+    private var index: KeyTable
     private var slots: [Slot] = []
     private var free: [Int] = []
     /// Least and most recently used slots (-1 when empty).
@@ -17,6 +17,8 @@ public struct GhostCache: Sendable {
     private var mru = -1
     public private(set) var hits: UInt64 = 0
     public private(set) var misses: UInt64 = 0
+    /// Counts changes of contents or recency (a copy with the same count is the same cache).
+    private(set) var mutations: UInt64 = 0
 
     private struct Slot: Sendable {
         var node: GhostNode
@@ -27,6 +29,7 @@ public struct GhostCache: Sendable {
     /// - Parameter capacity: how many ghosts the cache holds (at least 1).
     public init(capacity: Int) {
         self.capacity = max(1, capacity)
+        index = KeyTable(minimumCapacity: min(self.capacity, 1 << 16))
     }
 
     public var count: Int { index.count }
@@ -42,26 +45,45 @@ public struct GhostCache: Sendable {
         return out
     }
 
+    /// The nodes held, least recently used first (inserting them in this order into an empty
+    /// cache rebuilds this one).
+    public var nodesByRecency: [GhostNode] {
+        var out: [GhostNode] = []
+        out.reserveCapacity(index.count)
+        var i = lru
+        while i >= 0 {
+            out.append(slots[i].node)
+            i = slots[i].newer
+        }
+        return out
+    }
+
     /// Looks `key` up as a use: a hit moves it to most recent; counts hits and misses.
     public mutating func touch(_ key: NodeKey) -> GhostNode? {
-        guard let i = index[key] else {
+        guard let found = index.find(key.rawValue) else {
             misses &+= 1
             return nil
         }
         hits &+= 1
-        unlink(i)
-        linkNewest(i)
+        let i = Int(found)
+        if i != mru {
+            unlink(i)
+            linkNewest(i)
+            mutations &+= 1
+        }
         return slots[i].node
     }
 
     /// Reads `key` without changing recency or counters.
-    public func peek(_ key: NodeKey) -> GhostNode? { index[key].map { slots[$0].node } }
+    public func peek(_ key: NodeKey) -> GhostNode? { index.find(key.rawValue).map { slots[Int($0)].node } }
 
     /// Inserts (or replaces) a ghost as most recent.
     /// - Returns: the key evicted to make room, if any.
     @discardableResult
     public mutating func insert(_ node: GhostNode) -> NodeKey? {
-        if let i = index[node.key] {
+        mutations &+= 1
+        if let found = index.find(node.key.rawValue) {
+            let i = Int(found)
             slots[i].node = node
             unlink(i)
             linkNewest(i)
@@ -82,7 +104,7 @@ public struct GhostCache: Sendable {
             slots.append(slot)
             i = slots.count - 1
         }
-        index[node.key] = i
+        index.set(node.key.rawValue, Int32(i))
         linkNewest(i)
         return evicted
     }
@@ -91,19 +113,25 @@ public struct GhostCache: Sendable {
     /// - Returns: the keys dropped, in increasing order.
     @discardableResult
     public mutating func invalidate(owner: ShardID) -> [NodeKey] {
-        let gone = index.filter { slots[$0.value].node.owner == owner }
+        var gone: [(NodeKey, Int)] = []
+        var i = lru
+        while i >= 0 {
+            if slots[i].node.owner == owner { gone.append((slots[i].node.key, i)) }
+            i = slots[i].newer
+        }
         for (_, i) in gone { drop(i) }
-        return gone.keys.sorted()
+        return gone.map(\.0).sorted()
     }
 
     /// Drops one key.
     public mutating func remove(_ key: NodeKey) {
-        if let i = index[key] { drop(i) }
+        if let i = index.find(key.rawValue) { drop(Int(i)) }
     }
 
     private mutating func drop(_ i: Int) {
+        mutations &+= 1
         unlink(i)
-        index[slots[i].node.key] = nil
+        index.remove(slots[i].node.key.rawValue)
         slots[i].node.payload = []
         free.append(i)
     }
@@ -124,12 +152,16 @@ public struct GhostCache: Sendable {
     }
 }
 
-/// A ghost cache shared between the runner's coordinator thread (which fills it between phases)
-/// and its shard (which reads it during phases).
+/// A shard's ghost cache as the runner keeps it: read by the shard during phases, updated by
+/// whoever runs the shard's routing and installs (never at the same time).
 final class SharedGhostCache: Sendable {
     let cache: Mutex<GhostCache>
+    let capacity: Int
 
-    init(capacity: Int) { cache = Mutex(GhostCache(capacity: capacity)) }
+    init(capacity: Int) {
+        cache = Mutex(GhostCache(capacity: capacity))
+        self.capacity = max(1, capacity)
+    }
 
     func peek(_ key: NodeKey) -> GhostNode? { cache.withLock { $0.peek(key) } }
 }

@@ -6,14 +6,16 @@ struct PhaseWork: Sendable {
     var edges: [ActOutput.PendingEdge] = []
     var messages: [(to: ShardID, payload: [UInt8])] = []
     var ghosts: [GhostNode] = []
+    /// Decay of a remote shard: the tick's contributions to collectives, encoded, by name.
+    var contributions: [(name: String, value: [UInt8])] = []
 }
 
 /// Why a shard's phase failed (the text of what it threw).
-struct PhaseFailure: Error, Sendable {
+struct PhaseFailure: Error, Sendable, Equatable {
     var reason: String
 }
 
-/// Runs one phase of one shard: the same code for in-process shards and shard servers.
+/// Runs one phase of one shard in a shard server.
 enum PhaseExecution {
     /// Runs `phase` on `shard`. Decay first delivers `delivery` and afterwards exports the ghosts
     /// in `ghostRequests`.
@@ -33,17 +35,22 @@ enum PhaseExecution {
                 try shard.deliver(delivery, context: context)
                 work.processed = try shard.decay(context)
                 if !ghostRequests.isEmpty {
-                    work.ghosts = shard.ghostNodes(for: ghostRequests, context: context).map { g in
-                        var g = g
-                        g.owner = shard.id
-                        g.tick = context.tick
-                        return g
-                    }
+                    work.ghosts = exportGhosts(shard, keys: ghostRequests, context: context)
                 }
             }
             return .success(work)
         } catch {
             return .failure(PhaseFailure(reason: "\(error)"))
+        }
+    }
+
+    /// The shard's ghost copies of `keys`, stamped with its id and the tick.
+    static func exportGhosts(_ shard: any Shard, keys: [NodeKey], context: ShardContext) -> [GhostNode] {
+        shard.ghostNodes(for: keys, context: context).map { g in
+            var g = g
+            g.owner = shard.id
+            g.tick = context.tick
+            return g
         }
     }
 }

@@ -35,3 +35,21 @@ enum CycleClock {
         return ratio.isFinite && ratio > 0 ? ratio : nil
     }
 }
+
+/// A cheap monotonic stamp for timing work on pool lanes: the cycle counter where it can stand
+/// in for the monotonic clock (see `CycleClock`), else `CLOCK_MONOTONIC` nanoseconds.
+/// `package`: the distributed runner times each shard's phase on its lane with it.
+package enum LaneStopwatch {
+    /// A stamp; only differences of stamps mean anything.
+    @inline(__always)
+    package static func now() -> UInt64 {
+        CycleClock.nanosecondsPerCycle == nil ? monotonicNanoseconds() : spindle_cycles()
+    }
+
+    /// The time between two stamps.
+    package static func duration(from start: UInt64, to end: UInt64) -> Duration {
+        guard end > start else { return .zero }
+        guard let scale = CycleClock.nanosecondsPerCycle else { return .nanoseconds(Int64(clamping: end - start)) }
+        return .nanoseconds(Int64(Double(end - start) * scale))
+    }
+}

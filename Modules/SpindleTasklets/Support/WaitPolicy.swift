@@ -51,5 +51,5 @@ public struct WaitPolicy: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "WaitPolicy(spin: \(spin))" }
 
     /// The spin time in nanoseconds, saturated to `UInt64`.
-    var spinNanoseconds: UInt64 { spin.saturatingNanoseconds }
+    package var spinNanoseconds: UInt64 { spin.saturatingNanoseconds }
 }

@@ -1,6 +1,7 @@
 import ActorFixtureActors
 import Distributed
 import Logging
+import MetricsTestKit
 import SpindleActors
 import SpindleKernel
 import Synchronization
@@ -66,24 +67,27 @@ struct ActorSystemTests {
         }
     }
 
-    @Test("in process: calls of one caller to one actor run in the order they were made")
+    @Test("in process: calls of one caller to one actor run in the order they were sent")
     func inProcessFIFO() async throws {
         try await withInProcessSystems(2) { systems, _ in
             let server = Calculator(actorSystem: systems[1])
             let remote = try Calculator.resolve(id: server.id, using: systems[0])
-            // Sent back to back from one task without waiting: one-way sends keep their order.
-            let results = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
-                for i in 1...200 {
-                    group.addTask { (i, try await remote.accumulate(i)) }
-                    // Each call is sent before the next task is added.
-                    try await Task.sleep(for: .microseconds(50))
+            // 200 caller tasks on one serial executor: each sends its call before the next
+            // task runs, so the send order is 1, 2, 3…; no call waits for another's reply.
+            let executor = ManualExecutor()
+            let results = Locked<[Int: Int]>([:])
+            for i in 1...200 {
+                Task.detached(executorPreference: executor) {
+                    let total = try await remote.accumulate(i)
+                    results.withLock { $0[i] = total }
                 }
-                var r: [(Int, Int)] = []
-                for try await x in group { r.append(x) }
-                return r.sorted { $0.1 < $1.1 }
             }
-            #expect(results.map(\.1).last == 200 * 201 / 2)
-            #expect(results.map(\.1) == Array(Set(results.map(\.1))).sorted())
+            try await waitUntil("200 replies") {
+                while executor.runOne() {}
+                return results.value.count == 200
+            }
+            // Run in send order, each call saw the totals of exactly the calls before it.
+            for i in 1...200 { #expect(results.value[i] == i * (i + 1) / 2, "call \(i)") }
         }
     }
 
@@ -94,7 +98,8 @@ struct ActorSystemTests {
             let remote = try Calculator.resolve(id: server.id, using: systems[0])
             let started = ContinuousClock.now
             let e = await expectCallError { try await withDeadline(.milliseconds(200)) { try await remote.slow(milliseconds: 60_000) } }
-            #expect(e == .timedOut(deadline: .milliseconds(200)) || { if case .timedOut = e { return true }; return false }())
+            guard case .timedOut(let budget) = e else { Issue.record("expected timedOut, got \(String(describing: e))"); return }
+            #expect(budget <= .milliseconds(200))
             #expect(ContinuousClock.now - started < .seconds(20))
             #expect(systems[0].statistics.failures["timed_out"] == 1)
         }
@@ -252,5 +257,92 @@ extension ActorSystemTests {
                 Issue.record("a call after the kill did not fail with peerLost")
             }
         }
+    }
+}
+
+extension ActorSystemTests {
+    @Test("over TCP: a peer that falls silent (SIGSTOP) is declared lost by the liveness bound")
+    func tcpSilentPeer() async throws {
+        let bound = Duration.seconds(2)
+        try await RemotePeer.with(configure: {
+            $0.link.core.livenessBound = bound
+            $0.link.core.heartbeatInterval = .milliseconds(300)
+        }) { peer in
+            #expect(try await peer.calculator.add(1, 1) == 2)
+            try peer.process.kill(SIGSTOP)
+            let started = ContinuousClock.now
+            let e = await expectCallError { try await peer.calculator.add(2, 2) }
+            let elapsed = ContinuousClock.now - started
+            try? peer.process.kill(SIGCONT)
+            guard case .peerLost(let node, let reason)? = e else { Issue.record("expected peerLost, got \(String(describing: e))"); return }
+            #expect(node == peer.calculator.id.node)
+            #expect(reason.contains("nothing heard"))
+            #expect(elapsed < bound + .seconds(3), "the call failed \(elapsed) after the peer stopped")
+        }
+    }
+
+    @Test("metrics count calls, failures by kind and latency; failures are logged with actor, target and node")
+    func metricsAndLogs() async throws {
+        let metrics = TestMetrics()
+        let logs = CapturedLogs()
+        try await withInProcessSystems(2, configure: {
+            $0.metricsFactory = metrics
+            $0.logger = Logger(label: "test") { _ in CapturingLogHandler(logs) }
+            $0.logger.logLevel = .debug
+        }) { systems, _ in
+            let server = Calculator(actorSystem: systems[1])
+            let remote = try Calculator.resolve(id: server.id, using: systems[0])
+            _ = try await remote.add(1, 2)
+            _ = try await remote.add(3, 4)
+            _ = await #expect(throws: FixtureError.self) { try await remote.failCodable(code: 1) }
+            _ = await expectCallError { try await withDeadline(.milliseconds(50)) { try await remote.slow(milliseconds: 30_000) } }
+            let node = [("node", systems[0].node.description)]
+            #expect(try metrics.expectCounter("spindle_actor_calls_total", node).totalValue == 4)
+            #expect(try metrics.expectCounter("spindle_actor_call_failures_total", node + [("kind", "timed_out")]).totalValue == 1)
+            #expect(try metrics.expectCounter("spindle_actor_call_failures_total", node + [("kind", "remote_error")]).totalValue == 1)
+            #expect(try metrics.expectTimer("spindle_actor_call_duration", node).values.count == 3)
+            let served = [("node", systems[1].node.description)]
+            try await waitUntil("executions counted") {
+                (try? metrics.expectCounter("spindle_actor_executions_total", served).totalValue) == 4
+            }
+            let failure = try #require(logs.entries.first { $0.message == "actor call failed" })
+            #expect(failure.metadata["actor"] == "\(server.id)")
+            #expect(failure.metadata["target"]?.contains("slow") == true)
+            #expect(failure.metadata["node"] == "\(systems[0].node)")
+            // The callee logs the caller's node for the call its deadline cancelled.
+            try await waitUntil("the callee's log") { logs.entries.contains { $0.message == "received call failed" } }
+            let served2 = try #require(logs.entries.first { $0.message == "received call failed" })
+            #expect(served2.metadata["caller"] == "\(systems[0].node)")
+        }
+    }
+}
+
+/// Log entries a test captured.
+final class CapturedLogs: Sendable {
+    struct Entry: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: [String: String]
+    }
+    private let state = Mutex<[Entry]>([])
+    func append(_ e: Entry) { state.withLock { $0.append(e) } }
+    var entries: [Entry] { state.withLock { $0 } }
+}
+
+struct CapturingLogHandler: LogHandler {
+    let logs: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    init(_ logs: CapturedLogs) { self.logs = logs }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
+        logs.append(.init(level: event.level, message: event.message.description, metadata: all.mapValues { "\($0)" }))
     }
 }

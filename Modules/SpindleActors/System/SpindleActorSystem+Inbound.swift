@@ -74,7 +74,6 @@ extension SpindleActorSystem {
     // MARK: Calls
 
     private func handleCall(_ e: Envelope, from peer: PeerLink) {
-        let oneWay = e.flags.contains(.oneWay)
         guard let caller = e.source else {
             refuse(e, over: peer, .invalidCall(actor: ActorID(node: node, local: .number(0), address: address),
                                                target: "", reason: "a call without a source node"))
@@ -96,7 +95,6 @@ extension SpindleActorSystem {
             refuse(e, over: peer, .actorNotFound(ActorID(node: e.destination ?? node, local: header.actor, address: address)))
             return
         }
-        _ = oneWay
         accept(InboundCallKey(caller: caller, correlation: e.correlation), header: header, arguments: reader,
                actorID: actorID, budget: e.deadlineBudget, oneWay: e.flags.contains(.oneWay), replyTo: .link(peer),
                refuse: { self.refuse(e, over: peer, $0) })
@@ -176,9 +174,16 @@ extension SpindleActorSystem {
         }
         let reply = handler.reply ?? .systemError(.invalidCall(actor: work.actorID, target: work.header.target,
                                                                reason: "the function ended without a result"))
-        if case .systemError(let e) = reply {
+        switch reply {
+        case .value, .void:
+            break
+        case .systemError(let e):
             logger.debug("received call failed", metadata: [
                 "actor": "\(work.actorID)", "target": "\(work.header.target)", "caller": "\(work.key.caller)", "error": "\(e)"])
+        case .codableError(_, _, let d), .otherError(_, let d):
+            logger.debug("received call failed", metadata: [
+                "actor": "\(work.actorID)", "target": "\(work.header.target)", "caller": "\(work.key.caller)",
+                "error": "\(d)", "cancelled": "\(Task.isCancelled)"])
         }
         if !work.oneWay {
             switch work.replyTo {

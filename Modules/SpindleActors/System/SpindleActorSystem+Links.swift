@@ -135,14 +135,16 @@ extension SpindleActorSystem {
         }
     }
 
-    /// The peer of `peer` is gone: its pending calls fail, the calls it sent here are
-    /// cancelled; with `closing`, the link is closed and forgotten.
+    /// The peer of `peer` is gone: the calls pending on the link fail, the calls received
+    /// over it are cancelled; with `closing`, the link is closed and forgotten.
     func declareLost(_ peer: PeerLink, reason: String, closing: Bool) {
         let (calls, dropped, running) = state.withLock { s -> ([OutboundCalls<CallWaiter>.Call], [InboundScheduler<InboundWork>.Entry], [Task<Void, Never>]) in
             let calls = s.calls.takeAll(onRoute: peer.id)
             var dropped: [InboundScheduler<InboundWork>.Entry] = []
             var running: [Task<Void, Never>] = []
-            if let node = peer.node {
+            // Calls the node sent over this link cannot be answered any more. (Calls it
+            // sent over its own link to this node are that link's business.)
+            if peer.direction == .inbound, let node = peer.node {
                 let d = s.inbound.dropAll(from: node)
                 dropped = d.dropped
                 running = d.running.compactMap { s.running[$0] }

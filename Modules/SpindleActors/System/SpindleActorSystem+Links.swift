@@ -171,6 +171,9 @@ extension SpindleActorSystem {
         }
         for t in running { t.cancel() }
         if closing { peer.link.abort() }
+        var lostNodes = Set(calls.compactMap { $0.actor?.node })
+        if let node = peer.node { lostNodes.insert(node) }
+        for node in lostNodes.sorted() { notifyLost(node, reason: reason) }
     }
 
     func undeliverable(_ envelopes: [Envelope], _ reason: UndeliverableReason, onLink id: UInt64) {

@@ -65,6 +65,10 @@ public final class SpindleActorSystem: DistributedActorSystem, Sendable {
         var deadNodes: [NodeID: ActorCallError] = [:]
         /// How a lost node's calls fail instead of `.peerLost` (an actor mesh's rank).
         var lossTranslators: [NodeID: @Sendable (String) -> ActorCallError] = [:]
+        /// Who wants to know when a node's link is lost (an actor mesh's supervisor).
+        var lossWatchers: [NodeID: [@Sendable (String) -> Void]] = [:]
+        /// Where procs of actor meshes register their hosts (on listening systems).
+        var meshDirectory: MeshDirectory?
     }
 
     /// Creates a system and, when `configuration.listenAddress` is set, starts listening.
@@ -91,6 +95,12 @@ public final class SpindleActorSystem: DistributedActorSystem, Sendable {
         }
         timer = configuration.automaticTicks ? DeadlineTimer() : nil
         forward.attach(self)
+        if address != nil {
+            // Procs of actor meshes spawned from this process register here (`ActorHost`).
+            let directory = try? withWellKnownName(MeshDirectory.wellKnownName) { MeshDirectory(actorSystem: self) }
+            state.withLock { $0.meshDirectory = directory }
+            ActorSystemRegistry.shared.add(self)
+        }
     }
 
     /// Calls this system's actors can no longer receive once it is shut down; pending calls
@@ -98,14 +108,20 @@ public final class SpindleActorSystem: DistributedActorSystem, Sendable {
     /// is closed (gracefully: the peers learn the session ended) and the listener stops.
     /// The transport is the caller's to shut down.
     public func shutdown() async {
+        ActorSystemRegistry.shared.remove(self)
+        var directory: MeshDirectory? = nil
         let (calls, running, peers) = state.withLock { s -> ([OutboundCalls<CallWaiter>.Call], [Task<Void, Never>], [PeerLink]) in
             s.isShutDown = true
+            // It refers back to this system; released below, outside the lock (its deinit
+            // resigns its id, which takes the lock).
+            swap(&directory, &s.meshDirectory)
             let r = (s.calls.takeAll(), Array(s.running.values), s.peers.values.sorted { $0.id < $1.id })
             s.peers = [:]
             s.outboundByAddress = [:]
             s.inboundByNode = [:]
             return r
         }
+        directory = nil
         for c in calls { fail(c, .systemShutDown) }
         for t in running { t.cancel() }
         timer?.cancel()

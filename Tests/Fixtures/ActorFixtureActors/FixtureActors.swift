@@ -121,3 +121,63 @@ import Glibc
 #endif
 
 public func currentProcessID() -> Int32 { getpid() }
+
+/// The mesh actor of the actor mesh tests.
+public distributed actor MeshCounter: MeshActor {
+    public typealias ActorSystem = SpindleActorSystem
+    public typealias SpawnArgument = Int
+
+    private var value: Int
+    private let rankOfProc: Int
+
+    init(value: Int, rank: Int, actorSystem: SpindleActorSystem) {
+        self.value = value
+        self.rankOfProc = rank
+        self.actorSystem = actorSystem
+    }
+
+    public static func spawn(argument: Int, context: MeshActorContext) async throws -> MeshCounter {
+        MeshCounter(value: argument, rank: context.rank, actorSystem: context.actorSystem)
+    }
+
+    public distributed func add(_ n: Int) -> Int {
+        value += n
+        return value
+    }
+
+    public distributed func rank() -> Int { rankOfProc }
+
+    public distributed func processID() -> Int32 { currentProcessID() }
+
+    /// Answers after `milliseconds` (a call that stays pending meanwhile); records
+    /// `holding <rank>` in the proc's `WorkLog` when it starts.
+    public distributed func hold(milliseconds: Int) async throws -> Int {
+        WorkLog.shared.record("holding \(rankOfProc)")
+        try await Task.sleep(for: .milliseconds(milliseconds))
+        return rankOfProc
+    }
+}
+
+/// Reads a proc's `WorkLog` (a separate actor: its calls do not queue behind a busy counter).
+public distributed actor MeshProbe: MeshActor {
+    public typealias ActorSystem = SpindleActorSystem
+    public typealias SpawnArgument = Int
+
+    public static func spawn(argument: Int, context: MeshActorContext) async throws -> MeshProbe {
+        MeshProbe(actorSystem: context.actorSystem)
+    }
+
+    public distributed func workLog() -> [String] { WorkLog.shared.all }
+}
+
+// The actor of docs/actors.md's example, verbatim (the example's procs run the fixture
+// executable, which must know the type).
+public distributed actor Counter: MeshActor {
+    public typealias ActorSystem = SpindleActorSystem
+    var value: Int
+    init(value: Int, actorSystem: SpindleActorSystem) { self.value = value; self.actorSystem = actorSystem }
+    public static func spawn(argument: Int, context: MeshActorContext) async throws -> Counter {
+        Counter(value: argument, actorSystem: context.actorSystem)
+    }
+    public distributed func add(_ n: Int) -> Int { value += n; return value }
+}

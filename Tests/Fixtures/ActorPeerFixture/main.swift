@@ -1,5 +1,6 @@
 // ActorPeerFixture: the remote process of the SpindleActors tests.
 //
+//   (as a proc of a proc mesh)  an actor host for MeshCounter, MeshProbe and Counter
 //   ActorPeerFixture peer     serves a Calculator ("calculator") and an Observer ("observer")
 //                             on a SpindleActorSystem listening on tcp://127.0.0.1:0, prints
 //                             "READY <calculator id>" and serves until stdin closes.
@@ -16,6 +17,13 @@ func fail(_ status: Int32, _ message: String) -> Never {
     var line = Array("ActorPeerFixture: \(message)\n".utf8)
     _ = line.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
     exit(status)
+}
+
+// Started by a host agent as a proc: serve mesh actors, never return.
+ActorHost.runIfActorHost(registering: [MeshCounter.self, MeshProbe.self, Counter.self]) { env in
+    var c = TCPTransport.Configuration()
+    if let file = env.keyFile { c.clusterKey = try ClusterKey(contentsOfFile: file) }
+    return try TCPTransport(loopCount: 1, configuration: c)
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -9,4 +9,5 @@ let allSuites: [BenchSuite] = [
     engineSuite,
     meshSuite,
     runnerSuite,
+    actorsSuite,
 ]

@@ -45,29 +45,34 @@ struct InboundScheduler<Work> {
     mutating func arrive(_ pair: CallerActorPair, _ entry: Entry) -> Work? {
         guard pairOf[entry.key] == nil else { return nil }
         pairOf[entry.key] = pair
-        var p = pairs[pair] ?? Pair()
-        if p.running == nil {
-            p.running = entry.key
-            p.runningDeadline = entry.deadline
-            pairs[pair] = p
-            return entry.work
+        // Mutated in place: a copy of the pair would copy its whole queue on the next append.
+        return modify(pair) { p in
+            if p.running == nil {
+                p.running = entry.key
+                p.runningDeadline = entry.deadline
+                return entry.work
+            }
+            p.queue.append(entry)
+            return nil
         }
-        p.queue.append(entry)
-        pairs[pair] = p
-        return nil
     }
 
     /// The running call of its pair finished: returns the pair's next work to start, if any.
     mutating func finished(_ key: InboundCallKey) -> Entry? {
-        guard let pair = pairOf.removeValue(forKey: key), var p = pairs[pair], p.running == key else { return nil }
-        if let next = p.queue.popFirst() {
+        guard let pair = pairOf[key], pairs[pair]?.running == key else { return nil }
+        pairOf.removeValue(forKey: key)
+        let next: Entry? = modify(pair) { p in
+            guard let next = p.queue.popFirst() else { return nil }
             p.running = next.key
             p.runningDeadline = next.deadline
-            pairs[pair] = p
             return next
         }
-        pairs.removeValue(forKey: pair)
-        return nil
+        if next == nil { pairs.removeValue(forKey: pair) }
+        return next
+    }
+
+    private mutating func modify<R>(_ pair: CallerActorPair, _ body: (inout Pair) -> R) -> R {
+        body(&pairs[pair, default: Pair()])
     }
 
     enum Cancelled {
@@ -80,13 +85,15 @@ struct InboundScheduler<Work> {
 
     /// The caller cancelled `key`.
     mutating func cancel(_ key: InboundCallKey) -> Cancelled {
-        guard let pair = pairOf[key], var p = pairs[pair] else { return .unknown }
-        if p.running == key { return .running }
-        guard let i = p.queue.firstIndex(where: { $0.key == key }) else { return .unknown }
-        let e = p.queue.remove(at: i)
-        pairs[pair] = p
+        guard let pair = pairOf[key], let running = pairs[pair]?.running else { return .unknown }
+        if running == key { return .running }
+        let removed: Entry? = modify(pair) { p in
+            guard let i = p.queue.firstIndex(where: { $0.key == key }) else { return nil }
+            return p.queue.remove(at: i)
+        }
+        guard let removed else { return .unknown }
         pairOf.removeValue(forKey: key)
-        return .queued(e)
+        return .queued(removed)
     }
 
     /// Calls whose deadline passed: the queued ones are taken out (the caller has given up on
@@ -94,17 +101,20 @@ struct InboundScheduler<Work> {
     mutating func expire(now: MonotonicInstant) -> (dropped: [Entry], running: [InboundCallKey]) {
         var dropped: [Entry] = []
         var running: [InboundCallKey] = []
-        for (pair, var p) in pairs {
-            if let r = p.running, let d = p.runningDeadline, d <= now {
-                running.append(r)
-                p.runningDeadline = nil   // named once
+        for pair in Array(pairs.keys) {
+            modify(pair) { p in
+                if let r = p.running, let d = p.runningDeadline, d <= now {
+                    running.append(r)
+                    p.runningDeadline = nil   // named once
+                }
+                if p.queue.contains(where: { $0.deadline.map { $0 <= now } ?? false }) {
+                    p.queue.removeAll { e in
+                        guard let d = e.deadline, d <= now else { return false }
+                        dropped.append(e)
+                        return true
+                    }
+                }
             }
-            p.queue.removeAll { e in
-                guard let d = e.deadline, d <= now else { return false }
-                dropped.append(e)
-                return true
-            }
-            pairs[pair] = p
         }
         for e in dropped { pairOf.removeValue(forKey: e.key) }
         let order: (InboundCallKey, InboundCallKey) -> Bool = { ($0.caller, $0.correlation) < ($1.caller, $1.correlation) }
@@ -116,11 +126,12 @@ struct InboundScheduler<Work> {
     mutating func dropAll(from caller: NodeID) -> (dropped: [Entry], running: [InboundCallKey]) {
         var dropped: [Entry] = []
         var running: [InboundCallKey] = []
-        for (pair, var p) in pairs where pair.caller == caller {
-            dropped.append(contentsOf: p.queue)
-            p.queue.removeAll()
-            if let r = p.running { running.append(r) }
-            pairs[pair] = p
+        for pair in Array(pairs.keys) where pair.caller == caller {
+            modify(pair) { p in
+                dropped.append(contentsOf: p.queue)
+                p.queue.removeAll()
+                if let r = p.running { running.append(r) }
+            }
         }
         for e in dropped { pairOf.removeValue(forKey: e.key) }
         let order: (InboundCallKey, InboundCallKey) -> Bool = { ($0.caller, $0.correlation) < ($1.caller, $1.correlation) }

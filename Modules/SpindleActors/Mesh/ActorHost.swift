@@ -99,7 +99,7 @@ public enum ActorHost {
             }
             let directory = try MeshDirectory.resolve(id: directoryID, using: system)
             try await withDeadline(.seconds(30)) {
-                try await directory.register(procMesh: environment.mesh, rank: environment.rank, host: host)
+                try await directory.register(procMesh: environment.mesh, rank: environment.rank, pid: getpid(), host: host)
             }
             try proc.announceReady()
         } catch {

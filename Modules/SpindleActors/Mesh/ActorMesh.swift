@@ -153,12 +153,15 @@ extension ProcMesh {
                 throw .badArgument(rank: rank, reason: "\(error)")
             }
         }
-        guard let (system, directory) = await Self.findDirectory(for: self.name, preferring: system) else {
+        // The procs' process ids tell their registrations from those of another proc mesh of
+        // the same name (another host mesh, an earlier incarnation).
+        let pids = lastKnown.map(\.pid)
+        guard let (system, directory) = await Self.findDirectory(for: self.name, pids: pids, preferring: system) else {
             throw .noActorHosts(procMesh: self.name)
         }
-        let procMesh = self.name, ranks = count
-        let found = await directory.whenLocal { await $0.hosts(of: procMesh, count: ranks, timeout: timeout) }
-            ?? Array(repeating: nil, count: ranks)
+        let procMesh = self.name
+        let found = await directory.whenLocal { await $0.hosts(of: procMesh, pids: pids, timeout: timeout) }
+            ?? Array(repeating: nil, count: pids.count)
         let missing = found.indices.filter { found[$0] == nil }
         guard missing.isEmpty else { throw .hostsMissing(procMesh: self.name, ranks: missing, after: timeout) }
         let hosts = found.map { $0! }
@@ -213,13 +216,13 @@ extension ProcMesh {
     }
 
     /// The system (and its directory) the procs of `procMesh` registered with.
-    private static func findDirectory(for procMesh: String, preferring preferred: SpindleActorSystem?) async
+    private static func findDirectory(for procMesh: String, pids: [Int32?], preferring preferred: SpindleActorSystem?) async
         -> (SpindleActorSystem, MeshDirectory)? {
         if let preferred {
             return preferred.meshDirectory.map { (preferred, $0) }
         }
         let candidates = ActorSystemRegistry.shared.systems.compactMap { s in s.meshDirectory.map { (s, $0) } }
-        for (s, d) in candidates where await d.whenLocal({ $0.knows(procMesh) }) == true { return (s, d) }
+        for (s, d) in candidates where await d.whenLocal({ $0.knows(procMesh, pids: pids) }) == true { return (s, d) }
         // None registered yet: a single listening system is the one they will register with.
         return candidates.count == 1 ? candidates[0] : nil
     }

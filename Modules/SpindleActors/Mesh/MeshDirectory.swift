@@ -14,15 +14,19 @@ distributed actor MeshDirectory {
     }
     private struct Waiter: Sendable {
         var procMesh: String
-        var count: Int
+        var pids: [Int32?]
         var continuation: CheckedContinuation<Void, Never>
+    }
+    private struct Registration {
+        var host: ActorHostService
+        var pid: Int32
     }
     private final class Waiters: Sendable {
         let list = Mutex<[UInt64: Waiter]>([:])
         /// Waits whose time ran out before they were registered.
         let expired = Mutex<Set<UInt64>>([])
     }
-    private var hosts: [Key: ActorHostService] = [:]
+    private var hosts: [Key: Registration] = [:]
     /// Callers of `hosts(of:count:timeout:)` waiting for registrations. In a lock rather than
     /// isolated state: a waiter is added from inside `withCheckedContinuation`.
     private let waiters = Waiters()
@@ -32,28 +36,38 @@ distributed actor MeshDirectory {
         self.actorSystem = actorSystem
     }
 
-    /// A proc's actor host announces itself (a newer registration of a rank replaces an older).
-    distributed func register(procMesh: String, rank: Int, host: ActorHostService) {
-        hosts[Key(procMesh: procMesh, rank: rank)] = host
+    /// A proc's actor host announces itself, with its process id (a newer registration of a
+    /// rank replaces an older).
+    distributed func register(procMesh: String, rank: Int, pid: Int32, host: ActorHostService) {
+        hosts[Key(procMesh: procMesh, rank: rank)] = Registration(host: host, pid: pid)
         let ready = waiters.list.withLock { w -> [CheckedContinuation<Void, Never>] in
-            let done = w.filter { complete($0.value.procMesh, $0.value.count) }
+            let done = w.filter { complete($0.value.procMesh, $0.value.pids) }
             for id in done.keys { w.removeValue(forKey: id) }
             return done.values.map(\.continuation)
         }
         for c in ready { c.resume() }
     }
 
-    /// True when some rank of `procMesh` registered.
-    func knows(_ procMesh: String) -> Bool { hosts.keys.contains { $0.procMesh == procMesh } }
-
-    private func complete(_ procMesh: String, _ count: Int) -> Bool {
-        (0..<count).allSatisfy { hosts[Key(procMesh: procMesh, rank: $0)] != nil }
+    /// True when some rank of `procMesh` registered from the process the proc mesh says.
+    func knows(_ procMesh: String, pids: [Int32?]) -> Bool {
+        pids.indices.contains { host(procMesh, rank: $0, pid: pids[$0]) != nil }
     }
 
-    /// The hosts of ranks 0..<count, waiting up to `timeout` for those not registered yet;
-    /// nil for ranks still missing then.
-    func hosts(of procMesh: String, count: Int, timeout: Duration) async -> [ActorHostService?] {
-        if !complete(procMesh, count) {
+    /// The host of `rank`, if it registered from process `pid` (any, when nil).
+    private func host(_ procMesh: String, rank: Int, pid: Int32?) -> ActorHostService? {
+        guard let r = hosts[Key(procMesh: procMesh, rank: rank)], pid == nil || r.pid == pid else { return nil }
+        return r.host
+    }
+
+    private func complete(_ procMesh: String, _ pids: [Int32?]) -> Bool {
+        pids.indices.allSatisfy { host(procMesh, rank: $0, pid: pids[$0]) != nil }
+    }
+
+    /// The hosts of ranks 0..<pids.count, each registered from its proc's process id (when
+    /// known), waiting up to `timeout` for those not registered yet; nil for ranks still
+    /// missing then.
+    func hosts(of procMesh: String, pids: [Int32?], timeout: Duration) async -> [ActorHostService?] {
+        if !complete(procMesh, pids) {
             let id = nextWaiter
             nextWaiter += 1
             let waiters = self.waiters
@@ -68,7 +82,7 @@ distributed actor MeshDirectory {
             }
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 // Still isolated here: no registration can come between the check and this.
-                waiters.list.withLock { $0[id] = Waiter(procMesh: procMesh, count: count, continuation: c) }
+                waiters.list.withLock { $0[id] = Waiter(procMesh: procMesh, pids: pids, continuation: c) }
                 if waiters.expired.withLock({ $0.remove(id) }) != nil,
                    let w = waiters.list.withLock({ $0.removeValue(forKey: id) }) {
                     w.continuation.resume()
@@ -76,6 +90,6 @@ distributed actor MeshDirectory {
             }
             timer.cancel()
         }
-        return (0..<count).map { hosts[Key(procMesh: procMesh, rank: $0)] }
+        return pids.indices.map { host(procMesh, rank: $0, pid: pids[$0]) }
     }
 }

@@ -11,17 +11,33 @@ enum ReplySink: Sendable {
     case local
 }
 
-/// A received call, ready to run.
-struct InboundWork: Sendable {
-    var key: InboundCallKey
-    var pair: CallerActorPair
-    var actor: any DistributedActor
-    var actorID: ActorID
-    var header: CallHeader
-    var arguments: BinaryReader
-    var budget: Duration?
-    var oneWay: Bool
-    var replyTo: ReplySink
+/// A received call, ready to run (a class: it is queued and handed between tasks).
+final class InboundWork: Sendable {
+    let key: InboundCallKey
+    let pair: CallerActorPair
+    let actor: any DistributedActor
+    let actorID: ActorID
+    let header: CallHeader
+    let arguments: BinaryReader
+    let budget: Duration?
+    /// When the caller gives up: `budget` after the call arrived, on the system's clock.
+    let deadline: MonotonicInstant?
+    let oneWay: Bool
+    let replyTo: ReplySink
+
+    init(key: InboundCallKey, pair: CallerActorPair, actor: any DistributedActor, actorID: ActorID, header: CallHeader,
+         arguments: BinaryReader, budget: Duration?, deadline: MonotonicInstant?, oneWay: Bool, replyTo: ReplySink) {
+        self.key = key
+        self.pair = pair
+        self.actor = actor
+        self.actorID = actorID
+        self.header = header
+        self.arguments = arguments
+        self.budget = budget
+        self.deadline = deadline
+        self.oneWay = oneWay
+        self.replyTo = replyTo
+    }
 }
 
 extension SpindleActorSystem {
@@ -111,9 +127,9 @@ extension SpindleActorSystem {
             return
         }
         let pair = CallerActorPair(caller: key.caller, actor: header.actor)
-        let work = InboundWork(key: key, pair: pair, actor: actor, actorID: actorID, header: header,
-                               arguments: arguments, budget: budget, oneWay: oneWay, replyTo: replyTo)
         let deadline = budget.map { clock.now() + $0 }
+        let work = InboundWork(key: key, pair: pair, actor: actor, actorID: actorID, header: header,
+                               arguments: arguments, budget: budget, deadline: deadline, oneWay: oneWay, replyTo: replyTo)
         let startNow: InboundWork? = state.withLock { s in
             guard !s.isShutDown else { return nil }
             return s.inbound.arrive(pair, .init(key: key, deadline: deadline, work: work))
@@ -172,8 +188,14 @@ extension SpindleActorSystem {
                 handler.set(.systemError(.invalidCall(actor: work.actorID, target: work.header.target, reason: "\(error)")))
             }
         }
-        let reply = handler.reply ?? .systemError(.invalidCall(actor: work.actorID, target: work.header.target,
+        var reply = handler.reply ?? .systemError(.invalidCall(actor: work.actorID, target: work.header.target,
                                                                reason: "the function ended without a result"))
+        if let deadline = work.deadline, let budget = work.budget, clock.now() >= deadline {
+            // Past the deadline the caller has given up (or is about to): whatever the
+            // function did — typically throw because the deadline cancelled it — the call
+            // timed out, and says so even if this reply beats the caller's own timer.
+            reply = .systemError(.timedOut(deadline: budget))
+        }
         switch reply {
         case .value, .void:
             break

@@ -1,4 +1,4 @@
-import Distributed
+@_exported import Distributed
 import Logging
 import SpindleKernel
 import Synchronization

@@ -73,6 +73,7 @@ private func runTCPActorBenchmarks(_ reporter: BenchReporter) async throws {
     // (a task executor preference): docs/actors.md, "Performance".
     var serverConfig = quiet(.init(listenAddress: .tcp(host: "127.0.0.1", port: 0)))
     serverConfig.executor = serverExecutor
+    serverConfig.startsCallsImmediately = true
     let server = try await SpindleActorSystem(transport: serverTCP, configuration: serverConfig)
     let client = try await SpindleActorSystem(transport: clientTCP, configuration: quiet(.init()))
     let echo = BenchEcho(actorSystem: server)

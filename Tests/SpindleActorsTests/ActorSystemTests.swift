@@ -15,9 +15,9 @@ import Glibc
 struct ActorSystemTests {
     // MARK: In-process
 
-    @Test("in process: a call, a generic call, a reference passed as an argument")
-    func inProcessCalls() async throws {
-        try await withInProcessSystems(2) { systems, _ in
+    @Test("in process: a call, a generic call, a reference passed as an argument", arguments: [false, true])
+    func inProcessCalls(startsCallsImmediately: Bool) async throws {
+        try await withInProcessSystems(2, configure: { $0.startsCallsImmediately = startsCallsImmediately }) { systems, _ in
             let server = Calculator(actorSystem: systems[1])
             let helper = Calculator(actorSystem: systems[1])
             let remote = try Calculator.resolve(id: server.id, using: systems[0])
@@ -67,9 +67,9 @@ struct ActorSystemTests {
         }
     }
 
-    @Test("in process: calls of one caller to one actor run in the order they were sent")
-    func inProcessFIFO() async throws {
-        try await withInProcessSystems(2) { systems, _ in
+    @Test("in process: calls of one caller to one actor run in the order they were sent", arguments: [false, true])
+    func inProcessFIFO(startsCallsImmediately: Bool) async throws {
+        try await withInProcessSystems(2, configure: { $0.startsCallsImmediately = startsCallsImmediately }) { systems, _ in
             let server = Calculator(actorSystem: systems[1])
             let remote = try Calculator.resolve(id: server.id, using: systems[0])
             // 200 caller tasks on one serial executor: each sends its call before the next
@@ -91,9 +91,9 @@ struct ActorSystemTests {
         }
     }
 
-    @Test("in process: a deadline that passes fails the call with timedOut and cancels the remote work")
-    func inProcessDeadline() async throws {
-        try await withInProcessSystems(2) { systems, _ in
+    @Test("in process: a deadline that passes fails the call with timedOut and cancels the remote work", arguments: [false, true])
+    func inProcessDeadline(startsCallsImmediately: Bool) async throws {
+        try await withInProcessSystems(2, configure: { $0.startsCallsImmediately = startsCallsImmediately }) { systems, _ in
             let server = Calculator(actorSystem: systems[1])
             let remote = try Calculator.resolve(id: server.id, using: systems[0])
             let started = ContinuousClock.now

@@ -32,6 +32,14 @@ extension SpindleActorSystem {
         /// task executor to run them, and the actors they call, on the loop thread (see
         /// docs/actors.md, "Performance").
         public var executor: (any TaskExecutor)?
+        /// When true, a received call starts on the thread that delivers it and runs there
+        /// until its first suspension (`Task.immediateDetached`), then continues on
+        /// `executor`. Set it when `executor` is the event loop the transport delivers on: the
+        /// call would run on that thread anyway, and this saves a trip through the loop's
+        /// queue (a synchronous function then answers within the read that delivered it).
+        /// Leave it off otherwise: a long synchronous function would hold the transport's
+        /// thread.
+        public var startsCallsImmediately: Bool
         public var logger: Logger
         /// Where counters and the latency timer go (`spindle_actor_*`); nil for the global
         /// `MetricsSystem`.
@@ -41,7 +49,7 @@ extension SpindleActorSystem {
                     callTimeout: Duration = .seconds(30), clock: any SpindleClock = SystemClock(),
                     automaticTicks: Bool = true, link: ReliableLink.Configuration = .init(),
                     connectAttemptsBeforeLost: Int = 3, executor: (any TaskExecutor)? = nil,
-                    logger: Logger = Logger(label: "spindle.actors"),
+                    startsCallsImmediately: Bool = false, logger: Logger = Logger(label: "spindle.actors"),
                     metricsFactory: (any MetricsFactory)? = nil) {
             self.nodeID = nodeID
             self.listenAddress = listenAddress
@@ -51,6 +59,7 @@ extension SpindleActorSystem {
             self.link = link
             self.connectAttemptsBeforeLost = max(1, connectAttemptsBeforeLost)
             self.executor = executor
+            self.startsCallsImmediately = startsCallsImmediately
             self.logger = logger
             self.metricsFactory = metricsFactory
         }

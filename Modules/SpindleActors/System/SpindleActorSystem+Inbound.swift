@@ -24,6 +24,9 @@ final class InboundWork: Sendable {
     let deadline: MonotonicInstant?
     let oneWay: Bool
     let replyTo: ReplySink
+    /// Set (under the system's lock) when the execution ended: a task that ends before its
+    /// handle is recorded is not recorded.
+    let finished = Atomic<Bool>(false)
 
     init(key: InboundCallKey, pair: CallerActorPair, actor: any DistributedActor, actorID: ActorID, header: CallHeader,
          arguments: BinaryReader, budget: Duration?, deadline: MonotonicInstant?, oneWay: Bool, replyTo: ReplySink) {
@@ -162,12 +165,20 @@ extension SpindleActorSystem {
     /// Runs a received call in a task of its own (cancellable alone), on the configured
     /// executor; when it ends, the next call of its pair starts.
     private func start(_ work: InboundWork) {
-        state.withLock { s in
-            // Detached: a call runs with none of the task locals of the thread that received it.
-            let task = Task.detached(executorPreference: configuration.executor) { [self] in
+        // Detached: a call runs with none of the task locals of the thread that received it.
+        let task: Task<Void, Never>
+        if configuration.startsCallsImmediately {
+            // Runs here until its first suspension (may finish before the next line).
+            task = Task.immediateDetached(executorPreference: configuration.executor) { [self] in
                 await self.execute(work)
             }
-            s.running[work.key] = task
+        } else {
+            task = Task.detached(executorPreference: configuration.executor) { [self] in
+                await self.execute(work)
+            }
+        }
+        state.withLock { s in
+            if !work.finished.load(ordering: .relaxed) { s.running[work.key] = task }
         }
     }
 
@@ -218,6 +229,7 @@ extension SpindleActorSystem {
             }
         }
         let next = state.withLock { s -> InboundWork? in
+            work.finished.store(true, ordering: .relaxed)
             s.running.removeValue(forKey: work.key)
             return s.inbound.finished(work.key)?.work
         }

@@ -326,7 +326,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleActorsTests",
-            dependencies: ["SpindleActors", "SpindleKernel", "SpindleTCP", "SpindleEventLoop", "SpindleHostMesh",
+            dependencies: ["Spindle", "SpindleActors", "SpindleKernel", "SpindleTCP", "SpindleEventLoop", "SpindleHostMesh",
                            "NetworkTestSupport", "ActorFixtureActors", "ActorPeerFixture",
                            .product(name: "DequeModule", package: "swift-collections"),
                            .product(name: "Logging", package: "swift-log"),

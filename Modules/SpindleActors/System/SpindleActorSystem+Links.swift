@@ -96,9 +96,10 @@ extension SpindleActorSystem {
                 cancelOutbound(callID)
             }
         } catch let e as ActorCallError {
+            if case .peerLost(unknownNode, let reason) = e { throw .peerLost(unknownNode, reason: "nobody answers at \(address): \(reason)") }
             throw e
         } catch {
-            throw .peerLost(NodeID(raw: .init(high: 0, low: 0)), reason: "\(error)")
+            throw .peerLost(unknownNode, reason: "nobody answers at \(address): \(error)")
         }
     }
 
@@ -163,7 +164,7 @@ extension SpindleActorSystem {
                                                   "pending_calls": "\(calls.count)"])
         }
         for c in calls {
-            let node = c.actor?.node ?? peer.node ?? NodeID(raw: .init(high: 0, low: 0))
+            let node = c.actor?.node ?? peer.node ?? unknownNode
             fail(c, .peerLost(node, reason: reason))
         }
         if !dropped.isEmpty {
@@ -182,7 +183,7 @@ extension SpindleActorSystem {
         let (calls, shutDown) = state.withLock { s in (ids.compactMap { s.calls.take($0) }, s.isShutDown) }
         for c in calls {
             if shutDown { fail(c, .systemShutDown); continue }
-            let node = c.actor?.node ?? NodeID(raw: .init(high: 0, low: 0))
+            let node = c.actor?.node ?? unknownNode
             fail(c, .peerLost(node, reason: "the link returned the call: \(reason)"))
         }
     }

@@ -154,8 +154,9 @@ public final class SpindleActorSystem: DistributedActorSystem, Sendable {
 
     public func resignID(_ id: ActorID) {
         state.withLock { s in
-            _ = s.actors.removeValue(forKey: id.local)
-            if case .name(let n) = id.local { s.reservedNames.remove(n) }
+            // Called from the actor's deinit, when weak references to it already read nil: an
+            // entry that still holds an actor belongs to a newer actor of the same name.
+            if s.actors[id.local]?.actor == nil { s.actors.removeValue(forKey: id.local) }
         }
     }
 

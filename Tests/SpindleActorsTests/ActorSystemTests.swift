@@ -115,6 +115,17 @@ struct ActorSystemTests {
             let id = try await systems[0].actorID(named: "calculator", at: try #require(systems[1].address))
             #expect(id == server.id)
             #expect(try await Calculator.resolve(id: id, using: systems[0]).add(20, 22) == 42)
+            // A name is free again once its actor is gone, and the old reference reaches the new actor.
+            var first: Calculator? = try systems[1].withWellKnownName("reused") { Calculator(actorSystem: systems[1]) }
+            let reusedID = first!.id
+            let ref = try Calculator.resolve(id: reusedID, using: systems[0])
+            #expect(try await ref.accumulate(5) == 5)
+            first = nil
+            #expect(await expectCallError { try await ref.accumulate(1) } == .actorNotFound(reusedID))
+            let second = try systems[1].withWellKnownName("reused") { Calculator(actorSystem: systems[1]) }
+            #expect(second.id == reusedID)
+            #expect(try await ref.accumulate(7) == 7)
+            #expect(await expectCallError { try await systems[0].actorID(named: "x", at: .inproc(name: "nobody-listens-here")) } != nil)
         }
     }
 }

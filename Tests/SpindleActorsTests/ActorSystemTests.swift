@@ -281,6 +281,8 @@ extension ActorSystemTests {
         }) { peer in
             #expect(try await peer.calculator.add(1, 1) == 2)
             try peer.process.kill(SIGSTOP)
+            // The signal is delivered asynchronously: wait until the process is stopped.
+            try await waitUntil("the peer stopped") { processState(peer.process.pid) == "T" }
             let started = ContinuousClock.now
             let e = await expectCallError { try await peer.calculator.add(2, 2) }
             let elapsed = ContinuousClock.now - started

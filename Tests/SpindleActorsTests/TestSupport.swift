@@ -108,3 +108,9 @@ extension String {
         return parts
     }
 }
+
+/// A process's state letter from /proc/<pid>/stat (`R`, `S`, `T` stopped, `Z`…), or nil.
+func processState(_ pid: Int32) -> Character? {
+    guard let line = readText("/proc/\(pid)/stat"), let close = line.lastIndex(of: ")") else { return nil }
+    return line[line.index(after: close)...].first { $0 != " " }
+}

@@ -61,10 +61,6 @@ extension SpindleActorSystem {
         }
     }
 
-    func linkID(of link: ReliableLink) -> UInt64? {
-        state.withLock { s in s.peers.values.first { $0.link === link }?.id }
-    }
-
     /// Asks who is at `address`: opens (or reuses) the link there and waits for the peer's
     /// `welcome`, within the current deadline or the call timeout.
     /// - Throws: `ActorCallError.peerLost` when nothing answers, `.timedOut`, `.cancelled`.

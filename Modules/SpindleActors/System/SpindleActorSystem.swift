@@ -103,10 +103,10 @@ public final class SpindleActorSystem: DistributedActorSystem, Sendable {
         }
     }
 
-    /// Calls this system's actors can no longer receive once it is shut down; pending calls
-    /// fail with `.systemShutDown`, running executions are cancelled and awaited, every link
-    /// is closed (gracefully: the peers learn the session ended) and the listener stops.
-    /// The transport is the caller's to shut down.
+    /// Shuts the system down: pending calls fail with `.systemShutDown`, running executions
+    /// are cancelled and awaited, every link is closed (gracefully: the peers learn that the
+    /// session ended, and fail their calls to this node) and the listener stops. Afterwards
+    /// calls fail with `.systemShutDown`. The transport is the caller's to shut down.
     public func shutdown() async {
         ActorSystemRegistry.shared.remove(self)
         var directory: MeshDirectory? = nil
@@ -251,62 +251,76 @@ final class WeakActor: Sendable {
     init(_ actor: any DistributedActor) { self.actor = actor }
 }
 
-/// Hands link events to the system once it exists: a listener may accept a link before the
-/// system's initialiser has finished. Events that arrive earlier wait, in order.
+/// Hands a listener's links and their events to the system once it exists: the listener is
+/// bound before the system's initialiser finishes, and a peer may connect in between.
+/// Whatever comes earlier waits, in order, and runs when the system attaches. Holds the
+/// system weakly (the system holds the listener, which holds this).
 final class SystemForwarder: Sendable {
     private struct State {
-        var system: SpindleActorSystem?
-        var early: [ReliableLink] = []
+        weak var system: SpindleActorSystem?
+        var attached = false
+        /// Work that came before `attach` (or while it runs what came before).
+        var pending: [@Sendable (SpindleActorSystem) -> Void] = []
+        var draining = false
     }
     private let state = Mutex(State())
 
-    func accepted(_ link: ReliableLink) -> ReliableLink.Handler {
-        // The handler resolves the system per event: only `accept` itself can come early.
+    /// The system, once attached and done with the early work; nil before (and once gone).
+    private var ready: SpindleActorSystem? {
+        state.withLock { $0.attached && !$0.draining ? $0.system : nil }
+    }
+
+    /// Runs `body` with the system now, or after `attach` in arrival order.
+    private func run(_ body: @escaping @Sendable (SpindleActorSystem) -> Void) {
         let system: SpindleActorSystem? = state.withLock { s in
-            if s.system == nil { s.early.append(link) }
-            return s.system
+            if s.attached && !s.draining { return s.system }
+            s.pending.append(body)
+            return nil
         }
-        return SystemForwarder.handler(self, link: link, registered: system.map { $0.registerAccepted(link) })
+        system.map(body)
     }
 
     func attach(_ system: SpindleActorSystem) {
-        let early = state.withLock { s -> [ReliableLink] in
+        state.withLock { s in
             s.system = system
-            defer { s.early = [] }
-            return s.early
+            s.attached = true
+            s.draining = true
         }
-        for link in early { _ = system.registerAccepted(link) }
+        while true {
+            let batch = state.withLock { s -> [@Sendable (SpindleActorSystem) -> Void] in
+                defer { s.pending = [] }
+                if s.pending.isEmpty { s.draining = false }
+                return s.pending
+            }
+            if batch.isEmpty { return }
+            for body in batch { body(system) }
+        }
     }
 
-    var system: SpindleActorSystem? { state.withLock { $0.system } }
-
-    private static func handler(_ f: SystemForwarder, link: ReliableLink, registered: UInt64?) -> ReliableLink.Handler {
-        let linkID = LinkIDCell(registered)
+    /// The listener accepted `link`: registers it with the system and returns its handler.
+    func accepted(_ link: ReliableLink) -> ReliableLink.Handler {
+        let linkID = LinkIDCell()
+        run { linkID.set($0.registerAccepted(link)) }
         return ReliableLink.Handler(
-            onDeliver: { e in
-                guard let s = f.system, let id = linkID.resolve(link, s) else { return }
-                s.received(e, onLink: id)
+            onDeliver: { [self] e in
+                if let s = ready, let id = linkID.id { return s.received(e, onLink: id) }
+                run { s in linkID.id.map { s.received(e, onLink: $0) } }
             },
-            onUndeliverable: { es, why in
-                guard let s = f.system, let id = linkID.resolve(link, s) else { return }
-                s.undeliverable(es, why, onLink: id)
+            onUndeliverable: { [self] es, why in
+                run { s in linkID.id.map { s.undeliverable(es, why, onLink: $0) } }
             },
-            onEvent: { ev in
-                guard let s = f.system, let id = linkID.resolve(link, s) else { return }
-                s.linkEvent(ev, onLink: id)
+            onEvent: { [self] ev in
+                run { s in linkID.id.map { s.linkEvent(ev, onLink: $0) } }
             })
     }
 }
 
-/// The system's id for an accepted link, looked up once the system exists.
+/// The system's id for an accepted link, set when the system registers it.
 private final class LinkIDCell: Sendable {
-    private let id: Mutex<UInt64?>
-    init(_ id: UInt64?) { self.id = Mutex(id) }
-
-    func resolve(_ link: ReliableLink, _ system: SpindleActorSystem) -> UInt64? {
-        if let v = id.withLock({ $0 }) { return v }
-        let found = system.linkID(of: link)
-        id.withLock { $0 = found }
-        return found
+    private let value = Atomic<UInt64>(0)
+    var id: UInt64? {
+        let v = value.load(ordering: .acquiring)
+        return v == 0 ? nil : v
     }
+    func set(_ id: UInt64) { value.store(id, ordering: .releasing) }
 }

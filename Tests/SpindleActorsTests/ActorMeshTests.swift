@@ -1,4 +1,5 @@
 import ActorFixtureActors
+import NetworkTestSupport
 import Distributed
 import SpindleActors
 import SpindleEventLoop
@@ -180,5 +181,40 @@ struct ActorMeshTests {
                 _ = try await procs.spawnActors(MeshCounter.self, name: "bad name", on: system) { _ in 0 }
             }
         }
+    }
+}
+
+extension ActorMeshTests {
+    @Test("a proc without a client address, or whose agent is unreachable, exits with a typed code and says why")
+    func actorHostRefusesBadEnvironment() async throws {
+        let executable = try builtExecutable("ActorPeerFixture")
+        guard let refusing = RefusingPort() else { throw TestFailure("no refusing port") }
+        defer { refusing.close() }
+        let base = [
+            "SPINDLE_MESH": "m", "SPINDLE_RANK": "0", "SPINDLE_WORLD_SIZE": "1", "SPINDLE_HOST_RANK": "0",
+            "SPINDLE_LOCAL_RANK": "0", "SPINDLE_AGENT_ADDR": "\(refusing.address)",
+        ]
+        let loop = try EventLoop(name: "actor-host-env")
+        do {
+            for (extra, code, phrase) in [([String: String](), Int32(78), "SPINDLE_CLIENT_ADDR"),
+                                          (["SPINDLE_CLIENT_ADDR": "\(refusing.address)"], Int32(69), "cannot reach its agent")] {
+                var options = ProcessOptions(executable: executable, arguments: [])
+                options.environment = base.merging(extra) { $1 }
+                options.stdin = .ignore
+                options.stdout = .ignore
+                options.stderr = .pipe
+                options.parentDeathSignal = SIGKILL
+                let child = try await ChildProcess.spawn(on: loop, options)
+                let reader = LineReader()
+                reader.start(try #require(child.stderr))
+                let line = try await reader.line(startingWith: "spindle actor host:")
+                #expect(line.contains(phrase), "\(line)")
+                #expect(await child.wait() == .exited(code: code))
+            }
+        } catch {
+            await loop.shutdown()
+            throw error
+        }
+        await loop.shutdown()
     }
 }

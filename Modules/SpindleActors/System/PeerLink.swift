@@ -16,6 +16,16 @@ final class PeerLink: Sendable {
     private let peerNode = Mutex<NodeID?>(nil)
     /// Connect attempts that failed in a row (outbound links).
     let connectFailures = Atomic<Int>(0)
+    /// Envelopes refused as malformed or out of place (logged sparsely).
+    let refusals = Atomic<Int>(0)
+
+    /// Counts a refused envelope; true when this one should be logged (the 1st, 10th,
+    /// 100th…), so a hostile peer cannot flood the log.
+    func countRefusal() -> Bool {
+        var n = refusals.add(1, ordering: .relaxed).newValue
+        while n % 10 == 0 { n /= 10 }
+        return n == 1
+    }
 
     init(id: UInt64, direction: Direction, link: ReliableLink) {
         self.id = id

@@ -46,15 +46,14 @@ final class InboundWork: Sendable {
 extension SpindleActorSystem {
     /// An envelope arrived on link `id`.
     func received(_ e: Envelope, onLink id: UInt64) {
+        guard let peer = state.withLock({ $0.peers[id] }) else { return }
         guard e.protocolTag == .actors else {
-            logger.warning("dropped an envelope of another protocol", metadata: ["protocol": "\(e.protocolTag)", "link": "\(id)"])
+            refused(peer, "dropped an envelope of another protocol", ["protocol": "\(e.protocolTag)"])
             return
         }
-        guard let peer = state.withLock({ $0.peers[id] }) else { return }
         if let source = e.source {
             guard peer.learn(source) else {
-                logger.warning("dropped an envelope whose source is not the link's peer",
-                               metadata: ["link": "\(peer.description)", "source": "\(source)"])
+                refused(peer, "dropped an envelope whose source is not the link's peer", ["source": "\(source)"])
                 return
             }
             if peer.direction == .inbound {
@@ -86,8 +85,14 @@ extension SpindleActorSystem {
                 }
             }
         default:
-            logger.warning("dropped an actor envelope of unknown kind", metadata: ["kind": "\(e.kind)", "link": "\(peer.description)"])
+            refused(peer, "dropped an actor envelope of unknown kind", ["kind": "\(e.kind)"])
         }
+    }
+
+    /// Logs a refused envelope: the first of a link, then the 10th, 100th…
+    private func refused(_ peer: PeerLink, _ message: Logger.Message, _ metadata: Logger.Metadata) {
+        guard peer.countRefusal() else { return }
+        logger.warning(message, metadata: metadata.merging(["link": "\(peer.description)", "refused": "\(peer.refusals.load(ordering: .relaxed))"]) { $1 })
     }
 
     // MARK: Calls
@@ -103,7 +108,7 @@ extension SpindleActorSystem {
         do {
             header = try CallHeader.read(&reader)
         } catch {
-            logger.warning("refused a malformed call", metadata: ["caller": "\(caller)", "error": "\(error)"])
+            refused(peer, "refused a malformed call", ["caller": "\(caller)", "error": "\(error)"])
             refuse(e, over: peer, .invalidCall(actor: ActorID(node: node, local: .number(0), address: address),
                                                target: "", reason: error.description))
             return

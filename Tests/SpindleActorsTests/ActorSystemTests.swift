@@ -136,7 +136,10 @@ extension ActorSystemTests {
     @Test("deterministic: 1000 calls from 3 nodes to 3 actors under drops, duplicates, delays and partitions; replays from its seed")
     func deterministicFaults() async throws {
         let seed: UInt64 = 0xAC7085
-        let first = try await DeterministicRun(seed: seed, calls: 1000).run()
+        // The driver runs on a thread of its own: it computes for a while without suspending.
+        let thread = DedicatedThreadExecutor()
+        defer { thread.shutdown() }
+        let first = try await withTaskExecutorPreference(thread) { try await DeterministicRun(seed: seed, calls: 1000).run() }
         // Every call ended exactly once: with its correct result, or a typed error.
         #expect(first.trace.count == 1000)
         #expect(Set(first.trace.map(\.call)) == Set(0..<1000))
@@ -158,7 +161,7 @@ extension ActorSystemTests {
         #expect(first.trace.contains { $0.result == "! peer_lost" })
         #expect(first.trace.contains { $0.result == "! timed_out" })
         // The same seed replays the same run, end to end.
-        let second = try await DeterministicRun(seed: seed, calls: 1000).run()
+        let second = try await withTaskExecutorPreference(thread) { try await DeterministicRun(seed: seed, calls: 1000).run() }
         #expect(second == first)
     }
 }

@@ -50,7 +50,7 @@ struct DeterministicRun {
 
     let seed: UInt64
     let calls: Int
-    static let step = Duration.milliseconds(5)
+    static let step = Duration.milliseconds(10)
 
     func run() async throws -> Report {
         let clock = ManualClock()
@@ -95,17 +95,17 @@ struct DeterministicRun {
             let target = (caller + 1 + Int(rng.next() % 2)) % 3
             let x = Int(rng.next() % 10_000)
             let budget = Duration.milliseconds(200 + Int64(rng.next() % 2_800))
-            planned.append(PlannedCall(index: k, step: k * 3 + Int(rng.next() % 3), caller: caller, target: target,
+            planned.append(PlannedCall(index: k, step: k * 2 + Int(rng.next() % 2), caller: caller, target: target,
                                        x: x, budget: budget))
             expected[k] = x &* 7 &+ target
         }
         // Partitions: one node at a time cut off, for 0.1 to 4 s (the liveness bound is 2 s).
         var partitions: [(start: Int, end: Int, node: Int)] = []
-        var at = 40
-        while at < calls * 3 {
-            let length = 20 + Int(rng.next() % 780)
+        var at = 20
+        while at < calls * 2 {
+            let length = 10 + Int(rng.next() % 390)
             partitions.append((at, at + length, Int(rng.next() % 3)))
-            at += length + 100 + Int(rng.next() % 600)
+            at += length + 50 + Int(rng.next() % 300)
         }
 
         let recorder = Recorder()
@@ -126,7 +126,7 @@ struct DeterministicRun {
 
         var next = 0
         var step = 0
-        let maximumSteps = calls * 3 + 30_000
+        let maximumSteps = calls * 2 + 15_000
         while recorder.finished < calls {
             guard step < maximumSteps else {
                 let done = Set(recorder.trace.map(\.call))

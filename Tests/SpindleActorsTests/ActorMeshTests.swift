@@ -151,6 +151,13 @@ struct ActorMeshTests {
                 Issue.record("rank 2's later call ended with \(later[2])")
                 return
             }
+            // The other actor mesh on the same procs sees the same death.
+            let probesLater = await probes.call { try await $0.workLog() }
+            if case .failure(let e3) = probesLater[2], case .procDied(2, _)? = e3 as? ActorCallError {} else {
+                Issue.record("rank 2's probe answered \(probesLater[2])")
+            }
+            #expect(probesLater.enumerated().filter { $0.offset != 2 }.allSatisfy { (try? $0.element.get()) != nil })
+            await probes.stop()
             let direct = await expectCallError { try await counters[2].add(1) }
             guard case .procDied(2, _)? = direct else { Issue.record("a direct call to rank 2 gave \(String(describing: direct))"); return }
             // The agent's report: killed by signal 9.

@@ -54,6 +54,8 @@ final class MeshSupervisor: Sendable {
         var nextSubscriber: UInt64 = 0
         var watcher: Task<Void, Never>?
         var stopped = false
+        /// The system's supervision tokens, by node.
+        var tokens: [NodeID: UInt64] = [:]
     }
 
     let system: SpindleActorSystem
@@ -70,12 +72,13 @@ final class MeshSupervisor: Sendable {
     /// Starts watching the source and the ranks' links.
     func start() {
         for (rank, node) in nodes {
-            system.supervise(node, translate: { [weak self] reason in
+            let token = system.supervise(node, translate: { [weak self] reason in
                 .procDied(rank: rank, state: self?.deathState(rank, reason: reason) ?? .failed(reason: reason))
             }, onLost: { [weak self] reason in
                 guard let self else { return }
                 self.died(rank, state: self.deathState(rank, reason: reason))
             })
+            state.withLock { $0.tokens[node] = token }
         }
         let updates = source.updates()
         let task = Task.detached { [weak self] in
@@ -141,17 +144,20 @@ final class MeshSupervisor: Sendable {
 
     /// Stops watching; ends every event stream.
     func stop() {
-        let (task, subscribers) = state.withLock { s -> (Task<Void, Never>?, [AsyncStream<ActorMeshEvent>.Continuation]) in
+        let (task, subscribers, tokens) = state.withLock { s in
             s.stopped = true
-            defer { s.watcher = nil; s.subscribers = [:] }
-            return (s.watcher, Array(s.subscribers.values))
+            defer { s.watcher = nil; s.subscribers = [:]; s.tokens = [:] }
+            return (s.watcher, Array(s.subscribers.values), s.tokens)
         }
         task?.cancel()
         for s in subscribers { s.finish() }
-        for node in nodes.values { system.unsupervise(node) }
+        for (node, token) in tokens { system.unsupervise(node, token: token) }
     }
 
     deinit {
-        state.withLock { $0.watcher }?.cancel()
+        // The mesh (and its slices) were let go without `stop()`.
+        let (task, tokens) = state.withLock { ($0.watcher, $0.tokens) }
+        task?.cancel()
+        for (node, token) in tokens { system.unsupervise(node, token: token) }
     }
 }

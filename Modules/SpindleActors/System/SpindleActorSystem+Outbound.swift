@@ -204,7 +204,9 @@ extension SpindleActorSystem {
     /// dead fails with its recorded error.
     func translate(_ error: ActorCallError, node: NodeID) -> ActorCallError {
         guard case .peerLost(_, let reason) = error else { return error }
-        let (dead, translator) = state.withLock { ($0.deadNodes[node], $0.lossTranslators[node]) }
+        let (dead, translator) = state.withLock { s in
+            (s.deadNodes[node], s.supervisions[node]?.min { $0.key < $1.key }?.value.translate)
+        }
         if let dead { return dead }
         return translator?(reason) ?? error
     }

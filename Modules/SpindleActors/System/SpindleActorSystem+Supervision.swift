@@ -14,28 +14,36 @@ extension SpindleActorSystem {
     }
 
     /// Calls to `node` that fail with `.peerLost` fail with `translate(reason)` instead, and
-    /// `onLost(reason)` runs when a link to `node` is declared lost.
+    /// `onLost(reason)` runs when a link to `node` is declared lost. Returns the token that
+    /// `unsupervise` takes (several actor meshes may supervise one node).
     func supervise(_ node: NodeID, translate: @escaping @Sendable (String) -> ActorCallError,
-                   onLost: @escaping @Sendable (String) -> Void) {
+                   onLost: @escaping @Sendable (String) -> Void) -> UInt64 {
         state.withLock { s in
-            s.lossTranslators[node] = translate
-            s.lossWatchers[node, default: []].append(onLost)
+            s.nextSupervision += 1
+            s.supervisions[node, default: [:]][s.nextSupervision] = Supervision(translate: translate, onLost: onLost)
+            return s.nextSupervision
         }
     }
 
-    /// Stops supervising `node` (its mesh was stopped).
-    func unsupervise(_ node: NodeID) {
+    /// Ends one supervision of `node` (its mesh was stopped or let go).
+    func unsupervise(_ node: NodeID, token: UInt64) {
         state.withLock { s in
-            s.lossTranslators.removeValue(forKey: node)
-            s.lossWatchers.removeValue(forKey: node)
+            s.supervisions[node]?.removeValue(forKey: token)
+            if s.supervisions[node]?.isEmpty == true { s.supervisions.removeValue(forKey: node) }
         }
     }
 
     /// Runs the loss watchers of `node`.
     func notifyLost(_ node: NodeID, reason: String) {
-        let watchers = state.withLock { $0.lossWatchers[node] ?? [] }
+        let watchers = state.withLock { s in (s.supervisions[node] ?? [:]).sorted { $0.key < $1.key }.map(\.value.onLost) }
         for w in watchers { w(reason) }
     }
+}
+
+/// How an actor mesh supervises one node (`SpindleActorSystem.supervise`).
+struct Supervision: Sendable {
+    var translate: @Sendable (String) -> ActorCallError
+    var onLost: @Sendable (String) -> Void
 }
 
 /// The listening actor systems of this process, for `ProcMesh.spawnActors` to find the one

@@ -63,10 +63,10 @@ public final class SpindleActorSystem: DistributedActorSystem, Sendable {
         var running: [InboundCallKey: Task<Void, Never>] = [:]
         /// Nodes known dead (an actor mesh's supervision): calls fail with the error at once.
         var deadNodes: [NodeID: ActorCallError] = [:]
-        /// How a lost node's calls fail instead of `.peerLost` (an actor mesh's rank).
-        var lossTranslators: [NodeID: @Sendable (String) -> ActorCallError] = [:]
-        /// Who wants to know when a node's link is lost (an actor mesh's supervisor).
-        var lossWatchers: [NodeID: [@Sendable (String) -> Void]] = [:]
+        /// Actor meshes supervising nodes: how a lost node's calls fail instead of `.peerLost`,
+        /// and who wants to know that it was lost; by node, then token.
+        var supervisions: [NodeID: [UInt64: Supervision]] = [:]
+        var nextSupervision: UInt64 = 0
         /// Where procs of actor meshes register their hosts (on listening systems).
         var meshDirectory: MeshDirectory?
     }

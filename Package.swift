@@ -27,6 +27,8 @@ let package = Package(
         .executable(name: "spindle-demo", targets: ["SpindleDemo"]),
         .executable(name: "spindle-bench", targets: ["SpindleBench"]),
         .executable(name: "spindle-shard", targets: ["SpindleShardServer"]),
+        .executable(name: "spindle-keeper", targets: ["SpindleKeeper"]),
+        .executable(name: "spindle-fuzz", targets: ["SpindleFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -35,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // MARK: C system library
@@ -45,13 +49,22 @@ let package = Package(
             providers: [.apt(["libuv1-dev"])]
         ),
 
-        // MARK: Kernel and event loop
+        // MARK: Support, kernel and event loop
+        // The runtime's shared internals (locks, parking, threads, SplitMix64, byte coding,
+        // loop confinement): `package` access, not a product.
+        .target(
+            name: "SpindleSupport",
+            path: "Modules/SpindleSupport",
+            swiftSettings: strict
+        ),
         .target(
             name: "SpindleKernel",
             dependencies: [
+                "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleKernel",
             swiftSettings: strict
@@ -59,7 +72,7 @@ let package = Package(
         .target(
             name: "SpindleEventLoop",
             dependencies: [
-                "CLibUV", "SpindleKernel",
+                "CLibUV", "SpindleKernel", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -74,16 +87,16 @@ let package = Package(
         ),
         .target(
             name: "SpindleTasklets",
-            dependencies: ["SpindleKernel", "CSpindleCycles"],
+            dependencies: ["SpindleKernel", "SpindleSupport", "CSpindleCycles"],
             path: "Modules/SpindleTasklets",
             swiftSettings: strict
         ),
         .target(
             name: "SpindleTaskQueue",
             dependencies: [
-                "SpindleKernel",
+                "SpindleKernel", "SpindleSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
-                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleTaskQueue",
@@ -97,12 +110,13 @@ let package = Package(
         .target(
             name: "SpindleNodeEngine",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop",
+                "SpindleKernel", "SpindleEventLoop", "SpindleSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleNodeEngine",
             swiftSettings: strict
@@ -110,11 +124,20 @@ let package = Package(
         .target(
             name: "SpindleHostMesh",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop",
+                "SpindleKernel", "SpindleEventLoop", "SpindleSupport",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleHostMesh",
             swiftSettings: strict
+        ),
+        // The process-group keeper every proc runs under (C, no dependencies): see
+        // docs/hostmesh.md, "Process groups and no orphans".
+        .executableTarget(
+            name: "SpindleKeeper",
+            path: "Modules/SpindleKeeper"
         ),
         .target(
             name: "SpindleRunner",
@@ -141,7 +164,8 @@ let package = Package(
         .executableTarget(
             name: "SpindleShardServer",
             dependencies: [
-                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
+                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh", "SpindleEventLoop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleShardServer",
@@ -158,6 +182,8 @@ let package = Package(
             dependencies: [
                 "SpindleKernel", "SpindleEventLoop", "CSpindleAEAD",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/SpindleTCP",
@@ -166,7 +192,7 @@ let package = Package(
         .target(
             name: "SpindleProcessWorkers",
             dependencies: [
-                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue",
+                "SpindleKernel", "SpindleEventLoop", "SpindleTaskQueue", "SpindleSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/SpindleProcessWorkers",
@@ -187,9 +213,10 @@ let package = Package(
         .executableTarget(
             name: "SpindleCLI",
             dependencies: [
-                "Spindle",
+                "Spindle", "SpindleSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleCLI",
             swiftSettings: strict
@@ -198,9 +225,22 @@ let package = Package(
             name: "SpindleDemo",
             dependencies: [
                 "Spindle",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Modules/SpindleDemo",
+            swiftSettings: strict
+        ),
+
+        // MARK: Fuzzing (make fuzz)
+        .target(
+            name: "CSpindleFuzz",
+            path: "Fuzz/CSpindleFuzz"
+        ),
+        .executableTarget(
+            name: "SpindleFuzz",
+            dependencies: ["SpindleKernel", "SpindleTCP", "CSpindleFuzz"],
+            path: "Fuzz/SpindleFuzz",
             swiftSettings: strict
         ),
 
@@ -214,6 +254,7 @@ let package = Package(
             name: "SpindleBench",
             dependencies: [
                 "Spindle", "CBaselines",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Benchmarks/SpindleBench",
@@ -223,7 +264,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "SpindleKernelTests",
-            dependencies: ["SpindleKernel"],
+            dependencies: ["SpindleSupport", "SpindleKernel"],
             path: "Tests/SpindleKernelTests",
             swiftSettings: strict
         ),
@@ -253,13 +294,14 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleTCPTests",
-            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture"],
+            dependencies: ["SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport", "ReliablePeerFixture",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleTCPTests",
             swiftSettings: strict
         ),
         .testTarget(
             name: "SpindleTaskletsTests",
-            dependencies: ["SpindleTasklets"],
+            dependencies: ["SpindleSupport", "SpindleTasklets"],
             path: "Tests/SpindleTaskletsTests",
             swiftSettings: strict
         ),
@@ -276,7 +318,7 @@ let package = Package(
         ),
         .target(
             name: "TaskQueueFixtureKinds",
-            dependencies: ["SpindleTaskQueue"],
+            dependencies: ["SpindleTaskQueue", "SpindleProcessWorkers"],
             path: "Tests/Fixtures/TaskQueueFixtureKinds",
             swiftSettings: strict
         ),
@@ -295,14 +337,15 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleNodeEngineTests",
-            dependencies: ["SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
+            dependencies: ["SpindleSupport", "SpindleNodeEngine", "SpindleKernel", "SpindleEventLoop", "SpindleTCP",
                            .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleNodeEngineTests",
             swiftSettings: strict
         ),
         .testTarget(
             name: "SpindleHostMeshTests",
-            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport"],
+            dependencies: ["SpindleSupport", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "NetworkTestSupport",
+                           "SpindleKeeper", "SpindleRunner", .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleHostMeshTests",
             swiftSettings: strict
         ),
@@ -326,8 +369,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleActorsTests",
-            dependencies: ["Spindle", "SpindleActors", "SpindleKernel", "SpindleTCP", "SpindleEventLoop", "SpindleHostMesh",
-                           "NetworkTestSupport", "ActorFixtureActors", "ActorPeerFixture",
+            dependencies: ["Spindle", "SpindleActors", "SpindleKernel", "SpindleSupport", "SpindleTCP", "SpindleEventLoop",
+                           "SpindleHostMesh", "NetworkTestSupport", "ActorFixtureActors", "ActorPeerFixture",
                            .product(name: "DequeModule", package: "swift-collections"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics"),
@@ -335,9 +378,30 @@ let package = Package(
             path: "Tests/SpindleActorsTests",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "ClusterNodeFixture",
+            dependencies: ["SpindleNodeEngine", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            path: "Tests/Fixtures/ClusterNodeFixture",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleClusterTests",
+            dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleNodeEngine",
+                           "SpindleCLI", "ClusterNodeFixture"],
+            path: "Tests/SpindleClusterTests",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleSupportTests",
+            dependencies: ["SpindleSupport", "SpindleEventLoop"],
+            path: "Tests/SpindleSupportTests",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SpindleIntegrationTests",
-            dependencies: ["Spindle"],
+            dependencies: ["Spindle",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Tests/SpindleIntegrationTests",
             swiftSettings: strict
         ),

@@ -56,6 +56,8 @@ struct run_state {
     int error;                 // first error either side met (0 = none)
     uint64_t t_start;
     uint64_t t_end;
+    uint64_t *latencies;       // ping-pong: each round trip's nanoseconds, or NULL
+    uint64_t last_ping;        // when the ping in flight was sent
 };
 
 /// A write request that owns its bytes; freed in the write callback.
@@ -162,6 +164,7 @@ static void pingpong_send_ping(endpoint *client) {
     owned_write *w = new_write(frame_size(run));
     if (w == NULL) { record_error(run, UV_ENOMEM); close_conn(client); return; }
     encode_frame(run, w->bytes);
+    if (run->latencies != NULL) run->last_ping = uv_hrtime();
     int rc = send_owned(client, w);
     if (rc != 0) { record_error(run, rc); close_conn(client); }
 }
@@ -179,6 +182,7 @@ static void client_pong(endpoint *client, const uint8_t *body, uint32_t len) {
     (void)body;
     run_state *run = client->run;
     if (len != run->payload_size) { record_error(run, UV_EPROTO); close_conn(client); return; }
+    if (run->latencies != NULL) run->latencies[client->frames_seen] = uv_hrtime() - run->last_ping;
     client->frames_seen++;
     if (client->frames_seen == run->count) {
         run->t_end = uv_hrtime();
@@ -361,10 +365,11 @@ static void client_main(void *arg) {
 
 // MARK: entry points
 
-static int64_t run_bench(enum bench_kind kind, uint64_t count, uint32_t payload_size) {
+static int64_t run_bench(enum bench_kind kind, uint64_t count, uint32_t payload_size, uint64_t *latencies) {
     if (count == 0) return 0;
     run_state *run = calloc(1, sizeof *run);
     if (run == NULL) return UV_ENOMEM;
+    run->latencies = latencies;
     run->kind = kind;
     run->count = count;
     run->payload_size = payload_size;
@@ -413,9 +418,13 @@ out:
 }
 
 int64_t cbaselines_net_pingpong(uint64_t round_trips, uint32_t payload_size) {
-    return run_bench(BENCH_PINGPONG, round_trips, payload_size);
+    return run_bench(BENCH_PINGPONG, round_trips, payload_size, NULL);
+}
+
+int64_t cbaselines_net_pingpong_latencies(uint64_t round_trips, uint32_t payload_size, uint64_t *latencies_ns) {
+    return run_bench(BENCH_PINGPONG, round_trips, payload_size, latencies_ns);
 }
 
 int64_t cbaselines_net_pump(uint64_t frames, uint32_t payload_size) {
-    return run_bench(BENCH_PUMP, frames, payload_size);
+    return run_bench(BENCH_PUMP, frames, payload_size, NULL);
 }

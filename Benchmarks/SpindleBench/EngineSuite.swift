@@ -110,7 +110,8 @@ private func engineIngressPush(_ reporter: BenchReporter) async throws {
 /// client awaits `call` for one request at a time, from a task that prefers the client's
 /// loop as its executor, then from a plain task (which hops to the pool and back per call).
 private func pingPong(serverLoop: EventLoop, clientLoop: EventLoop, serverTransport: any Transport,
-                      clientTransport: any Transport, listen: Address, trips: Int) async throws -> (pinned: Double, pool: Double) {
+                      clientTransport: any Transport, listen: Address, trips: Int)
+    async throws -> (pinned: Double, pool: Double, latencies: Latencies) {
     let serverID = NodeID.generate()
     var sp = ProgramBuilder("server")
     sp.site("req"); sp.site("res")
@@ -147,11 +148,22 @@ private func pingPong(serverLoop: EventLoop, clientLoop: EventLoop, serverTransp
             if case .int(1)? = try? await clientDriver.call(site: "in", value: .int(1)) { answered += 1 }
         }
     }
+    // Each call timed on its own, from the client's loop as executor.
+    let latencies = await withTaskExecutorPreference(executor) {
+        var l = Latencies()
+        let clock = SystemClock()
+        for _ in 0..<trips {
+            let t0 = clock.now()
+            if case .int(1)? = try? await clientDriver.call(site: "in", value: .int(1)) { answered += 1 }
+            l.record(clock.now() - t0)
+        }
+        return l
+    }
     blackHole(answered)
-    if answered != trips * 8 { printError("engine ping-pong: \(trips * 8 - answered) calls did not answer 1") }
+    if answered != trips * 9 { printError("engine ping-pong: \(trips * 9 - answered) calls did not answer 1") }
     await clientDriver.shutdown()
     await serverDriver.shutdown()
-    return (1 / pinned, 1 / pool)
+    return (1 / pinned, 1 / pool, latencies)
 }
 
 private func enginePingPongInProcess(_ reporter: BenchReporter) async throws {
@@ -182,12 +194,17 @@ private func enginePingPongTCP(_ reporter: BenchReporter) async throws {
         let ns = cbaselines_net_pingpong(UInt64(trips), 64)
         if ns > 0 { cRates.append(Double(trips) / (Double(ns) / 1e9)) }
     }
-    cRates.sort()
-    let c = cRates.isEmpty ? nil : cRates[cRates.count / 2]
+    let c = cRates.isEmpty ? nil : median(cRates)
+    var cNanos = [UInt64](repeating: 0, count: trips)
+    let cStatus = cNanos.withUnsafeMutableBufferPointer {
+        cbaselines_net_pingpong_latencies(UInt64(trips), 64, $0.baseAddress)
+    }
     reporter.report(BenchResult(suite: "engine", benchmark: "request/response, tcp loopback",
                                 value: rate.pinned, unit: "rt/s", baseline: "C libuv ping-pong 64 B",
                                 baselineValue: c, higherIsBetter: true))
     reporter.report(BenchResult(suite: "engine", benchmark: "request/response, tcp loopback, caller off-loop",
                                 value: rate.pool, unit: "rt/s", baseline: "C libuv ping-pong 64 B",
                                 baselineValue: c, higherIsBetter: true))
+    reporter.reportLatency(suite: "engine", benchmark: "request/response, tcp loopback, latency", rate.latencies,
+                           baseline: cStatus >= 0 ? ("C libuv ping-pong 64 B", Latencies(nanoseconds: cNanos)) : nil)
 }

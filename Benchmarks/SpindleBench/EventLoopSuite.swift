@@ -201,8 +201,7 @@ private func alternate(iterations: Int, baseline: (Int) throws -> Void,
         try await spindle(iterations)
         s.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
     }
-    b.sort(); s.sort()
-    return (b[2], s[2])
+    return (median(b), median(s))
 }
 
 private struct EventLoopBenchError: Error, CustomStringConvertible {

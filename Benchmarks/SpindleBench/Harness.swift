@@ -1,21 +1,10 @@
+import Histogram
 import Spindle
 import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Command-line options: suite names and `--json`.
-struct BenchOptions {
-    var suites: [String] = []
-    var json = false
-
-    init(arguments: [String]) {
-        for a in arguments {
-            if a == "--json" { json = true } else { suites.append(a) }
-        }
-    }
-}
 
 /// One suite of benchmarks: a name (the command-line word) and a body that reports results.
 struct BenchSuite: Sendable {
@@ -168,8 +157,7 @@ func measure(iterations: Int, rounds: Int = 5, warmup: Int = 1, _ body: (Int) th
         let dt = SystemClock().now() - t0
         samples.append(Double(dt.nanosecondsClamped) / 1e9 / Double(iterations))
     }
-    samples.sort()
-    return samples[samples.count / 2]
+    return median(samples)
 }
 
 /// Async variant of `measure`.
@@ -183,8 +171,7 @@ func measureAsync(iterations: Int, rounds: Int = 5, warmup: Int = 1,
         let dt = SystemClock().now() - t0
         samples.append(Double(dt.nanosecondsClamped) / 1e9 / Double(iterations))
     }
-    samples.sort()
-    return samples[samples.count / 2]
+    return median(samples)
 }
 
 /// Keeps a value alive and observable so the optimiser cannot drop the work that made it.
@@ -197,4 +184,54 @@ func blackHole<T>(_ value: T) {
 func printError(_ text: String) {
     var line = Array((text + "\n").utf8)
     _ = line.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+/// The middle value (the upper middle of an even count); 0 for none.
+func median(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return 0 }
+    return values.sorted()[values.count / 2]
+}
+
+/// Single-operation latencies in an HdrHistogram (3 significant digits, up to 10 minutes).
+struct Latencies {
+    private(set) var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+
+    init() {}
+
+    init(nanoseconds: some Sequence<UInt64>) {
+        for ns in nanoseconds { record(nanoseconds: ns) }
+    }
+
+    mutating func record(nanoseconds ns: UInt64) {
+        _ = histogram.record(min(max(ns, 1), histogram.highestTrackableValue))
+    }
+
+    mutating func record(_ d: Duration) { record(nanoseconds: UInt64(max(0, d.nanosecondsClamped))) }
+
+    var count: UInt64 { histogram.totalCount }
+
+    /// The value at `percentile` (0–100), in microseconds.
+    func microseconds(at percentile: Double) -> Double {
+        Double(histogram.valueAtPercentile(percentile)) / 1_000
+    }
+}
+
+extension BenchReporter {
+    /// Reports a latency benchmark as two rows, p50 and p99 (microseconds, lower is better),
+    /// each beside the baseline's same percentile when there is one.
+    func reportLatency(suite: String, benchmark: String, _ spindle: Latencies,
+                       baseline: (name: String, latencies: Latencies)? = nil) {
+        reportLatency(suite: suite, benchmark: benchmark, spindle,
+                      baseline: baseline.map { ($0.name, $0.latencies.microseconds(at: 50), $0.latencies.microseconds(at: 99)) })
+    }
+
+    /// As above, with the baseline's p50 and p99 given in microseconds.
+    func reportLatency(suite: String, benchmark: String, _ spindle: Latencies,
+                       baseline: (name: String, p50: Double, p99: Double)?) {
+        for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
+            report(BenchResult(suite: suite, benchmark: "\(benchmark) \(label)", value: spindle.microseconds(at: p), unit: "µs",
+                               baseline: baseline?.name, baselineValue: label == "p50" ? baseline?.p50 : baseline?.p99,
+                               higherIsBetter: false))
+        }
+    }
 }

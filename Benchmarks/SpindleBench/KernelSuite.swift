@@ -55,8 +55,7 @@ private func cpuPerMessage(_ n: Int, rounds: Int = 5, _ body: (Int) async throws
         try await body(n)
         samples.append((processCPUNanos() - c0) / Double(n))
     }
-    samples.sort()
-    return samples[samples.count / 2]
+    return median(samples)
 }
 
 /// Frame codec, in-process transport and reliable-link throughput.

@@ -11,7 +11,8 @@ import Glibc
 /// round trip on the same transport (what attach cannot do without); for spawn, starting 16
 /// `spindle` processes that exit at once (the binary's start-up floor, which dominates), with
 /// 16 `/bin/true` as a note (the process-creation floor). The targets
-/// (attach ≤ 5 ms, 16 procs ready ≤ 300 ms) are printed as notes.
+/// (attach ≤ 5 ms, 16 procs ready ≤ 300 ms) are printed as notes. Last, one proc's spawn and
+/// stop through its keeper against starting and killing the same program directly.
 let meshSuite = BenchSuite(name: "mesh") { reporter in
     let loop = try EventLoop(name: "bench-mesh")
     let transport = TCPTransport(loop: loop)
@@ -32,7 +33,7 @@ let meshSuite = BenchSuite(name: "mesh") { reporter in
     var addresses: [Address] = []
     for _ in 0..<8 {
         var c = HostAgent.Configuration()
-        c.allowedPrograms = [spindle, "true"]
+        c.allowedPrograms = [spindle, "true", "sleep"]
         c.forwardProcStdout = false
         c.stopGrace = .seconds(2)
         c.logger.logLevel = .warning
@@ -116,6 +117,36 @@ let meshSuite = BenchSuite(name: "mesh") { reporter in
     reporter.report(BenchResult(suite: "mesh", benchmark: "stop 16 procs until all final",
                                 value: median(stopTimes), unit: "ms", higherIsBetter: false))
     reporter.note("spawn target ≤ 300 ms: \(median(spawnTimes) <= 300 ? "met" : "missed") (\(fmt(median(spawnTimes))) ms)")
+
+    // One proc's whole life through the keeper: spawn `sleep 600` until it runs, stop it
+    // (SIGTERM to its group) until it is final. Baseline: the same life without the mesh —
+    // start `sleep 600` directly, SIGTERM it, reap it.
+    let cycleMesh = try await HostMesh.attach(name: "cycles", hosts: [addresses[0]], config: snapshot,
+                                              timeout: .seconds(10), transport: transport, configuration: meshConfig)
+    let started = SpawnOptions(readiness: .started)
+    let cycle = try await measureAsync(iterations: 50, rounds: 5) { n in
+        for _ in 0..<n {
+            let procs = try await cycleMesh.spawnProcs(name: "cycle", perHost: 1, options: started) { _ in
+                BootstrapCommand(program: "sleep", arguments: ["600"])
+            }
+            try await procs.stop()
+        }
+    }
+    await cycleMesh.shutdown()
+    let bare = try await measureAsync(iterations: 50, rounds: 5) { n in
+        for _ in 0..<n {
+            var o = ProcessOptions(executable: "sleep", arguments: ["600"])
+            o.stdin = .ignore
+            o.stdout = .ignore
+            o.stderr = .ignore
+            let p = try await ChildProcess.spawn(on: loop, o)
+            try p.kill(SIGTERM)
+            blackHole(await p.wait())
+        }
+    }
+    reporter.report(BenchResult(suite: "mesh", benchmark: "spawn + stop one proc (keeper, own process group)",
+                                value: cycle * 1e3, unit: "ms", baseline: "spawn+SIGTERM+reap sleep", baselineValue: bare * 1e3,
+                                higherIsBetter: false))
 
     for a in agents { await a.shutdown() }
     await transport.shutdown()

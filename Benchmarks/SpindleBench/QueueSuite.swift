@@ -46,9 +46,16 @@ final class NoopProbe: Sendable {
     let chainLength = Atomic<Int>(0)
 }
 
-/// The task kinds `spindle-bench` serves when the process backend re-enters it as a worker
-/// (main.swift calls `ProcessWorkerMain.runIfWorker(kinds: benchWorkerKinds)` first thing).
+/// The front door's no-op job: returns its input.
+struct NoopJob: ProcessJob {
+    static var name: String { "bench-noop-job" }
+    static func run(_ x: Int) -> Int { x }
+}
+
+/// The task kinds and jobs `spindle-bench` serves when the process backend re-enters it as a
+/// worker (main.swift calls `ProcessWorkerMain.runIfWorker(kinds:jobs:)` first thing).
 let benchWorkerKinds: [any TaskKind.Type] = [NoopKind.self]
+let benchWorkerJobs: [any ProcessJob.Type] = [NoopJob.self]
 
 /// The suite.
 let queueSuite: BenchSuite = {
@@ -80,6 +87,16 @@ let queueSuite: BenchSuite = {
                                     value: procExternal * 1e6, unit: "µs",
                                     baseline: python == nil ? "python skipped" : "ProcessPool submit+result",
                                     baselineValue: python?.latencyMicros, higherIsBetter: false))
+
+        // The front door: ProcessJob, map and handles.
+        let mapRate = try await mapThroughput(tasks: 200_000, rounds: 3)
+        reporter.report(BenchResult(suite: "queue", benchmark: "process workers ×2: map of no-op jobs/s",
+                                    value: mapRate, unit: "jobs/s",
+                                    baseline: python == nil ? "python skipped" : "ProcessPool(2).map chunk 1",
+                                    baselineValue: python?.rate, higherIsBetter: true))
+        let handleLatency = try await handleRoundTrip(roundTrips: 2_000)
+        reporter.reportLatency(suite: "queue", benchmark: "process worker: handle round trip", handleLatency,
+                               baseline: python.map { ("ProcessPool submit+result", $0.latencyMicros, $0.latencyP99Micros) })
     }
 }()
 
@@ -150,12 +167,56 @@ private func externalLatency(roundTrips: Int) async throws -> Double {
         samples.append(Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9)
     }
     await queue.shutdown()
-    samples.sort()
-    return samples[samples.count / 2]
+    return median(samples)
+}
+
+/// Jobs per second through `queue.map` on two worker processes (the front door's defaults):
+/// best of `rounds` maps of `tasks` no-op jobs, every result checked.
+private func mapThroughput(tasks: Int, rounds: Int) async throws -> Double {
+    let queue = try await TaskQueue(processWorkersFor: NoopJob.self, workers: 2)
+    _ = try await queue.map(0..<(tasks / 10))  // warm-up, starts the workers
+    var best = 0.0
+    for _ in 0..<rounds {
+        let t0 = SystemClock().now()
+        let results = try await queue.map(0..<tasks)
+        let dt = Double((SystemClock().now() - t0).nanosecondsClamped) / 1e9
+        var expected = 0
+        for result in results {
+            guard case .success(let x) = result, x == expected else {
+                throw QueueBenchError("map result \(expected) is \(result)")
+            }
+            expected += 1
+        }
+        best = max(best, Double(tasks) / dt)
+    }
+    await queue.shutdown()
+    return best
+}
+
+/// Each `enqueue` to `await handle.value` of one no-op job at a time on one worker process,
+/// from a Swift task.
+private func handleRoundTrip(roundTrips: Int) async throws -> Latencies {
+    let queue = try await TaskQueue(processWorkersFor: NoopJob.self, workers: 1)
+    for i in 0..<100 { _ = try await queue.enqueue(i).value }
+    var latencies = Latencies()
+    let clock = SystemClock()
+    for i in 0..<roundTrips {
+        let t0 = clock.now()
+        let value = try await queue.enqueue(i).value
+        latencies.record(clock.now() - t0)
+        if value != i { throw QueueBenchError("round trip \(i) answered \(value)") }
+    }
+    await queue.shutdown()
+    return latencies
+}
+
+private struct QueueBenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Runs Benchmarks/queue_baseline.py; nil when python3 or the script is missing.
-private func pythonBaseline(tasks: Int, roundTrips: Int) -> (rate: Double, latencyMicros: Double)? {
+private func pythonBaseline(tasks: Int, roundTrips: Int) -> (rate: Double, latencyMicros: Double, latencyP99Micros: Double)? {
     let source = "\(#filePath)"
     guard let slash = source.lastIndex(of: "/") else { return nil }
     let benchDir = String(source[..<slash])  // Benchmarks/SpindleBench
@@ -169,8 +230,9 @@ private func pythonBaseline(tasks: Int, roundTrips: Int) -> (rate: Double, laten
     }
     guard pclose(pipe) == 0 else { return nil }
     guard let rate = number(after: "\"tasks_per_s\":", in: output),
-          let latency = number(after: "\"latency_us\":", in: output) else { return nil }
-    return (rate, latency)
+          let latency = number(after: "\"latency_us\":", in: output),
+          let p99 = number(after: "\"latency_p99_us\":", in: output) else { return nil }
+    return (rate, latency, p99)
 }
 
 private func number(after key: String, in text: String) -> Double? {

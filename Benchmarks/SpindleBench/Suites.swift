@@ -11,3 +11,15 @@ let allSuites: [BenchSuite] = [
     runnerSuite,
     actorsSuite,
 ]
+
+/// What each suite measures, for `spindle-bench --list`.
+let suiteSummaries: [String: String] = [
+    "kernel": "ids, clocks, frame encode/decode",
+    "eventloop": "libuv loop: submit, timers, streams",
+    "transport": "in-process and TCP transports, reliable links: ping-pong and pump",
+    "tasklets": "fork-join launch, barrier, parallelFor, parallelReduce (vs C pthreads, concurrentPerform)",
+    "queue": "task queue on threads and processes: throughput, round trips, map (vs Python's ProcessPoolExecutor)",
+    "engine": "node engine ops/s",
+    "mesh": "host mesh attach and spawn",
+    "runner": "distributed runner ticks/s, in process and remote",
+]

@@ -14,6 +14,8 @@ let taskletsSuite = BenchSuite(name: "tasklets") { reporter in
         try taskletWorkPhaseBenchmarks(reporter, pool)
         try taskletBarrierBenchmarks(reporter, pool)
         try taskletSumBenchmarks(reporter, pool)
+        try taskletParallelForBenchmarks(reporter, pool)
+        try taskletReduceBenchmarks(reporter, pool)
     } catch {
         await pool.shutdown()
         throw error
@@ -236,16 +238,92 @@ private func taskletSumBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool
                                 baselineValue: cThreads * 1e3, higherIsBetter: false))
 }
 
+/// The front door's cheapest loop: `parallelFor` over two indices with an empty body on 2
+/// lanes (the caller and one pool thread), vs `concurrentPerform(iterations: 2)`.
+private func taskletParallelForBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    let iterations = 10_000
+    let times = try interleaved(iterations: iterations, [
+        { n in
+            for _ in 0..<n { try Tasklet.parallelFor(0..<2, lanes: 2, pool: pool) { blackHole($0) } }
+        },
+        { n in
+            for _ in 0..<n { DispatchQueue.concurrentPerform(iterations: 2) { blackHole($0) } }
+        },
+    ])
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "parallelFor empty, 2 lanes",
+                                value: micros(times[0]), unit: "µs", baseline: "concurrentPerform(2)",
+                                baselineValue: micros(times[1]), higherIsBetter: false))
+}
+
+/// `parallelReduce` summing 64 M Int32 on 2 lanes (the caller and one pool thread, static
+/// schedule), vs the same kernel on two plain C pthreads and in `concurrentPerform(2)`.
+private func taskletReduceBenchmarks(_ reporter: BenchReporter, _ pool: TaskletPool) throws {
+    let count = 64 << 20
+    let data = [Int32](unsafeUninitializedCapacity: count) { buffer, initialized in
+        for i in 0..<count { buffer[i] = Int32(truncatingIfNeeded: (i &* 7) & 0x3FF) }
+        initialized = count
+    }
+    let expected = data.withUnsafeBufferPointer { sumChunk($0, 0..<count) }
+    var spindleTotal: Int64 = 0
+    var cTotal: Int64 = 0
+    var dispatchTotal: Int64 = 0
+    var cFailed = false
+    let partials = UnsafeMutablePointer<Int64>.allocate(capacity: 32)
+    defer { partials.deallocate() }
+    let times = try interleaved(iterations: 1, rounds: 7, [
+        { _ in
+            spindleTotal = try Tasklet.parallelReduce(0..<count, identity: Int64(0), combine: { $0 &+ $1 }, lanes: 2, pool: pool) { range in
+                data.withUnsafeBufferPointer { sumChunk($0, range) }
+            }
+        },
+        { _ in
+            let ns = data.withUnsafeBufferPointer { p in cb_parallel_sum_ns(p.baseAddress, count, 2, &cTotal) }
+            if ns == 0 { cFailed = true }
+        },
+        { _ in
+            // Two iterations, one per half; partial sums 128 bytes apart (no shared line).
+            let slots = UnsafeSendablePointer(partials)
+            data.withUnsafeBufferPointer { p in
+                let whole = UnsafeSendableBuffer(p)
+                DispatchQueue.concurrentPerform(iterations: 2) { i in
+                    slots.pointer[i * 16] = sumChunk(whole.buffer, (i * count / 2)..<((i + 1) * count / 2))
+                }
+            }
+            dispatchTotal = partials[0] &+ partials[16]
+        },
+    ])
+    guard spindleTotal == expected else { throw TaskletBenchError("parallelReduce sum \(spindleTotal) ≠ \(expected)") }
+    guard !cFailed, cTotal == expected else { throw TaskletBenchError("C parallel sum \(cTotal) ≠ \(expected)") }
+    guard dispatchTotal == expected else { throw TaskletBenchError("concurrentPerform sum \(dispatchTotal) ≠ \(expected)") }
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "parallelReduce sum 64M Int32",
+                                value: times[0] * 1e3, unit: "ms", baseline: "C, 2 pthreads",
+                                baselineValue: times[1] * 1e3, higherIsBetter: false))
+    reporter.report(BenchResult(suite: "tasklets", benchmark: "parallelReduce sum 64M Int32",
+                                value: times[0] * 1e3, unit: "ms", baseline: "concurrentPerform(2)",
+                                baselineValue: times[2] * 1e3, higherIsBetter: false))
+}
+
+/// A pointer handed to `concurrentPerform`'s iterations, each of which writes its own slot.
+private struct UnsafeSendablePointer: @unchecked Sendable {
+    // @unchecked Sendable: each iteration writes a different element; the caller reads them
+    // after concurrentPerform returned.
+    let pointer: UnsafeMutablePointer<Int64>
+    init(_ pointer: UnsafeMutablePointer<Int64>) { self.pointer = pointer }
+}
+
+/// Read-only data handed to `concurrentPerform`'s iterations.
+private struct UnsafeSendableBuffer: @unchecked Sendable {
+    // @unchecked Sendable: only read, while the array it points into is alive (the caller's
+    // `withUnsafeBufferPointer` spans the whole concurrentPerform).
+    let buffer: UnsafeBufferPointer<Int32>
+    init(_ buffer: UnsafeBufferPointer<Int32>) { self.buffer = buffer }
+}
+
 @inline(never)
 private func sumChunk(_ p: UnsafeBufferPointer<Int32>, _ range: Range<Int>) -> Int64 {
     var s: Int64 = 0
     for i in range { s &+= Int64(p[i]) }
     return s
-}
-
-private func median(_ values: [Double]) -> Double {
-    let sorted = values.sorted()
-    return sorted[sorted.count / 2]
 }
 
 private struct TaskletBenchError: Error, CustomStringConvertible {

@@ -15,6 +15,7 @@ private let pingPongTrips = 5_000
 private let pumpMessages = 2_000_000
 private let linkMessages = 1_000_000
 private let rounds = 5
+private let latencyTrips = 20_000
 
 let transportSuite = BenchSuite(name: "transport") { reporter in
     // C and Spindle rounds alternate, so both see the same machine load; medians are reported.
@@ -62,6 +63,10 @@ private func runTCPBenchmarks(_ pair: TCPBenchPair, _ reporter: BenchReporter) a
     reporter.report(BenchResult(
         suite: "transport", benchmark: "tcp ping-pong 64 B", value: 1 / tcpPingPong, unit: "round trips/s",
         baseline: "C libuv", baselineValue: 1 / cPingPong, higherIsBetter: true))
+    reporter.note("ping-pong latency: \(latencyTrips) round trips each, every one timed (HdrHistogram)")
+    let (cLatency, tcpLatency) = try await pingPongLatencies(driver)
+    reporter.reportLatency(suite: "transport", benchmark: "tcp ping-pong 64 B latency", tcpLatency,
+                           baseline: ("C libuv", cLatency))
 
     // MARK: pump vs C
     reporter.note("pump: \(pumpMessages) one-way messages, \(payloadSize)-byte payloads, one send() per message from a task, waitUntilWritable every 1024; receiver counts through borrowed views")
@@ -224,9 +229,17 @@ private func interleaved(iterations: Int,
         try await spindle(iterations)
         s.append(Double((clock.now() - t0).nanosecondsClamped) / 1e9 / Double(iterations))
     }
-    b.sort()
-    s.sort()
-    return (b[b.count / 2], s[s.count / 2])
+    return (median(b), median(s))
+}
+
+/// Times `latencyTrips` round trips one by one in C and through `driver`, C first.
+private func pingPongLatencies(_ driver: PingPong) async throws -> (c: Latencies, spindle: Latencies) {
+    var cNanos = [UInt64](repeating: 0, count: latencyTrips)
+    try checkC(cNanos.withUnsafeMutableBufferPointer {
+        cbaselines_net_pingpong_latencies(UInt64(latencyTrips), UInt32(payloadSize), $0.baseAddress)
+    }, "C ping-pong latencies")
+    let spindle = try await driver.runRecording(latencyTrips)
+    return (Latencies(nanoseconds: cNanos), spindle)
 }
 
 /// A benchmark that could not run; the text says why.
@@ -316,7 +329,12 @@ private final class PingPong: Sendable {
         var remaining = 0
         var waiter: CheckedContinuation<Result<Void, any Error>, Never>?
         var send: (@Sendable (Envelope) throws -> Void)?
+        /// Recording: when the ping in flight left, and each round trip so far.
+        var recording = false
+        var sentAt: MonotonicInstant = .zero
+        var latencies = Latencies()
     }
+    private let clock = SystemClock()
     private let ping = Envelope(protocolTag: .application, kind: 1,
                                 payload: [UInt8](repeating: 0xA5, count: payloadSize))
     private let state = Mutex(State())
@@ -328,8 +346,13 @@ private final class PingPong: Sendable {
 
     /// A reply arrived: send the next ping, or wake `run` after the last.
     func pong() {
+        let now = clock.now()
         let (done, send) = state.withLock { s -> (Bool, (@Sendable (Envelope) throws -> Void)?) in
             s.remaining -= 1
+            if s.recording {
+                s.latencies.record(now - s.sentAt)
+                s.sentAt = clock.now()
+            }
             return (s.remaining == 0, s.send)
         }
         if done {
@@ -337,6 +360,18 @@ private final class PingPong: Sendable {
         } else if let send {
             do { try send(ping) } catch { finish(.failure(error)) }
         }
+    }
+
+    /// Runs `n` round trips one at a time and returns each one's latency.
+    func runRecording(_ n: Int) async throws -> Latencies {
+        state.withLock {
+            $0.recording = true
+            $0.latencies = Latencies()
+            $0.sentAt = clock.now()
+        }
+        defer { state.withLock { $0.recording = false } }
+        try await run(n)
+        return state.withLock { $0.latencies }
     }
 
     /// The connection failed: wake `run` with the error.
@@ -502,7 +537,6 @@ private func interleavedCPU(iterations: Int,
         try await measure(baseline, &bw, &bc)
         try await measure(spindle, &sw, &sc)
     }
-    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     return (WallAndCPU(wall: median(bw), cpu: median(bc)), WallAndCPU(wall: median(sw), cpu: median(sc)))
 }
 

@@ -1,8 +1,9 @@
 // spindle-bench: Spindle's benchmarks, each side by side with its baseline in the same run.
 //
-//   swift run -c release spindle-bench [suite…] [--json]
+//   swift run -c release spindle-bench [suite…] [--json] [--list]
 //
 // Suites register in `allSuites` (Suites.swift). A debug build refuses to report numbers.
+import ArgumentParser
 import Spindle
 
 #if canImport(Glibc)
@@ -11,27 +12,67 @@ import Glibc
 
 // The process backend of the queue suite re-enters this executable as a task worker: serve
 // and exit here, before anything else runs.
-ProcessWorkerMain.runIfWorker(kinds: benchWorkerKinds)
+ProcessWorkerMain.runIfWorker(kinds: benchWorkerKinds, jobs: benchWorkerJobs)
 
-#if DEBUG
-printError("spindle-bench: refusing to report numbers from a debug build; use `swift run -c release spindle-bench`")
-exit(2)
-#else
-var options = BenchOptions(arguments: Array(CommandLine.arguments.dropFirst()))
-let known = allSuites.map(\.name)
-if let bad = options.suites.first(where: { !known.contains($0) }) {
-    printError("spindle-bench: unknown suite \"\(bad)\"; known suites: \(known.joined(separator: ", "))")
-    exit(2)
-}
-let reporter = BenchReporter(json: options.json)
-reporter.printHeader()
-for suite in allSuites where options.suites.isEmpty || options.suites.contains(suite.name) {
-    do {
-        try await suite.run(reporter)
-    } catch {
-        printError("spindle-bench: suite \(suite.name) failed: \(error)")
-        exit(1)
+/// `spindle-bench`: runs the named suites (default: all) and prints a table or JSON lines.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spindle-bench",
+        abstract: "Spindle's benchmarks, each beside its baseline measured in the same run.",
+        discussion: """
+        Release builds only: `swift build -c release`, then `.build/release/spindle-bench`. \
+        Record figures as ratios against the baseline of the same run (docs/benchmarks.md).
+        """)
+
+    @Argument(help: "Suites to run, in the order listed by --list (default: all).")
+    var suites: [String] = []
+
+    @Flag(help: "Print one JSON object per result instead of a table.")
+    var json = false
+
+    @Flag(help: "List the suites and exit.")
+    var list = false
+
+    func validate() throws {
+        let known = allSuites.map(\.name)
+        if let bad = suites.first(where: { !known.contains($0) }) {
+            throw ValidationError("unknown suite \"\(bad)\"; known suites: \(known.joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        if list {
+            for suite in allSuites { print(pad(suite.name, 11) + (suiteSummaries[suite.name] ?? "")) }
+            return
+        }
+        #if DEBUG
+        printError("spindle-bench: refusing to report numbers from a debug build; use `swift run -c release spindle-bench`")
+        throw ExitCode(2)
+        #else
+        let reporter = BenchReporter(json: json)
+        reporter.printHeader()
+        for suite in allSuites where suites.isEmpty || suites.contains(suite.name) {
+            do {
+                try await suite.run(reporter)
+            } catch {
+                printError("spindle-bench: suite \(suite.name) failed: \(error)")
+                throw ExitCode(1)
+            }
+        }
+        reporter.printFooter()
+        #endif
     }
 }
-reporter.printFooter()
-#endif
+
+// Parse (`--help` exits 0; a bad command line exits 64 with a usage line), then run. Inside
+// an async function, so that `run()` is the command's async one (top-level code here picks
+// the synchronous overloads of `main` and `run`).
+func runBench() async {
+    let command = BenchCommand.parseOrExit()
+    do {
+        try await command.run()
+    } catch {
+        BenchCommand.exit(withError: error)
+    }
+}
+await runBench()

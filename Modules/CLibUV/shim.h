@@ -3,7 +3,6 @@
 // libuv as seen from Swift. Debian's libuv1-dev (1.44) provides uv.h and libuv.pc.
 #include <uv.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 #include <pthread.h>
 #include <errno.h>
@@ -32,16 +31,6 @@ static inline void spindle_stdio_inherit(uv_stdio_container_t *c, int fd) {
 static inline void spindle_stdio_ignore(uv_stdio_container_t *c) {
     c->flags = UV_IGNORE;
     c->data.fd = -1;
-}
-
-/// The calling thread's id as an integer (pthread_t is an unsigned long on Linux).
-static inline unsigned long spindle_thread_self(void) {
-    return (unsigned long)pthread_self();
-}
-
-/// Names the calling thread (Linux keeps the first 15 bytes).
-static inline void spindle_set_thread_name(const char *name) {
-    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
 /// Unblocks every signal on the calling thread. Threads inherit their creator's mask, and

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import Spindle
+import SpindleSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -84,4 +85,20 @@ func absolutePath(_ path: String) -> String {
 func printFlushed(_ line: String) {
     print(line)
     fflush(nil)
+}
+
+/// Calls `body` (once, on a thread of its own) when standard input reaches its end: the
+/// thread blocks in read(2), so no event loop or task is held up.
+func onStandardInputClosed(_ body: @escaping @Sendable () -> Void) throws(ThreadStartError) {
+    let watch: @Sendable () -> Void = {
+        var byte: UInt8 = 0
+        while true {
+            let n = read(0, &byte, 1)
+            if n > 0 { continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        body()
+    }
+    try SpindleThread.detached(name: "spindle-stdin", watch)
 }

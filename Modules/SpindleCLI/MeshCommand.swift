@@ -2,19 +2,25 @@ import ArgumentParser
 import Logging
 import Spindle
 
-/// `spindle mesh …`: tools for host meshes.
+/// `spindle mesh …`: run, start, stop, read and inspect procs on host meshes.
 struct MeshCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh",
-        abstract: "Inspect host meshes.",
-        subcommands: [MeshStatusCommand.self])
+        abstract: "Run, start, stop, read and inspect procs on host meshes.",
+        subcommands: [MeshRunCommand.self, MeshSpawnCommand.self, MeshStopCommand.self, MeshLogsCommand.self,
+                      MeshStatusCommand.self])
 }
 
-/// `spindle mesh status <ref>…`: a table of every host and its procs.
+/// `spindle mesh status <ref>…`: a table of every host, its detached procs and restart counts.
 struct MeshStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Print the hosts of one or more meshes (de-duplicated) and their procs.")
+        abstract: "Print the hosts of one or more meshes (de-duplicated), their detached procs and restart counts.",
+        discussion: """
+        Each agent is asked over a session of its own: it shows its client sessions and the \
+        detached proc meshes (owned by the cluster), never another client's procs. Exit status: \
+        0, 2 when some host could not be asked, 64 for a bad command line.
+        """)
 
     @Argument(help: "Host mesh references: name@tcp://host:port,…")
     var refs: [String]
@@ -34,8 +40,7 @@ struct MeshStatusCommand: AsyncParsableCommand {
         let key = try common.keyFile.map(loadClusterKey)
         let loop = try EventLoop(name: "spindle-mesh-status")
         let transport = makeTCPTransport(loop: loop, key: key)
-        let reports = await MeshAdmin(meshes: meshes).status(transport: transport,
-                                                             timeout: .milliseconds(Int64(timeout * 1000)))
+        let reports = await MeshAdmin(meshes: meshes).status(transport: transport, timeout: seconds(timeout))
         print(MeshAdmin.table(reports))
         await transport.shutdown()
         await loop.shutdown()

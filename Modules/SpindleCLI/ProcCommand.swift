@@ -31,7 +31,9 @@ struct ProcCommand: AsyncParsableCommand {
         let watcher = try await SignalWatcher.watch(on: loop, signals: [SIGINT, SIGTERM]) { continuation.yield($0) }
         let proc: MeshProc
         do {
-            proc = try await MeshProc.connect(environment: env, transport: transport)
+            // A generous bound: if the agent dies its keeper ends this proc anyway; the bound
+            // only decides when a silent agent counts as gone.
+            proc = try await MeshProc.connect(environment: env, transport: transport, livenessBound: .seconds(30))
         } catch {
             watcher.cancel()
             await transport.shutdown()

@@ -6,5 +6,5 @@ struct SpindleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spindle",
         abstract: "Spindle host agents, procs and mesh tools.",
-        subcommands: [HostAgentCommand.self, MeshCommand.self, ProcCommand.self, KeygenCommand.self])
+        subcommands: [HostAgentCommand.self, MeshCommand.self, ProcCommand.self, KeygenCommand.self, ClusterCommand.self])
 }

@@ -1,14 +1,14 @@
 import Logging
 import Spindle
 
-/// The TCP transport the CLI uses, with the cluster key when one is given. Peers that fail
-/// the authenticated handshake are logged as refusals.
-func makeTCPTransport(loop: EventLoop, key: ClusterKey?, logger: Logger = Logger(label: "spindle.tcp")) -> any Transport {
+/// The TCP transport the CLI uses, with the cluster key when one is given (refused peers are
+/// counted and logged sparingly by the transport itself) and, for listeners bound to a
+/// wildcard, the address to advertise instead.
+func makeTCPTransport(loop: EventLoop, key: ClusterKey?, advertised: Address? = nil,
+                      logger: Logger = Logger(label: "spindle.tcp")) -> TCPTransport {
     var configuration = TCPTransport.Configuration()
     configuration.clusterKey = key
+    configuration.advertisedAddress = advertised
     configuration.logger = logger
-    configuration.onHandshakeFailure = { peer, reason in
-        logger.warning("refused peer", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
-    }
     return TCPTransport(loop: loop, configuration: configuration)
 }

@@ -76,9 +76,9 @@ func nodesStep(_ log: DemoLog) async throws -> String {
             return (values: values, failures: failures)
         }
         let rtt = try await driverA.withNode { node in
-            node.context.net.rtt.estimate(for: RttTarget(peer: bID, endpoint: "site ask"))
+            node.roundTrip(to: bID, endpoint: "site ask")
         }
-        if let rtt { log.say("RTT estimate a→b after \(rtt.samples) samples: \(Int(rtt.srtt / 1000)) µs (all 200 in flight at once)") }
+        if let rtt { log.say("RTT estimate a→b after \(rtt.samples) samples: \(Int(rtt.smoothed / .microseconds(1))) µs (all 200 in flight at once)") }
         await tearDown()
         guard got.failures.isEmpty, got.values.sorted() == (1...count).map({ Int64($0 * 2) }) else {
             let first = got.failures.first.map { ": \($0)" } ?? ""

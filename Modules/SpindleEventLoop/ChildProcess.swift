@@ -1,4 +1,5 @@
 import CLibUV
+import SpindleKernel
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -247,9 +248,10 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
             loop.afterThreadExit { await self.reapAfterLoop(killAfter: .seconds(5)) }
             return
         }
-        // SIGKILL, then let libuv reap it through SIGCHLD and report the exit (which closes the
-        // handle); the loop keeps running until then. Bounded: see `shutdownTimedOut`.
-        _ = deliver(SIGKILL)
+        // SIGKILL (or the child's `shutdownSignal`), then let libuv reap it through SIGCHLD and
+        // report the exit (which closes the handle); the loop keeps running until then.
+        // Bounded: see `shutdownTimedOut`.
+        _ = deliver(options.shutdownSignal)
         let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
         guard uv_timer_init(loop.uvLoop, timer) == 0 else {
             timer.deallocate()
@@ -270,7 +272,8 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
         closeShutdownTimer()
         guard handleOpen, exitStatus == nil else { return }
         closeHandle()
-        loop.afterThreadExit { await self.reapAfterLoop(killAfter: nil) }
+        let killAfter: Duration? = options.shutdownSignal == SIGKILL ? nil : .zero
+        loop.afterThreadExit { await self.reapAfterLoop(killAfter: killAfter) }
     }
 
     private func closeShutdownTimer() {
@@ -288,12 +291,13 @@ public final class ChildProcess: LoopResource, @unchecked Sendable {
     /// only reaper by then), polling without blocking a thread; sends SIGKILL once `killAfter`
     /// has passed (nil: it was sent already). Returns once the exit is recorded.
     private func reapAfterLoop(killAfter grace: Duration?) async {
-        let start = ContinuousClock.now
+        let clock = SystemClock()
+        let start = clock.now()
         var killed = grace == nil
         var pause = Duration.milliseconds(1)
         while true {
             if let status = ChildProcess.reap(pid) { return exited(status) }
-            if !killed, let grace, ContinuousClock.now - start >= grace {
+            if !killed, let grace, clock.now() - start >= grace {
                 _ = deliver(SIGKILL)
                 killed = true
             }

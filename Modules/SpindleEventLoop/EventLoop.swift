@@ -1,5 +1,6 @@
 import CLibUV
 import DequeModule
+import SpindleSupport
 import Synchronization
 
 /// One libuv loop (`uv_loop_t`) running on its own thread.
@@ -62,7 +63,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         var queue = Deque<Work>()
         var wakePending = false
         var state = State.open
-        var thread: pthread_t? = nil
+        var thread: SpindleThread? = nil
         var waiters: [CheckedContinuation<Void, Never>] = []
         var finalHandleCount: Int? = nil
         var closeStatus: Int32? = nil
@@ -113,21 +114,15 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         flushIdle.pointee.data = me
 
         // The thread holds a strong reference until it exits, so the loop outlives its thread.
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { arg in
-            let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeRetainedValue()
-            loop.threadMain()
-            return nil
-        }, context)
-        guard rc == 0 else {
-            Unmanaged<EventLoop>.fromOpaque(context).release()
+        do {
+            let thread = try SpindleThread.start(name: name) { [self] in threadMain() }
+            inbox.withLock { $0.thread = thread }
+        } catch {
             abandonLoop(closing: initialised)
-            throw EventLoopError(code: -rc, name: String(cString: uv_err_name(-rc)),
+            throw EventLoopError(code: -error.code, name: String(cString: uv_err_name(-error.code)),
                                  operation: "start thread for event loop \"\(name)\"",
-                                 message: "pthread_create failed with errno \(rc)")
+                                 message: "\(error)")
         }
-        inbox.withLock { $0.thread = thread }
     }
 
     deinit {
@@ -171,11 +166,11 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 
     /// True when called on this loop's thread.
     public var inEventLoop: Bool {
-        threadID.load(ordering: .relaxed) == spindle_thread_self()
+        threadID.load(ordering: .relaxed) == SpindleThread.currentID
     }
 
     @inline(__always)
-    func assertInLoop(_ what: @autoclosure () -> String = "", file: StaticString = #fileID, line: UInt = #line) {
+    package func assertInLoop(_ what: @autoclosure () -> String = "", file: StaticString = #fileID, line: UInt = #line) {
         assert(inEventLoop, "\(what()) must run on event loop \"\(name)\"", file: file, line: line)
     }
 
@@ -231,8 +226,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     // MARK: Loop thread
 
     private func threadMain() {
-        threadID.store(spindle_thread_self(), ordering: .relaxed)
-        spindle_set_thread_name(name)
+        threadID.store(SpindleThread.currentID, ordering: .relaxed)
         spindle_unblock_signals()
         uv_run(uvLoop, UV_RUN_DEFAULT)
         // Every handle is closed or closing; anything left over (a bug) is closed here so
@@ -341,11 +335,11 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
         }
         if first == true { uv_async_send(wakeup) }
         await waitUntilClosed()
-        let thread: pthread_t? = inbox.withLock { s in
+        let thread = inbox.withLock { s in
             defer { s.thread = nil }
             return s.thread
         }
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         let tasks = inbox.withLock { s in
             defer { s.afterExit = [] }
             return s.afterExit
@@ -415,4 +409,10 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
 protocol LoopResource: AnyObject {
     /// Closes the owned handles immediately (loop thread, during shutdown).
     func closeForShutdown()
+}
+
+/// Loop-confined values (`LoopConfined`) check in debug builds that they are used on their loop.
+extension EventLoop: ConfinementDomain {
+    package var isCurrentThread: Bool { inEventLoop }
+    package var confinementName: String { "event loop \"\(name)\"" }
 }

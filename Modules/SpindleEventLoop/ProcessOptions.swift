@@ -51,6 +51,10 @@ public struct ProcessOptions: Sendable {
     public var parentDeathSignal: Int32? = nil
     /// Starts the child in a new session and process group (`UV_PROCESS_DETACHED`, setsid).
     public var newProcessGroup: Bool = false
+    /// The signal loop shutdown sends a child that is still running. SIGKILL by default; a
+    /// child that must clean up after itself (a process-group keeper) takes a catchable one,
+    /// and gets SIGKILL only if it has not exited 5 s later.
+    public var shutdownSignal: Int32 = SIGKILL
     /// Options of the stdio pipe channels.
     public var pipeConfiguration = StreamConfiguration()
 

@@ -8,8 +8,11 @@
 // connection to the coordinator authenticates with that cluster key.
 // Started by a host mesh, `--shard` and `--shards` default to SPINDLE_RANK + 1 and
 // SPINDLE_WORLD_SIZE, and the proc announces itself ready to its agent once it has said hello
-// to the coordinator. Exit status: 0 when the coordinator said stop, 1 when the connection was
-// lost, 2 for bad arguments, 3 when the coordinator cannot be reached.
+// to the coordinator. Exit status: 0 when the coordinator said stop or on SIGTERM/SIGINT (a
+// shutdown, see ShardSignals.swift), 1 when the connection was lost (the reason on stderr),
+// 64 for a bad command line (with a usage line; `--help` prints the options), 2 for a bad
+// mesh environment or key file, 3 when the coordinator cannot be reached.
+import ArgumentParser
 import Logging
 import SpindleHostMesh
 import SpindleKernel
@@ -26,54 +29,69 @@ func fail(_ status: Int32, _ message: String) -> Never {
     exit(status)
 }
 
-/// The command line, parsed; errors name the option.
-struct Options {
-    var coordinator: Address?
-    var shard: UInt64?
-    var shards: Int?
-    var model = "colony"
-    var seed: UInt64 = 42
-    var nodes = 512
-    var agents = 128
-    var chords = 1
-    var virtualNodes = 256
-    var keyFile: String?
-
-    init(_ args: [String]) {
-        var i = 0
-        func value(_ name: String) -> String {
-            i += 1
-            guard i < args.count else { fail(2, "\(name) needs a value") }
-            return args[i]
-        }
-        func number<T: FixedWidthInteger>(_ name: String) -> T {
-            let text = value(name)
-            guard let v = T(text), v >= 0 else { fail(2, "\(name): \"\(text)\" is not a non-negative number") }
-            return v
-        }
-        while i < args.count {
-            let a = args[i]
-            switch a {
-            case "--coordinator":
-                let text = value(a)
-                do { coordinator = try Address(parsing: text) } catch { fail(2, "--coordinator: \(error)") }
-            case "--shard": shard = number(a)
-            case "--shards": shards = number(a)
-            case "--model": model = value(a)
-            case "--seed": seed = number(a)
-            case "--nodes": nodes = number(a)
-            case "--agents": agents = number(a)
-            case "--chords": chords = number(a)
-            case "--virtual-nodes": virtualNodes = number(a)
-            case "--key-file": keyFile = value(a)
-            default: fail(2, "unknown argument \"\(a)\"")
-            }
-            i += 1
-        }
+extension Address: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let address = try? Address(parsing: argument) else { return nil }
+        self = address
     }
 }
 
-var options = Options(Array(CommandLine.arguments.dropFirst()))
+/// The command line, parsed by swift-argument-parser; errors name the option and exit 64.
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spindle-shard",
+        abstract: "Serve one distributed-runner shard to a coordinator over TCP.",
+        discussion: """
+        Started by a host mesh, --shard and --shards default to SPINDLE_RANK + 1 and \
+        SPINDLE_WORLD_SIZE, and SPINDLE_KEY_FILE names the cluster key. Exit status: 0 when the \
+        coordinator said stop or on SIGTERM/SIGINT, 1 when the connection was lost, 64 for a \
+        bad command line, 2 for a bad mesh environment or key file, 3 when the coordinator \
+        cannot be reached.
+        """)
+
+    @Option(help: ArgumentHelp("The coordinator's address, e.g. tcp://127.0.0.1:7400.", valueName: "address"))
+    var coordinator: Address?
+
+    @Option(help: "This shard's number, 1-based (default: SPINDLE_RANK + 1).")
+    var shard: UInt64?
+
+    @Option(help: "How many shards there are (default: SPINDLE_WORLD_SIZE).")
+    var shards: Int?
+
+    @Option(help: "The model: colony or idle.")
+    var model = "colony"
+
+    @Option(help: "The colony's seed.")
+    var seed: UInt64 = 42
+
+    @Option(help: "Colony nodes.")
+    var nodes = 512
+
+    @Option(help: "Colony agents.")
+    var agents = 128
+
+    @Option(help: "Chords per colony node.")
+    var chords = 1
+
+    @Option(help: "Virtual nodes per shard in the placement ring.")
+    var virtualNodes = 256
+
+    @Option(help: "File holding the cluster key (default: SPINDLE_KEY_FILE when started by a mesh).")
+    var keyFile: String?
+
+    func validate() throws {
+        guard ["colony", "idle"].contains(model) else {
+            throw ValidationError("--model: unknown model \"\(model)\" (colony or idle)")
+        }
+        for (name, value) in [("--nodes", nodes), ("--agents", agents), ("--chords", chords),
+                              ("--virtual-nodes", virtualNodes)] where value < 0 {
+            throw ValidationError("\(name): \(value) is negative")
+        }
+        if let shards, shards < 1 { throw ValidationError("--shards: \(shards) is not at least 1") }
+    }
+}
+
+var options = Options.parseOrExit()
 let mesh: ProcEnvironment? = getenv(ProcEnvironment.rankVariable) == nil ? nil : {
     do { return try ProcEnvironment.current() } catch { fail(2, "\(error)") }
 }()
@@ -81,12 +99,15 @@ if let mesh {
     options.shard = options.shard ?? UInt64(mesh.rank + 1)
     options.shards = options.shards ?? mesh.worldSize
 }
-guard let coordinator = options.coordinator else { fail(2, "--coordinator is required") }
-guard let shardNumber = options.shard, shardNumber >= 1 else { fail(2, "--shard (1-based) is required") }
+guard let coordinator = options.coordinator else { Options.exit(withError: ValidationError("--coordinator is required")) }
+guard let shardNumber = options.shard, shardNumber >= 1 else {
+    Options.exit(withError: ValidationError("--shard (1-based) is required"))
+}
 guard let shardCount = options.shards, shardCount >= Int(shardNumber) else {
-    fail(2, "--shards is required and must be at least --shard")
+    Options.exit(withError: ValidationError("--shards is required and must be at least --shard"))
 }
 
+let signals = await ShardShutdown.install()
 let id = ShardID(shardNumber)
 let placement = ShardPlacement(shards: (1...shardCount).map { ShardID(UInt64($0)) }, virtualNodes: options.virtualNodes)
 let shard: any Shard
@@ -95,10 +116,8 @@ case "colony":
     shard = ColonyShard(id: id, configuration: ColonyConfiguration(
         seed: options.seed, nodeCount: options.nodes, agentCount: options.agents, chordsPerNode: options.chords),
         placement: placement)
-case "idle":
-    shard = IdleShard(id: id)
 default:
-    fail(2, "--model: unknown model \"\(options.model)\" (colony or idle)")
+    shard = IdleShard(id: id)  // validate() allows only colony and idle
 }
 
 var tcpConfiguration = TCPTransport.Configuration()
@@ -128,8 +147,10 @@ if let mesh {
         fail(3, "cannot announce readiness to the host agent: \(error)")
     }
 }
+signals.serve(host)
 let ending = await host.waitUntilDone()
 await host.shutdown()
 meshProc?.close()
 await transport.shutdown()
-exit(ending == .stopped ? 0 : 1)
+await signals.close()
+exit(signals.exitStatus(ending))

@@ -23,6 +23,8 @@ public struct Completion<Kind: TaskKind>: Sendable {
     public enum Outcome: Sendable {
         case response(Kind.Response)
         case marshalFailed(MarshalError)
+        /// `perform` threw; `retryable` says whether the error asked for another attempt.
+        case failed(any Error, retryable: Bool)
     }
 
     public let seq: UInt64

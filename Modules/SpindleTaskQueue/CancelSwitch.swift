@@ -3,7 +3,7 @@ import Synchronization
 /// Cancels a group of tasks at once: a task and every task injected on its behalf.
 ///
 /// Pass the same switch to several `enqueue` calls to cancel them together; tasks injected
-/// by `.stay(_, inject:)` inherit their parent's switch. Cancel with ``TaskQueue/cancel(_:)``.
+/// by `.stay(_, inject:)` inherit their parent's switch. Cancel with ``TaskQueue/cancel(_:)-(CancelSwitch)``.
 public struct CancelSwitch: Hashable, Sendable, CustomStringConvertible {
     private static let counter = Atomic<UInt64>(1)
 

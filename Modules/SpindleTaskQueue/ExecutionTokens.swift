@@ -12,13 +12,17 @@ public final class ExecutionTokens: Sendable {
     /// One limiter for the whole process, sized to the machine's cores.
     public static let processWide = ExecutionTokens(limit: ProcessInfoLite.activeProcessorCount)
 
-    private struct Waiter {
+    fileprivate struct Waiter {
         var id: UInt64
         var grant: @Sendable () -> Void
     }
 
-    private struct State {
-        var available: Int
+    fileprivate struct State {
+        /// Tokens handed out and not given back. Never clamped, so a release too many shows
+        /// up as a negative count (see `lowWater`).
+        var outstanding = 0
+        var highWater = 0
+        var lowWater = 0
         var high: Deque<Waiter> = []
         var low: Deque<Waiter> = []
         var nextWaiter: UInt64 = 1
@@ -30,11 +34,18 @@ public final class ExecutionTokens: Sendable {
 
     public init(limit: Int) {
         self.limit = max(1, limit)
-        state = Mutex(State(available: max(1, limit)))
+        state = Mutex(State())
     }
 
     /// Tokens free right now.
-    public var available: Int { state.withLock { $0.available } }
+    public var available: Int { state.withLock { max(0, min(limit, limit - $0.outstanding)) } }
+
+    /// Tokens held right now.
+    public var inUse: Int { state.withLock { $0.outstanding } }
+
+    /// The most tokens ever held at once, and the fewest (below zero only if a token was given
+    /// back twice): for tests of the queues sharing these tokens.
+    package var extremes: (most: Int, fewest: Int) { state.withLock { ($0.highWater, $0.lowWater) } }
 
     /// Waiters queued right now.
     public var waiting: Int { state.withLock { $0.high.count + $0.low.count } }
@@ -42,8 +53,8 @@ public final class ExecutionTokens: Sendable {
     /// Takes a token if one is free.
     public func tryAcquire() -> Bool {
         state.withLock { s in
-            guard s.available > 0 else { return false }
-            s.available -= 1
+            guard s.outstanding < limit else { return false }
+            s.take()
             return true
         }
     }
@@ -52,8 +63,8 @@ public final class ExecutionTokens: Sendable {
     /// thread) once a token is handed over; returns the waiter's ticket for ``abandon(_:)``.
     public func acquire(priority: Priority, grant: @escaping @Sendable () -> Void) -> UInt64? {
         state.withLock { s -> UInt64? in
-            if s.available > 0 && s.high.isEmpty && s.low.isEmpty {
-                s.available -= 1
+            if s.outstanding < limit && s.high.isEmpty && s.low.isEmpty {
+                s.take()
                 return nil
             }
             let id = s.nextWaiter
@@ -88,15 +99,25 @@ public final class ExecutionTokens: Sendable {
     public func release() {
         let next = state.withLock { s -> Waiter? in
             if let w = s.high.popFirst() ?? s.low.popFirst() { return w }
-            s.available = min(limit, s.available + 1)
+            s.outstanding -= 1
+            s.lowWater = min(s.lowWater, s.outstanding)
             return nil
         }
         next?.grant()
     }
 }
 
+extension ExecutionTokens.State {
+    mutating func take() {
+        outstanding += 1
+        highWater = max(highWater, outstanding)
+    }
+}
+
 /// The processor count without Foundation.
+@usableFromInline
 enum ProcessInfoLite {
+    @usableFromInline
     static var activeProcessorCount: Int {
         #if canImport(Glibc)
         return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))

@@ -1,4 +1,5 @@
-/// A request or response that could not be encoded or decoded.
+/// A request, response, feedback, broadcast or thrown error that could not be encoded or
+/// decoded, or did not fit a frame.
 public struct MarshalError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Which way the value was travelling.
     public enum Direction: String, Sendable, Codable {
@@ -8,6 +9,10 @@ public struct MarshalError: Error, Sendable, Equatable, CustomStringConvertible 
         case decodeResponse = "decoding the response"
         case encodeFeedback = "encoding feedback"
         case decodeFeedback = "decoding feedback"
+        case encodeBroadcast = "encoding a broadcast"
+        case decodeBroadcast = "decoding a broadcast"
+        case encodeError = "encoding a thrown error"
+        case decodeError = "decoding a thrown error"
     }
 
     public var direction: Direction

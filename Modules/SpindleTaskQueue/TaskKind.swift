@@ -19,28 +19,6 @@ public enum ResponseDecision<Task: Sendable, Competence: Sendable>: Sendable {
     case end
 }
 
-/// Why a task did not produce a response: the argument of the single failure hook.
-public enum TaskFailure: Sendable, Equatable, CustomStringConvertible {
-    /// The task was cancelled through its cancel switch (queued: removed; running: its worker
-    /// was killed or abandoned).
-    case cancelled
-    /// The task's deadline passed before it started, or `request(for:status:)` returned nil.
-    case expired
-    /// The worker running the task died: crash, `kill -9`, closed pipe. `detail` says how.
-    case workerDied(worker: WorkerID, detail: String)
-    /// The queue shut down before the task ran.
-    case shutDown
-
-    public var description: String {
-        switch self {
-        case .cancelled: "cancelled"
-        case .expired: "expired"
-        case .workerDied(let w, let detail): "worker \(w) died: \(detail)"
-        case .shutDown: "queue shut down"
-        }
-    }
-}
-
 /// Feedback type for kinds that exchange none.
 public struct NoFeedback: Codable, Sendable, Equatable {
     public init() {}
@@ -52,18 +30,23 @@ public struct NoFeedback: Codable, Sendable, Equatable {
 /// reach application state); worker-side code is static, because a worker process has no
 /// master value, only the type it registered.
 ///
-/// Hooks run on the queue's threads (a worker thread or the process backend's loop). They
-/// must be quick and must not wait for the queue; `use(_:for:status:)` runs while the
-/// scheduler is locked, so it decides, it does not work.
+/// `use`, `marshalFailed`, `cancelledExpiredOrWorkerDied`, `forward` and `broadcastFailed`
+/// run outside the scheduler's lock, on a worker thread or the process backend's loop: they
+/// may call the queue (`enqueue`, `cancel`, …). `matches` and `request(for:status:)` are
+/// scheduling decisions and run under the lock: decide there, do not call the queue.
+///
+/// The common case needs no kind of your own: ``ProcessJob`` (Codable input and output, a
+/// `run` function) or a queue of closures (``ClosureKind``), with ``TaskQueue/map(_:priority:options:)``.
 ///
 /// ```
 ///  master                                   worker
 ///  ──────                                   ──────
 ///  matches(task, status)?  ──┐
-///  request(for: task) ───────┼── Request ──▶ perform(request, context)
+///  request(for: task) ───────┼── Request ──▶ perform(request, context)  (may be async, may throw)
 ///                            │                 │ context.emit(feedback) ──▶ forward(feedback…)
 ///  use(response, for: task) ◀┴── Response ─────┘
 ///     .stay(competence, inject:) | .end
+///  output(from: response) ──▶ the task's handle
 /// ```
 public protocol TaskKind: Sendable {
     /// The master's description of a unit of work (never leaves the master process).
@@ -76,6 +59,8 @@ public protocol TaskKind: Sendable {
     associatedtype Response: Codable & Sendable
     /// Feedback: emitted by a worker during a task, or broadcast by the master to workers.
     associatedtype Feedback: Codable & Sendable = NoFeedback
+    /// What a task's ``TaskHandle`` delivers: by default the response itself.
+    associatedtype Output: Sendable = Response
 
     /// The kind's unique name; workers handshake with it.
     static var name: String { get }
@@ -93,8 +78,20 @@ public protocol TaskKind: Sendable {
     func use(_ response: Response, for task: Task, status: WorkerStatus<Competence>)
         -> ResponseDecision<Task, Competence>
 
-    /// A request or response could not be encoded or decoded. The task gets no response.
+    /// The value a task's handle delivers for `response` (after `use`). A throw fails the
+    /// handle with ``TaskFailure/failed(_:)``. Default (when `Output == Response`): the response.
+    func output(from response: Response, for task: Task) throws -> Output
+
+    /// A request, response or feedback could not be encoded or decoded. The task gets no
+    /// response (feedback failures do not end it). Default: reports a request or response
+    /// failure through ``cancelledExpiredOrWorkerDied(_:reason:)`` as
+    /// ``TaskFailure/marshalFailed(direction:description:)``, so nothing vanishes. The task's
+    /// handle fails in any case.
     func marshalFailed(_ error: MarshalError, task: Task)
+
+    /// A broadcast could not be decoded by `worker` (the queue also logs it and counts it in
+    /// its snapshot). Default: nothing more.
+    func broadcastFailed(_ error: MarshalError, worker: WorkerID)
 
     /// The single hook for a task cancelled, expired, or lost with its worker; `task` is nil
     /// when a worker died between tasks.
@@ -111,8 +108,20 @@ public protocol TaskKind: Sendable {
 
     // MARK: Worker side
 
-    /// Processes one request on a worker. Runs on a worker thread or in a worker process.
-    static func perform(_ request: Request, context: PerformContext<Feedback>) -> Response
+    /// Processes one request on a worker thread or in a worker process. Implement this
+    /// synchronous form, or the `async` one; a thrown error fails the task with
+    /// ``TaskFailure/failed(_:)`` (or retries it, see ``RetryableError``).
+    static func perform(_ request: Request, context: PerformContext<Feedback>) throws -> Response
+
+    /// Processes one request asynchronously. Default: the synchronous form. A worker runs the
+    /// synchronous form when the kind has one, at no extra cost; an `async` perform runs as a
+    /// Swift task while the worker waits for it.
+    static func perform(_ request: Request, context: PerformContext<Feedback>) async throws -> Response
+
+    /// Error types `perform` may throw that should reach the master as themselves from a worker
+    /// process (each is encoded as JSON with its type name). Others arrive as
+    /// ``RemoteTaskError``. Thread workers pass every error unchanged.
+    static var errorTypes: [any (Error & Codable).Type] { get }
 
     /// Feedback the master broadcast; delivered to each live worker between tasks.
     static func received(broadcast feedback: Feedback)
@@ -121,9 +130,32 @@ public protocol TaskKind: Sendable {
 extension TaskKind {
     public static var name: String { String(describing: Self.self) }
     public func matches(_ task: Task, status: WorkerStatus<Competence>) -> Bool { true }
-    public func marshalFailed(_ error: MarshalError, task: Task) {}
+    public func marshalFailed(_ error: MarshalError, task: Task) {
+        switch error.direction {
+        case .encodeFeedback, .decodeFeedback: return  // the task goes on; the queue logs it
+        default: cancelledExpiredOrWorkerDied(task, reason: .marshalFailed(direction: error.direction,
+                                                                           description: error.description))
+        }
+    }
+    public func broadcastFailed(_ error: MarshalError, worker: WorkerID) {}
+    public static var errorTypes: [any (Error & Codable).Type] { [] }
+
+    /// The default synchronous form: a kind that implements only the `async` perform.
+    public static func perform(_ request: Request, context: PerformContext<Feedback>) throws -> Response {
+        throw AsyncPerformRequired()
+    }
+
+    /// The default asynchronous form: the synchronous one.
+    public static func perform(_ request: Request, context: PerformContext<Feedback>) async throws -> Response {
+        func synchronous() throws -> Response { try perform(request, context: context) }
+        return try synchronous()
+    }
     public func forward(_ feedback: Feedback, from worker: WorkerID, task: Task) {}
     public func name(of task: Task) -> String { String(describing: task) }
     public var workerEnvironment: [String: String] { [:] }
     public static func received(broadcast feedback: Feedback) {}
+}
+
+extension TaskKind where Output == Response {
+    public func output(from response: Response, for task: Task) throws -> Output { response }
 }

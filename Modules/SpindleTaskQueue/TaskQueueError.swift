@@ -9,6 +9,11 @@ public enum TaskQueueError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The calling task was cancelled while `enqueue` waited for room; the first `accepted`
     /// tasks were queued, the others were not.
     case cancelledWhileWaiting(accepted: Int)
+    /// No worker of the queue can start: every slot failed to start `maxStartFailures` times
+    /// in a row. `cause` names the last attempt's exit status or spawn error. Queued tasks
+    /// failed with ``TaskFailure/noWorker(cause:)``; slots keep being retried with a backoff,
+    /// and the queue accepts tasks again once a worker starts.
+    case noWorkerCanStart(cause: String)
 
     public var description: String {
         switch self {
@@ -16,6 +21,7 @@ public enum TaskQueueError: Error, Sendable, Equatable, CustomStringConvertible 
         case .shutDown(let kind): "task queue of \(kind) is shut down"
         case .invalidConfiguration(let d): "invalid task queue configuration: \(d)"
         case .cancelledWhileWaiting(let n): "cancelled while waiting for room in the task queue; \(n) tasks had been queued"
+        case .noWorkerCanStart(let cause): "no task-queue worker can start: \(cause)"
         }
     }
 }

@@ -40,14 +40,28 @@ public struct TaskQueueSnapshot: Sendable, CustomStringConvertible {
         public var workersRetired = 0
         public var requeued = 0
         public var shutDown = 0
+        /// Tasks whose `perform` threw (after their last attempt).
+        public var failed = 0
+        /// Tasks that ran past their time limit.
+        public var timedOut = 0
+        /// Attempts started again after a worker death or a retryable error.
+        public var retried = 0
+        /// Prefetched tasks taken back from a worker because they were cancelled.
+        public var withdrawn = 0
+        /// Broadcasts a worker could not decode, or the master could not encode.
+        public var broadcastFailures = 0
     }
 
     public var queued: Int
+    /// Tasks waiting out a retry backoff (not counted in `queued`).
+    public var waitingForRetry: Int = 0
+    /// Why no worker can start, while that is so (then `enqueue` fails at once).
+    public var noWorkerCause: String? = nil
     public var queuedByPriority: [QueuePriority: Int]
     public var workers: [Worker]
     public var counters: Counters
 
     public var description: String {
-        "queued=\(queued) workers=[\(workers.map(\.description).joined(separator: ", "))] \(counters)"
+        "queued=\(queued)\(waitingForRetry > 0 ? " retrying=\(waitingForRetry)" : "")\(noWorkerCause.map { " no-worker(\($0))" } ?? "") workers=[\(workers.map(\.description).joined(separator: ", "))] \(counters)"
     }
 }

@@ -25,10 +25,26 @@ public protocol WorkerBackend<Kind>: Sendable {
     func retire(_ id: WorkerID)
 
     /// Delivers master feedback to these workers, between their tasks.
-    func broadcast(_ feedback: Kind.Feedback, to workers: [WorkerID])
+    /// - Throws: the feedback could not be encoded (then no worker gets it).
+    func broadcast(_ feedback: Kind.Feedback, to workers: [WorkerID]) throws(MarshalError)
+
+    /// Raises the cancel flag of task `seq` on a worker (it ran past its time limit), so a
+    /// cooperative `perform` can stop. Default: nothing (the queue kills the worker after its
+    /// `timeLimitGrace`).
+    func interrupt(_ id: WorkerID, seq: UInt64)
+
+    /// Takes back prefetched assignments the worker has not started (they were cancelled).
+    /// Answers for them that arrive anyway are ignored by the queue. Default: nothing (the
+    /// worker runs them and the queue discards their answers).
+    func withdraw(_ id: WorkerID, seqs: [UInt64])
 
     /// Returns when no thread or process of this backend remains.
     func shutdown() async
+}
+
+extension WorkerBackend {
+    public func interrupt(_ id: WorkerID, seq: UInt64) {}
+    public func withdraw(_ id: WorkerID, seqs: [UInt64]) {}
 }
 
 /// How a backend tells its queue what its workers did. Callable from any thread, never from
@@ -39,6 +55,7 @@ public struct WorkerEvents<Kind: TaskKind>: Sendable {
     @usableFromInline let onDied: @Sendable (WorkerID, String) -> Void
     @usableFromInline let onFeedback: @Sendable (WorkerID, Kind.Task, Kind.Feedback) -> Void
     @usableFromInline let onFeedbackFailed: @Sendable (Kind.Task, MarshalError) -> Void
+    @usableFromInline let onBroadcastFailed: @Sendable (WorkerID, MarshalError) -> Void
 
     /// Builds a sink from closures (``TaskQueue`` makes the real one; tests may make others).
     @inlinable
@@ -46,12 +63,14 @@ public struct WorkerEvents<Kind: TaskKind>: Sendable {
                 completed: @escaping @Sendable (WorkerID, [Completion<Kind>]) -> Void,
                 died: @escaping @Sendable (WorkerID, String) -> Void,
                 feedback: @escaping @Sendable (WorkerID, Kind.Task, Kind.Feedback) -> Void,
-                feedbackFailed: @escaping @Sendable (Kind.Task, MarshalError) -> Void) {
+                feedbackFailed: @escaping @Sendable (Kind.Task, MarshalError) -> Void,
+                broadcastFailed: @escaping @Sendable (WorkerID, MarshalError) -> Void = { _, _ in }) {
         onReady = ready
         onCompleted = completed
         onDied = died
         onFeedback = feedback
         onFeedbackFailed = feedbackFailed
+        onBroadcastFailed = broadcastFailed
     }
 
     /// The worker started and takes tasks.
@@ -64,4 +83,6 @@ public struct WorkerEvents<Kind: TaskKind>: Sendable {
     @inlinable public func feedback(_ id: WorkerID, task: Kind.Task, _ feedback: Kind.Feedback) { onFeedback(id, task, feedback) }
     /// Feedback from a worker could not be decoded.
     @inlinable public func feedbackFailed(task: Kind.Task, _ error: MarshalError) { onFeedbackFailed(task, error) }
+    /// The worker could not decode a broadcast.
+    @inlinable public func broadcastFailed(_ id: WorkerID, _ error: MarshalError) { onBroadcastFailed(id, error) }
 }

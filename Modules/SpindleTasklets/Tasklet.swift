@@ -1,5 +1,15 @@
 /// Entry points for launching a tasklet: a fork-join job over `workers` lanes.
 ///
+/// The front door (Tasklet+FrontDoor.swift): `parallelFor`, `parallelFor(chunksOf:)`,
+/// `parallelReduce` and launches that return a value:
+///
+/// ```swift
+/// try Tasklet.parallelFor(0..<n) { i in out[i] = f(i) }
+/// let sum = try Tasklet.parallelReduce(0..<n, identity: 0, combine: +) { chunk in partialSum(chunk) }
+/// ```
+///
+/// The reference model underneath:
+///
 /// ```swift
 /// let result = try Tasklet.launch(workers: 3, shared: Counters(), scratch: { _ in Partial() },
 ///                                 fuel: .sharedPool(1_000_000)) { coord in
@@ -29,7 +39,7 @@ public enum Tasklet {
     ///   `.invalidConfiguration` before anything ran.
     @inlinable
     public static func launch<Shared: Sendable, Scratch: Sendable>(
-        workers: Int, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
+        workers: Int = defaultLanes, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
         pool: TaskletPool = .shared, cancellation: TaskletCancellation? = nil,
         _ coordinator: (CoordinatorContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) -> TaskletResult {
@@ -41,7 +51,7 @@ public enum Tasklet {
     /// thread and the caller suspends until the tasklet ends. Cancelling the awaiting task
     /// cancels the tasklet. Same results and errors as the blocking `launch`.
     public static func launch<Shared: Sendable, Scratch: Sendable>(
-        workers: Int, shared: Shared, scratch: @escaping @Sendable (Int) -> Scratch,
+        workers: Int = defaultLanes, shared: Shared, scratch: @escaping @Sendable (Int) -> Scratch,
         fuel: FuelPolicy = .unlimited, pool: TaskletPool = .shared,
         _ coordinator: @escaping @Sendable (CoordinatorContext<Shared, Scratch>) throws -> Void
     ) async throws(TaskletError) -> TaskletResult {

@@ -1,4 +1,6 @@
 import SpindleKernel
+import SpindleSupport
+import Synchronization
 
 /// A set of persistent lane threads that runs tasklets, reused across launches.
 ///
@@ -6,10 +8,13 @@ import SpindleKernel
 /// run a 4-lane tasklet keeps 3 lane threads (the caller's thread is lane 0). Idle threads
 /// spin for the wait policy's budget and then park, so an idle pool burns no CPU.
 ///
-/// Launches on one pool **queue**: each holds all of the pool's lanes from its start to its
-/// end, and concurrent callers wait (blocked in a mutex, or suspended for the async entry)
-/// until the running launch ends. A launch from inside a lane of the same pool would wait
-/// for itself, so it is refused with `TaskletError.invalidConfiguration`; use a second pool.
+/// Launches on one pool **queue**, first come first served: each holds all of the pool's lanes
+/// from its start to its end, and concurrent callers wait (spinning, then parked, or suspended
+/// for the async entry) in the order they came. A launch from inside a lane of the same pool
+/// would wait for itself, so it runs **inline** instead: its lanes one after another on the
+/// calling lane's thread (a barrier among them cannot complete there and fails the launch
+/// with `.invalidConfiguration`). A scratch factory that launches on the pool it is preparing
+/// gets `.invalidConfiguration`.
 ///
 /// `shared` lives for the whole process. Pools you create own threads: call `shutdown()`.
 public final class TaskletPool: Sendable {
@@ -57,7 +62,7 @@ public final class TaskletPool: Sendable {
     /// Runs a tasklet on this pool, with the calling thread as lane 0; see `Tasklet.launch`.
     @inlinable
     public func launch<Shared: Sendable, Scratch: Sendable>(
-        workers: Int, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
+        workers: Int = Tasklet.defaultLanes, shared: Shared, scratch: (Int) -> Scratch, fuel: FuelPolicy = .unlimited,
         cancellation: TaskletCancellation? = nil,
         _ coordinator: (CoordinatorContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) -> TaskletResult {
@@ -66,29 +71,34 @@ public final class TaskletPool: Sendable {
     }
 
     /// Runs a tasklet with lane 0 on the pool's runner thread and suspends the caller until
-    /// it ends; cancelling the awaiting task cancels the tasklet.
+    /// it ends; cancelling the awaiting task cancels the tasklet. A launch cancelled while it
+    /// still waits for the pool never runs: it fails with `.cancelled` at once.
     public func launch<Shared: Sendable, Scratch: Sendable>(
-        workers: Int, shared: Shared, scratch: @escaping @Sendable (Int) -> Scratch,
+        workers: Int = Tasklet.defaultLanes, shared: Shared, scratch: @escaping @Sendable (Int) -> Scratch,
         fuel: FuelPolicy = .unlimited,
         _ coordinator: @escaping @Sendable (CoordinatorContext<Shared, Scratch>) throws -> Void
     ) async throws(TaskletError) -> TaskletResult {
         let cancellation = TaskletCancellation()
         let core = self.core
+        let pending = PendingLaunch<TaskletResult>()
         let outcome: Result<TaskletResult, TaskletError> = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Result<TaskletResult, TaskletError>, Never>) in
+                pending.wait(continuation)
                 do throws(TaskletError) {
                     try core.enqueueAsync {
-                        continuation.resume(returning: Result { () throws(TaskletError) -> TaskletResult in
+                        guard pending.start() else { return }  // answered `.cancelled` while queued
+                        pending.finish(Result { () throws(TaskletError) -> TaskletResult in
                             try core.launch(workers: workers, shared: shared, scratch: scratch, fuel: fuel,
                                             cancellation: cancellation, coordinator: coordinator)
                         })
                     }
                 } catch {
-                    continuation.resume(returning: .failure(error))
+                    pending.finish(.failure(error))
                 }
             }
         } onCancel: {
             cancellation.cancel()
+            pending.cancelIfQueued()
         }
         return try outcome.get()
     }
@@ -103,7 +113,7 @@ public final class TaskletPool: Sendable {
         let helper = ThreadBox()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             do {
-                helper.thread = try PoolThread.start(name: "spindle-stop") {
+                helper.thread = try SpindleThread.startPoolThread(name: "spindle-stop") {
                     core.shutdownBlocking()
                     continuation.resume()
                 }
@@ -117,8 +127,62 @@ public final class TaskletPool: Sendable {
     }
 }
 
+/// An async launch waiting for the pool's runner: answered once, either by the runner (which
+/// runs it) or by cancellation while it is still queued (then it never runs).
+final class PendingLaunch<Value: Sendable>: Sendable {
+    private enum Phase { case queued, running, done }
+    private struct State {
+        var phase = Phase.queued
+        var result: Result<Value, TaskletError>?
+        var continuation: CheckedContinuation<Result<Value, TaskletError>, Never>?
+    }
+    private let state = Mutex(State())
+
+    /// Registers the waiting caller (answered at once if the outcome is known).
+    func wait(_ continuation: CheckedContinuation<Result<Value, TaskletError>, Never>) {
+        let ready = state.withLock { s -> Result<Value, TaskletError>? in
+            if let r = s.result { return r }
+            s.continuation = continuation
+            return nil
+        }
+        if let ready { continuation.resume(returning: ready) }
+    }
+
+    /// The runner takes the launch; false when it was already answered (cancelled).
+    func start() -> Bool {
+        state.withLock { s in
+            guard s.phase == .queued else { return false }
+            s.phase = .running
+            return true
+        }
+    }
+
+    func finish(_ result: Result<Value, TaskletError>) {
+        let c = state.withLock { s -> CheckedContinuation<Result<Value, TaskletError>, Never>? in
+            guard s.phase != .done else { return nil }
+            s.phase = .done
+            s.result = result
+            defer { s.continuation = nil }
+            return s.continuation
+        }
+        c?.resume(returning: result)
+    }
+
+    /// Answers `.cancelled` if the runner has not taken the launch yet.
+    func cancelIfQueued() {
+        let c = state.withLock { s -> CheckedContinuation<Result<Value, TaskletError>, Never>? in
+            guard s.phase == .queued else { return nil }
+            s.phase = .done
+            s.result = .failure(.cancelled)
+            defer { s.continuation = nil }
+            return s.continuation
+        }
+        c?.resume(returning: .failure(.cancelled))
+    }
+}
+
 /// Carries the shutdown helper's handle from the continuation body back to the caller.
 private final class ThreadBox: @unchecked Sendable {
     // @unchecked Sendable: written before the continuation resumes, read after it resumed.
-    var thread: PoolThread?
+    var thread: SpindleThread?
 }

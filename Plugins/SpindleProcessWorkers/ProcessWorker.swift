@@ -1,4 +1,6 @@
 import Foundation
+import SpindleKernel
+import SpindleSupport
 import Logging
 import SpindleEventLoop
 import SpindleTaskQueue
@@ -19,6 +21,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
         var pendingFrames: [[UInt8]] = []
         /// Tasks sent and not answered, by seq (for feedback routing and failure reports).
         var inFlight: [UInt64: Kind.Task] = [:]
+        /// Tasks taken back (cancelled while prefetched): an answer that crossed the withdrawal
+        /// is dropped rather than treated as a protocol error.
+        var withdrawn: Set<UInt64> = []
         /// Set when the master ended the worker (kill or retire): its death is not reported.
         var endedByMaster = false
         var reported = false
@@ -35,11 +40,14 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
     /// Loop thread only, like `reader`.
     private let decoder = LoopConfined(JSONDecoder())
     private let logger: Logger
+    /// The largest frame either side may send (the worker learns it from the hello).
+    private let maxFrameSize: Int
 
     init(id: WorkerID, events: WorkerEvents<Kind>, maxFrameSize: Int, logger: Logger) {
         self.id = id
         self.events = events
         self.logger = logger
+        self.maxFrameSize = maxFrameSize
         reader = LoopConfined(WireReader(maxFrameSize: maxFrameSize))
     }
 
@@ -76,6 +84,8 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             try? child.kill(SIGKILL)
             return
         }
+        reader.bind(to: loop)
+        decoder.bind(to: loop)
         child.stdout?.start(onRead: { [self] bytes in
             received(bytes)
         }, onClose: { [self] error in
@@ -85,7 +95,7 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             if alive { try? child.kill(SIGKILL) }
             if let error { logger.debug("worker stdout closed", metadata: ["worker": "\(id)", "error": "\(error)"]) }
         })
-        let hello = WorkerWire.Hello(version: WorkerWire.version, kind: Kind.name)
+        let hello = WorkerWire.Hello(version: WorkerWire.version, kind: Kind.name, maxFrameSize: maxFrameSize)
         child.stdin?.write(WorkerWire.frame(.hello, body: (try? JSONEncoder().encode(hello)) ?? Data()))
         let timer = loop.scheduleTimer(after: handshakeTimeout) { [self] in
             let late = state.withLock { $0.phase == .handshaking }
@@ -115,9 +125,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
     }
 
     /// Waits until the process is reaped; kills it at `deadline`.
-    func waitForExit(until deadline: ContinuousClock.Instant) async {
+    func waitForExit(until deadline: MonotonicInstant) async {
         let child = state.withLock { $0.child }
-        let timeout = deadline - ContinuousClock.now
+        let timeout = deadline - SystemClock().now()
         if let child, timeout > .zero {
             let killer = child.loop.scheduleTimer(after: timeout) { try? child.kill(SIGKILL) }
             await waitExited()
@@ -187,6 +197,12 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
         for a in batch {
             do {
                 let body = try encoder.encode(a.request)
+                guard body.count + WorkerWire.seqFrameOverhead - WorkerWire.headerSize <= maxFrameSize else {
+                    failures.append(Completion(seq: a.seq, outcome: .marshalFailed(MarshalError(
+                        direction: .encodeRequest, kind: Kind.name, worker: id,
+                        detail: "the request of \(body.count) bytes does not fit the frame limit of \(maxFrameSize) bytes"))))
+                    continue
+                }
                 WorkerWire.append(.request, seq: a.seq, body: body, to: &out)
                 sent.append((a.seq, a.task))
             } catch {
@@ -212,6 +228,38 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             } else {
                 Task { events.completed(id, toReport) }
             }
+        }
+    }
+
+    /// Takes back requests the worker has not started; answers that crossed are dropped.
+    func withdraw(_ seqs: [UInt64]) {
+        var out: [UInt8] = []
+        let child = state.withLock { s -> ChildProcess? in
+            for seq in seqs where s.inFlight.removeValue(forKey: seq) != nil {
+                s.withdrawn.insert(seq)
+                WorkerWire.append(.withdraw, seq: seq, body: EmptyCollection(), to: &out)
+            }
+            if out.isEmpty { return nil }
+            if s.phase == .handshaking || s.phase == .spawning {
+                s.pendingFrames.append(out)
+                return nil
+            }
+            return s.phase == .ready ? s.child : nil
+        }
+        if let child, !out.isEmpty { child.stdin?.write(out) }
+    }
+
+    /// Whether `seq` is a task this worker was given: in flight, or withdrawn (then forgotten
+    /// when `answer` is set, since a withdrawn task answers at most once).
+    private func owns(_ seq: UInt64, answer: Bool) -> (Kind.Task?, withdrawn: Bool) {
+        state.withLock { s in
+            if answer, let task = s.inFlight.removeValue(forKey: seq) { return (task, false) }
+            if !answer, let task = s.inFlight[seq] { return (task, false) }
+            if s.withdrawn.contains(seq) {
+                if answer { s.withdrawn.remove(seq) }
+                return (nil, true)
+            }
+            return (nil, false)
         }
     }
 
@@ -272,9 +320,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             return "refused the handshake: \(String(decoding: frame.body, as: UTF8.self))"
         case .response:
             guard let (seq, body) = frame.splitSeq() else { return "sent a response frame without a task number" }
-            guard state.withLock({ $0.inFlight.removeValue(forKey: seq) }) != nil else {
-                return "answered task \(seq), which it was not given"
-            }
+            let (task, withdrawn) = owns(seq, answer: true)
+            if withdrawn { return nil }
+            guard task != nil else { return "answered task \(seq), which it was not given" }
             do {
                 let response = try decoder.withValue { try $0.decode(Kind.Response.self, from: Data(body)) }
                 completions.append(Completion(seq: seq, outcome: .response(response)))
@@ -287,9 +335,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             guard let (seq, body) = frame.splitSeq(), let code = body.first else {
                 return "sent a malformed marshal-failure frame"
             }
-            guard state.withLock({ $0.inFlight.removeValue(forKey: seq) }) != nil else {
-                return "reported a marshal failure for task \(seq), which it was not given"
-            }
+            let (task, withdrawn) = owns(seq, answer: true)
+            if withdrawn { return nil }
+            guard task != nil else { return "reported a marshal failure for task \(seq), which it was not given" }
             let direction = Int(code) < WorkerWire.directionCodes.count ? WorkerWire.directionCodes[Int(code)] : .encodeResponse
             completions.append(Completion(seq: seq, outcome: .marshalFailed(MarshalError(
                 direction: direction, kind: Kind.name, worker: id,
@@ -297,9 +345,9 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
             return nil
         case .feedback, .feedbackMarshalFailure:
             guard let (seq, body) = frame.splitSeq() else { return "sent a feedback frame without a task number" }
-            guard let task = state.withLock({ $0.inFlight[seq] }) else {
-                return "sent feedback for task \(seq), which it is not running"
-            }
+            let (owned, withdrawn) = owns(seq, answer: false)
+            if withdrawn { return nil }
+            guard let task = owned else { return "sent feedback for task \(seq), which it is not running" }
             // Completions gathered so far go first, so feedback never overtakes an answer.
             if !completions.isEmpty {
                 events.completed(id, completions)
@@ -317,18 +365,48 @@ final class ProcessWorker<Kind: TaskKind>: Sendable {
                                                                worker: id, detail: String(decoding: body, as: UTF8.self)))
             }
             return nil
+        case .error:
+            guard let (seq, rest) = frame.splitSeq(), let flags = rest.first else {
+                return "sent a malformed error frame"
+            }
+            let (task, withdrawn) = owns(seq, answer: true)
+            if withdrawn { return nil }
+            guard task != nil else { return "reported an error for task \(seq), which it was not given" }
+            completions.append(Completion(seq: seq, outcome: decodeError(rest.dropFirst(), retryable: flags & 1 != 0)))
+            return nil
+        case .broadcastFailure:
+            events.broadcastFailed(id, MarshalError(direction: .decodeBroadcast, kind: Kind.name, worker: id,
+                                                    detail: String(decoding: frame.body, as: UTF8.self)))
+            return nil
         default:
             return "sent an unknown frame type \(frame.type)"
         }
     }
 }
 
-/// A value used only on one event loop's thread.
-///
-/// `@unchecked Sendable`: `withValue` is called only from the loop thread (the stdout read
-/// callback), so the value is never touched by two threads.
-final class LoopConfined<Value>: @unchecked Sendable {
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withValue<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R { try body(&value) }
+extension ProcessWorker {
+    /// Rebuilds an error `perform` threw in the worker: as itself when the kind lists its type
+    /// in `errorTypes`, else as a `RemoteTaskError`.
+    func decodeError(_ body: ArraySlice<UInt8>, retryable: Bool) -> Completion<Kind>.Outcome {
+        let envelope: WorkerWire.ErrorEnvelope
+        do {
+            envelope = try JSONDecoder().decode(WorkerWire.ErrorEnvelope.self, from: Data(body))
+        } catch {
+            return .marshalFailed(MarshalError(direction: .decodeError, kind: Kind.name, worker: id, detail: "\(error)"))
+        }
+        if let payload = envelope.payload,
+           let type = Kind.errorTypes.first(where: { String(reflecting: $0) == envelope.type }) {
+            do {
+                return .failed(try decodeTypedError(type, Data(payload.utf8)), retryable: retryable)
+            } catch {
+                return .marshalFailed(MarshalError(direction: .decodeError, kind: Kind.name, worker: id,
+                                                   detail: "\(envelope.type): \(error)"))
+            }
+        }
+        return .failed(RemoteTaskError(typeName: envelope.type, detail: envelope.detail), retryable: retryable)
+    }
+}
+
+private func decodeTypedError<E: Error & Codable>(_ type: E.Type, _ data: Data) throws -> any Error {
+    try JSONDecoder().decode(E.self, from: data)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SpindleKernel
 import Logging
 import SpindleEventLoop
 import SpindleTaskQueue
@@ -9,7 +10,7 @@ import Glibc
 #endif
 
 /// Workers as child processes: the same executable (or a configured one) re-entered in
-/// worker mode through ``ProcessWorkerMain/runIfWorker(kinds:)``.
+/// worker mode through ``ProcessWorkerMain/runIfWorker(kinds:jobs:)``.
 ///
 /// ```
 ///  master (TaskQueue) ── ProcessWorkerBackend ── EventLoop ──┬── stdin  ─▶ worker process
@@ -36,7 +37,9 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
         public var handshakeTimeout: Duration = .seconds(20)
         /// How long shutdown waits for retired workers to exit before killing them.
         public var exitTimeout: Duration = .seconds(5)
-        /// Largest frame accepted from a worker.
+        /// Largest frame either side sends: the master refuses larger frames from a worker
+        /// (killing it), and tells the worker this limit in the handshake so that a response or
+        /// error that would not fit comes back as a marshal failure instead.
         public var maxFrameSize: Int = 16 << 20
         /// Whether workers' stderr goes to this process's stderr (else it is discarded).
         public var inheritStderr: Bool = true
@@ -137,6 +140,10 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
         workers.withLock { $0[id] }?.send(batch)
     }
 
+    public func withdraw(_ id: WorkerID, seqs: [UInt64]) {
+        workers.withLock { $0[id] }?.withdraw(seqs)
+    }
+
     public func kill(_ id: WorkerID) {
         guard let worker = workers.withLock({ $0.removeValue(forKey: id) }) else { return }
         exiting.withLock { $0[ObjectIdentifier(worker)] = worker }
@@ -149,8 +156,17 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
         worker.terminate(graceful: true)
     }
 
-    public func broadcast(_ feedback: Kind.Feedback, to ids: [WorkerID]) {
-        guard let body = try? JSONEncoder().encode(feedback) else { return }
+    public func broadcast(_ feedback: Kind.Feedback, to ids: [WorkerID]) throws(MarshalError) {
+        let body: Data
+        do {
+            body = try JSONEncoder().encode(feedback)
+        } catch {
+            throw MarshalError(direction: .encodeBroadcast, kind: Kind.name, worker: nil, detail: "\(error)")
+        }
+        guard body.count + 1 <= configuration.maxFrameSize else {
+            throw MarshalError(direction: .encodeBroadcast, kind: Kind.name, worker: nil,
+                               detail: "the broadcast of \(body.count) bytes does not fit the frame limit of \(configuration.maxFrameSize) bytes")
+        }
         let frame = WorkerWire.frame(.broadcast, body: body)
         let targets = workers.withLock { w in ids.compactMap { w[$0] } }
         for worker in targets { worker.sendRaw(frame) }
@@ -169,7 +185,7 @@ public final class ProcessWorkerBackend<Kind: TaskKind>: WorkerBackend {
             worker.terminate(graceful: true)
         }
         let all = exiting.withLock { Array($0.values) }
-        let deadline = ContinuousClock.now + configuration.exitTimeout
+        let deadline = SystemClock().now() + configuration.exitTimeout
         for worker in all {
             await worker.waitForExit(until: deadline)
         }

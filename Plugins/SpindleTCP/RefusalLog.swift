@@ -7,6 +7,9 @@ import Synchronization
 /// hammers a listener with bad handshakes costs a counter, not a log line per attempt.
 final class RefusalLog: Sendable {
     private let counts = Mutex<[String: Int]>([:])
+    private let metrics: TCPMetrics?
+
+    init(metrics: TCPMetrics? = nil) { self.metrics = metrics }
     /// Hosts tracked at most; beyond it the least informative entries (count 1) are dropped.
     static let maximumHosts = 4096
 
@@ -14,6 +17,7 @@ final class RefusalLog: Sendable {
     /// - Returns: the peer host's count so far.
     @discardableResult
     func record(peer: Address, reason: CloseReason, logger: Logger) -> Int {
+        metrics?.refusals.increment()
         let host = Self.host(of: peer)
         let count = counts.withLock { c -> Int in
             if c[host] == nil, c.count >= Self.maximumHosts {

@@ -1,6 +1,6 @@
 import Logging
 import SpindleEventLoop
-import SpindleKernel
+@_spi(SpindleTransportInternals) import SpindleKernel
 import Synchronization
 
 /// How a connection's handshake ended.
@@ -68,6 +68,8 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     /// The views of one read, for a view-batch handler (reused between reads).
     private var viewBatch: [EnvelopeView] = []
     private var backlogHead = 0
+    /// Payload bytes held in `backlog`.
+    private var backlogBytes = 0
     private var readingPaused = false
     /// Set on the loop when closing begins: stops delivery without taking the lock.
     private var closeStarted = false
@@ -92,11 +94,15 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     /// The transport's count of refused peers (failed handshakes are counted there).
     private let refusals: RefusalLog
+    private let metrics: TCPMetrics
+    /// Whether this connection counts in `spindle_tcp_connections_open` (set once established).
+    private let countedOpen = Atomic<Bool>(false)
 
     init(channel: StreamChannel, fallbackAddress: Address, configuration: TCPTransport.Configuration,
-         localNode: NodeID?, refusals: RefusalLog) {
+         localNode: NodeID?, refusals: RefusalLog, metrics: TCPMetrics) {
         self.localNode = localNode
         self.refusals = refusals
+        self.metrics = metrics
         self.loop = channel.loop
         self.channel = channel
         self.localAddress = channel.localAddress ?? fallbackAddress
@@ -231,7 +237,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     func begin(role: TCPHandshake.Role,
                finished: @escaping @Sendable (TCPConnection) -> Void,
                done: @escaping (HandshakeOutcome) -> Void) {
-        assert(loop.inEventLoop, "TCPConnection.begin must run on its loop")
+        loop.assertInLoop("TCPConnection.begin")
         self.role = role
         onFinished = finished
         onHandshakeDone = done
@@ -297,10 +303,17 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
     }
 
+    /// Payload bytes buffered before `start` (for tests; read on the loop).
+    func bufferedBytesBeforeStart() async -> Int {
+        (try? await loop.submit { [self] in backlogBytes }) ?? 0
+    }
+
     // MARK: loop-side internals
 
     private func handleRead(_ bytes: UnsafeRawBufferPointer) {
+        loop.assertInLoop("a TCP connection's read")
         guard finalReason == nil, !closeStarted else { return }
+        metrics.bytesReceived.increment(by: Int64(bytes.count))
         if handshaking {
             guard var hs = handshake else { return }
             let actions = hs.receive(bytes)
@@ -326,6 +339,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         } catch {
             guard !closeStarted else { return }
             let text = "\(remoteAddress): \(error)"
+            metrics.protocolViolations.increment()
             logger.warning("closing connection: bad record", metadata: ["error": "\(text)"])
             close(reason: .protocolViolation(text))
         }
@@ -361,7 +375,9 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                         }
                         guard admitsSource(view.source) else { return false }
                         backlog.append(view.envelope)
-                        if backlog.count - backlogHead >= configuration.maxBufferedBeforeStart && !readingPaused {
+                        backlogBytes += view.payload.count
+                        if (backlog.count - backlogHead >= configuration.maxBufferedBeforeStart
+                            || backlogBytes >= configuration.maxBufferedBytesBeforeStart) && !readingPaused {
                             readingPaused = true
                             channel.pauseReading()
                         }
@@ -374,6 +390,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
             }
         } catch {
             let text = "\(remoteAddress): \(error) (offsets count from the first frame byte after the handshake)"
+            metrics.protocolViolations.increment()
             logger.warning("closing connection: protocol violation", metadata: ["error": "\(text)"])
             close(reason: .protocolViolation(text))
         }
@@ -466,6 +483,9 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
                     channel.installOutboundTransform(RecordSealer(cipher: send))
                     encryptedFlag.store(true, ordering: .releasing)
                 }
+                metrics.established(acceptor: role == .acceptor, encrypted: session.isEncrypted)
+                metrics.open.increment()
+                countedOpen.store(true, ordering: .relaxed)
                 logger.debug("handshake complete", metadata: [
                     "encrypted": "\(session.isEncrypted)", "peerNode": "\(session.peerNode.map { "\($0)" } ?? "none")"])
                 let done = onHandshakeDone
@@ -525,6 +545,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     private func install(_ newHandler: ConnectionHandler) {
+        loop.assertInLoop("installing a TCP connection's handler")
         guard !started else { return }
         started = true
         handler = newHandler
@@ -540,6 +561,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
         backlog = []
         backlogHead = 0
+        backlogBytes = 0
         if readingPaused {
             readingPaused = false
             if finalReason == nil { channel.resumeReading() }
@@ -548,6 +570,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     private func handleChannelClosed(_ error: EventLoopError?) {
+        loop.assertInLoop("a TCP connection's close")
         handshakeTimer?.cancel()
         handshakeTimer = nil
         if handshaking, var hs = handshake {
@@ -568,6 +591,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
         }
         finalReason = recorded
         closing.store(true, ordering: .releasing)
+        if countedOpen.exchange(false, ordering: .relaxed) { metrics.open.decrement() }
         deliverCloseIfReady()
         let waiters = closeWaiters
         closeWaiters = []
@@ -578,6 +602,7 @@ final class TCPConnection: TransportConnection, @unchecked Sendable {
     }
 
     private func deliverCloseIfReady() {
+        loop.assertInLoop("delivering a TCP connection's close")
         guard let reason = finalReason, let handler, !closeDelivered else { return }
         closeDelivered = true
         handler.onClose(reason)

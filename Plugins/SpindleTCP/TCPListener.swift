@@ -5,12 +5,17 @@ import Synchronization
 /// A bound SpindleTCP listener; closing it stops accepting but leaves accepted connections open.
 final class TCPListener: TransportListener {
     let stream: StreamListener
+    /// What peers dial: the bound address, or what it advertises instead of a wildcard
+    /// (`AdvertisedAddress`).
     let address: Address
+    /// The address actually bound (port 0 resolved; possibly a wildcard).
+    let boundAddress: Address
     private let onClose: Mutex<(@Sendable (TCPListener) -> Void)?>
 
-    init(stream: StreamListener, onClose: @escaping @Sendable (TCPListener) -> Void) {
+    init(stream: StreamListener, advertised: Address?, onClose: @escaping @Sendable (TCPListener) -> Void) {
         self.stream = stream
-        self.address = stream.address
+        self.boundAddress = stream.address
+        self.address = AdvertisedAddress.resolve(bound: stream.address, advertised: advertised)
         self.onClose = Mutex(onClose)
     }
 

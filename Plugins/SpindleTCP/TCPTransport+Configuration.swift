@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import SpindleEventLoop
 import SpindleKernel
 
@@ -23,6 +24,11 @@ extension TCPTransport {
         /// refuses envelopes from this side that claim another source. Nil announces none: the
         /// first envelope that names a source fixes the connection's source instead.
         public var nodeID: NodeID? = nil
+        /// What listeners report as their `address`, for peers to dial: behind NAT or a
+        /// load balancer, the public host (and port; 0 keeps the bound one). Without it a
+        /// listener bound to a wildcard (`0.0.0.0`, `::`) reports the address of a
+        /// non-loopback interface (or the host name), never the wildcard itself.
+        public var advertisedAddress: Address? = nil
         /// How long a new connection may take to complete its handshake.
         public var handshakeTimeout: Duration = .seconds(10)
         /// Accepted connections still in their handshake, per listener, beyond which new
@@ -34,6 +40,8 @@ extension TCPTransport {
         /// Envelopes received before `start(_:)` is called are buffered; above this many the
         /// connection stops reading from its socket until it is started.
         public var maxBufferedBeforeStart: Int = 4096
+        /// …or above this many bytes of their payloads.
+        public var maxBufferedBytesBeforeStart: Int = 16 << 20
         /// Where handshakes, rejected peers and protocol violations are logged.
         public var logger: Logger = Logger(label: "spindle.tcp")
         /// Called on the loop thread for every connection (accepted or initiated) that fails
@@ -41,6 +49,8 @@ extension TCPTransport {
         /// (`.authenticationFailed` or `.protocolViolation`): a hook for metrics and audits.
         /// (The log names a refusing peer once, then at every power of ten of its count.)
         public var onHandshakeFailure: (@Sendable (_ peer: Address, _ reason: CloseReason) -> Void)? = nil
+        /// Where the `spindle_tcp_*` metrics go (nil: the global `MetricsSystem`).
+        public var metricsFactory: (any MetricsFactory)? = nil
         /// The clock handshake deadlines are measured on.
         public var clock: any SpindleClock = SystemClock()
 

@@ -36,12 +36,15 @@ public final class TCPTransport: Transport {
         var connections: [ObjectIdentifier: TCPConnection] = [:]
     }
     private let registry = Mutex(Registry())
-    private let refusalLog = RefusalLog()
+    private let refusalLog: RefusalLog
+    private let metrics: TCPMetrics
 
     /// Runs connections on the loops of `group` (round robin); the caller owns the group.
     /// Connections accepted by a listener are spread round robin over the group's loops too.
     public init(group: EventLoopGroup, configuration: Configuration = Configuration()) {
         self.configuration = configuration
+        self.metrics = TCPMetrics(factory: configuration.metricsFactory)
+        self.refusalLog = RefusalLog(metrics: metrics)
         self.loops = .group(group, owned: false)
         self.logger = configuration.logger
     }
@@ -49,6 +52,8 @@ public final class TCPTransport: Transport {
     /// Runs every connection on `loop`; the caller owns the loop.
     public init(loop: EventLoop, configuration: Configuration = Configuration()) {
         self.configuration = configuration
+        self.metrics = TCPMetrics(factory: configuration.metricsFactory)
+        self.refusalLog = RefusalLog(metrics: metrics)
         self.loops = .one(loop)
         self.logger = configuration.logger
     }
@@ -57,6 +62,8 @@ public final class TCPTransport: Transport {
     /// - Throws: `EventLoopError` when a loop cannot be started.
     public init(loopCount: Int, configuration: Configuration = Configuration()) throws(EventLoopError) {
         self.configuration = configuration
+        self.metrics = TCPMetrics(factory: configuration.metricsFactory)
+        self.refusalLog = RefusalLog(metrics: metrics)
         self.loops = .group(try EventLoopGroup(loopCount: max(1, loopCount), namePrefix: "spindle-tcp"), owned: true)
         self.logger = configuration.logger
     }
@@ -106,7 +113,7 @@ public final class TCPTransport: Transport {
         } catch {
             throw .cannotListen(address, error.description)
         }
-        let listener = TCPListener(stream: stream) { [weak self] l in
+        let listener = TCPListener(stream: stream, advertised: configuration.advertisedAddress) { [weak self] l in
             _ = self?.registry.withLock { $0.listeners.removeValue(forKey: ObjectIdentifier(l)) }
         }
         let registered = registry.withLock { r -> Bool in
@@ -118,7 +125,7 @@ public final class TCPTransport: Transport {
             listener.close()
             throw .cannotListen(address, "the transport was shut down while binding")
         }
-        logger.debug("listening", metadata: ["address": "\(listener.address)"])
+        logger.debug("listening", metadata: ["address": "\(listener.boundAddress)", "advertised": "\(listener.address)"])
         return listener
     }
 
@@ -145,7 +152,7 @@ public final class TCPTransport: Transport {
             throw .unreachable(address, error.description)
         }
         let connection = TCPConnection(channel: channel, fallbackAddress: address, configuration: configuration,
-                                       localNode: node, refusals: refusalLog)
+                                       localNode: node, refusals: refusalLog, metrics: metrics)
         guard register(connection) else {
             channel.close()
             throw .closed(.transportShutdown)
@@ -228,7 +235,7 @@ public final class TCPTransport: Transport {
             return
         }
         let connection = TCPConnection(channel: channel, fallbackAddress: listenAddress, configuration: configuration,
-                                       localNode: node, refusals: refusalLog)
+                                       localNode: node, refusals: refusalLog, metrics: metrics)
         guard register(connection) else {
             channel.close()
             return

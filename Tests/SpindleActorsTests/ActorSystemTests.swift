@@ -265,7 +265,7 @@ extension ActorSystemTests {
                 #expect(node == calculator.id.node)
             }
             let elapsed = ContinuousClock.now - killed
-            #expect(elapsed < bound + .seconds(2), "pending calls failed \(elapsed) after the kill")
+            #expect(elapsed < bound + .seconds(5), "pending calls failed \(elapsed) after the kill")
             // Later calls fail the same way instead of hanging.
             if case .peerLost? = await expectCallError({ try await calculator.add(1, 1) }) {} else {
                 Issue.record("a call after the kill did not fail with peerLost")
@@ -293,7 +293,9 @@ extension ActorSystemTests {
             guard case .peerLost(let node, let reason)? = e else { Issue.record("expected peerLost, got \(String(describing: e))"); return }
             #expect(node == peer.calculator.id.node)
             #expect(reason.contains("nothing heard"))
-            #expect(elapsed < bound + .seconds(3), "the call failed \(elapsed) after the peer stopped")
+            // Well short of the call's 30 s timeout; the bound stretches on a loaded machine, whose
+            // own stalls the links forgive.
+            #expect(elapsed < bound + .seconds(10), "the call failed \(elapsed) after the peer stopped")
         }
     }
 

@@ -1,5 +1,6 @@
 import SpindleActors
 import SpindleKernel
+import SpindleSupport
 import Testing
 
 private struct Inner: Codable, Equatable { var a: Int8; var b: [String: Double]; var c: UInt64? }

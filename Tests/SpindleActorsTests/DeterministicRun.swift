@@ -2,6 +2,7 @@ import Distributed
 import Logging
 @_spi(Testing) import SpindleActors
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// Records which calls each simulated server ran, to check that none ran twice.

@@ -1,6 +1,7 @@
 import ActorFixtureActors
 import SpindleActors
-import SpindleKernel
+@_spi(SpindleTransportInternals) import SpindleKernel
+import SpindleSupport
 import Synchronization
 import Testing
 

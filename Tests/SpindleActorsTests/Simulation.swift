@@ -1,5 +1,6 @@
 import DequeModule
-import SpindleKernel
+@_spi(SpindleTransportInternals) import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// A task executor whose jobs run only when a test calls `runOne()`, on the test's thread:
@@ -120,7 +121,6 @@ final class DelayingConnection: TransportConnection {
     var localAddress: Address { inner.localAddress }
     var remoteAddress: Address { inner.remoteAddress }
     var maximumFrameSize: Int { inner.maximumFrameSize }
-    var deliversDuringSend: Bool { inner.deliversDuringSend }
     var peerNode: NodeID? { inner.peerNode }
 
     func send(_ envelope: Envelope) throws(TransportError) {

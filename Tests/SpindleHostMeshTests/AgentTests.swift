@@ -1,9 +1,10 @@
-import Testing
-import SpindleEventLoop
 import NetworkTestSupport
-import SpindleKernel
-import SpindleTCP
+import SpindleEventLoop
 @testable import SpindleHostMesh
+import SpindleKernel
+import SpindleSupport
+import SpindleTCP
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -49,7 +50,7 @@ struct AgentTests {
             let dead = deadPort.address
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: [addresses[0], dead], config: ConfigSnapshot(["a": "1"]),
-                                              timeout: .seconds(2), transport: transport)
+                                              timeout: .seconds(2), transport: transport, configuration: testMeshConfiguration())
                 Issue.record("attach succeeded")
             } catch {
                 guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -90,7 +91,7 @@ struct AgentTests {
     func security() async throws {
         try await withAgents(1) { loop, transport, _, addresses in
             let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(),
-                                                 timeout: .seconds(5), transport: transport)
+                                                 timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
             do throws(ProcMeshError) {
                 _ = try await mesh.spawnProcs(name: "evil", perHost: 1) { _ in
                     BootstrapCommand(program: "/usr/bin/env", arguments: ["true"])
@@ -121,7 +122,7 @@ struct AgentTests {
         }) { _, transport, agents, addresses in
             do throws(HostMeshError) {
                 _ = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["forbidden": "1"]),
-                                              timeout: .seconds(5), transport: transport)
+                                              timeout: .seconds(5), transport: transport, configuration: testMeshConfiguration())
                 Issue.record("attach succeeded")
             } catch {
                 guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -193,8 +194,10 @@ struct AgentTests {
         var pids: [Int32] = []
         do {
             let address = try await readListeningAddress(daemon)
+            var conf = testMeshConfiguration()
+            conf.livenessBound = .seconds(5)   // the client must see the agent go
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
-                                                 timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
+                                                 timeout: .seconds(10), transport: transport, configuration: conf)
             let procs = try await mesh.spawnProcs(name: "orphans", perHost: 2) { _ in
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
@@ -204,8 +207,8 @@ struct AgentTests {
             try daemon.kill(SIGKILL)
             #expect(await daemon.wait() == .signaled(signal: SIGKILL))
             try await waitUntil("procs of the killed agent to die") { !pids.contains(where: isAlive) }
-            try await waitUntil("the client to see the agent go") {
-                procs.lastKnown.allSatisfy { if case .failed = $0.state { true } else { false } }
+            try await waitUntil("the client to see the agent go", timeout: .seconds(30)) {
+                procs.lastKnown.allSatisfy { if case .hostLost = $0.state { true } else { false } }
             }
             await mesh.shutdown()
         } catch {
@@ -234,9 +237,10 @@ struct AgentTests {
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
             let pid = try #require(procs.lastKnown[0].pid)
+            // Another session (this admin view) sees the agent and its one client, not the procs.
             let status = MeshAdmin.table(await MeshAdmin(meshes: [mesh.ref]).status(transport: transport))
-            #expect(status.contains("p "))
-            #expect(status.contains("ready"))
+            #expect(status.contains("1 client"))
+            #expect(!status.contains("ready"))
             try daemon.kill(SIGTERM)
             #expect(await daemon.wait() == .exited(code: 0))
             #expect(!isAlive(pid))
@@ -260,7 +264,11 @@ extension AgentTests {
         try await withAgents(2) { _, transport, _, addresses in
             let mesh = try await HostMesh.attach(name: "m", hosts: addresses, config: ConfigSnapshot(["k": "v"]),
                                                  timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
-            let procs = try await mesh.spawnProcs(name: "shown", perHost: 1) { _ in
+            // Another client (the CLI) sees detached proc meshes only.
+            let hidden = try await mesh.spawnProcs(name: "hidden", perHost: 1) { _ in
+                BootstrapCommand(program: spindle, arguments: ["proc"])
+            }
+            let procs = try await mesh.spawnProcs(name: "shown", perHost: 1, detached: true) { _ in
                 BootstrapCommand(program: spindle, arguments: ["proc"])
             }
             let other = try HostMeshRef(name: "other", hosts: [addresses[1]])
@@ -270,9 +278,11 @@ extension AgentTests {
             let lines = output.split(separator: "\n")
             #expect(lines.first?.hasPrefix("HOST") == true)
             #expect(lines.count == 3, "one row per proc, hosts de-duplicated: \(output)")
-            #expect(lines.filter { $0.contains("shown") && $0.contains("ready") }.count == 2)
+            #expect(lines.filter { $0.contains("shown (detached)") && $0.contains("ready") }.count == 2)
+            #expect(!output.contains("hidden"))
             #expect(lines.last?.contains("m,other") == true)
             try await procs.stop()
+            try await hidden.stop()
             await mesh.shutdown()
 
             let (badCode, _) = try await runCapturing(spindle, ["mesh", "status", "no-at-sign"])
@@ -306,8 +316,10 @@ extension AgentTests {
                              "SPINDLE_CLIENT_ADDR=tcp://127.0.0.1:9999", "EXTRA=x"] {
                 #expect(envLines.contains(expected), "missing \(expected)")
             }
+            let token = envLines.first { $0.hasPrefix("SPINDLE_PROC_TOKEN=") }.map { String($0.dropFirst(19)) }
+            #expect(token != nil)
             let env = ProcEnvironment(mesh: "svc", rank: 0, worldSize: 1, hostRank: 0, localRank: 0,
-                                      agentAddress: addresses[0], clientAddress: conf.clientAddress)
+                                      agentAddress: addresses[0], clientAddress: conf.clientAddress, token: token)
             let proc = try await MeshProc.connect(environment: env, transport: transport)
             #expect(proc.config == ConfigSnapshot(["gen": "1"]))
             try proc.announceReady()
@@ -315,6 +327,10 @@ extension AgentTests {
             #expect(procs.lastKnown.map(\.state) == [.ready])
             try await mesh.pushConfig(ConfigSnapshot(["gen": "2"]))
             #expect(try await proc.fetchConfig() == ConfigSnapshot(["gen": "2"]))
+            // A hello without this start's token is refused (readiness is tied to the start).
+            var impostor = env
+            impostor.token = "0123"
+            await #expect(throws: MeshProcError.self) { _ = try await MeshProc.connect(environment: impostor, transport: transport) }
             // A hello for a rank the agent does not run is refused.
             var stranger = env
             stranger.rank = 5
@@ -351,9 +367,11 @@ func runCapturing(_ program: String, _ arguments: [String]) async throws -> (Spi
 /// Reads the daemon's "spindle host-agent listening on ADDRESS" line from its stdout.
 /// Starts `spindle host-agent` on 127.0.0.1 port 0 as a child of the test (stdout piped for
 /// `readListeningAddress`, stderr inherited).
-func spawnAgentDaemon(_ spindle: String, on loop: EventLoop) async throws -> ChildProcess {
+func spawnAgentDaemon(_ spindle: String, on loop: EventLoop, extra: [String] = []) async throws -> ChildProcess {
+    // Liveness is not what these daemons are for: a loaded machine must not lose their clients.
     var options = ProcessOptions(executable: spindle,
-                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning"])
+                                 arguments: ["host-agent", "--listen", "tcp://127.0.0.1:0", "--log-level", "warning",
+                                             "--liveness", "60"] + extra)
     options.stdin = .ignore
     options.stderr = .inherit
     return try await ChildProcess.spawn(on: loop, options)

@@ -7,9 +7,12 @@ import SpindleKernel
 struct ClientTests {
     static func fastConfiguration() -> HostMesh.Configuration {
         var c = HostMesh.Configuration()
-        c.spawnIdleTimeout = .milliseconds(1500)
-        c.stopIdleTimeout = .milliseconds(1500)
-        c.stateIdleTimeout = .milliseconds(1500)
+        // Long enough for a loaded machine running the whole suite (the cooperative pool
+        // delivers in-process envelopes, and it can be busy for many seconds).
+        c.spawnIdleTimeout = .seconds(30)
+        c.stopIdleTimeout = .seconds(30)
+        c.stateIdleTimeout = .seconds(30)
+        c.livenessBound = .seconds(60)   // liveness is not under test here
         return c
     }
 
@@ -20,15 +23,16 @@ struct ClientTests {
         let b = try await FakeAgent(transport: t, address: .inproc(name: "b"))
         let config = ConfigSnapshot(["model": "colony", "seed": "7"])
         let mesh = try await HostMesh.attach(name: "m", hosts: [a.address, b.address], config: config,
-                                             timeout: .seconds(5), transport: t)
+                                             timeout: .seconds(30), transport: t, configuration: Self.fastConfiguration())
         #expect(a.installedConfig == config)
         #expect(b.installedConfig == config)
         #expect(mesh.ref.description == "m@inproc://a,inproc://b")
-        let empty = try await HostMesh.attach(name: "none", hosts: [], config: config, timeout: .seconds(1), transport: t)
+        let empty = try await HostMesh.attach(name: "none", hosts: [], config: config, timeout: .seconds(1), transport: t,
+                                              configuration: Self.fastConfiguration())
         #expect(empty.hosts.isEmpty)
         await mesh.shutdown()
         await empty.shutdown()
-        a.close(); b.close()
+        await a.close(); await b.close()
         await t.shutdown()
     }
 
@@ -42,7 +46,8 @@ struct ClientTests {
         let nobody = Address.inproc(name: "nobody")
         do {
             _ = try await HostMesh.attach(name: "m", hosts: [good.address, rejecting.address, nobody, silent.address, wrong.address],
-                                          config: ConfigSnapshot(["a": "1"]), timeout: .milliseconds(1500), transport: t)
+                                          config: ConfigSnapshot(["a": "1"]), timeout: .seconds(20), transport: t,
+                                          configuration: Self.fastConfiguration())
             Issue.record("attach succeeded with failing hosts")
         } catch {
             guard case .configPush(let e) = error else { Issue.record("wrong error \(error)"); return }
@@ -50,11 +55,11 @@ struct ClientTests {
             #expect(e.failures.map(\.rank) == [1, 2, 3, 4])
             #expect(e.failures[0].cause == .rejectedConfig("key x unknown"))
             guard case .unreachable = e.failures[1].cause else { Issue.record("expected unreachable: \(e.failures[1])"); return }
-            #expect(e.failures[2].cause == .timedOut(after: .milliseconds(1500)))
+            #expect(e.failures[2].cause == .timedOut(after: .seconds(20)))
             guard case .digestMismatch = e.failures[3].cause else { Issue.record("expected digest mismatch"); return }
             #expect(!e.description.contains("inproc://good"))
         }
-        for a in [good, rejecting, silent, wrong] { a.close() }
+        for a in [good, rejecting, silent, wrong] { await a.close() }
         await t.shutdown()
     }
 
@@ -62,11 +67,12 @@ struct ClientTests {
     func invalidMesh() async {
         let t = InProcessTransport()
         await #expect(throws: HostMeshError.self) {
-            _ = try await HostMesh.attach(name: "a b", hosts: [], config: ConfigSnapshot(), transport: t)
+            _ = try await HostMesh.attach(name: "a b", hosts: [], config: ConfigSnapshot(), transport: t,
+                                          configuration: Self.fastConfiguration())
         }
         await #expect(throws: HostMeshError.self) {
             _ = try await HostMesh.attach(name: "m", hosts: [.inproc(name: "x"), .inproc(name: "x")],
-                                          config: ConfigSnapshot(), transport: t)
+                                          config: ConfigSnapshot(), transport: t, configuration: Self.fastConfiguration())
         }
         await t.shutdown()
     }
@@ -93,7 +99,7 @@ struct ClientTests {
         #expect(a.stopRequests == ["w"])
         #expect(procs.lastKnown.allSatisfy { $0.state == .stopped(exitCode: 0, stderrTail: []) })
         await mesh.shutdown()
-        a.close(); b.close()
+        await a.close(); await b.close()
         await t.shutdown()
     }
 
@@ -102,7 +108,8 @@ struct ClientTests {
         struct NoConfig: Error {}
         let t = InProcessTransport()
         let a = try await FakeAgent(transport: t, address: .inproc(name: "ba"))
-        let mesh = try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), transport: t)
+        let mesh = try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), transport: t,
+                                             configuration: Self.fastConfiguration())
         await #expect(throws: ProcMeshError.bootstrapFailed(mesh: "w", rank: 1, "NoConfig()")) {
             _ = try await mesh.spawnProcs(name: "w", perHost: 2) { rank in
                 if rank == 1 { throw NoConfig() }
@@ -111,7 +118,7 @@ struct ClientTests {
         }
         #expect(a.spawnRequests.isEmpty)
         await mesh.shutdown()
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 
@@ -120,19 +127,22 @@ struct ClientTests {
         let t = InProcessTransport()
         let hanging = try await FakeAgent(transport: t, address: .inproc(name: "hang"), spawn: .silent)
         let fine = try await FakeAgent(transport: t, address: .inproc(name: "fine"))
+        var conf = Self.fastConfiguration()
+        conf.spawnIdleTimeout = .seconds(15)   // waited out: the hanging host never answers
+        conf.stopIdleTimeout = .seconds(3)     // the failed spawn's stop of the hanging host gives up
         let mesh = try await HostMesh.attach(name: "m", hosts: [hanging.address, fine.address], config: ConfigSnapshot(),
-                                             transport: t, configuration: Self.fastConfiguration())
+                                             transport: t, configuration: conf)
         do {
             _ = try await mesh.spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
             Issue.record("spawn succeeded")
         } catch {
             guard case .spawnTimedOut(_, let idle, let states) = error else { Issue.record("wrong error \(error)"); return }
-            #expect(idle == .milliseconds(1500))
+            #expect(idle == .seconds(15))
             #expect(states == [.timeout, .ready])
         }
         #expect(hanging.stopRequests == ["w"], "a failed spawn stops what it started")
         await mesh.shutdown()
-        hanging.close(); fine.close()
+        await hanging.close(); await fine.close()
         await t.shutdown()
     }
 
@@ -147,7 +157,7 @@ struct ClientTests {
             _ = try await mesh.spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "false") }
         }
         await mesh.shutdown()
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 
@@ -170,7 +180,7 @@ struct ClientTests {
         #expect(agents[2].stopRequests == ["w"])
         #expect(throws: HostMeshRefError.self) { _ = try mesh.slice(2..<5) }
         await mesh.shutdown()
-        for a in agents { a.close() }
+        for a in agents { await a.close() }
         await t.shutdown()
     }
 
@@ -201,7 +211,7 @@ struct ClientTests {
         #expect(a.stopRequests.isEmpty)
         guardian = nil
         try await waitUntil("the guard's shutdown to stop the procs") { a.stopRequests == ["w"] }
-        a.close()
+        await a.close()
         await t.shutdown()
     }
 
@@ -211,13 +221,13 @@ struct ClientTests {
         let a = try await FakeAgent(transport: t, address: .inproc(name: "pa"))
         let b = try await FakeAgent(transport: t, address: .inproc(name: "pb"))
         let mesh = try await HostMesh.attach(name: "m", hosts: [a.address, b.address], config: ConfigSnapshot(["v": "1"]),
-                                             transport: t)
+                                             transport: t, configuration: Self.fastConfiguration())
         try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
         try await mesh.pushConfig(ConfigSnapshot(["v": "2"]))
         #expect(a.installedConfig == ConfigSnapshot(["v": "2"]))
         #expect(b.installedConfig == ConfigSnapshot(["v": "2"]))
-        b.close()
-        try await waitUntil("the client to see host b go") { mesh.core.link(1)?.closeReason != nil }
+        await b.close()
+        try await waitUntil("the client to see host b go") { !mesh.isHostUp(1) }
         do throws(HostMeshError) {
             try await mesh.pushConfig(ConfigSnapshot(["v": "3"]), timeout: .seconds(2))
             Issue.record("push to a closed host succeeded")
@@ -226,7 +236,44 @@ struct ClientTests {
             #expect(e.failedHosts == [b.address])
         }
         await mesh.shutdown()
-        a.close()
+        await a.close()
+        await t.shutdown()
+    }
+
+    @Test("a proc mesh keeps its host mesh's channels: attach(…).spawnProcs(…) keeps its procs")
+    func procMeshKeepsItsMesh() async throws {
+        let t = InProcessTransport()
+        let a = try await FakeAgent(transport: t, address: .inproc(name: "keep"))
+        let procs = try await HostMesh.attach(name: "m", hosts: [a.address], config: ConfigSnapshot(), timeout: .seconds(30),
+                                              transport: t, configuration: Self.fastConfiguration())
+            .spawnProcs(name: "w", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        // The temporary HostMesh is gone; the proc mesh still reaches its agent.
+        #expect(await procs.states() == [.ready])
+        #expect(a.stopRequests.isEmpty)
+        #expect(a.sessionsEnded == 0)
+        try await procs.stop()
+        #expect(a.stopRequests == ["w"])
+        await a.close()
+        await t.shutdown()
+    }
+
+    @Test("a slice's shutdown stops only what was spawned through it")
+    func sliceShutdownScope() async throws {
+        let t = InProcessTransport()
+        let agents = [try await FakeAgent(transport: t, address: .inproc(name: "sc0")),
+                      try await FakeAgent(transport: t, address: .inproc(name: "sc1"))]
+        let mesh = try await HostMesh.attach(name: "m", hosts: agents.map(\.address), config: ConfigSnapshot(),
+                                             timeout: .seconds(30), transport: t, configuration: Self.fastConfiguration())
+        let parents = try await mesh.spawnProcs(name: "parent", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        let slice = try mesh.slice(0..<2)
+        _ = try await slice.spawnProcs(name: "child", perHost: 1) { _ in BootstrapCommand(program: "/bin/true") }
+        await slice.shutdown()
+        #expect(agents.map(\.stopRequests) == [["child"], ["child"]], "the parent's proc mesh overlaps the slice and keeps running")
+        #expect(parents.lastKnown.map(\.state) == [.ready, .ready])
+        await mesh.shutdown()
+        #expect(agents.map(\.stopRequests) == [["child", "parent"], ["child", "parent"]])
+        #expect(agents.map(\.sessionsEnded) == [1, 1])
+        for a in agents { await a.close() }
         await t.shutdown()
     }
 }

@@ -87,7 +87,17 @@ struct HostMeshMessageTests {
             .procState(ProcStatus(mesh: "m", rank: 1, state: .killed(signal: 9))),
             .states(mesh: "m", [ProcStatus(mesh: "m", rank: 0, state: .failed(reason: "x"))]),
             .info(AgentInfo(address: .unix(path: "/tmp/s"), pid: 1, configDigest: nil, procs: [])),
-            .procHello(mesh: "m", rank: 2, pid: 5),
+            .procHello(ProcHello(mesh: "m", rank: 2, pid: 5, token: "t0k")),
+            .procState(ProcStatus(mesh: "m", rank: 1, state: .hostLost(reason: "gone"), pid: 7, restarts: 2, stderrTail: ["x"])),
+            .procDied(ProcDeath(status: ProcStatus(mesh: "m", rank: 0, state: .killed(signal: 9)), wasReady: true, restarting: true)),
+            .procOutput(ProcOutput(mesh: "m", lines: [ProcLogLine(rank: 0, stream: .stderr, text: "é")], dropped: 3)),
+            .spawn(SpawnRequest(mesh: "m", procs: [], worldSize: 0, hostRank: 0, clientAddress: nil,
+                                restart: .onFailure(maxRestarts: 2, backoff: .milliseconds(250)), detached: true,
+                                readiness: .started)),
+            .spawnRefused(mesh: "m", rank: 0, refusal: .limitExceeded(.procsPerClient(requested: 5, live: 1, limit: 4))),
+            .stopAccepted(mesh: "m", states: []),
+            .readLogs(mesh: "m", detached: true, follow: false),
+            .endSession,
             .failure("nope"),
         ]
         for m in messages {

@@ -103,7 +103,7 @@ struct ProcLifecycleTests {
         #expect(p.announcedReady() == [.report(.ready)])
         let stop = p.stop(now: clock.now())
         #expect(stop == [.report(.stopping), .signal(SIGTERM), .armTimer(clock.now() + .seconds(2))])
-        #expect(p.exited(code: 0, stderrTail: []) == [.report(.stopped(exitCode: 0, stderrTail: []))])
+        #expect(p.exited(code: 0, stderrTail: [], now: clock.now()) == [.report(.stopped(exitCode: 0, stderrTail: []))])
         #expect(p.poll(now: clock.now() + .seconds(3)) == [], "no SIGKILL after exit")
     }
 
@@ -124,11 +124,11 @@ struct ProcLifecycleTests {
         _ = p.spawned(pid: 1, now: clock.now())
         _ = p.stop(now: clock.now())
         clock.advance(by: .milliseconds(1999))
-        #expect(p.poll(now: clock.now()) == [])
+        #expect(p.poll(now: clock.now()) == [.armTimer(clock.now() + .milliseconds(1))], "early: call again at the deadline")
         clock.advance(by: .milliseconds(1))
         #expect(p.poll(now: clock.now()) == [.signal(SIGKILL)])
         #expect(p.poll(now: clock.now()) == [], "SIGKILL is sent once")
-        #expect(p.signaled(SIGKILL) == [.report(.killed(signal: SIGKILL))])
+        #expect(p.signaled(SIGKILL, now: clock.now()) == [.report(.killed(signal: SIGKILL))])
     }
 
     @Test("a stop during start takes effect once the process exists")
@@ -145,9 +145,10 @@ struct ProcLifecycleTests {
     func finals() {
         var p = ProcLifecycle(grace: .seconds(1))
         _ = p.spawned(pid: 3, now: .zero)
-        #expect(p.exited(code: 1, stderrTail: ["oops"]) == [.report(.stopped(exitCode: 1, stderrTail: ["oops"]))])
+        let died = ProcState.stopped(exitCode: 1, stderrTail: ["oops"])
+        #expect(p.exited(code: 1, stderrTail: ["oops"], now: .zero) == [.died(died, wasReady: false, restarting: false), .report(died)])
         #expect(p.announcedReady() == [])
-        #expect(p.signaled(9) == [])
+        #expect(p.signaled(9, now: .zero) == [])
         #expect(p.stop(now: .zero) == [])
         var q = ProcLifecycle(grace: .seconds(1))
         #expect(q.spawnFailed(reason: "ENOENT") == [.report(.failed(reason: "ENOENT"))])

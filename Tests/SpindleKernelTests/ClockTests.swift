@@ -1,5 +1,6 @@
 import Testing
 import SpindleKernel
+import SpindleSupport
 
 @Suite struct ClockTests {
     @Test func systemClockIsMonotonic() {
@@ -125,5 +126,50 @@ import SpindleKernel
         // Physical parts never run ahead of the fastest wall clock: HLC stays close to real time.
         #expect(lastStamp.allSatisfy { $0.physical <= maxWallEver })
         #expect(lastStamp.allSatisfy { $0.physical >= base })
+    }
+}
+
+/// Sleeping on the kernel's clocks, and the Swift `Clock` adapter.
+@Suite struct ClockSleepTests {
+    @Test func aManualClockSleeperWakesWhenTheClockReachesItsDeadline() async throws {
+        let clock = ManualClock()
+        let woke = Locked<[Int]>([])
+        let sleepers = (1...3).map { i in
+            Task {
+                try await clock.sleep(for: .seconds(i))
+                woke.withLock { $0.append(i) }
+            }
+        }
+        try await waitUntil("three sleepers") { clock.sleeperCount == 3 }
+        clock.advance(by: .milliseconds(1500))
+        try await sleepers[0].value
+        #expect(woke.value == [1])
+        #expect(clock.sleeperCount == 2)
+        clock.advance(to: MonotonicInstant.zero + .seconds(3))
+        try await sleepers[1].value
+        try await sleepers[2].value
+        #expect(Set(woke.value) == [1, 2, 3])
+    }
+
+    @Test func cancellingAManualClockSleepThrowsAtOnce() async throws {
+        let clock = ManualClock()
+        let sleeper = Task { try await clock.sleep(for: .seconds(60)) }
+        try await waitUntil("the sleeper") { clock.sleeperCount == 1 }
+        sleeper.cancel()
+        await #expect(throws: CancellationError.self) { try await sleeper.value }
+        #expect(clock.sleeperCount == 0)
+    }
+
+    @Test func theSwiftClockAdapterSleepsOnTheUnderlyingClock() async throws {
+        let manual = ManualClock()
+        let sleeper = Task { try await Task.sleep(until: manual.now() + .seconds(5), clock: manual.asClock) }
+        try await waitUntil("the sleeper") { manual.sleeperCount == 1 }
+        #expect(manual.asClock.now == manual.now())
+        manual.advance(by: .seconds(5))
+        try await sleeper.value
+        let system = SystemClock()
+        let start = system.now()
+        try await system.sleep(for: .milliseconds(10))
+        #expect(system.now() - start >= .milliseconds(10))
     }
 }

@@ -1,6 +1,7 @@
 import Testing
 import Synchronization
 import SpindleKernel
+import SpindleSupport
 
 /// `ConnectionHandler(onEnvelopeView:)` works on a transport that delivers owned envelopes.
 @Suite struct ConnectionHandlerViewTests {

@@ -1,5 +1,6 @@
 import Testing
 import SpindleKernel
+import SpindleSupport
 
 /// The example of docs/kernel.md, with its prints turned into checks.
 @Suite struct DocExampleTests {

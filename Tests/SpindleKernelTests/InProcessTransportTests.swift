@@ -1,6 +1,7 @@
 import Testing
 import Synchronization
 import SpindleKernel
+import SpindleSupport
 
 @Suite struct InProcessTransportTests {
     /// A transport with one listener "server" and one accepted + one client end, both started.

@@ -1,3 +1,4 @@
+import SpindleSupport
 import Testing
 import SpindleKernel
 

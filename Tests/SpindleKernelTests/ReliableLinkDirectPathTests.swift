@@ -1,5 +1,6 @@
+import SpindleSupport
 import Testing
-@testable import SpindleKernel
+@_spi(SpindleTransportInternals) @testable import SpindleKernel
 
 /// The core's direct forms — `send(_:now:transmit:)`, `send(contentsOf:now:transmit:)` and
 /// `receive(batch:now:into:deliver:)` — and the frame log behind them.

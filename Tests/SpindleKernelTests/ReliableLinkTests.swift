@@ -1,5 +1,6 @@
 import Testing
 import SpindleKernel
+import SpindleSupport
 
 /// What a reliable link hands its application.
 private final class LinkInbox: Sendable {
@@ -183,6 +184,34 @@ private final class LinkInbox: Sendable {
         #expect(listener.links.isEmpty)
         #expect(serverLink.isClosed)
         await listener.shutdown()
+        await t.shutdown()
+    }
+}
+
+/// A link on a `ManualClock` with automatic ticks sleeps on that clock: advancing it is all a
+/// test does.
+@Suite struct ReliableLinkManualClockTests {
+    @Test func advancingTheManualClockTicksTheLink() async throws {
+        let clock = ManualClock()
+        let t = InProcessTransport()
+        let inbox = LinkInbox()
+        var cfg = ReliableLink.Configuration(clock: clock)   // automaticTicks: true
+        cfg.core.livenessBound = .seconds(5)
+        let link = ReliableLink.connect(over: t, to: .inproc(name: "nobody-here"), configuration: cfg,
+                                        handler: inbox.handler)
+        try link.send(envelope(0, payload: [7]))
+        var advanced: Duration = .zero
+        while inbox.undeliverable.value.isEmpty && advanced < .seconds(30) {
+            // The link sleeps on the clock between its deadlines; step once it does.
+            try await waitUntil("the link to sleep on the clock") { clock.sleeperCount >= 1 || !inbox.undeliverable.value.isEmpty }
+            clock.advance(by: .milliseconds(500))   // wakes the sleeper at once (the count drops)
+            advanced += .milliseconds(500)
+        }
+        let returned = try #require(inbox.undeliverable.value.first)
+        #expect(returned.0.map(\.payload) == [[7]])
+        #expect(returned.1 == .peerUnresponsive(after: .seconds(5)))
+        #expect(advanced >= .seconds(5) && advanced <= .seconds(7))
+        await link.shutdown()
         await t.shutdown()
     }
 }

@@ -1,17 +1,8 @@
 import SpindleKernel
+import SpindleSupport
 
-/// A small seeded generator (SplitMix64) so randomised tests replay exactly.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// Randomised tests draw from the runtime's seeded generator so they replay exactly.
+typealias SeededRNG = SplitMix64
 
 /// A varied envelope for codec tests.
 func sampleEnvelope(_ i: Int, payloadSize: Int? = nil) -> Envelope {
@@ -68,12 +59,4 @@ func waitUntil(_ what: String, timeout: Duration = .seconds(20),
 
 func envelope(_ seq: UInt64, payload: [UInt8] = []) -> Envelope {
     Envelope(protocolTag: .application, kind: 1, sequence: seq, payload: payload)
-}
-
-/// A lock-protected value a test shares with escaping closures.
-final class Locked<T: Sendable>: Sendable {
-    private let m: Mutex<T>
-    init(_ value: T) { m = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout sending T) -> sending R) -> R { m.withLock(body) }
-    var value: T { m.withLock { $0 } }
 }

@@ -61,8 +61,15 @@ struct DriverTests {
         try server.install(EchoComponent(), at: "echo")
         try server.install(MathComponent(), at: "math")
         try server.install(meshProgram(peers: []))
+        // The links between the drivers get the same patience (their connects, liveness and
+        // deliveries run on the shared task pool, which the whole suite keeps busy).
+        var patientLink = ReliableLink.Configuration()
+        patientLink.core.connectTimeout = .seconds(60)
+        patientLink.core.livenessBound = .seconds(60)
+        var serverConfig = NodeDriver.Configuration(listenAddress: .inproc(name: "server"))
+        serverConfig.link = patientLink
         let serverDriver = try await NodeDriver.start(node: server, on: loop, transport: transport,
-                                                      configuration: .init(listenAddress: .inproc(name: "server")))
+                                                      configuration: serverConfig)
 
         let client = Node(id: clientID, configuration: patient)
         try client.install(EchoComponent(), at: "echo")
@@ -71,6 +78,7 @@ struct DriverTests {
         client.addPeer(serverID, name: "server", addresses: [.inproc(name: "server")])
         let finished = Finished()
         var config = NodeDriver.Configuration()
+        config.link = patientLink
         config.onOutcome = { finished.add($0) }
         let clientDriver = try await NodeDriver.start(node: client, on: loop, transport: transport, configuration: config)
 

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Testing
 @testable import SpindleNodeEngine
 
@@ -266,7 +267,7 @@ struct EngineTests {
         #expect(node.execution(pop)?.result("popped") == .string("x"))
         #expect(node.context.syscalls.counters["hits"] == 4)
         #expect(node.context.syscalls.records.values("r") == [.int(5)])
-        var expected = SeededRandom(seed: 99)
+        var expected = SplitMix64(seed: 99)
         #expect(node.execution(rng)?.result("random") == .uint(expected.next()))
         #expect(o.appEvents == [AppEvent(name: "hello", value: .int(8), execution: emit, at: ms(1))])
     }

@@ -32,7 +32,7 @@ struct ProcessWorkerTests {
     func broadcast() async throws {
         let h = try await ProcessQueueHarness.make(workers: 2)
         #expect(await h.waitUntilPoolReady())
-        h.queue.broadcast("epoch 7")
+        try h.queue.broadcast("epoch 7")
         try await h.queue.enqueue(contentsOf: (1...20).map { FixtureTask(id: $0) })
         await h.queue.join()
         let notes = h.events.events.compactMap { if case .sawBroadcast(let id, let n) = $0 { (id, n) } else { nil } }

@@ -33,6 +33,31 @@ func withRemoteColony<T>(shards count: Int, configuration: ColonyConfiguration, 
 struct RemoteInProcessTests {
     let configuration = ColonyConfiguration(seed: 0xC0FFEE, nodeCount: 200, agentCount: 50)
 
+    @Test("a shard server naming a shard the runner did not announce is refused, naming it")
+    func unannouncedShardIsRefused() async throws {
+        let transport = InProcessTransport()
+        let coordinator = Coordinator()
+        let listener = try await ShardServerListener.listen(on: .inproc(name: "coord-announced"), transport: transport,
+                                                            hlc: coordinator.hlc, expecting: [ShardID(1)])
+        let placement = ShardPlacement(shards: [ShardID(1), ShardID(2)], virtualNodes: 16)
+        let good = try await ShardHost.serve(ColonyShard(id: ShardID(1), configuration: configuration, placement: placement),
+                                             coordinator: listener.address, transport: transport)
+        let stranger = try await ShardHost.serve(ColonyShard(id: ShardID(2), configuration: configuration, placement: placement),
+                                                 coordinator: listener.address, transport: transport)
+        let remotes = try await listener.waitForShards(count: 1, timeout: .seconds(20))
+        #expect(remotes.map(\.id) == [ShardID(1)])
+        do {
+            _ = try await listener.waitForShards(count: 2, timeout: .milliseconds(300))
+            Issue.record("the unannounced shard was accepted")
+        } catch {
+            #expect("\(error)".contains("shard-2 is not one of the shards announced"), "\(error)")
+        }
+        listener.shutdown()
+        await good.shutdown()
+        await stranger.shutdown()
+        await transport.shutdown()
+    }
+
     @Test("remote shard servers give the same colony state as in-process shards")
     func remoteInvariance() async throws {
         let local = try await runColony(shards: 1, ticks: 25, configuration: configuration)

@@ -1,5 +1,5 @@
 import NetworkTestSupport
-import SpindleKernel
+@_spi(SpindleTransportInternals) import SpindleKernel
 import Synchronization
 import Testing
 @testable import SpindleTCP

@@ -364,6 +364,72 @@ struct TCPTransportTests {
         }
     }
 
+    @Test("envelopes held before start are capped in bytes: the socket stops being read")
+    func preStartBufferIsCappedInBytes() async throws {
+        var config = TCPTransport.Configuration()
+        config.highWatermark = 256 << 10
+        config.lowWatermark = 64 << 10
+        config.maxBufferedBytesBeforeStart = 1 << 20
+        try await withTransport(config) { transport, _ in
+            let accepted = Collector<any TransportConnection>()
+            let listener = try await transport.listen(on: Self.localhost) { accepted.append($0) }
+            let client = try await transport.connect(to: listener.address)
+            let server = try await accepted.first("the accepted connection") as! TCPConnection
+            let payload = [UInt8](repeating: 0x5A, count: 64 << 10)
+            let count = 400   // 25 MB: far beyond the cap plus every socket buffer
+            let sent = Collector<Int>()
+            let producer = Task {
+                for i in 0..<count {
+                    try await client.waitUntilWritable()
+                    try client.send(envelope(i, payload: payload))
+                    sent.append(i)
+                }
+            }
+            // The producer stalls once the unstarted server stops reading; its buffer is then
+            // at most the cap plus what one read and one frame add.
+            var stalledAt = -1
+            while stalledAt != sent.items.count {
+                stalledAt = sent.items.count
+                _ = try? await sent.wait(count: stalledAt + 1, timeout: .milliseconds(500))
+            }
+            #expect(stalledAt < count, "the sender never stalled: the server read everything")
+            let held = await server.bufferedBytesBeforeStart()
+            #expect(held >= 1 << 20 && held <= (1 << 20) + (64 << 10) + (128 << 10), "held \(held) bytes")
+            let (received, _) = collect(server)
+            let got = try await received.wait(count: count, timeout: .seconds(60), "every envelope once started")
+            try await producer.value
+            #expect(got.map(\.sequence) == (0..<count).map(UInt64.init))
+        }
+    }
+
+    @Test("a wildcard listener advertises a dialable address, or the configured one")
+    func advertisedAddresses() async throws {
+        var config = TCPTransport.Configuration()
+        config.clusterKey = ClusterKey.random()       // beyond loopback needs a key
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport, on: .tcp(host: "0.0.0.0", port: 0))
+            guard case .tcp(let host, let port) = listener.address else { Issue.record("not tcp"); return }
+            #expect(host != "0.0.0.0" && port != 0, "advertised \(listener.address)")
+            let conn = try await transport.connect(to: listener.address)
+            let (received, _) = collect(conn)
+            try conn.send(envelope(1))
+            #expect(try await received.first("an echo through the advertised address") == envelope(1))
+            listener.close()
+        }
+        config.advertisedAddress = .tcp(host: "spindle.example", port: 0)
+        try await withTransport(config) { transport, _ in
+            let listener = try await listenEcho(transport, on: .tcp(host: "0.0.0.0", port: 0))
+            let bound = (listener as! TCPListener).boundAddress
+            guard case .tcp(_, let port) = bound else { Issue.record("not tcp"); return }
+            #expect(listener.address == .tcp(host: "spindle.example", port: port))
+            listener.close()
+        }
+        // Without a key, a wildcard is beyond loopback: refused.
+        _ = try await withTransport { transport, _ in
+            await #expect(throws: TransportError.self) { _ = try await listenEcho(transport, on: .tcp(host: "0.0.0.0", port: 0)) }
+        }
+    }
+
     @Test("closing a connection tells both handlers, locally and as closed by the peer")
     func closeReasons() async throws {
         try await withTransport { transport, _ in

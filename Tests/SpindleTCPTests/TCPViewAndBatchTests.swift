@@ -1,5 +1,5 @@
 import SpindleEventLoop
-import SpindleKernel
+@_spi(SpindleTransportInternals) import SpindleKernel
 import Testing
 @testable import SpindleTCP
 

@@ -28,7 +28,7 @@ struct TaskSchedulerTests {
 
     func reports(_ actions: [Action]) -> [(String?, TaskFailure)] {
         actions.compactMap {
-            if case .report(let t, let r) = $0 { return (t?.name, r) }
+            if case .report(let t, let r, _) = $0 { return (t?.name, r) }
             return nil
         }
     }
@@ -239,5 +239,23 @@ struct TaskSchedulerTests {
         #expect(s.allWorkersDead)
         #expect(s.enqueue([ScriptTask(name: "late")], priority: .normal, cancel: CancelSwitch(),
                           deadline: nil, now: clock.now()).accepted == 0)
+    }
+
+    @Test("prefetchTarget: a worker holds as many tasks as it runs in the target time")
+    func adaptivePrefetch() {
+        var s = Scheduler(kind: ScriptKind(recorder: recorder), workers: 1, prefetch: 64,
+                          prefetchTarget: .milliseconds(1))
+        _ = s.startWorkers()
+        _ = s.enqueue((0..<200).map { ScriptTask(name: "t\($0)") }, priority: .normal, cancel: CancelSwitch(),
+                      deadline: nil, now: clock.now())
+        var batch = dispatched(s.workerReady(w0, now: clock.now())).first?.1 ?? []
+        #expect(batch.count == 1, "one task until the first answer tells how long tasks take")
+        clock.advance(by: .microseconds(10))
+        batch = dispatched(answer(&s, w0, batch)).first?.1 ?? []
+        #expect(batch.count == 64, "10 µs a task: the full prefetch of 64 fits in 1 ms")
+        clock.advance(by: .milliseconds(64))
+        batch = dispatched(answer(&s, w0, batch)).first?.1 ?? []
+        // The moving average is now 0.75 × 10 µs + 0.25 × 1 ms = 257.5 µs a task.
+        #expect(batch.count == 3, "1 ms a task lately: only what fits in 1 ms")
     }
 }

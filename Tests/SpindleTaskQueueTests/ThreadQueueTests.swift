@@ -100,7 +100,7 @@ struct ThreadQueueTests {
         let before = ScriptProbe.broadcasts.load(ordering: .relaxed)
         // Wait until all three are started so all three receive it.
         #expect(await waitFor { queue.snapshot().workers.allSatisfy { $0.state == .idle } })
-        queue.broadcast("hello")
+        try queue.broadcast("hello")
         #expect(await waitFor { ScriptProbe.broadcasts.load(ordering: .relaxed) - before >= 3 })
         await queue.shutdown()
     }

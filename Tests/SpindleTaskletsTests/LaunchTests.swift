@@ -2,6 +2,10 @@ import SpindleTasklets
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension TaskletTests {
     @Suite struct Launch {
         struct Partial: Sendable { var sum = 0; var lane = -1 }
@@ -74,37 +78,71 @@ extension TaskletTests {
             await pool.shutdown()
         }
 
-        @Test func nestedLaunchOnTheSamePoolIsRefusedNotDeadlocked() async throws {
-            let pool = TaskletPool()
-            _ = try blocking { try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in
-                #expect(throws: TaskletError.self) {
-                    _ = try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in }
-                }
-                try coord.parallelForWorkers { w in
-                    #expect(throws: TaskletError.self) {
-                        _ = try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in }
+        @Test func nestedLaunchOnTheSamePoolRunsInlineOnTheCallingLane() async throws {
+            let pool = TaskletPool(configuration: .init(threadName: "tl-nested"))
+            let fromLanes = Atomic<Int>(0)
+            let result = try blocking { try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { coord in
+                let me = pthread_self()
+                // From the coordinator: 3 lanes, run one after another on this thread.
+                let inner = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { inner in
+                    try inner.parallelForWorkers { w in
+                        w.scratch = pthread_equal(pthread_self(), me) != 0 ? w.lane : -1
                     }
+                    return (0..<inner.dataWorkerCount).map { inner.dataScratch($0) }
                 }
+                #expect(inner == [1, 2], "both data lanes ran, on the calling thread")
+                // From a data lane: a nested loop on the same pool.
+                try coord.parallelForWorkers { w in
+                    let sum = try? Tasklet.parallelReduce(0..<1_000, identity: 0, combine: +, lanes: 4, pool: pool) { chunk in
+                        chunk.reduce(0, +)
+                    }
+                    if sum == 499_500 { fromLanes.add(1, ordering: .relaxed) }
+                }
+                coord.setOutput([UInt8(inner.count)])
             } }
+            #expect(result.output == [2])
+            #expect(fromLanes.load(ordering: .relaxed) == 1)
+            #expect(pool.threadCount == 1, "nested launches start no thread")
             await pool.shutdown()
         }
 
-        @Test func nestedLaunchThroughAnotherPoolIsStillRefused() async throws {
+        @Test func aBarrierInANestedLaunchFailsInsteadOfHanging() async throws {
+            let pool = TaskletPool()
+            let (error, timedOut) = withWatchdog { cancellation -> String in
+                do {
+                    return try pool.launch(workers: 2, shared: 0, scratch: { _ in 0 }, cancellation: cancellation) { _ -> String in
+                        do {
+                            _ = try pool.launch(workers: 3, shared: 0, scratch: { _ in 0 }) { inner in
+                                try inner.parallelForWorkers { w in try w.barrier() }
+                            }
+                            return "no error"
+                        } catch {
+                            return "\(error)"
+                        }
+                    }
+                } catch {
+                    return "outer launch failed: \(error)"
+                }
+            }
+            #expect(!timedOut)
+            #expect(error.contains("barrier() in a nested launch"), "\(error)")
+            await pool.shutdown()
+        }
+
+        @Test func nestedLaunchThroughAnotherPoolRunsInline() async throws {
             let outer = TaskletPool()
             let inner = TaskletPool()
-            let refused = Atomic<Int>(0)
+            let ran = Atomic<Int>(0)
             _ = try blocking { try outer.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in
                 // outer's coordinator launches on inner, whose coordinator (same thread)
-                // tries outer again: refused, not deadlocked. Launching on inner is fine.
+                // launches on outer again: that one runs inline rather than deadlocking.
                 _ = try inner.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in
-                    do throws(TaskletError) {
-                        _ = try outer.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { _ in }
-                    } catch {
-                        if case .invalidConfiguration = error { refused.add(1, ordering: .relaxed) }
+                    _ = try outer.launch(workers: 2, shared: 0, scratch: { _ in 0 }) { c in
+                        try c.parallelForWorkers { _ in ran.add(1, ordering: .relaxed) }
                     }
                 }
             } }
-            #expect(refused.load(ordering: .relaxed) == 1)
+            #expect(ran.load(ordering: .relaxed) == 1)
             await inner.shutdown()
             await outer.shutdown()
         }

@@ -1,3 +1,4 @@
+import SpindleSupport
 import SpindleTasklets
 import Synchronization
 import Testing
@@ -33,25 +34,13 @@ func withWatchdog<T>(seconds: Int = 30, _ body: (TaskletCancellation) throws -> 
     return (value, fired.load(ordering: .acquiring))
 }
 
-/// Runs `body(i)` on `count` fresh pthreads and waits for all of them.
+/// Runs `body(i)` on `count` fresh threads and waits for all of them.
 func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    final class Box {
-        let run: () -> Void
-        init(_ run: @escaping () -> Void) { self.run = run }
+    let threads = (0..<count).map { i in
+        // A test machine that cannot start a thread cannot run the test.
+        try! SpindleThread.start(name: "test-\(i)") { body(i) }
     }
-    var handles: [pthread_t] = []
-    for i in 0..<count {
-        let box = Unmanaged.passRetained(Box { body(i) }).toOpaque()
-        var handle = pthread_t()
-        let rc = pthread_create(&handle, nil, { raw in
-            let pointer: UnsafeMutableRawPointer? = raw
-            if let pointer { Unmanaged<Box>.fromOpaque(pointer).takeRetainedValue().run() }
-            return nil
-        }, box)
-        precondition(rc == 0, "pthread_create failed: \(rc)")
-        handles.append(handle)
-    }
-    for handle in handles { pthread_join(handle, nil) }
+    for thread in threads { thread.join() }
 }
 
 /// An error a lane throws on purpose.

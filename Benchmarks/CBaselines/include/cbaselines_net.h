@@ -12,6 +12,10 @@
 /// Returns the nanoseconds from the first send to the last echo, or a negative libuv error.
 int64_t cbaselines_net_pingpong(uint64_t round_trips, uint32_t payload_size);
 
+/// As `cbaselines_net_pingpong`, also writing each round trip's nanoseconds (send of the ping
+/// to arrival of its echo) to `latencies_ns[0..<round_trips]`.
+int64_t cbaselines_net_pingpong_latencies(uint64_t round_trips, uint32_t payload_size, uint64_t *latencies_ns);
+
 /// One-way pump: the client writes `frames` frames of `payload_size` bytes, encoding each into
 /// a batch buffer and writing batches (coalesced writes, at most two in flight); the server
 /// counts frames by parsing the length prefixes.

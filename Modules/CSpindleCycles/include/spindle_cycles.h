@@ -18,4 +18,7 @@ static inline uint64_t spindle_cycles(void) {
 /// uses the TSC as its clock source (so it found the counters in sync across cores). Else 0.
 int spindle_cycles_usable(void);
 
+/// The number of cores this process may run on (its CPU affinity; else the online cores), ≥ 1.
+int spindle_active_cores(void);
+
 #endif

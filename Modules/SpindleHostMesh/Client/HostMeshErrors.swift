@@ -22,12 +22,18 @@ public enum HostMeshError: Error, Sendable, Equatable, CustomStringConvertible {
 public enum ProcMeshError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The per-rank bootstrap function threw for `rank`; its error text.
     case bootstrapFailed(mesh: String, rank: Int, String)
+    /// The command of `rank` (program, arguments, environment) takes more bytes than the
+    /// client sends (`HostMesh.Configuration.maxBootstrapBytes`); nothing was started.
+    case bootstrapTooLarge(mesh: String, rank: Int, bytes: Int, limit: Int)
     /// The proc mesh name is malformed or already in use on this host mesh.
     case invalidName(String, problem: String)
     /// An agent refused to start the proc of `rank` (program not allowed, …).
     case spawnRefused(mesh: String, host: Address, rank: Int, SpawnRefusal)
-    /// An agent could not be asked (connection failed, no reply).
+    /// An agent could not be asked (connection failed, no reply, declared lost).
     case hostFailed(mesh: String, host: Address, LinkFailure)
+    /// The agent at `host` was lost (liveness bound, restart, closed session) while the
+    /// call waited on its procs.
+    case hostLost(mesh: String, host: Address, reason: String)
     /// A proc ended before it was ready; every rank's state at that moment.
     case procFailed(mesh: String, rank: Int, states: [ProcState])
     /// The mesh went quiet for the idle timeout before every proc was ready; every rank's
@@ -44,6 +50,9 @@ public enum ProcMeshError: Error, Sendable, Equatable, CustomStringConvertible {
         }
         switch self {
         case .bootstrapFailed(let m, let r, let e): return "proc mesh \"\(m)\": bootstrap for rank \(r) failed: \(e)"
+        case .bootstrapTooLarge(let m, let r, let b, let l):
+            return "proc mesh \"\(m)\": the command of rank \(r) takes \(b) bytes, above the limit of \(l)"
+        case .hostLost(let m, let h, let why): return "proc mesh \"\(m)\": agent \(h) lost: \(why)"
         case .invalidName(let n, let p): return "proc mesh name \"\(n)\": \(p)"
         case .spawnRefused(let m, let h, let r, let why): return "proc mesh \"\(m)\": agent \(h) refused rank \(r): \(why)"
         case .hostFailed(let m, let h, let f): return "proc mesh \"\(m)\": agent \(h): \(f)"

@@ -22,6 +22,12 @@ final class RankWaitDriver: Sendable {
         resumeIfDone { $0.record(rank: rank, state: s, now: now) }
     }
 
+    /// Records a rank's new state in its start number `restarts`.
+    func record(rank: Int, state s: ProcState, restarts: Int) {
+        let now = clock.now()
+        resumeIfDone { $0.record(rank: rank, state: s, restarts: restarts, now: now) }
+    }
+
     /// Every rank's last state so far.
     var snapshot: [ProcState] { state.withLock { $0.wait.snapshot } }
 

@@ -14,51 +14,57 @@ import SpindleKernel
 public final class MeshProc: Sendable {
     /// Who the proc is and where its agent and client are.
     public let environment: ProcEnvironment
-    /// The config snapshot installed on the agent when the proc connected.
+    /// The config snapshot of the proc's client, as installed when the proc connected.
     public let config: ConfigSnapshot
-    let link: ControlLink
+    let channel: ControlChannel
 
-    private init(environment: ProcEnvironment, config: ConfigSnapshot, link: ControlLink) {
+    private init(environment: ProcEnvironment, config: ConfigSnapshot, channel: ControlChannel) {
         self.environment = environment
         self.config = config
-        self.link = link
+        self.channel = channel
     }
+
+    deinit { channel.close() }
 
     /// The proc's rank in its mesh.
     public var rank: Int { environment.rank }
 
-    /// Connects to the agent, says hello and receives the installed config.
+    /// Connects to the agent over a reliable link, says hello (with `SPINDLE_PROC_TOKEN`) and
+    /// receives its client's config.
+    /// - Parameters:
+    ///   - livenessBound: how long the agent may stay silent before `waitForAgent` returns.
     /// - Throws: `MeshProcError` when the agent cannot be reached or refuses the proc.
     public static func connect(environment: ProcEnvironment, transport: any Transport,
-                               timeout: Duration = .seconds(10),
+                               timeout: Duration = .seconds(10), livenessBound: Duration = .seconds(5),
                                logger: Logger = Logger(label: "spindle.proc")) async throws(MeshProcError) -> MeshProc {
-        let connection: any TransportConnection
-        do {
-            connection = try await transport.connect(to: environment.agentAddress)
-        } catch {
-            throw .agentUnreachable(environment.agentAddress, error)
-        }
-        let link = ControlLink(connection: connection, logger: logger, onMessage: { link, message, correlation in
-            if correlation != 0 {
-                link.sendOrLog(.failure("a proc does not accept message kind \(message.kind)"), replyTo: correlation)
-            }
-        })
+        var configuration = ReliableLink.Configuration()
+        configuration.core.livenessBound = livenessBound
+        configuration.logger = logger
+        let channel = ControlChannel.connect(
+            over: transport, to: environment.agentAddress, configuration: configuration, logger: logger, failFast: true,
+            onMessage: { channel, message, correlation in
+                if correlation != 0 {
+                    channel.sendOrLog(.failure("a proc does not accept message kind \(message.kind)"), replyTo: correlation)
+                }
+            })
+        let hello = ProcHello(mesh: environment.mesh, rank: environment.rank, pid: currentPID(),
+                              token: environment.token ?? "")
         let reply: HostMeshMessage
         do {
-            reply = try await link.request(.procHello(mesh: environment.mesh, rank: environment.rank, pid: currentPID()),
-                                           timeout: timeout)
+            reply = try await channel.request(.procHello(hello), timeout: timeout)
         } catch {
-            link.close()
+            await channel.shutdown()
+            if case .transport(let e) = error { throw .agentUnreachable(environment.agentAddress, e) }
             throw .requestFailed(environment.agentAddress, error)
         }
         switch reply {
         case .procWelcome(let config):
-            return MeshProc(environment: environment, config: config, link: link)
+            return MeshProc(environment: environment, config: config, channel: channel)
         case .procRejected(let reason):
-            link.close()
+            await channel.shutdown()
             throw .rejected(environment.agentAddress, reason)
         default:
-            link.close()
+            await channel.shutdown()
             throw .rejected(environment.agentAddress, "unexpected reply kind \(reply.kind)")
         }
     }
@@ -66,17 +72,17 @@ public final class MeshProc: Sendable {
     /// Tells the agent the proc is ready; the client's spawn waits for this.
     public func announceReady() throws(MeshProcError) {
         do {
-            try link.send(.procReady(mesh: environment.mesh, rank: environment.rank))
+            try channel.send(.procReady(mesh: environment.mesh, rank: environment.rank))
         } catch {
-            throw .requestFailed(environment.agentAddress, .transport(error))
+            throw .requestFailed(environment.agentAddress, error)
         }
     }
 
-    /// Reads the agent's currently installed config snapshot.
+    /// Reads its client's currently installed config snapshot.
     public func fetchConfig(timeout: Duration = .seconds(10)) async throws(MeshProcError) -> ConfigSnapshot {
         let reply: HostMeshMessage
         do {
-            reply = try await link.request(.fetchConfig, timeout: timeout)
+            reply = try await channel.request(.fetchConfig, timeout: timeout)
         } catch {
             throw .requestFailed(environment.agentAddress, error)
         }
@@ -86,15 +92,17 @@ public final class MeshProc: Sendable {
         return c
     }
 
-    /// Waits until the agent's connection closes (the agent stopped or died).
+    /// Waits until the agent is gone: it closed the session (it stopped), was declared lost
+    /// (the liveness bound), or restarted.
     public func waitForAgent() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            link.onCloseOnce { c.resume() }
-        }
+        await channel.waitUntilPeerGone()
     }
 
-    /// Closes the connection to the agent.
-    public func close() { link.close() }
+    /// Closes the connection to the agent (gracefully).
+    public func close() { channel.close() }
+
+    /// Closes the connection and waits until it is closed.
+    public func shutdown() async { await channel.shutdown() }
 }
 
 /// Why a proc could not talk to its agent.

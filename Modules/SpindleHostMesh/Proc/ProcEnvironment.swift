@@ -16,6 +16,7 @@ import Glibc
 /// | `SPINDLE_AGENT_ADDR` | the agent's address (connect back here) |
 /// | `SPINDLE_CLIENT_ADDR` | the client's address, when the client gave one |
 /// | `SPINDLE_KEY_FILE` | the cluster key file, when the agent's transport uses one |
+/// | `SPINDLE_PROC_TOKEN` | this start of the proc (its hello must carry it) |
 public struct ProcEnvironment: Sendable, Hashable, CustomStringConvertible {
     public static let meshVariable = "SPINDLE_MESH"
     public static let rankVariable = "SPINDLE_RANK"
@@ -25,6 +26,7 @@ public struct ProcEnvironment: Sendable, Hashable, CustomStringConvertible {
     public static let agentAddressVariable = "SPINDLE_AGENT_ADDR"
     public static let clientAddressVariable = "SPINDLE_CLIENT_ADDR"
     public static let keyFileVariable = "SPINDLE_KEY_FILE"
+    public static let tokenVariable = "SPINDLE_PROC_TOKEN"
 
     public var mesh: String
     public var rank: Int
@@ -34,9 +36,11 @@ public struct ProcEnvironment: Sendable, Hashable, CustomStringConvertible {
     public var agentAddress: Address
     public var clientAddress: Address?
     public var keyFile: String?
+    /// The token the agent gave this start of the proc; its hello must carry it.
+    public var token: String?
 
     public init(mesh: String, rank: Int, worldSize: Int, hostRank: Int, localRank: Int,
-                agentAddress: Address, clientAddress: Address? = nil, keyFile: String? = nil) {
+                agentAddress: Address, clientAddress: Address? = nil, keyFile: String? = nil, token: String? = nil) {
         self.mesh = mesh
         self.rank = rank
         self.worldSize = worldSize
@@ -45,6 +49,7 @@ public struct ProcEnvironment: Sendable, Hashable, CustomStringConvertible {
         self.agentAddress = agentAddress
         self.clientAddress = clientAddress
         self.keyFile = keyFile
+        self.token = token
     }
 
     /// Reads the variables from `environment`.
@@ -79,6 +84,7 @@ public struct ProcEnvironment: Sendable, Hashable, CustomStringConvertible {
             clientAddress = try address(c, Self.clientAddressVariable)
         }
         if let k = environment[Self.keyFileVariable], !k.isEmpty { keyFile = k }
+        if let t = environment[Self.tokenVariable], !t.isEmpty { token = t }
     }
 
     /// Reads the variables from this process's environment.
@@ -98,6 +104,7 @@ public struct ProcEnvironment: Sendable, Hashable, CustomStringConvertible {
         ]
         if let c = clientAddress { v[Self.clientAddressVariable] = c.description }
         if let k = keyFile { v[Self.keyFileVariable] = k }
+        if let t = token { v[Self.tokenVariable] = t }
         return v
     }
 

@@ -18,3 +18,14 @@ public struct BootstrapCommand: Sendable, Hashable, Codable, CustomStringConvert
         ([program] + arguments).joined(separator: " ")
     }
 }
+
+extension BootstrapCommand {
+    /// The bytes the command puts into a process's argv and environment (each string with its
+    /// NUL, each variable as `KEY=VALUE`): what `HostAgent.Limits.maxBootstrapBytes` bounds.
+    public var byteCount: Int {
+        var n = program.utf8.count + 1
+        for a in arguments { n += a.utf8.count + 1 }
+        for (k, v) in environment { n += k.utf8.count + v.utf8.count + 2 }
+        return n
+    }
+}

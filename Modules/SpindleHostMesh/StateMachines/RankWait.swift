@@ -15,6 +15,10 @@ public struct RankWait: Sendable {
         case allFinal
         /// Every rank reported at least once.
         case allReported
+        /// Every rank has started: `ready` (which `Readiness.started` reports as soon as the
+        /// process runs) or ended after it ran (`stopping`, `stopped`, `killed`); a rank that
+        /// could not start (`failed`, `hostLost`) fails the wait.
+        case allStarted
     }
 
     /// How a wait ended.
@@ -30,13 +34,21 @@ public struct RankWait: Sendable {
     public let goal: Goal
     public let idle: Duration
     public private(set) var states: [ProcState?]
+    /// Each rank's restart count as last reported: a report of a later start replaces even a
+    /// final state, and a report of an earlier one is ignored.
+    public private(set) var generations: [Int]
     public private(set) var deadline: MonotonicInstant
     public private(set) var outcome: Outcome?
 
-    public init(goal: Goal, ranks: Int, idle: Duration, now: MonotonicInstant, initial: [ProcState?]? = nil) {
+    /// - Parameters:
+    ///   - initial: each rank's state when the wait begins (nil entries: not heard from).
+    ///   - generations: each rank's restart count in `initial`.
+    public init(goal: Goal, ranks: Int, idle: Duration, now: MonotonicInstant, initial: [ProcState?]? = nil,
+                generations: [Int]? = nil) {
         self.goal = goal
         self.idle = idle
         self.states = initial ?? Array(repeating: nil, count: ranks)
+        self.generations = generations ?? Array(repeating: 0, count: self.states.count)
         self.deadline = now + idle
         if ranks == 0 { outcome = .reached([]) } else { check() }
     }
@@ -48,9 +60,18 @@ public struct RankWait: Sendable {
     /// - Returns: the outcome if this update ended the wait.
     @discardableResult
     public mutating func record(rank: Int, state: ProcState, now: MonotonicInstant) -> Outcome? {
+        record(rank: rank, state: state, restarts: generations.indices.contains(rank) ? generations[rank] : 0, now: now)
+    }
+
+    /// A rank's state changed in its start number `restarts`: record it and re-arm the idle
+    /// timeout. A final state is never replaced by a report of the same or an earlier start.
+    /// - Returns: the outcome if this update ended the wait.
+    @discardableResult
+    public mutating func record(rank: Int, state: ProcState, restarts: Int, now: MonotonicInstant) -> Outcome? {
         guard outcome == nil, states.indices.contains(rank) else { return nil }
-        // A final state is never replaced by an older, non-final report.
-        if let old = states[rank], old.isTerminal, !state.isTerminal { return nil }
+        if restarts < generations[rank] { return nil }
+        if restarts == generations[rank], let old = states[rank], old.isTerminal, !state.isTerminal { return nil }
+        generations[rank] = restarts
         states[rank] = state
         deadline = now + idle
         check(changed: rank)
@@ -77,6 +98,12 @@ public struct RankWait: Sendable {
             if states.allSatisfy({ $0?.isTerminal == true }) { outcome = .reached(snapshot) }
         case .allReported:
             if states.allSatisfy({ $0 != nil }) { outcome = .reached(snapshot) }
+        case .allStarted:
+            if let r = changed, let s = states[r], s.isTerminal, !s.hasStarted {
+                outcome = .rankFailed(rank: r, snapshot)
+            } else if states.allSatisfy({ $0.map { $0.hasStarted && $0 != .running } == true }) {
+                outcome = .reached(snapshot)
+            }
         }
     }
 }

@@ -67,9 +67,7 @@ final class IDGenerator: Sendable {
     private let state = Mutex(State())
 
     func next() -> RawID128 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let now = UInt64(ts.tv_sec) &* 1000 &+ UInt64(ts.tv_nsec) / 1_000_000
+        let now = SystemClock().wallNanoseconds() / 1_000_000
         return state.withLock { s in
             // Never go backwards inside one process, even when wall time steps back:
             // keep the last millisecond and count on.

@@ -1,5 +1,6 @@
 import DequeModule
 import Logging
+import Metrics
 import Synchronization
 
 /// Exactly-once, in-order messaging to one peer over any `Transport`, surviving reconnects.
@@ -40,8 +41,8 @@ public final class ReliableLink: Sendable {
         /// tick. (Every link of the process shares one timer, which sleeps until the earliest
         /// link deadline: the next ack, heartbeat, liveness check, reconnect or timeout.)
         public var tickInterval: Duration
-        /// When false, the shared timer never wakes this link: call `tick()` yourself (tests on
-        /// a ManualClock).
+        /// When false, nothing wakes this link: call `tick()` yourself. (On a `ManualClock` with
+        /// this on, the link sleeps on that clock, so advancing the clock ticks it.)
         public var automaticTicks: Bool
         /// Largest frame the link sends; larger messages are refused by `send`. Once connected,
         /// the connection's own `maximumFrameSize` lowers it when smaller.
@@ -66,6 +67,8 @@ public final class ReliableLink: Sendable {
         public var maximumSessions: Int
         /// Where refused connections are logged (once per peer, then at powers of ten).
         public var logger: Logger
+        /// Where the `spindle_link_*` metrics go (nil: the global `MetricsSystem`).
+        public var metricsFactory: (any MetricsFactory)? = nil
 
         public init(core: ReliableLinkCore.Configuration = .init(), clock: any SpindleClock = SystemClock(),
                     tickInterval: Duration = .milliseconds(5), automaticTicks: Bool = true,
@@ -154,6 +157,7 @@ public final class ReliableLink: Sendable {
     /// none); lets hot paths skip rescheduling when the timer will wake it soon enough.
     private let scheduledWake = Atomic<UInt64>(0)
     private let wallClock = SystemClock()
+    private let metrics: LinkMetrics
 
     init(role: ReliableLinkCore.Role, session: SessionID, transport: any Transport, remote: Address?,
          configuration: Configuration, handler: Handler?) {
@@ -168,6 +172,7 @@ public final class ReliableLink: Sendable {
         self.coarseNow = Atomic(configuration.clock.now().nanoseconds)
         state = Mutex(State(core: ReliableLinkCore(role: role, session: session, configuration: configuration.core)))
         handlerSlot = HandlerSlot(handler)
+        metrics = LinkMetrics(role: role, factory: configuration.metricsFactory)
     }
 
     /// Opens the initiating end of a new session to the `ReliableListener` at `address`.
@@ -396,9 +401,12 @@ public final class ReliableLink: Sendable {
     }
 
     /// Closes the link (gracefully, see `close`) and waits until it is closed and its
-    /// background tasks have finished. With `automaticTicks` off the close is immediate.
+    /// background tasks have finished. With `automaticTicks` off, or on a clock other than the
+    /// system's, the close is immediate.
     public func shutdown() async {
-        if configuration.automaticTicks { close() } else { abort() }
+        // Graceful only where time passes by itself: on a manual clock nobody may advance
+        // the clock past `closeTimeout` for us.
+        if configuration.automaticTicks && onSystemClock { close() } else { abort() }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let closed = state.withLock { s -> Bool in
                 if s.core.phase == .closed { return true }
@@ -409,6 +417,10 @@ public final class ReliableLink: Sendable {
         }
         closeConnectionIfClosed()
         if let id = timerID.withLock({ $0 }) { LinkTimer.shared.cancel(id) }
+        ownClockWake.withLock { w in
+            w?.task.cancel()
+            w = nil
+        }
         let tasks: [Task<Void, Never>] = state.withLock { s in
             s.shutDown = true
             return Array(s.tasks.values)
@@ -557,14 +569,38 @@ public final class ReliableLink: Sendable {
     /// is already due to wake sooner.
     private func schedule(_ deadline: MonotonicInstant?, now: MonotonicInstant) {
         guard let deadline, configuration.automaticTicks else { return }
+        guard onSystemClock else { return scheduleOnOwnClock(deadline) }
         let delay = max(deadline - now, configuration.tickInterval)
-        // A link on another clock than the system's still gets looked at every second.
-        let wake = wallClock.now() + min(delay, .seconds(1))
+        let wake = wallClock.now() + delay
         let current = scheduledWake.load(ordering: .relaxed)
         if current != 0 && current <= wake.nanoseconds { return }
         guard let id = timerID.withLock({ $0 }) else { return }
         scheduledWake.store(wake.nanoseconds, ordering: .relaxed)
         LinkTimer.shared.schedule(id, at: wake)
+    }
+
+    /// True when the link's clock is the system's: the shared timer wakes it. A link on another
+    /// clock (a `ManualClock` in a test) sleeps on that clock instead, so advancing it ticks the
+    /// link.
+    private var onSystemClock: Bool { configuration.clock is SystemClock }
+
+    /// The pending sleep of a link on its own clock: its deadline and the task sleeping.
+    private let ownClockWake = Mutex<(deadline: MonotonicInstant, task: Task<Void, Never>)?>(nil)
+
+    /// Sleeps on the link's clock until `deadline` (unless already sleeping until earlier), then ticks.
+    private func scheduleOnOwnClock(_ deadline: MonotonicInstant) {
+        let clock = self.clock
+        let replaced: Task<Void, Never>?? = ownClockWake.withLock { w in
+            if let current = w, current.deadline <= deadline { return .none }
+            let task = Task { [weak self] in
+                guard (try? await clock.sleep(until: deadline)) != nil, let self else { return }
+                self.ownClockWake.withLock { w in if w?.deadline == deadline { w = nil } }
+                self.tick()
+            }
+            defer { w = (deadline, task) }
+            return .some(w?.task)
+        }
+        if case .some(let old?) = replaced { old.cancel() }
     }
 
     /// Sets the handler of an accepted link; called once, before its first connection is attached.
@@ -739,14 +775,17 @@ public final class ReliableLink: Sendable {
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onDeliver(e)
                 case .undeliverable(let es, let why):
+                    metrics.returned(es.count, why)
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onUndeliverable(es, why)
                 case .notify(let event):
+                    metrics.event(event)
                     if handler == nil { handler = handlerSlot.handler }
                     handler?.onEvent?(event)
                 case .closeConnection:
                     connection?.close()
                 case .connect:
+                    metrics.connectAttempts.increment()
                     startConnecting()
                 }
             }
@@ -804,8 +843,10 @@ public final class ReliableLink: Sendable {
     /// Joins the shared timer (with `automaticTicks`) and schedules the first tick.
     func startTicking() {
         guard configuration.automaticTicks else { return }
-        let id = LinkTimer.shared.register(self)
-        timerID.withLock { $0 = id }
+        if onSystemClock {
+            let id = LinkTimer.shared.register(self)
+            timerID.withLock { $0 = id }
+        }
         let now = clock.now()
         schedule(state.withLock { $0.core.nextDeadline() } ?? now, now: now)
     }

@@ -1,4 +1,5 @@
 import DequeModule
+import SpindleSupport
 
 /// The reliable-link protocol as a value-type state machine: events in, actions out, no I/O.
 ///
@@ -213,6 +214,8 @@ public struct ReliableLinkCore: Sendable {
 
     /// - Parameters:
     ///   - role: `.initiator` starts by asking to `.connect`; `.acceptor` waits for a hello.
+    ///   - session: the session both sides name in their hellos.
+    ///   - configuration: timeouts, bounds and the liveness settings.
     ///   - incarnation: this side's first incarnation; nil draws a random one (pass a fixed
     ///     value only for deterministic tests: a restarted process must get a new one).
     public init(role: Role, session: SessionID, configuration: Configuration = Configuration(),

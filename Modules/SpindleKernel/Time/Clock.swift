@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -8,7 +9,7 @@ import Darwin
 
 /// A point on a monotonic nanosecond time line. Only differences between instants of the same
 /// clock mean anything.
-public struct MonotonicInstant: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+public struct MonotonicInstant: Hashable, Comparable, Sendable, Codable, CustomStringConvertible, InstantProtocol {
     public var nanoseconds: UInt64
 
     @inlinable
@@ -39,6 +40,10 @@ public struct MonotonicInstant: Hashable, Comparable, Sendable, Codable, CustomS
     }
 
     public var description: String { "t+\(nanoseconds)ns" }
+
+    // InstantProtocol, so the kernel's clocks are Swift `Clock`s.
+    public func advanced(by duration: Duration) -> MonotonicInstant { self + duration }
+    public func duration(to other: MonotonicInstant) -> Duration { other - self }
 }
 
 extension Duration {
@@ -55,30 +60,49 @@ extension Duration {
 }
 
 /// The clock every Spindle module takes as a parameter. No module reads time any other way.
+///
+/// Every clock can sleep: on `SystemClock` `sleep(for:)` waits real time, on `ManualClock` it
+/// returns when a test has advanced the clock far enough. `asClock` adapts any of them to
+/// Swift's `Clock` protocol (whose `now` is a property, where this protocol's is a method).
 public protocol SpindleClock: Sendable {
     /// Monotonic time: never goes backwards.
     func now() -> MonotonicInstant
     /// Wall-clock time in nanoseconds since the Unix epoch; may step backwards. Used only as the
     /// physical part of hybrid logical clock stamps.
     func wallNanoseconds() -> UInt64
+    /// Suspends until `deadline` on this clock.
+    /// - Throws: `CancellationError` when the calling task is cancelled first.
+    func sleep(until deadline: MonotonicInstant) async throws
+}
+
+extension SpindleClock {
+    /// This clock as a Swift `Clock` (for APIs that take one: `Task.sleep(for:clock:)`,
+    /// AsyncAlgorithms' timers, …).
+    public var asClock: SpindleSwiftClock { SpindleSwiftClock(self) }
+
+    /// Suspends for `duration` on this clock.
+    /// - Throws: `CancellationError` when the calling task is cancelled first.
+    public func sleep(for duration: Duration) async throws {
+        try await sleep(until: now() + duration)
+    }
 }
 
 /// The system clocks: `CLOCK_MONOTONIC` and `CLOCK_REALTIME`.
 public struct SystemClock: SpindleClock {
     public init() {}
 
-    @inlinable
-    public func now() -> MonotonicInstant {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return MonotonicInstant(nanoseconds: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec))
+    public func sleep(until deadline: MonotonicInstant) async throws {
+        let left = deadline - now()
+        if left > .zero { try await Task.sleep(for: left) }
+        try Task.checkCancellation()
     }
 
-    public func wallNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    @inlinable
+    public func now() -> MonotonicInstant {
+        MonotonicInstant(nanoseconds: monotonicNanoseconds())
     }
+
+    public func wallNanoseconds() -> UInt64 { wallClockNanoseconds() }
 }
 
 /// A clock that moves only when a test tells it to. Thread-safe.
@@ -86,11 +110,54 @@ public struct SystemClock: SpindleClock {
 /// Its monotonic time and its wall time are separate so a test can step wall time backwards
 /// (to exercise the hybrid logical clock) while monotonic time only advances.
 public final class ManualClock: SpindleClock {
+    private struct Sleeper {
+        var deadline: UInt64
+        var continuation: CheckedContinuation<Void, any Error>
+    }
     private struct State {
         var mono: UInt64
         var wall: UInt64
+        var sleepers: [UInt64: Sleeper] = [:]
+        var nextSleeper: UInt64 = 0
     }
     private let state: Mutex<State>
+
+    /// Suspends until a test advances the clock to `deadline` (returns at once if it is not
+    /// later than now).
+    /// - Throws: `CancellationError` when the calling task is cancelled first.
+    public func sleep(until deadline: MonotonicInstant) async throws {
+        let id = state.withLock { s -> UInt64 in
+            s.nextSleeper += 1
+            return s.nextSleeper
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let ready = state.withLock { s -> Bool in
+                    if deadline.nanoseconds <= s.mono { return true }
+                    s.sleepers[id] = Sleeper(deadline: deadline.nanoseconds, continuation: c)
+                    return false
+                }
+                if ready { c.resume() }
+            }
+        } onCancel: {
+            let sleeper = state.withLock { $0.sleepers.removeValue(forKey: id) }
+            sleeper?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// How many tasks are sleeping on this clock (a test may wait for them to arrive before
+    /// advancing).
+    public var sleeperCount: Int { state.withLock { $0.sleepers.count } }
+
+    /// Resumes the sleepers whose deadline has come (call after moving time).
+    private func wakeDue() {
+        let due = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            let ready = s.sleepers.filter { $0.value.deadline <= s.mono }
+            for key in ready.keys { s.sleepers.removeValue(forKey: key) }
+            return ready.sorted { $0.value.deadline < $1.value.deadline }.map(\.value.continuation)
+        }
+        for c in due { c.resume() }
+    }
 
     /// - Parameters:
     ///   - start: the initial monotonic instant.
@@ -115,6 +182,7 @@ public final class ManualClock: SpindleClock {
             $0.mono &+= UInt64(n)
             $0.wall &+= UInt64(n)
         }
+        wakeDue()
     }
 
     /// Moves monotonic time to `instant` if it is later than now.
@@ -125,10 +193,26 @@ public final class ManualClock: SpindleClock {
                 s.mono = instant.nanoseconds
             }
         }
+        wakeDue()
     }
 
     /// Sets wall time, which may go backwards (monotonic time is unchanged).
     public func setWall(_ nanoseconds: UInt64) {
         state.withLock { $0.wall = nanoseconds }
+    }
+}
+
+/// A `SpindleClock` seen as a Swift `Clock`.
+public struct SpindleSwiftClock: Clock {
+    public typealias Instant = MonotonicInstant
+    public let base: any SpindleClock
+
+    public init(_ base: any SpindleClock) { self.base = base }
+
+    public var now: MonotonicInstant { base.now() }
+    public var minimumResolution: Duration { .nanoseconds(1) }
+
+    public func sleep(until deadline: MonotonicInstant, tolerance: Duration?) async throws {
+        try await base.sleep(until: deadline)
     }
 }

@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// Standing fault rates for the in-process transport, applied to every envelope sent.
@@ -116,18 +117,5 @@ struct EndpointPair: Hashable {
     let second: String
     init(_ a: String, _ b: String) {
         if a <= b { first = a; second = b } else { first = b; second = a }
-    }
-}
-
-/// SplitMix64: a small, fast, seedable generator for reproducible fault decisions and jitter.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

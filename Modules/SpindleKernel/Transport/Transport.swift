@@ -140,6 +140,11 @@ public struct ConnectionHandler: Sendable {
 }
 
 /// One bidirectional, FIFO, envelope-carrying connection.
+///
+/// A third-party transport implements `send`, `start`, `close` and the properties it has an
+/// answer for; the fast paths between a reliable link and SpindleTCP (`send(encodedFrames:)`,
+/// `deliversDuringSend`, pulled writes) are SPI (`@_spi(SpindleTransportInternals)`) with
+/// defaults that are correct for any transport.
 public protocol TransportConnection: AnyObject, Sendable {
     /// This side's address.
     var localAddress: Address { get }
@@ -167,6 +172,7 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// - Throws: `TransportError.invalidFrames` when the bytes are not whole frames (nothing is
     ///   queued), `.frameTooLarge` when one exceeds the connection's limit, `.closed` once the
     ///   connection has closed.
+    @_spi(SpindleTransportInternals)
     func send(encodedFrames frames: UnsafeRawBufferPointer) throws(TransportError)
 
     /// The largest frame (prefix, header and payload) this connection carries; a larger
@@ -181,10 +187,12 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// handler might take must then send only after releasing it; when false, sends only
     /// queue and may be made under such a lock. The default is true (the safe answer for a
     /// transport that does not say); SpindleTCP's connections say false.
+    @_spi(SpindleTransportInternals)
     var deliversDuringSend: Bool { get }
 
     /// True when `requestWritePull` is supported. The default is false; SpindleTCP's
     /// connections say true.
+    @_spi(SpindleTransportInternals)
     var supportsWritePulls: Bool { get }
 
     /// Asks the connection to call `pull` once, on the thread that writes its stream, before
@@ -195,6 +203,7 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// pull instead of once per message. `pull` never runs inside this call.
     /// - Returns: false when `pull` will not run: the connection does not support pulls (the
     ///   default) or refuses writes (it is closing; its `onClose` says why).
+    @_spi(SpindleTransportInternals)
     func requestWritePull(_ pull: @escaping @Sendable () -> Void) -> Bool
 
     /// Suspends while the connection's write queue is above its high watermark and returns when
@@ -248,12 +257,15 @@ extension TransportConnection {
 
     public var peerNode: NodeID? { nil }
 
+    @_spi(SpindleTransportInternals)
     public var deliversDuringSend: Bool { true }
 
     public var maximumFrameSize: Int { FrameLayout.largestFrameSize }
 
+    @_spi(SpindleTransportInternals)
     public var supportsWritePulls: Bool { false }
 
+    @_spi(SpindleTransportInternals)
     public func requestWritePull(_ pull: @escaping @Sendable () -> Void) -> Bool { false }
 
     public func send(contentsOf envelopes: [Envelope]) throws(TransportError) {
@@ -261,6 +273,7 @@ extension TransportConnection {
     }
 
     /// Decodes the frames and sends the envelopes with `send(contentsOf:)`.
+    @_spi(SpindleTransportInternals)
     public func send(encodedFrames frames: UnsafeRawBufferPointer) throws(TransportError) {
         let envelopes: [Envelope]
         do {

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 
 /// Everything an op receives when it is dispatched, grouped by concern:
 ///
@@ -15,10 +16,10 @@ import SpindleKernel
 /// ```
 /// It belongs to one node and is only valid on the node's thread during a dispatch.
 public final class NodeContext {
-    public var peers: PeerContext
-    public var net: NetContext
-    public var time: TimeContext
-    public var syscalls: SyscallState
+    var peers: PeerContext
+    var net: NetContext
+    var time: TimeContext
+    var syscalls: SyscallState
     public var bus: TypedBus
     public let ingress: Ingress
     // `siblings` and `current` are written only by the engine (internal setters), on the node's
@@ -51,7 +52,7 @@ public final class NodeContext {
             serialize: SerializeQueues(capacityPerName: c.namedQueueCapacity),
             hold: HoldTable(capacityPerName: c.namedQueueCapacity),
             records: RecordRings(capacityPerName: c.recordCapacity),
-            rng: SeededRandom(seed: c.seed))
+            rng: SplitMix64(seed: c.seed))
         bus = TypedBus()
         ingress = Ingress(capacities: [.network: c.ingressCapacity, .completions: c.completionIngressCapacity,
                                        .control: c.controlIngressCapacity],

@@ -1,7 +1,7 @@
 import SpindleKernel
 
 /// What a matured timer does.
-public enum TimerPayload: Sendable, Equatable {
+enum TimerPayload: Sendable, Equatable {
     /// Completes a pending command (Sleep, After) with the outputs it parked.
     case complete(CommandID)
     /// Calls `timerFired(kind:)` on the component at slot index `slot`.
@@ -9,6 +9,6 @@ public enum TimerPayload: Sendable, Equatable {
 }
 
 /// Time state: the node's bounded timer heap.
-public struct TimeContext: Sendable {
-    public var timers: TimerHeap<TimerPayload>
+struct TimeContext: Sendable {
+    var timers: TimerHeap<TimerPayload>
 }

@@ -103,6 +103,23 @@ public final class Node {
 
     /// Async ops waiting for completion.
     public var pendingAsyncCount: Int { engine.pending.count }
+
+    /// The smoothed round trip to `peer` for calls of `endpoint` (`"op NAME"` or `"site NAME"`),
+    /// as the node measures it to size wire deadlines; nil before the first answer.
+    public func roundTrip(to peer: NodeID, endpoint: String) -> RoundTrip? {
+        guard let e = context.net.rtt.estimate(for: RttTarget(peer: peer, endpoint: endpoint)), e.samples > 0 else { return nil }
+        return RoundTrip(smoothed: .nanoseconds(Int64(e.srtt)), variation: .nanoseconds(Int64(e.rttvar)), samples: e.samples)
+    }
+
+    /// A measured round trip (RFC 6298 smoothing).
+    public struct RoundTrip: Sendable, Equatable {
+        /// The smoothed round-trip time.
+        public var smoothed: Duration
+        /// Its mean deviation.
+        public var variation: Duration
+        /// Answers it was computed from.
+        public var samples: Int
+    }
 }
 
 extension Engine {

@@ -13,7 +13,8 @@ public struct NodeConfiguration: Sendable {
     public var defaultAsyncDeadline: Duration = .seconds(30)
     /// Requests in flight per peer; a call beyond it fails at once (`peerUnavailable`).
     public var perPeerConcurrency = 4096
-    public var backoff = BackoffTable.Configuration()
+    /// How long a peer that failed is left alone.
+    public var backoff = Backoff()
     /// Consecutive failures after which the governor marks a peer down.
     public var failuresUntilDown = 3
     /// Backoff notices sent per peer per overload episode before dropping silently.
@@ -28,7 +29,8 @@ public struct NodeConfiguration: Sendable {
     public var defaultWireTimeout: Duration = .seconds(5)
     /// Wire deadline = RTT budget (srtt + 4·rttvar) × this factor, when the op names none.
     public var wireBudgetFactor: Double = 4
-    public var suspicion = PhiAccrualDetector.Configuration()
+    /// When a called peer becomes suspected (φ-accrual failure detection).
+    public var suspicion = Suspicion()
     /// A peer this node calls is sent a heartbeat when nothing was heard from it for this
     /// long; its answers feed the failure detector. Only peers this node calls are watched:
     /// a client that goes quiet is never declared down.
@@ -62,4 +64,31 @@ public struct NodeConfiguration: Sendable {
     public var failureDetailCap = 512
 
     public init() {}
+
+    /// Per-peer exponential backoff: after the n-th consecutive failure a peer is left alone
+    /// for `base · 2^(n-1)`, capped at `cap`, shortened by up to `jitter` at random.
+    public struct Backoff: Sendable {
+        public var base: Duration = .milliseconds(50)
+        public var cap: Duration = .seconds(10)
+        /// Fraction in [0, 1] by which a delay may be shortened at random.
+        public var jitter: Double = 0.2
+        public init() {}
+    }
+
+    /// φ-accrual failure detection of the peers this node calls.
+    public struct Suspicion: Sendable {
+        /// φ above which a peer is suspected (8: about one false suspicion in 10⁸ intervals).
+        public var threshold: Double = 8
+        /// Inter-arrival samples kept per peer.
+        public var window: Int = 100
+        /// Floor for the standard deviation, so a perfectly regular peer is not suspected at
+        /// the first jitter.
+        public var minimumDeviation: Duration = .milliseconds(100)
+        /// Samples needed before φ is computed.
+        public var minimumSamples: Int = 2
+        /// Added to the mean interval: a pause this long beyond the usual rhythm is not yet
+        /// suspicious (a GC pause, a busy loop turn).
+        public var acceptablePause: Duration = .seconds(3)
+        public init() {}
+    }
 }

@@ -3,28 +3,28 @@ import SpindleKernel
 
 /// Remembers recently seen inbound messages (by sender and sequence) so duplicates are
 /// dropped. The window is bounded in count and in age; the oldest entries are evicted first.
-public struct InboundDedup: Sendable {
+struct InboundDedup: Sendable {
     struct Key: Hashable {
         var source: NodeID
         var sequence: UInt64
     }
 
-    public let capacity: Int
-    public let maxAge: Duration
+    let capacity: Int
+    let maxAge: Duration
     private var seen: Set<Key> = []
     private var order: Deque<(Key, MonotonicInstant)> = []
     /// Duplicates dropped.
-    public private(set) var duplicates: UInt64 = 0
+    private(set) var duplicates: UInt64 = 0
 
-    public init(capacity: Int, maxAge: Duration) {
+    init(capacity: Int, maxAge: Duration) {
         self.capacity = max(1, capacity)
         self.maxAge = maxAge
     }
 
-    public var count: Int { seen.count }
+    var count: Int { seen.count }
 
     /// Records the message; false (and counted) when it was already seen inside the window.
-    public mutating func admit(source: NodeID, sequence: UInt64, now: MonotonicInstant) -> Bool {
+    mutating func admit(source: NodeID, sequence: UInt64, now: MonotonicInstant) -> Bool {
         evict(now: now)
         let key = Key(source: source, sequence: sequence)
         guard seen.insert(key).inserted else {
@@ -40,14 +40,14 @@ public struct InboundDedup: Sendable {
     }
 
     /// Forgets entries older than `maxAge`.
-    public mutating func evict(now: MonotonicInstant) {
+    mutating func evict(now: MonotonicInstant) {
         while let (key, at) = order.first, now - at > maxAge {
             order.removeFirst()
             seen.remove(key)
         }
     }
 
-    public func contains(source: NodeID, sequence: UInt64) -> Bool {
+    func contains(source: NodeID, sequence: UInt64) -> Bool {
         seen.contains(Key(source: source, sequence: sequence))
     }
 }

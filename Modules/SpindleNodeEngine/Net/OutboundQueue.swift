@@ -3,21 +3,21 @@ import SpindleKernel
 
 /// Envelopes waiting for the next outbound drain. Bounded: when full, the oldest envelope is
 /// dropped and counted, so a stalled transport cannot grow the node without limit.
-public struct OutboundQueue: Sendable {
-    public let capacity: Int
+struct OutboundQueue: Sendable {
+    let capacity: Int
     private var queue: Deque<Envelope> = []
     /// Envelopes dropped because the queue was full.
-    public private(set) var dropped: UInt64 = 0
+    private(set) var dropped: UInt64 = 0
 
-    public init(capacity: Int) {
+    init(capacity: Int) {
         self.capacity = max(1, capacity)
     }
 
-    public var count: Int { queue.count }
+    var count: Int { queue.count }
 
     /// Queues `envelope`; returns the envelope dropped to make room, if any.
     @discardableResult
-    public mutating func push(_ envelope: Envelope) -> Envelope? {
+    mutating func push(_ envelope: Envelope) -> Envelope? {
         var evicted: Envelope?
         if queue.count >= capacity {
             evicted = queue.removeFirst()
@@ -28,7 +28,7 @@ public struct OutboundQueue: Sendable {
     }
 
     /// Takes every queued envelope in FIFO order.
-    public mutating func drain() -> [Envelope] {
+    mutating func drain() -> [Envelope] {
         guard !queue.isEmpty else { return [] }
         let out = Array(queue)
         queue.removeAll(keepingCapacity: true)

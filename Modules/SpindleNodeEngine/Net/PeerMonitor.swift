@@ -10,14 +10,14 @@ import SpindleKernel
 ///                          └──── every interval ─┴─▶ nothing heard for an interval: heartbeat
 /// ```
 /// Peers that only call this node are never watched: a client that goes quiet is not down.
-public struct PeerMonitor: Sendable {
-    public struct Watched: Sendable, Equatable {
+struct PeerMonitor: Sendable {
+    struct Watched: Sendable, Equatable {
         /// When the peer was last heard from (any envelope, heartbeat answers included).
-        public var lastHeard: MonotonicInstant
+        var lastHeard: MonotonicInstant
         /// When a call last went to the peer.
-        public var lastUsed: MonotonicInstant
+        var lastUsed: MonotonicInstant
         /// When the last heartbeat was sent to it.
-        public var lastHeartbeat: MonotonicInstant?
+        var lastHeartbeat: MonotonicInstant?
         /// Whether the failure detector got a sample since the last check.
         var sampledSinceCheck = false
         /// Tells this watch's heap entries from those of an earlier, forgotten one.
@@ -33,14 +33,14 @@ public struct PeerMonitor: Sendable {
     private var checks = TimerHeap<Check>(capacity: .max)
     private var generation: UInt64 = 0
     /// Heartbeats sent over the node's life.
-    public private(set) var heartbeatsSent: UInt64 = 0
+    private(set) var heartbeatsSent: UInt64 = 0
 
-    public init() {}
+    init() {}
 
     /// The watched peers.
-    public var watched: [NodeID: Watched] { peers }
+    var watched: [NodeID: Watched] { peers }
 
-    public func isWatched(_ peer: NodeID) -> Bool { peers[peer] != nil }
+    func isWatched(_ peer: NodeID) -> Bool { peers[peer] != nil }
 
     /// A call goes to `peer`: watch it (the first time: as if just heard from, with a check
     /// one `interval` from now). Returns true when the peer is newly watched.

@@ -11,23 +11,10 @@ import Darwin
 /// peer was last heard of, relative to how regularly it is usually heard of. A peer becomes
 /// suspected when φ crosses the threshold and trusted again when it is heard of; each change
 /// is reported once.
-public struct PhiAccrualDetector: Sendable {
-    public struct Configuration: Sendable {
-        public var threshold: Double = 8
-        /// Inter-arrival samples kept per peer.
-        public var window: Int = 100
-        /// Floor for the standard deviation, so a perfectly regular peer is not suspected at
-        /// the first jitter.
-        public var minimumDeviation: Duration = .milliseconds(100)
-        /// Samples needed before φ is computed.
-        public var minimumSamples: Int = 2
-        /// Added to the mean interval: a pause this long beyond the usual rhythm is not yet
-        /// suspicious (a GC pause, a busy loop turn).
-        public var acceptablePause: Duration = .seconds(3)
-        public init() {}
-    }
+struct PhiAccrualDetector: Sendable {
+    typealias Configuration = NodeConfiguration.Suspicion
 
-    public enum Change: Sendable, Equatable {
+    enum Change: Sendable, Equatable {
         case suspected(NodeID)
         case trusted(NodeID)
     }
@@ -40,15 +27,15 @@ public struct PhiAccrualDetector: Sendable {
         var suspected = false
     }
 
-    public let configuration: Configuration
+    let configuration: Configuration
     private var peers: [NodeID: History] = [:]
 
-    public init(_ configuration: Configuration = .init()) {
+    init(_ configuration: Configuration = .init()) {
         self.configuration = configuration
     }
 
     /// `peer` was heard of at `now`; returns `.trusted` when it was suspected.
-    public mutating func heartbeat(_ peer: NodeID, at now: MonotonicInstant) -> Change? {
+    mutating func heartbeat(_ peer: NodeID, at now: MonotonicInstant) -> Change? {
         guard var h = peers[peer] else {
             peers[peer] = History(last: now)
             return nil
@@ -70,7 +57,7 @@ public struct PhiAccrualDetector: Sendable {
     }
 
     /// φ for `peer` at `now` (0 while there are too few samples).
-    public func phi(_ peer: NodeID, at now: MonotonicInstant) -> Double {
+    func phi(_ peer: NodeID, at now: MonotonicInstant) -> Double {
         guard let h = peers[peer], h.intervals.count >= configuration.minimumSamples else { return 0 }
         let n = Double(h.intervals.count)
         let mean = h.sum / n + Double(configuration.acceptablePause.nanosecondsClamped)
@@ -88,24 +75,24 @@ public struct PhiAccrualDetector: Sendable {
     /// Re-evaluates `peer` at `now` (the node checks each watched peer once per heartbeat
     /// interval, from a heap, rather than sweeping every peer on every poll): returns
     /// `.suspected` when φ has crossed the threshold since the last check.
-    public mutating func check(_ peer: NodeID, at now: MonotonicInstant) -> Change? {
+    mutating func check(_ peer: NodeID, at now: MonotonicInstant) -> Change? {
         guard let h = peers[peer], !h.suspected, phi(peer, at: now) >= configuration.threshold else { return nil }
         peers[peer]!.suspected = true
         return .suspected(peer)
     }
 
     /// Marks `peer` suspected without consulting φ (its liveness bound passed).
-    public mutating func suspect(_ peer: NodeID) {
+    mutating func suspect(_ peer: NodeID) {
         peers[peer]?.suspected = true
     }
 
     /// Forgets `peer`'s history.
-    public mutating func forget(_ peer: NodeID) {
+    mutating func forget(_ peer: NodeID) {
         peers[peer] = nil
     }
 
     /// Peers with history.
-    public var count: Int { peers.count }
+    var count: Int { peers.count }
 
-    public func isSuspected(_ peer: NodeID) -> Bool { peers[peer]?.suspected ?? false }
+    func isSuspected(_ peer: NodeID) -> Bool { peers[peer]?.suspected ?? false }
 }

@@ -1,28 +1,28 @@
 import SpindleKernel
 
 /// Identifies a remote endpoint for round-trip statistics: a peer and what was called there.
-public struct RttTarget: Hashable, Sendable {
-    public var peer: NodeID
-    public var endpoint: String
+struct RttTarget: Hashable, Sendable {
+    var peer: NodeID
+    var endpoint: String
 
-    public init(peer: NodeID, endpoint: String) {
+    init(peer: NodeID, endpoint: String) {
         self.peer = peer
         self.endpoint = endpoint
     }
 }
 
 /// Where a request sits in a chain of wire hops (the same chain of targets shares statistics).
-public struct ChainHop: Hashable, Sendable {
-    public var chain: UInt64
-    public var hop: UInt8
+struct ChainHop: Hashable, Sendable {
+    var chain: UInt64
+    var hop: UInt8
 
-    public init(chain: UInt64, hop: UInt8) {
+    init(chain: UInt64, hop: UInt8) {
         self.chain = chain
         self.hop = hop
     }
 
     /// A stable chain id from the chain's target list (FNV-1a of its text).
-    public static func chainID(targets: String) -> UInt64 {
+    static func chainID(targets: String) -> UInt64 {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325
         for b in targets.utf8 {
             h ^= UInt64(b)
@@ -35,14 +35,14 @@ public struct ChainHop: Hashable, Sendable {
 /// Jacobson/Karels smoothed round-trip estimate (RFC 6298): the first sample R sets
 /// `srtt = R`, `rttvar = R/2`; later samples `rttvar ← ¾·rttvar + ¼·|srtt − R|`,
 /// `srtt ← ⅞·srtt + ⅛·R`. The budget is `srtt + 4·rttvar`.
-public struct RttEstimate: Sendable, Equatable {
-    public private(set) var srtt: Double = 0
-    public private(set) var rttvar: Double = 0
-    public private(set) var samples: Int = 0
+struct RttEstimate: Sendable, Equatable {
+    private(set) var srtt: Double = 0
+    private(set) var rttvar: Double = 0
+    private(set) var samples: Int = 0
 
-    public init() {}
+    init() {}
 
-    public mutating func observe(nanoseconds r: Double) {
+    mutating func observe(nanoseconds r: Double) {
         if samples == 0 {
             srtt = r
             rttvar = r / 2
@@ -54,28 +54,28 @@ public struct RttEstimate: Sendable, Equatable {
     }
 
     /// `srtt + 4·rttvar` in nanoseconds.
-    public var budgetNanoseconds: Double { srtt + 4 * rttvar }
+    var budgetNanoseconds: Double { srtt + 4 * rttvar }
 }
 
 /// Adaptive round-trip tracker with hierarchical fallback: per chain hop, then per target,
 /// then global, then a static default, whichever first has a sample.
-public struct RttTracker: Sendable {
-    public enum Tier: String, Sendable, Equatable {
+struct RttTracker: Sendable {
+    enum Tier: String, Sendable, Equatable {
         case chainHop, target, global, staticDefault
     }
 
     private var hops: [ChainHop: RttEstimate] = [:]
     private var targets: [RttTarget: RttEstimate] = [:]
-    public private(set) var global = RttEstimate()
+    private(set) var global = RttEstimate()
     /// Lower bound for every budget, so a run of fast samples cannot make deadlines absurd.
-    public var minimumBudget: Duration
+    var minimumBudget: Duration
 
-    public init(minimumBudget: Duration = .microseconds(100)) {
+    init(minimumBudget: Duration = .microseconds(100)) {
         self.minimumBudget = minimumBudget
     }
 
     /// Feeds one measured round trip into every tier it belongs to.
-    public mutating func observe(_ target: RttTarget, chain: ChainHop?, roundTrip: Duration) {
+    mutating func observe(_ target: RttTarget, chain: ChainHop?, roundTrip: Duration) {
         let r = Double(max(0, roundTrip.nanosecondsClamped))
         if let chain { hops[chain, default: RttEstimate()].observe(nanoseconds: r) }
         targets[target, default: RttEstimate()].observe(nanoseconds: r)
@@ -83,15 +83,15 @@ public struct RttTracker: Sendable {
     }
 
     /// The budget for a round trip to `target`, and the tier it came from.
-    public func estimate(_ target: RttTarget, chain: ChainHop?, staticDefault: Duration) -> (budget: Duration, tier: Tier) {
+    func estimate(_ target: RttTarget, chain: ChainHop?, staticDefault: Duration) -> (budget: Duration, tier: Tier) {
         if let chain, let e = hops[chain], e.samples > 0 { return (clamp(e), .chainHop) }
         if let e = targets[target], e.samples > 0 { return (clamp(e), .target) }
         if global.samples > 0 { return (clamp(global), .global) }
         return (staticDefault, .staticDefault)
     }
 
-    public func estimate(for target: RttTarget) -> RttEstimate? { targets[target] }
-    public func estimate(for hop: ChainHop) -> RttEstimate? { hops[hop] }
+    func estimate(for target: RttTarget) -> RttEstimate? { targets[target] }
+    func estimate(for hop: ChainHop) -> RttEstimate? { hops[hop] }
 
     private func clamp(_ e: RttEstimate) -> Duration {
         let ns = Int64(min(e.budgetNanoseconds, Double(Int64.max / 2)))
@@ -100,10 +100,10 @@ public struct RttTracker: Sendable {
 
     /// Forgets the per-target statistics of `peer` (an idle peer's state); chain and global
     /// tiers stay.
-    public mutating func forget(peer: NodeID) {
+    mutating func forget(peer: NodeID) {
         targets = targets.filter { $0.key.peer != peer }
     }
 
     /// Targets with statistics.
-    public var targetCount: Int { targets.count }
+    var targetCount: Int { targets.count }
 }

@@ -2,7 +2,7 @@ import SpindleKernel
 
 /// Where each peer can be reached, kept while someone holds a reference to it; also maps
 /// names that programs use to node ids.
-public struct AddressBook: Sendable {
+struct AddressBook: Sendable {
     struct Entry {
         var addresses: [Address]
         var references: Int
@@ -11,10 +11,10 @@ public struct AddressBook: Sendable {
     private var entries: [NodeID: Entry] = [:]
     private var names: [String: NodeID] = [:]
 
-    public init() {}
+    init() {}
 
     /// Adds a reference to `peer`, merging `addresses` into the ones known.
-    public mutating func retain(_ peer: NodeID, addresses: [Address] = []) {
+    mutating func retain(_ peer: NodeID, addresses: [Address] = []) {
         var e = entries[peer] ?? Entry(addresses: [], references: 0)
         for a in addresses where !e.addresses.contains(a) { e.addresses.append(a) }
         e.references += 1
@@ -24,7 +24,7 @@ public struct AddressBook: Sendable {
     /// Drops a reference; the entry is forgotten when the last reference goes.
     /// - Returns: the references left.
     @discardableResult
-    public mutating func release(_ peer: NodeID) -> Int {
+    mutating func release(_ peer: NodeID) -> Int {
         guard var e = entries[peer] else { return 0 }
         e.references -= 1
         if e.references <= 0 {
@@ -36,18 +36,18 @@ public struct AddressBook: Sendable {
     }
 
     /// The addresses of `peer`, or nil when nobody holds a reference to it.
-    public func lookup(_ peer: NodeID) -> [Address]? { entries[peer]?.addresses }
+    func lookup(_ peer: NodeID) -> [Address]? { entries[peer]?.addresses }
 
     /// References held on `peer`.
-    public func references(to peer: NodeID) -> Int { entries[peer]?.references ?? 0 }
+    func references(to peer: NodeID) -> Int { entries[peer]?.references ?? 0 }
 
     /// Lets programs name `peer` as `name`.
-    public mutating func setName(_ name: String, for peer: NodeID) {
+    mutating func setName(_ name: String, for peer: NodeID) {
         names[name] = peer
     }
 
     /// Resolves a program's peer name: a registered name or the text form of a node id.
-    public func resolve(_ name: String) -> NodeID? {
+    func resolve(_ name: String) -> NodeID? {
         names[name] ?? NodeID(name)
     }
 }

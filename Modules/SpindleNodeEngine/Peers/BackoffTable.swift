@@ -1,32 +1,27 @@
 import SpindleKernel
+import SpindleSupport
 
 /// Per-peer exponential backoff: after the n-th consecutive failure a peer is left alone for
 /// `base · 2^(n-1)`, capped at `cap`, shortened by up to `jitter` (a fraction) at random.
-public struct BackoffTable: Sendable {
-    public struct Configuration: Sendable {
-        public var base: Duration = .milliseconds(50)
-        public var cap: Duration = .seconds(10)
-        /// Fraction in [0, 1] by which a delay may be shortened at random.
-        public var jitter: Double = 0.2
-        public init() {}
-    }
+struct BackoffTable: Sendable {
+    typealias Configuration = NodeConfiguration.Backoff
 
     struct Entry {
         var failures: Int
         var until: MonotonicInstant
     }
 
-    public let configuration: Configuration
+    let configuration: Configuration
     private var entries: [NodeID: Entry] = [:]
-    private var rng: SeededRandom
+    private var rng: SplitMix64
 
-    public init(_ configuration: Configuration = .init(), seed: UInt64) {
+    init(_ configuration: Configuration = .init(), seed: UInt64) {
         self.configuration = configuration
-        rng = SeededRandom(seed: seed)
+        rng = SplitMix64(seed: seed)
     }
 
     /// The delay before jitter after `failures` consecutive failures (0 for none).
-    public func nominalDelay(afterFailures failures: Int) -> Duration {
+    func nominalDelay(afterFailures failures: Int) -> Duration {
         guard failures > 0 else { return .zero }
         let base = configuration.base.nanosecondsClamped
         let cap = configuration.cap.nanosecondsClamped
@@ -37,7 +32,7 @@ public struct BackoffTable: Sendable {
 
     /// Records a failure talking to `peer` at `now`; returns how long the peer is backed off.
     @discardableResult
-    public mutating func recordFailure(_ peer: NodeID, now: MonotonicInstant) -> Duration {
+    mutating func recordFailure(_ peer: NodeID, now: MonotonicInstant) -> Duration {
         let failures = (entries[peer]?.failures ?? 0) + 1
         let nominal = nominalDelay(afterFailures: failures).nanosecondsClamped
         let cut = Double(nominal) * min(max(configuration.jitter, 0), 1) * rng.nextUnit()
@@ -47,27 +42,27 @@ public struct BackoffTable: Sendable {
     }
 
     /// Clears `peer`'s failures after a success.
-    public mutating func recordSuccess(_ peer: NodeID) {
+    mutating func recordSuccess(_ peer: NodeID) {
         entries[peer] = nil
     }
 
     /// Whether `peer` is still backed off at `now`.
-    public func isBackedOff(_ peer: NodeID, now: MonotonicInstant) -> Bool {
+    func isBackedOff(_ peer: NodeID, now: MonotonicInstant) -> Bool {
         guard let e = entries[peer] else { return false }
         return now < e.until
     }
 
     /// When `peer` may be tried again (nil when it is not backed off).
-    public func retryAt(_ peer: NodeID) -> MonotonicInstant? { entries[peer]?.until }
+    func retryAt(_ peer: NodeID) -> MonotonicInstant? { entries[peer]?.until }
 
     /// Consecutive failures recorded for `peer`.
-    public func failures(of peer: NodeID) -> Int { entries[peer]?.failures ?? 0 }
+    func failures(of peer: NodeID) -> Int { entries[peer]?.failures ?? 0 }
 
     /// Forgets `peer`'s failures (an idle peer's state).
-    public mutating func forget(_ peer: NodeID) {
+    mutating func forget(_ peer: NodeID) {
         entries[peer] = nil
     }
 
     /// Peers with recorded failures.
-    public var peerCount: Int { entries.count }
+    var peerCount: Int { entries.count }
 }

@@ -3,8 +3,8 @@ import SpindleKernel
 /// Receiver-side backpressure: while overloaded, the first few refused messages from each peer
 /// are answered with a backoff notice; after that they are dropped silently (and counted)
 /// so an overloaded node does not spend itself on notices.
-public struct BackpressureTracker: Sendable {
-    public enum Decision: Sendable, Equatable {
+struct BackpressureTracker: Sendable {
+    enum Decision: Sendable, Equatable {
         /// Send the peer a backoff notice.
         case notify
         /// Drop without telling the peer (its request will time out).
@@ -12,17 +12,17 @@ public struct BackpressureTracker: Sendable {
     }
 
     /// Notices per peer per overload episode.
-    public let noticesPerEpisode: Int
+    let noticesPerEpisode: Int
     private var noticesSent: [NodeID: Int] = [:]
-    public private(set) var noticesTotal: UInt64 = 0
-    public private(set) var silentDrops: UInt64 = 0
+    private(set) var noticesTotal: UInt64 = 0
+    private(set) var silentDrops: UInt64 = 0
 
-    public init(noticesPerEpisode: Int = 3) {
+    init(noticesPerEpisode: Int = 3) {
         self.noticesPerEpisode = max(0, noticesPerEpisode)
     }
 
     /// A message from `peer` was refused because the node is overloaded.
-    public mutating func refused(from peer: NodeID) -> Decision {
+    mutating func refused(from peer: NodeID) -> Decision {
         isOverloaded = true
         let n = noticesSent[peer, default: 0]
         if n < noticesPerEpisode {
@@ -35,16 +35,16 @@ public struct BackpressureTracker: Sendable {
     }
 
     /// The overload is over: the next episode starts with fresh notice budgets.
-    public mutating func relieved() {
+    mutating func relieved() {
         noticesSent.removeAll(keepingCapacity: true)
         isOverloaded = false
     }
 
     /// Whether the node is currently inside an overload episode.
-    public private(set) var isOverloaded = false
+    private(set) var isOverloaded = false
 
     /// Forgets the notices sent to `peer` (an idle peer's state).
-    public mutating func forget(_ peer: NodeID) {
+    mutating func forget(_ peer: NodeID) {
         noticesSent[peer] = nil
     }
 }

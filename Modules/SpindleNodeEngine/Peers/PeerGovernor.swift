@@ -2,49 +2,49 @@ import SpindleKernel
 
 /// Peer policy and health: allow and block lists, and up/down detection from consecutive
 /// failures or suspicion. Each change of a peer's status is reported once.
-public struct PeerGovernor: Sendable {
-    public enum Status: String, Sendable, Equatable {
+struct PeerGovernor: Sendable {
+    enum Status: String, Sendable, Equatable {
         case up, down
     }
 
     /// When non-empty, only these peers are allowed.
-    public var allowList: Set<NodeID> = []
+    var allowList: Set<NodeID> = []
     /// Peers that are never allowed (takes precedence over the allow list).
-    public var blockList: Set<NodeID> = []
+    var blockList: Set<NodeID> = []
     /// Consecutive failures after which a peer is considered down.
-    public var failuresUntilDown: Int
+    var failuresUntilDown: Int
 
     private var status: [NodeID: Status] = [:]
     private var failures: [NodeID: Int] = [:]
 
-    public init(failuresUntilDown: Int = 3) {
+    init(failuresUntilDown: Int = 3) {
         self.failuresUntilDown = max(1, failuresUntilDown)
     }
 
     /// Whether traffic with `peer` is allowed by policy.
-    public func isAllowed(_ peer: NodeID) -> Bool {
+    func isAllowed(_ peer: NodeID) -> Bool {
         if blockList.contains(peer) { return false }
         return allowList.isEmpty || allowList.contains(peer)
     }
 
     /// The peer's status (peers never heard of are `nil`).
-    public func status(of peer: NodeID) -> Status? { status[peer] }
+    func status(of peer: NodeID) -> Status? { status[peer] }
 
     /// A message or reply arrived from `peer`: returns `.up` when this changes its status.
-    public mutating func observeAlive(_ peer: NodeID) -> Status? {
+    mutating func observeAlive(_ peer: NodeID) -> Status? {
         failures[peer] = nil
         return transition(peer, to: .up)
     }
 
     /// A request to `peer` failed: returns `.down` when this changes its status.
-    public mutating func observeFailure(_ peer: NodeID) -> Status? {
+    mutating func observeFailure(_ peer: NodeID) -> Status? {
         let n = failures[peer, default: 0] + 1
         failures[peer] = n
         return n >= failuresUntilDown ? transition(peer, to: .down) : nil
     }
 
     /// The failure detector suspects `peer` (or stopped suspecting it).
-    public mutating func observeSuspicion(_ peer: NodeID, suspected: Bool) -> Status? {
+    mutating func observeSuspicion(_ peer: NodeID, suspected: Bool) -> Status? {
         transition(peer, to: suspected ? .down : .up)
     }
 
@@ -55,11 +55,11 @@ public struct PeerGovernor: Sendable {
     }
 
     /// Forgets `peer`'s status and failures (an idle peer's state). Policy lists stay.
-    public mutating func forget(_ peer: NodeID) {
+    mutating func forget(_ peer: NodeID) {
         status[peer] = nil
         failures[peer] = nil
     }
 
     /// Peers with a status or failures recorded.
-    public var peerCount: Int { Set(status.keys).union(failures.keys).count }
+    var peerCount: Int { Set(status.keys).union(failures.keys).count }
 }

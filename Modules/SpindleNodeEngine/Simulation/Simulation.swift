@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// Runs many nodes on one `ManualClock` over an `InProcessTransport` with fault injection,
@@ -62,7 +63,7 @@ public final class Simulation {
         clock = ManualClock()
         transport = InProcessTransport(configuration: .init(delivery: .inline, delayRelease: .manual,
                                                             clock: clock, seed: seed))
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         for (i, name) in names.enumerated() {
             var c = configuration.node
             c.seed = seed &+ UInt64(i) &* 0x9E37_79B9

@@ -2,17 +2,17 @@ import DequeModule
 
 /// Named FIFOs for `SerializeEnqueue` / `SerializeDequeue`; each is bounded and drops (and
 /// counts) what does not fit.
-public struct SerializeQueues: Sendable {
-    public let capacityPerName: Int
+struct SerializeQueues: Sendable {
+    let capacityPerName: Int
     private var queues: [String: Deque<Value>] = [:]
-    public private(set) var dropped: UInt64 = 0
+    private(set) var dropped: UInt64 = 0
 
-    public init(capacityPerName: Int) {
+    init(capacityPerName: Int) {
         self.capacityPerName = max(1, capacityPerName)
     }
 
     /// Appends to queue `name`; false (and counted) when it is full.
-    public mutating func enqueue(_ name: String, _ value: Value) -> Bool {
+    mutating func enqueue(_ name: String, _ value: Value) -> Bool {
         var q = queues[name] ?? []
         guard q.count < capacityPerName else {
             dropped &+= 1
@@ -24,28 +24,28 @@ public struct SerializeQueues: Sendable {
     }
 
     /// Removes the head of queue `name`.
-    public mutating func dequeue(_ name: String) -> Value? {
+    mutating func dequeue(_ name: String) -> Value? {
         guard var q = queues[name], !q.isEmpty else { return nil }
         let v = q.removeFirst()
         queues[name] = q.isEmpty ? nil : q
         return v
     }
 
-    public func count(_ name: String) -> Int { queues[name]?.count ?? 0 }
+    func count(_ name: String) -> Int { queues[name]?.count ?? 0 }
 }
 
 /// Values held back by `HoldStash` until a `HoldFlush` of the same name releases them;
 /// bounded per name, dropping (and counting) the oldest.
-public struct HoldTable: Sendable {
-    public let capacityPerName: Int
+struct HoldTable: Sendable {
+    let capacityPerName: Int
     private var held: [String: [Value]] = [:]
-    public private(set) var dropped: UInt64 = 0
+    private(set) var dropped: UInt64 = 0
 
-    public init(capacityPerName: Int) {
+    init(capacityPerName: Int) {
         self.capacityPerName = max(1, capacityPerName)
     }
 
-    public mutating func stash(_ name: String, _ value: Value) {
+    mutating func stash(_ name: String, _ value: Value) {
         var l = held[name] ?? []
         if l.count >= capacityPerName {
             l.removeFirst()
@@ -56,25 +56,25 @@ public struct HoldTable: Sendable {
     }
 
     /// Takes every value held under `name`, oldest first.
-    public mutating func flush(_ name: String) -> [Value] {
+    mutating func flush(_ name: String) -> [Value] {
         held.removeValue(forKey: name) ?? []
     }
 
-    public func count(_ name: String) -> Int { held[name]?.count ?? 0 }
+    func count(_ name: String) -> Int { held[name]?.count ?? 0 }
 }
 
 /// Per-name ring buffers of the last values `Record` saw.
-public struct RecordRings: Sendable {
-    public let capacityPerName: Int
+struct RecordRings: Sendable {
+    let capacityPerName: Int
     private var rings: [String: Deque<Value>] = [:]
     /// Values overwritten because a ring was full.
-    public private(set) var overwritten: UInt64 = 0
+    private(set) var overwritten: UInt64 = 0
 
-    public init(capacityPerName: Int) {
+    init(capacityPerName: Int) {
         self.capacityPerName = max(1, capacityPerName)
     }
 
-    public mutating func record(_ name: String, _ value: Value) {
+    mutating func record(_ name: String, _ value: Value) {
         var r = rings[name] ?? []
         if r.count >= capacityPerName {
             r.removeFirst()
@@ -85,11 +85,11 @@ public struct RecordRings: Sendable {
     }
 
     /// The values recorded under `name`, oldest first.
-    public func values(_ name: String) -> [Value] { Array(rings[name] ?? []) }
+    func values(_ name: String) -> [Value] { Array(rings[name] ?? []) }
 }
 
 /// Counting semaphores for `LimitAcquire` / `LimitRelease`, with FIFO waiters.
-public struct Limits: Sendable {
+struct Limits: Sendable {
     struct Limit {
         var held = 0
         var waiters: Deque<Int> = []
@@ -97,7 +97,7 @@ public struct Limits: Sendable {
 
     private var limits: [String: Limit] = [:]
 
-    public init() {}
+    init() {}
 
     /// Takes a unit of `name` if fewer than `max` are held; otherwise queues `waiter`.
     mutating func acquire(_ name: String, max: Int, waiter: Int) -> Bool {
@@ -127,6 +127,6 @@ public struct Limits: Sendable {
         limits[name] = l
     }
 
-    public func held(_ name: String) -> Int { limits[name]?.held ?? 0 }
-    public func waiting(_ name: String) -> Int { limits[name]?.waiters.count ?? 0 }
+    func held(_ name: String) -> Int { limits[name]?.held ?? 0 }
+    func waiting(_ name: String) -> Int { limits[name]?.waiters.count ?? 0 }
 }

@@ -2,7 +2,7 @@ import HeapModule
 import SpindleKernel
 
 /// A bounded heap of timers that pops them in deadline order, ties in scheduling order.
-public struct TimerHeap<Payload: Sendable>: Sendable {
+struct TimerHeap<Payload: Sendable>: Sendable {
     struct Entry: Comparable, Sendable {
         var deadline: MonotonicInstant
         var sequence: UInt64
@@ -17,21 +17,21 @@ public struct TimerHeap<Payload: Sendable>: Sendable {
         }
     }
 
-    public let capacity: Int
+    let capacity: Int
     private var heap = Heap<Entry>()
     private var sequence: UInt64 = 0
     /// Timers refused because the heap was full.
-    public private(set) var refused: UInt64 = 0
+    private(set) var refused: UInt64 = 0
 
-    public init(capacity: Int) {
+    init(capacity: Int) {
         self.capacity = max(1, capacity)
     }
 
-    public var count: Int { heap.count }
-    public var isEmpty: Bool { heap.isEmpty }
+    var count: Int { heap.count }
+    var isEmpty: Bool { heap.isEmpty }
 
     /// Schedules `payload` at `deadline`; false (and counted) when the heap is full.
-    public mutating func schedule(at deadline: MonotonicInstant, _ payload: Payload) -> Bool {
+    mutating func schedule(at deadline: MonotonicInstant, _ payload: Payload) -> Bool {
         guard heap.count < capacity else {
             refused &+= 1
             return false
@@ -42,10 +42,10 @@ public struct TimerHeap<Payload: Sendable>: Sendable {
     }
 
     /// The earliest deadline.
-    public var nextDeadline: MonotonicInstant? { heap.min?.deadline }
+    var nextDeadline: MonotonicInstant? { heap.min?.deadline }
 
     /// Removes and returns the earliest timer due at `now`, if any.
-    public mutating func popDue(now: MonotonicInstant) -> (deadline: MonotonicInstant, payload: Payload)? {
+    mutating func popDue(now: MonotonicInstant) -> (deadline: MonotonicInstant, payload: Payload)? {
         guard let m = heap.min, m.deadline <= now else { return nil }
         let e = heap.removeMin()
         return (e.deadline, e.payload)

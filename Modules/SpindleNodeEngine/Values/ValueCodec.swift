@@ -1,4 +1,5 @@
 import OrderedCollections
+import SpindleSupport
 
 /// A failure decoding values from wire bytes; names the byte offset and what was wrong.
 public struct ValueDecodingError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -45,65 +46,36 @@ enum ValueCodec {
         }
     }
 
-    static func appendU64(_ v: UInt64, _ out: inout [UInt8]) {
-        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
-    }
+    static func appendU64(_ v: UInt64, _ out: inout [UInt8]) { out.appendLittleEndian(v) }
 
-    static func appendU32(_ v: UInt32, _ out: inout [UInt8]) {
-        for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) }
-    }
+    static func appendU32(_ v: UInt32, _ out: inout [UInt8]) { out.appendLittleEndian(v) }
 
-    /// A cursor over payload bytes.
+    /// A cursor over payload bytes: the runtime's `ByteReader`, with its errors as
+    /// `ValueDecodingError`s.
     struct Reader {
-        let bytes: [UInt8]
-        var offset: Int
+        private var inner: ByteReader
 
-        init(_ bytes: [UInt8], offset: Int = 0) {
-            self.bytes = bytes
-            self.offset = offset
+        init(_ bytes: [UInt8]) { inner = ByteReader(bytes) }
+
+        var offset: Int { inner.offset }
+        var remaining: Int { inner.remaining }
+        var isAtEnd: Bool { inner.isAtEnd }
+
+        private mutating func read<T>(_ body: (inout ByteReader) throws(ByteReadError) -> T) throws(ValueDecodingError) -> T {
+            do {
+                return try body(&inner)
+            } catch {
+                throw ValueDecodingError(offset: error.offset, problem: error.problem)
+            }
         }
 
-        var isAtEnd: Bool { offset >= bytes.count }
-
-        mutating func u8() throws(ValueDecodingError) -> UInt8 {
-            guard offset < bytes.count else { throw ValueDecodingError(offset: offset, problem: "truncated: expected 1 byte") }
-            defer { offset += 1 }
-            return bytes[offset]
-        }
-
-        mutating func u32() throws(ValueDecodingError) -> UInt32 {
-            guard bytes.count - offset >= 4 else { throw ValueDecodingError(offset: offset, problem: "truncated: expected 4 bytes") }
-            var v: UInt32 = 0
-            for i in 0..<4 { v |= UInt32(bytes[offset + i]) << (8 * UInt32(i)) }
-            offset += 4
-            return v
-        }
-
-        mutating func u64() throws(ValueDecodingError) -> UInt64 {
-            guard bytes.count - offset >= 8 else { throw ValueDecodingError(offset: offset, problem: "truncated: expected 8 bytes") }
-            var v: UInt64 = 0
-            for i in 0..<8 { v |= UInt64(bytes[offset + i]) << (8 * UInt64(i)) }
-            offset += 8
-            return v
-        }
-
+        mutating func u8() throws(ValueDecodingError) -> UInt8 { try read { r throws(ByteReadError) in try r.u8() } }
+        mutating func u32() throws(ValueDecodingError) -> UInt32 { try read { r throws(ByteReadError) in try r.u32() } }
+        mutating func u64() throws(ValueDecodingError) -> UInt64 { try read { r throws(ByteReadError) in try r.u64() } }
         mutating func slice(_ count: Int) throws(ValueDecodingError) -> ArraySlice<UInt8> {
-            guard count >= 0, bytes.count - offset >= count else {
-                throw ValueDecodingError(offset: offset, problem: "length \(count) runs past the end (\(bytes.count - offset) bytes left)")
-            }
-            defer { offset += count }
-            return bytes[offset..<(offset + count)]
+            try read { r throws(ByteReadError) in try r.slice(count) }
         }
-
-        mutating func string() throws(ValueDecodingError) -> String {
-            let start = offset
-            let n = Int(try u32())
-            let s = try slice(n)
-            guard let text = String(validating: s, as: UTF8.self) else {
-                throw ValueDecodingError(offset: start, problem: "string is not valid UTF-8")
-            }
-            return text
-        }
+        mutating func string() throws(ValueDecodingError) -> String { try read { r throws(ByteReadError) in try r.string() } }
 
         mutating func value(depth: Int = 0) throws(ValueDecodingError) -> Value {
             guard depth < ValueCodec.maxDepth else {
@@ -116,16 +88,14 @@ enum ValueCodec {
             case 2: return .int(Int64(bitPattern: try u64()))
             case 3: return .uint(try u64())
             case 4: return .double(Double(bitPattern: try u64()))
-            case 5:
-                offset = tagOffset + 1
-                return .string(try string())
+            case 5: return .string(try string())
             case 6: return .bytes(Array(try slice(Int(try u32()))))
             case 7:
                 let n = Int(try u32())
                 // Each value takes at least one byte: refuse counts the payload cannot hold
                 // before reserving anything.
-                guard n <= bytes.count - offset else {
-                    throw ValueDecodingError(offset: offset, problem: "list of \(n) values cannot fit in \(bytes.count - offset) bytes")
+                guard n <= remaining else {
+                    throw ValueDecodingError(offset: offset, problem: "list of \(n) values cannot fit in \(remaining) bytes")
                 }
                 var l: [Value] = []
                 l.reserveCapacity(n)
@@ -134,8 +104,8 @@ enum ValueCodec {
             case 8:
                 let n = Int(try u32())
                 // Each field takes at least five bytes (name length and a tag).
-                guard n <= (bytes.count - offset) / 5 else {
-                    throw ValueDecodingError(offset: offset, problem: "record of \(n) fields cannot fit in \(bytes.count - offset) bytes")
+                guard n <= remaining / 5 else {
+                    throw ValueDecodingError(offset: offset, problem: "record of \(n) fields cannot fit in \(remaining) bytes")
                 }
                 var r = OrderedDictionary<String, Value>(minimumCapacity: n)
                 for _ in 0..<n {

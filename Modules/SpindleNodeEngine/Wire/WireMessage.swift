@@ -68,8 +68,8 @@ enum WireMessage {
         let name = try r.string()
         if kind == 2 {
             let n = Int(try r.u32())
-            guard n <= (r.bytes.count - r.offset) / 5 else {
-                throw ValueDecodingError(offset: r.offset, problem: "\(n) named values cannot fit in \(r.bytes.count - r.offset) bytes")
+            guard n <= (r.remaining) / 5 else {
+                throw ValueDecodingError(offset: r.offset, problem: "\(n) named values cannot fit in \(r.remaining) bytes")
             }
             var names: [String] = [], values: [Value] = []
             names.reserveCapacity(n)
@@ -78,7 +78,7 @@ enum WireMessage {
                 names.append(try r.string())
                 values.append(try r.value())
             }
-            guard r.isAtEnd else { throw ValueDecodingError(offset: r.offset, problem: "\(r.bytes.count - r.offset) trailing bytes") }
+            guard r.isAtEnd else { throw ValueDecodingError(offset: r.offset, problem: "\(r.remaining) trailing bytes") }
             return Call(target: .op(name), values: values, names: names)
         }
         let values = try decodeValues(&r)
@@ -103,13 +103,13 @@ enum WireMessage {
 
     static func decodeValues(_ r: inout ValueCodec.Reader) throws(ValueDecodingError) -> [Value] {
         let n = Int(try r.u32())
-        guard n <= r.bytes.count - r.offset else {
-            throw ValueDecodingError(offset: r.offset, problem: "\(n) values cannot fit in \(r.bytes.count - r.offset) bytes")
+        guard n <= r.remaining else {
+            throw ValueDecodingError(offset: r.offset, problem: "\(n) values cannot fit in \(r.remaining) bytes")
         }
         var values: [Value] = []
         values.reserveCapacity(n)
         for _ in 0..<n { values.append(try r.value()) }
-        guard r.isAtEnd else { throw ValueDecodingError(offset: r.offset, problem: "\(r.bytes.count - r.offset) trailing bytes") }
+        guard r.isAtEnd else { throw ValueDecodingError(offset: r.offset, problem: "\(r.remaining) trailing bytes") }
         return values
     }
 

@@ -6,6 +6,8 @@ import Synchronization
 public final class ShardServerListener: Sendable {
     private let listener: any TransportListener
     private struct State {
+        /// The shard ids the runner announced (nil: any).
+        var expected: Set<ShardID>?
         var shards: [ShardID: RemoteShard] = [:]
         var rejected: [String] = []
         var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
@@ -16,15 +18,21 @@ public final class ShardServerListener: Sendable {
     /// The bound address (port 0 resolved) to give shard servers.
     public var address: Address { listener.address }
 
-    private init(listener: any TransportListener) {
+    private init(listener: any TransportListener, expected: Set<ShardID>?) {
         self.listener = listener
-        self.state = Mutex(State())
+        self.state = Mutex(State(expected: expected))
     }
 
     /// Listens on `address` of `transport`.
+    ///
+    /// A shard server's hello naming an id outside `expecting` (when given) is refused: its
+    /// connection is closed and the refusal listed by `waitForShards`' error. Over SpindleTCP,
+    /// an address beyond loopback needs a transport with a cluster key (the transport refuses
+    /// plaintext there), like a host agent; bound to a wildcard, `address` reports what the
+    /// transport advertises (`TCPTransport.Configuration.advertisedAddress`), never `0.0.0.0`.
     /// - Throws: `RunnerError.remoteFailure` when the transport cannot listen.
-    public static func listen(on address: Address, transport: any Transport,
-                              hlc: HybridLogicalClock) async throws(RunnerError) -> ShardServerListener {
+    public static func listen(on address: Address, transport: any Transport, hlc: HybridLogicalClock,
+                              expecting: Set<ShardID>? = nil) async throws(RunnerError) -> ShardServerListener {
         let box = ListenerBox()
         let l: any TransportListener
         do {
@@ -32,7 +40,7 @@ public final class ShardServerListener: Sendable {
         } catch {
             throw .remoteFailure(shard: nil, reason: "cannot listen on \(address): \(error)")
         }
-        let listener = ShardServerListener(listener: l)
+        let listener = ShardServerListener(listener: l, expected: expecting)
         box.owner.withLock { $0 = listener }
         return listener
     }
@@ -91,6 +99,10 @@ public final class ShardServerListener: Sendable {
 
     fileprivate func register(_ shard: RemoteShard) -> Bool {
         let ready: [CheckedContinuation<Void, Never>]? = state.withLock { s in
+            if let expected = s.expected, !expected.contains(shard.id) {
+                s.rejected.append("\(shard.id) is not one of the shards announced (\(expected.sorted().map { "\($0)" }.joined(separator: ", ")))")
+                return nil
+            }
             guard s.shards[shard.id] == nil, !s.shutDown else {
                 s.rejected.append("\(shard.id) said hello twice")
                 return nil

@@ -18,6 +18,12 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     @usableFromInline
     var frame: LaunchFrame { core.frame }
 
+    /// Whether this context may act: its launch is running and this is its coordinator's
+    /// thread. (The thread is checked first: another thread must not read the frame, which
+    /// the pool's next launch may be writing.)
+    @inlinable
+    var isLive: Bool { core.control.calledByCoordinator && frame.isCurrent(generation) }
+
     /// Number of lanes, coordinator included.
     public var workerCount: Int { frame.laneCount }
 
@@ -27,7 +33,7 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     /// The tasklet's shared value.
     @inlinable
     public var shared: Shared {
-        precondition(frame.isCurrent(generation), "CoordinatorContext.shared used after its launch ended")
+        precondition(isLive, "CoordinatorContext.shared used after its launch ended or off its coordinator's thread")
         return frame.state.pointee.shared.unsafelyUnwrapped.assumingMemoryBound(to: Shared.self).pointee
     }
 
@@ -56,7 +62,7 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
 
     @usableFromInline
     func slot(_ lane: Int, _ caller: StaticString) -> UnsafeMutablePointer<Scratch> {
-        precondition(frame.isCurrent(generation), "CoordinatorContext.\(caller) used after its launch ended")
+        precondition(isLive, "CoordinatorContext.\(caller) used after its launch ended or off its coordinator's thread")
         precondition(lane >= 0 && lane < frame.laneCount,
                      "\(caller)(\(lane)): lane out of range 0..<\(frame.laneCount)")
         return frame.scratchSlot(lane).assumingMemoryBound(to: Scratch.self)
@@ -65,20 +71,25 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     /// Runs `body` once on every data lane in parallel and returns when all have finished.
     ///
     /// This is the phase boundary: afterwards every write a data lane made is visible to the
-    /// coordinator. A one-lane tasklet has no data lanes, so nothing runs.
+    /// coordinator. A one-lane tasklet has no data lanes, so nothing runs — unless
+    /// `includingCoordinator`: then the coordinator runs `body` too, as lane 0 (with its own
+    /// scratch slot and fuel, and counted in the lanes' barrier), so every lane computes. Its
+    /// `WorkerContext` has `lane == 0`; use `lane` and `workerCount` to split work then
+    /// (`dataIndex` is -1 on lane 0).
     /// - Throws: the launch's failure (`.laneFailed` or `.fuelExhausted`, naming the lane) if
     ///   a lane failed in this or an earlier phase; `.cancelled` if the tasklet was cancelled;
-    ///   `.invalidConfiguration` if called after the launch ended.
+    ///   `.invalidConfiguration` if called after the launch ended or from another thread.
     @inlinable
     public func parallelForWorkers(
+        includingCoordinator: Bool = false,
         _ body: @Sendable (WorkerContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) {
-        guard frame.isCurrent(generation) else {
-            throw .invalidConfiguration("parallelForWorkers called after its launch ended (the context escaped the coordinator closure)")
+        guard isLive else {
+            throw .invalidConfiguration("parallelForWorkers called after its launch ended or off its coordinator's thread (the context escaped the coordinator closure)")
         }
         let control = frame.control
         if control.isCancelled { throw control.cancellationError }
-        if frame.laneCount > 1 {
+        if frame.laneCount > 1 || includingCoordinator {
             let core = self.core
             let entry = frame.laneEntry(for: ObjectIdentifier(PhaseBody<Shared, Scratch>.self)) {
                 LaneEntry { order, body, report, control, lane in
@@ -96,7 +107,19 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
                 }
             }
             withoutActuallyEscaping(body) { body in
-                core.runPhase(entry: entry, body: PhaseBody(run: body))
+                if includingCoordinator {
+                    let frame = self.frame
+                    let own = WorkerContext<Shared, Scratch>(
+                        lane: 0, laneCount: frame.laneCount,
+                        shared: frame.state.pointee.shared.unsafelyUnwrapped.assumingMemoryBound(to: Shared.self),
+                        scratch: frame.scratchSlot(0).assumingMemoryBound(to: Scratch.self),
+                        control: control, report: frame.coordinatorReport, fuelMode: control.fuelMode)
+                    core.runPhase(entry: entry, body: PhaseBody(run: body)) {
+                        do { try body(own) } catch { control.recordThrown(error, lane: 0) }
+                    }
+                } else {
+                    core.runPhase(entry: entry, body: PhaseBody(run: body))
+                }
             }
         }
         if control.isCancelled { throw control.cancellationError }
@@ -119,7 +142,7 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
     /// `TaskletError.cancelled` unless a lane failed first.
     public func cancel() {
         // A context that escaped its launch must not cancel the pool's next one.
-        if frame.isCurrent(generation) { frame.control.cancel() }
+        if isLive { frame.control.cancel() }
     }
 
     /// Whether the tasklet was cancelled.
@@ -127,14 +150,18 @@ public struct CoordinatorContext<Shared: Sendable, Scratch: Sendable> {
 
     /// Sets the tasklet's output bytes (the last call wins).
     public func setOutput(_ bytes: some Sequence<UInt8>) {
-        precondition(frame.isCurrent(generation), "CoordinatorContext.setOutput used after its launch ended")
+        precondition(isLive, "CoordinatorContext.setOutput used after its launch ended or off its coordinator's thread")
         frame.state.pointee.output = Array(bytes)
     }
 
     /// Debits `amount` fuel for the coordinator (lane 0); `0` is a no-op.
     /// - Throws: `TaskletError.fuelExhausted(lane: 0, …)` if it cannot be covered;
-    ///   `.cancelled` if the tasklet was cancelled.
+    ///   `.cancelled` if the tasklet was cancelled; `.invalidConfiguration` from a context that
+    ///   escaped its launch (it must not spend a later launch's fuel).
     public func fuelCheckpoint(_ amount: UInt64) throws(TaskletError) {
+        guard isLive else {
+            throw .invalidConfiguration("fuelCheckpoint called after its launch ended or off its coordinator's thread (the context escaped the coordinator closure)")
+        }
         try frame.control.checkpoint(lane: 0, report: frame.coordinatorReport, mode: frame.control.fuelMode,
                                      amount: amount)
     }

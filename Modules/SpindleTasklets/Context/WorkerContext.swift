@@ -30,7 +30,8 @@ public struct WorkerContext<Shared: Sendable, Scratch: Sendable> {
         self.fuelMode = fuelMode
     }
 
-    /// This lane's index among the data lanes (0…dataWorkerCount-1), i.e. `lane - 1`.
+    /// This lane's index among the data lanes (0…dataWorkerCount-1), i.e. `lane - 1` (-1 for
+    /// the coordinator when it takes part: `parallelForWorkers(includingCoordinator: true)`).
     @inlinable
     public var dataIndex: Int { lane - 1 }
 

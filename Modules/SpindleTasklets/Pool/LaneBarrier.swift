@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// A reusable, cancellable barrier among the data lanes of one phase.
@@ -16,9 +17,8 @@ final class LaneBarrier: @unchecked Sendable {
     // @unchecked Sendable: all shared state is atomic; `spinNanoseconds` is set at init.
     private let headerPad = HeaderPad()
     private let counts = Atomic<UInt64>(0)
-    /// Keeps `counts` (every arrival writes it) off the line the waiters spin on. Measured
-    /// both ways: apart, 124 ns a round against the C spin barrier's 82 ns; together, 196 ns
-    /// against 80 ns (when cache-line transfers were slow the two were within 10%).
+    /// Keeps `counts` (every arrival writes it) off the line the waiters spin on, so arrivals
+    /// do not take that line from them (docs/benchmarks.md, "Design measurements").
     private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
                           UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
         = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -26,10 +26,16 @@ final class LaneBarrier: @unchecked Sendable {
     private let broken = Atomic<Bool>(false)
     private let parker = Parker()
     let spinNanoseconds: UInt64
+    /// The barrier of a nested launch, whose lanes run one after another on one thread: a
+    /// round that does not complete at the first arrival never would.
+    let sequential: Bool
 
     private static let arrivedMask: UInt64 = 0xFFFF_FFFF
 
-    init(spinNanoseconds: UInt64) { self.spinNanoseconds = spinNanoseconds }
+    init(spinNanoseconds: UInt64, sequential: Bool = false) {
+        self.spinNanoseconds = spinNanoseconds
+        self.sequential = sequential
+    }
 
     /// Unbreaks the barrier for a new launch.
     func resetForLaunch() {
@@ -68,6 +74,9 @@ final class LaneBarrier: @unchecked Sendable {
             counts.store(active << 32, ordering: .relaxed)
             advance()
             return
+        }
+        if sequential {
+            throw .invalidConfiguration("WorkerContext.barrier() in a nested launch: its lanes run one after another on the calling lane, so a barrier among them cannot complete")
         }
         spinThenPark(spinNanoseconds, on: parker) {
             generation.load(ordering: .sequentiallyConsistent) != gen

@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// What the coordinator hands one data lane for a phase: written by the coordinator, read by
@@ -7,8 +8,8 @@ import Synchronization
 /// consistent), which sits in the same line right after them; the lane reads the fields only
 /// after it saw the bump, and the coordinator writes them again only after the lane reported
 /// the phase done. The ticket orders every access. One line, so a fork moves one line to the
-/// lane: with the doorbell on a line of its own a 2-lane launch took ~150 ns longer when
-/// cache-line transfers were slow (1.12–1.28 µs against 0.98–1.07 µs).
+/// lane (a doorbell on a line of its own made launches slower: docs/benchmarks.md, "Design
+/// measurements").
 @usableFromInline
 struct PhaseOrder: ~Copyable {
     /// Lanes of the launch, coordinator included (at most `UInt16.max`, see `PoolCore`).
@@ -17,6 +18,9 @@ struct PhaseOrder: ~Copyable {
     @usableFromInline var fuelMode: UInt8 = 0
     /// Whether this is the launch's first phase: the lane then resets its fuel figures.
     var firstPhase = false
+    /// Whether the coordinator runs this phase's body too (it then counts in the barrier, so
+    /// even a lone data lane must depart when it finishes).
+    var coordinatorJoins = false
     /// Runs the lane with the launch's types restored (kept alive by the pool's frame).
     @usableFromInline var entry: Unmanaged<LaneEntry>?
     /// Room for the phase's `PhaseBody` (a closure: two words), so that a lane finds the body

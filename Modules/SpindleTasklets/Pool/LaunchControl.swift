@@ -1,3 +1,4 @@
+import SpindleSupport
 import Synchronization
 
 /// The cross-lane state of a pool's launches, allocated once and reset for every launch.
@@ -21,7 +22,19 @@ final class LaunchControl: @unchecked Sendable {
     // @exclusivity(unchecked): written only between launches under the pool's gate.
     @usableFromInline @exclusivity(unchecked) private(set) var fuelMode = FuelMode.unlimited
 
-    init(spinNanoseconds: UInt64) { barrier = LaneBarrier(spinNanoseconds: spinNanoseconds) }
+    /// The thread running the current launch's coordinator (0 between launches): a coordinator
+    /// context used on any other thread has escaped its launch.
+    @usableFromInline let coordinatorThread = Atomic<UInt>(0)
+
+    init(spinNanoseconds: UInt64, sequential: Bool = false) {
+        barrier = LaneBarrier(spinNanoseconds: spinNanoseconds, sequential: sequential)
+    }
+
+    /// Whether the calling thread runs the current launch's coordinator.
+    @inlinable
+    var calledByCoordinator: Bool {
+        coordinatorThread.load(ordering: .acquiring) == SpindleThread.currentID
+    }
 
     /// Prepares for a launch (under the pool's gate, with no lane running).
     ///

@@ -1,5 +1,6 @@
 import CSpindleCycles
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,7 +17,7 @@ final class WorkerSlot: @unchecked Sendable {
     let lane: Int
     let lines = LaneLines()
     let parker = Parker()
-    var thread: PoolThread?
+    var thread: SpindleThread?
 
     init(lane: Int) { self.lane = lane }
 }
@@ -57,15 +58,26 @@ final class PoolCore: @unchecked Sendable {
     let threadName: String
     @usableFromInline let control: LaunchControl
     @usableFromInline let frame: LaunchFrame
-    private let gate = GateLock()
+    /// Runs launches one at a time, in the order they asked (FIFO, so concurrent callers share
+    /// the pool fairly).
+    private let gate: FairGate
+    /// A core for nested launches: it starts no thread and runs a launch's lanes one after
+    /// another on the calling thread (the lane that launched).
+    @usableFromInline let sequential: Bool
+    /// The configuration, for the sequential cores nested launches use.
+    let configuration: TaskletPool.Configuration
+    /// Whether a launch runs on this core now (sequential cores are reused only when idle).
+    private let busy = Atomic<Bool>(false)
     // @exclusivity(unchecked) here and below: only the launch that holds the gate touches
-    // these, so accesses never overlap; the dynamic check would cost every launch ~20 ns.
+    // these, so accesses never overlap, and the dynamic check would sit on every launch.
     @exclusivity(unchecked) private var slots: [WorkerSlot] = []
     /// What the coordinator needs of each slot during a phase, as plain pointers (indexing
     /// `slots` would retain and release a slot per access, inside the join's spin loop).
     /// Entries stay valid while `slots` holds their slot.
     @exclusivity(unchecked) private var joinList = UnsafeMutablePointer<JoinEntry>.allocate(capacity: 0)
     @exclusivity(unchecked) private var joinCapacity = 0
+    /// A sequential core's lanes' lines (it has slots but no threads).
+    @exclusivity(unchecked) private var sequentialLines: [LaneLines] = []
 
     struct JoinEntry {
         let order: UnsafeMutablePointer<PhaseOrder>
@@ -91,7 +103,7 @@ final class PoolCore: @unchecked Sendable {
 
     private struct AsyncRunner {
         var queue: [@Sendable () -> Void] = []
-        var thread: PoolThread?
+        var thread: SpindleThread?
         var stopping = false
     }
     private let runner = Mutex(AsyncRunner())
@@ -99,7 +111,9 @@ final class PoolCore: @unchecked Sendable {
     private let runnerStopping = Atomic<Bool>(false)
     private let runnerParker = Parker()
 
-    init(configuration: TaskletPool.Configuration) {
+    init(configuration: TaskletPool.Configuration, sequential: Bool = false) {
+        self.configuration = configuration
+        self.sequential = sequential
         clock = configuration.clock
         if configuration.clock is SystemClock, let scale = CycleClock.nanosecondsPerCycle {
             timeSource = .cycles
@@ -111,8 +125,9 @@ final class PoolCore: @unchecked Sendable {
         spinNanoseconds = configuration.waitPolicy.spinNanoseconds
         maxLanes = configuration.maxLanes
         threadName = configuration.threadName
-        control = LaunchControl(spinNanoseconds: spinNanoseconds)
+        control = LaunchControl(spinNanoseconds: spinNanoseconds, sequential: sequential)
         frame = LaunchFrame(control: control)
+        gate = FairGate(spinNanoseconds: spinNanoseconds)
     }
 
     deinit { joinList.deallocate() }
@@ -155,11 +170,28 @@ final class PoolCore: @unchecked Sendable {
         cancellation: TaskletCancellation?,
         coordinator: (CoordinatorContext<Shared, Scratch>) throws -> Void
     ) throws(TaskletError) -> TaskletResult {
+        if let role = LaneOwnership.role(of: ownerMark) {
+            guard role == .lane else {
+                throw .invalidConfiguration("a scratch factory launched on the pool whose launch it is preparing; launch from the coordinator or a lane instead")
+            }
+            // A lane of this pool launching on it would wait for itself: the launch runs on a
+            // sequential core instead, its lanes one after another on this thread.
+            let nested = PoolCore.sequentialCore(for: self)
+            defer { nested.release() }
+            return try nested.launch(workers: workers, shared: shared, scratch: factory, fuel: fuel,
+                                     cancellation: cancellation, coordinator: coordinator)
+        }
         try begin(workers: workers, fuel: fuel, cancellation: cancellation,
                   scratchSize: MemoryLayout<Scratch>.size, scratchAlignment: MemoryLayout<Scratch>.alignment)
+        if control.isCancelled {
+            // Cancelled before it started (its cancellation handle): nothing runs.
+            return try finish(elapsedTicks: 0, coordinatorError: nil, cancellation: cancellation)
+        }
         let frame = self.frame
-        for lane in 0..<workers {
-            frame.scratchSlot(lane).bindMemory(to: Scratch.self, capacity: 1).initialize(to: factory(lane))
+        runAsFactory {
+            for lane in 0..<workers {
+                frame.scratchSlot(lane).bindMemory(to: Scratch.self, capacity: 1).initialize(to: factory(lane))
+            }
         }
         var coordinatorError: (any Error)?
         let start = now()
@@ -179,6 +211,43 @@ final class PoolCore: @unchecked Sendable {
         }
         return try finish(elapsedTicks: elapsed, coordinatorError: coordinatorError, cancellation: cancellation)
     }
+
+    /// Runs `body` (the scratch factory) with the calling thread marked as preparing a launch
+    /// of this pool, so a launch from it is refused instead of deadlocking on the gate.
+    @usableFromInline
+    func runAsFactory(_ body: () -> Void) {
+        var ownership = LaneOwnership(pool: ownerMark, outer: pthread_getspecific(laneOwnerKey), factory: true)
+        withUnsafeMutablePointer(to: &ownership) { link in
+            pthread_setspecific(laneOwnerKey, link)
+            body()
+            pthread_setspecific(laneOwnerKey, link.pointee.outer)
+        }
+    }
+
+    /// A sequential core for a nested launch on `pool` from this thread: the thread's cached
+    /// one when it is idle, else a new one (a launch nested in a nested launch).
+    @usableFromInline
+    static func sequentialCore(for pool: PoolCore) -> PoolCore {
+        if let raw = pthread_getspecific(sequentialCoreKey) {
+            let cached = Unmanaged<PoolCore>.fromOpaque(raw).takeUnretainedValue()
+            if cached.configuration.maxLanes >= pool.configuration.maxLanes, cached.claim() { return cached }
+        }
+        let core = PoolCore(configuration: pool.configuration, sequential: true)
+        _ = core.claim()
+        if pthread_getspecific(sequentialCoreKey) == nil {
+            pthread_setspecific(sequentialCoreKey, Unmanaged.passRetained(core).toOpaque())
+        }
+        return core
+    }
+
+    /// Marks a sequential core as running a launch; false if it already is.
+    func claim() -> Bool {
+        busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// Marks a sequential core idle again.
+    @usableFromInline
+    func release() { busy.store(false, ordering: .releasing) }
 
     /// Runs `body` with the calling thread marked as running a lane of this pool (so a nested
     /// launch on it is refused instead of deadlocking).
@@ -206,9 +275,6 @@ final class PoolCore: @unchecked Sendable {
         guard workers <= Int(UInt16.max) else {
             throw .invalidConfiguration("workers = \(workers) exceeds the largest tasklet, \(UInt16.max) lanes")
         }
-        guard !LaneOwnership.callerRunsLane(of: ownerMark) else {
-            throw .invalidConfiguration("nested launch on the pool that runs the calling lane would deadlock; launch on a separate TaskletPool")
-        }
         gate.lock()
         do throws(TaskletError) {
             guard !closed.load(ordering: .sequentiallyConsistent) else {
@@ -221,6 +287,7 @@ final class PoolCore: @unchecked Sendable {
         }
         control.reset(fuel: fuel)
         frame.begin(lanes: workers, fuel: fuel, scratchSize: scratchSize, scratchAlignment: scratchAlignment)
+        control.coordinatorThread.store(SpindleThread.currentID, ordering: .releasing)
         cancellation?.attach(control)
     }
 
@@ -231,6 +298,7 @@ final class PoolCore: @unchecked Sendable {
         cancellation?.detach()
         let frame = self.frame
         frame.end()
+        control.coordinatorThread.store(0, ordering: .releasing)
         defer { gate.unlock() }
         if let failure = control.firstFailure { throw failure }
         if let coordinatorError {
@@ -268,15 +336,17 @@ final class PoolCore: @unchecked Sendable {
 
     /// Runs one phase on every data lane of the running launch and returns when all have
     /// finished. `entry` runs a lane; `body` (a `PhaseBody`) goes into every lane's order.
+    /// With `coordinatorLane`, the coordinator runs its own share of the phase (lane 0's body)
+    /// between the fork and the join, and counts in the data lanes' barrier.
     @inlinable
-    func runPhase<Body>(entry: Unmanaged<LaneEntry>, body: Body) {
+    func runPhase<Body>(entry: Unmanaged<LaneEntry>, body: Body, coordinatorLane: (() -> Void)? = nil) {
         precondition(MemoryLayout<Body>.size <= 16 && MemoryLayout<Body>.alignment <= 8,
                      "a phase body must fit PhaseOrder.bodyStorage")
-        let dataLanes = preparePhase(entry: entry)
+        let dataLanes = preparePhase(entry: entry, coordinatorJoins: coordinatorLane != nil)
         for index in 0..<dataLanes {
             phaseBodySlot(index).initializeMemory(as: Body.self, repeating: body, count: 1)
         }
-        forkAndJoin(dataLanes: dataLanes)
+        forkAndJoin(dataLanes: dataLanes, coordinatorLane: coordinatorLane)
         for index in 0..<dataLanes {
             phaseBodySlot(index).assumingMemoryBound(to: Body.self).deinitialize(count: 1)
         }
@@ -289,13 +359,13 @@ final class PoolCore: @unchecked Sendable {
     /// Writes every data lane's order for a phase (all but the body and the ticket) and
     /// returns the number of data lanes.
     @usableFromInline
-    func preparePhase(entry: Unmanaged<LaneEntry>) -> Int {
+    func preparePhase(entry: Unmanaged<LaneEntry>, coordinatorJoins: Bool = false) -> Int {
         let frame = self.frame
         let state = frame.state
         let dataLanes = state.pointee.laneCount - 1
         let firstPhase = state.pointee.phases == 0
         state.pointee.phases += 1
-        control.barrier.resetForPhase(parties: dataLanes)
+        control.barrier.resetForPhase(parties: dataLanes + (coordinatorJoins ? 1 : 0))
         let laneCount = UInt16(state.pointee.laneCount)
         let fuelMode = control.fuelMode.rawValue
         let shared = state.pointee.shared
@@ -305,6 +375,7 @@ final class PoolCore: @unchecked Sendable {
             order.pointee.laneCount = laneCount
             order.pointee.fuelMode = fuelMode
             order.pointee.firstPhase = firstPhase
+            if order.pointee.coordinatorJoins != coordinatorJoins { order.pointee.coordinatorJoins = coordinatorJoins }
             order.pointee.entry = entry
             order.pointee.shared = shared
             order.pointee.scratch = frame.scratchSlot(index + 1)
@@ -316,9 +387,12 @@ final class PoolCore: @unchecked Sendable {
         return dataLanes
     }
 
-    /// Starts the prepared phase on every data lane and waits until all have finished.
+    /// Starts the prepared phase on every data lane, runs the coordinator's own share if it
+    /// has one, and waits until all have finished. A sequential core runs the lanes one after
+    /// another on this thread instead.
     @usableFromInline
-    func forkAndJoin(dataLanes: Int) {
+    func forkAndJoin(dataLanes: Int, coordinatorLane: (() -> Void)? = nil) {
+        if sequential { return runSequentially(dataLanes: dataLanes, coordinatorLane: coordinatorLane) }
         let joinList = self.joinList
         // The fork stamp starts the busy time of every lane that was spinning. It is read
         // before the doorbells ring: read after, a coordinator preempted in between (say by
@@ -327,6 +401,12 @@ final class PoolCore: @unchecked Sendable {
         for index in 0..<dataLanes {
             joinList[index].expected = joinList[index].doorbell.pointee.add(1, ordering: .sequentiallyConsistent).newValue
             joinList[index].parker._withUnsafeGuaranteedRef { $0.wakeAll() }
+        }
+        var ownEnd = start
+        if let coordinatorLane {
+            coordinatorLane()
+            if dataLanes > 0 { control.barrier.depart() }
+            ownEnd = now()
         }
         spinThenPark(spinNanoseconds, yieldMask: yieldMask.load(ordering: .relaxed), on: control.joinParker) {
             var index = 0
@@ -339,8 +419,8 @@ final class PoolCore: @unchecked Sendable {
             return true
         }
         // The join ended when the last lane's body did: its end stamp (same clock) spares the
-        // coordinator a clock read per phase.
-        var end = start
+        // coordinator a clock read per phase. It waited only from the end of its own share.
+        var end = ownEnd
         for index in 0..<dataLanes {
             let report = joinList[index].report
             let laneEnd = report.pointee.phaseEnd
@@ -348,14 +428,44 @@ final class PoolCore: @unchecked Sendable {
             joinList[index].busy &+= laneEnd &- min(laneEnd, laneStart)
             end = max(end, laneEnd)
         }
-        frame.state.pointee.joinWaitTicks &+= end &- start
+        frame.state.pointee.joinWaitTicks &+= end &- ownEnd
+    }
+
+    /// A sequential core's phase: the coordinator's share, then each data lane's, on this
+    /// thread. The coordinator's busy time excludes the lanes' bodies (they count as its
+    /// join wait), as on a real fork.
+    private func runSequentially(dataLanes: Int, coordinatorLane: (() -> Void)?) {
+        let joinList = self.joinList
+        let parties = dataLanes + (coordinatorLane == nil ? 0 : 1)
+        if let coordinatorLane {
+            coordinatorLane()
+            if parties > 1 { control.barrier.depart() }
+        }
+        let start = now()
+        for index in 0..<dataLanes {
+            let lines = sequentialLines[index]
+            let order = lines.order
+            let report = lines.report
+            if order.pointee.firstPhase { report.pointee.resetFuel(budget: order.pointee.fuelBudget) }
+            let laneStart = now()
+            order.pointee.entry.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.run(order, lines.body, report, control, index + 1) }
+            let laneEnd = now()
+            report.pointee.phaseEnd = laneEnd
+            joinList[index].busy &+= laneEnd &- laneStart
+            if parties > 1 { control.barrier.depart() }
+        }
+        frame.state.pointee.joinWaitTicks &+= now() &- start
     }
 
     /// Starts lane threads until there are `count` (under the gate).
     private func ensureThreads(_ count: Int) throws(TaskletError) {
         while slots.count < count {
             let slot = WorkerSlot(lane: slots.count + 1)
-            slot.thread = try PoolThread.start(name: threadName) { [self] in self.laneThread(slot) }
+            if sequential {
+                sequentialLines.append(slot.lines)
+            } else {
+                slot.thread = try SpindleThread.startPoolThread(name: threadName) { [self] in self.laneThread(slot) }
+            }
             if slots.count == joinCapacity {
                 let grown = UnsafeMutablePointer<JoinEntry>.allocate(capacity: max(8, joinCapacity * 2))
                 grown.moveInitialize(from: joinList, count: joinCapacity)
@@ -367,7 +477,7 @@ final class PoolCore: @unchecked Sendable {
                 order: slot.lines.order, doorbell: slot.lines.doorbell, body: slot.lines.body, report: slot.lines.report,
                 parker: Unmanaged.passUnretained(slot.parker), expected: 0))
             slots.append(slot)
-            startedThreads.add(1, ordering: .relaxed)
+            if !sequential { startedThreads.add(1, ordering: .relaxed) }
             if slots.count + 1 > Self.onlineCores { yieldMask.store(63, ordering: .relaxed) }
         }
     }
@@ -396,6 +506,7 @@ final class PoolCore: @unchecked Sendable {
             if stopping.load(ordering: .sequentiallyConsistent) { return }
             seen = doorbell.pointee.load(ordering: .acquiring)
             let laneCount = order.pointee.laneCount
+            let coordinatorJoins = order.pointee.coordinatorJoins
             if order.pointee.firstPhase { report.pointee.resetFuel(budget: order.pointee.fuelBudget) }
             // A spinning lane saw the ticket within a fraction of a microsecond of the fork:
             // the coordinator counts its busy time from the fork stamp, sparing it a clock
@@ -404,8 +515,9 @@ final class PoolCore: @unchecked Sendable {
             if report.pointee.wokeAt != wokeAt { report.pointee.wokeAt = wokeAt }
             order.pointee.entry.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.run(order, body, report, control, lane) }
             report.pointee.phaseEnd = now()
-            // A lone data lane has no peer to release: leave the barrier's line alone.
-            if laneCount > 2 { control.barrier.depart() }
+            // A lone data lane has no peer to release: leave the barrier's line alone (unless
+            // the coordinator takes part in this phase).
+            if laneCount > 2 || coordinatorJoins { control.barrier.depart() }
             report.pointee.done.store(seen, ordering: .sequentiallyConsistent)
             control.joinParker.wakeAll()
         }
@@ -420,7 +532,7 @@ final class PoolCore: @unchecked Sendable {
                 throw .invalidConfiguration("the tasklet pool is shut down")
             }
             if state.thread == nil {
-                state.thread = try PoolThread.start(name: threadName) { [self] in self.runnerThread() }
+                state.thread = try SpindleThread.startPoolThread(name: threadName) { [self] in self.runnerThread() }
                 startedThreads.add(1, ordering: .relaxed)
             }
             state.queue.append(job)
@@ -453,7 +565,7 @@ final class PoolCore: @unchecked Sendable {
     /// stops and joins every pool thread. Blocks; idempotent.
     func shutdownBlocking() {
         closed.store(true, ordering: .sequentiallyConsistent)
-        let runnerThread = runner.withLock { state -> PoolThread? in
+        let runnerThread = runner.withLock { state -> SpindleThread? in
             state.stopping = true
             defer { state.thread = nil }
             return state.thread
@@ -491,22 +603,40 @@ final class PoolCore: @unchecked Sendable {
     }
 }
 
-/// A blocking lock held for the whole of a launch (launches on one pool queue here).
-final class GateLock: @unchecked Sendable {
-    // @unchecked Sendable: a heap-allocated pthread mutex, used only through pthread calls.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+/// The lock held for the whole of a launch: a ticket lock, so launches run in the order they
+/// asked for the pool (concurrent callers share it fairly; none is starved by a thread that
+/// launches in a loop). A waiter spins for the pool's spin budget, then parks.
+final class FairGate: @unchecked Sendable {
+    // @unchecked Sendable: atomics and a thread-safe parker; `spinNanoseconds` is immutable.
+    private let headerPad = HeaderPad()
+    private let nextTicket = Atomic<UInt64>(0)
+    private let serving = Atomic<UInt64>(0)
+    private let parker = Parker()
+    private let spinNanoseconds: UInt64
 
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
+    init(spinNanoseconds: UInt64) { self.spinNanoseconds = spinNanoseconds }
+
+    func lock() {
+        let ticket = nextTicket.add(1, ordering: .sequentiallyConsistent).oldValue
+        if serving.load(ordering: .sequentiallyConsistent) == ticket { return }
+        spinThenPark(spinNanoseconds, on: parker) {
+            serving.load(ordering: .sequentiallyConsistent) == ticket
+        }
     }
 
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
+    func unlock() {
+        serving.add(1, ordering: .sequentiallyConsistent)
+        parker.wakeAll()
     }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
 }
+
+/// The thread-specific key whose value is the thread's cached sequential core (retained; the
+/// key's destructor releases it when the thread ends).
+let sequentialCoreKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { raw in
+        let pointer: UnsafeMutableRawPointer? = raw
+        if let pointer { Unmanaged<PoolCore>.fromOpaque(pointer).release() }
+    }
+    return key
+}()

@@ -1,4 +1,5 @@
 import CSpindleCycles
+import SpindleSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -10,8 +11,8 @@ import Darwin
 ///
 /// A launch reads the pool's clock a few times on its critical path (its start and end, each
 /// phase's fork, each lane's phase end). Where the kernel itself keeps time with an invariant,
-/// synchronised TSC, reading it directly costs ~15 ns against 27–40 ns for `clock_gettime`;
-/// the pool then keeps its stamps in cycles and converts only the durations it reports.
+/// synchronised TSC, reading it directly is cheaper than `clock_gettime`, so the pool keeps its
+/// stamps in cycles and converts only the durations it reports.
 @usableFromInline
 enum CycleClock {
     /// Nanoseconds per cycle, or nil when the counter cannot stand in for the monotonic

@@ -1,3 +1,5 @@
+import SpindleSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -49,10 +51,5 @@ public struct WaitPolicy: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "WaitPolicy(spin: \(spin))" }
 
     /// The spin time in nanoseconds, saturated to `UInt64`.
-    var spinNanoseconds: UInt64 {
-        let (seconds, attoseconds) = spin.components
-        guard seconds >= 0 else { return 0 }
-        let (ns, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max : ns &+ UInt64(attoseconds / 1_000_000_000)
-    }
+    var spinNanoseconds: UInt64 { spin.saturatingNanoseconds }
 }

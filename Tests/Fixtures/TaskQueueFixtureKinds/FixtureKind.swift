@@ -19,6 +19,32 @@ public enum FixtureOp: String, Codable, Sendable {
     case unencodableResponse
     /// Exit the worker process abruptly.
     case crash
+    /// Throw a `FixtureError` (listed in `errorTypes`: it reaches the master as itself).
+    case throwListed
+    /// Throw an error the kind does not list (it reaches the master as a `RemoteTaskError`).
+    case throwUnlisted
+    /// A request the worker cannot decode (its `init(from:)` refuses the poison id).
+    case poisonRequest
+    /// A response the master cannot decode (its `init(from:)` refuses the poison value).
+    case poisonResponse
+    /// Answer through the `async` perform after a suspension.
+    case asyncEcho
+}
+
+/// An error a fixture task throws on purpose; `Codable`, so it crosses processes as itself.
+public struct FixtureError: Error, Codable, Equatable, CustomStringConvertible {
+    public var code: Int
+    public var note: String
+    public init(code: Int, note: String) {
+        self.code = code
+        self.note = note
+    }
+    public var description: String { "fixture error \(code): \(note)" }
+}
+
+/// An error the fixture kind does not list in `errorTypes`.
+public struct UnlistedFixtureError: Error, Codable, CustomStringConvertible {
+    public var description: String { "an unlisted fixture error" }
 }
 
 /// A fixture task: a number and an operation. `nanRequest` makes the request unencodable.
@@ -40,6 +66,25 @@ public struct FixtureRequest: Codable, Sendable {
     public var id: Int
     public var op: FixtureOp
     public var weight: Double
+
+    init(id: Int, op: FixtureOp, weight: Double) {
+        self.id = id
+        self.op = op
+        self.weight = weight
+    }
+
+    enum CodingKeys: String, CodingKey { case id, op, weight }
+
+    /// Refuses `.poisonRequest`: only the worker decodes requests, so this fails there.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(Int.self, forKey: .id)
+        op = try c.decode(FixtureOp.self, forKey: .op)
+        weight = try c.decode(Double.self, forKey: .weight)
+        if op == .poisonRequest {
+            throw DecodingError.dataCorruptedError(forKey: .op, in: c, debugDescription: "poisoned request \(id)")
+        }
+    }
 }
 
 public struct FixtureResponse: Codable, Sendable {
@@ -48,6 +93,30 @@ public struct FixtureResponse: Codable, Sendable {
     public var value: Double
     /// The last broadcast this worker received, if any.
     public var lastBroadcast: String? = nil
+
+    /// Marks a response the master refuses to decode.
+    public static let poison = -12_345.0
+
+    init(id: Int, pid: Int32, value: Double, lastBroadcast: String? = nil) {
+        self.id = id
+        self.pid = pid
+        self.value = value
+        self.lastBroadcast = lastBroadcast
+    }
+
+    enum CodingKeys: String, CodingKey { case id, pid, value, lastBroadcast }
+
+    /// Refuses the poison value: only the master decodes responses, so this fails there.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(Int.self, forKey: .id)
+        pid = try c.decode(Int32.self, forKey: .pid)
+        value = try c.decode(Double.self, forKey: .value)
+        lastBroadcast = try c.decodeIfPresent(String.self, forKey: .lastBroadcast)
+        if value == Self.poison {
+            throw DecodingError.dataCorruptedError(forKey: .value, in: c, debugDescription: "poisoned response \(id)")
+        }
+    }
 }
 
 /// Worker-side memory of the last broadcast (one per worker process).
@@ -71,6 +140,7 @@ public struct FixtureKind: TaskKind {
     public typealias Feedback = String
 
     public static var name: String { "fixture" }
+    public static var errorTypes: [any (Error & Codable).Type] { [FixtureError.self] }
 
     let sink: @Sendable (FixtureEvent) -> Void
 
@@ -112,9 +182,21 @@ public struct FixtureKind: TaskKind {
         lastBroadcast.withLock { $0 = feedback }
     }
 
-    public static func perform(_ request: FixtureRequest, context: PerformContext<String>) -> FixtureResponse {
+    public static func perform(_ request: FixtureRequest, context: PerformContext<String>) throws -> FixtureResponse {
         let pid = getpid()
         switch request.op {
+        case .throwListed:
+            throw FixtureError(code: request.id, note: "thrown in \(pid)")
+        case .throwUnlisted:
+            throw UnlistedFixtureError()
+        case .poisonRequest:
+            return FixtureResponse(id: request.id, pid: pid, value: 0)
+        case .poisonResponse:
+            return FixtureResponse(id: request.id, pid: pid, value: FixtureResponse.poison)
+        case .asyncEcho:
+            // The worker then runs the async perform (the sentinel an async-only kind's
+            // default synchronous perform throws).
+            throw AsyncPerformRequired()
         case .echo, .end:
             return FixtureResponse(id: request.id, pid: pid, value: request.weight,
                                    lastBroadcast: lastBroadcast.withLock { $0 })
@@ -132,6 +214,17 @@ public struct FixtureKind: TaskKind {
         case .crash:
             _exit(9)
         }
+    }
+
+    /// Only `.asyncEcho` gets here (the synchronous form sends it on): it answers after a
+    /// suspension.
+    public static func perform(_ request: FixtureRequest, context: PerformContext<String>) async throws -> FixtureResponse {
+        guard request.op == .asyncEcho else {
+            func synchronous() throws -> FixtureResponse { try perform(request, context: context) }
+            return try synchronous()
+        }
+        try await _Concurrency.Task.sleep(for: .milliseconds(1))
+        return FixtureResponse(id: request.id, pid: getpid(), value: request.weight + 1)
     }
 }
 
@@ -152,4 +245,52 @@ public struct OtherFixtureKind: TaskKind {
     }
     public func cancelledExpiredOrWorkerDied(_ task: Int?, reason: TaskFailure) {}
     public static func perform(_ request: Int, context: PerformContext<NoFeedback>) -> Int { request + 1 }
+}
+
+/// Broadcast feedback that can fail both ways: a NaN `weight` cannot be encoded (master), the
+/// text "poison" is refused when decoded (worker).
+public struct Note: Codable, Sendable {
+    public var text: String
+    public var weight: Double
+    public init(text: String, weight: Double = 1) {
+        self.text = text
+        self.weight = weight
+    }
+
+    enum CodingKeys: String, CodingKey { case text, weight }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        text = try c.decode(String.self, forKey: .text)
+        weight = try c.decode(Double.self, forKey: .weight)
+        if text == "poison" {
+            throw DecodingError.dataCorruptedError(forKey: .text, in: c, debugDescription: "poisoned broadcast")
+        }
+    }
+}
+
+/// A kind whose broadcasts can fail; tasks answer the last broadcast text their worker got.
+public struct NoteKind: TaskKind {
+    public typealias Task = Int
+    public typealias Competence = Int
+    public typealias Request = Int
+    public typealias Response = String
+    public typealias Feedback = Note
+
+    public static var name: String { "note-fixture" }
+
+    let failures: @Sendable (MarshalError, WorkerID) -> Void
+
+    public init(failures: @escaping @Sendable (MarshalError, WorkerID) -> Void) { self.failures = failures }
+
+    public func request(for task: Int, status: WorkerStatus<Int>) -> Int? { task }
+    public func use(_ response: String, for task: Int, status: WorkerStatus<Int>) -> ResponseDecision<Int, Int> {
+        .stay(0, inject: [])
+    }
+    public func cancelledExpiredOrWorkerDied(_ task: Int?, reason: TaskFailure) {}
+    public func broadcastFailed(_ error: MarshalError, worker: WorkerID) { failures(error, worker) }
+
+    static let lastNote = Mutex<String>("")
+    public static func received(broadcast feedback: Note) { lastNote.withLock { $0 = feedback.text } }
+    public static func perform(_ request: Int, context: PerformContext<Note>) -> String { lastNote.withLock { $0 } }
 }

@@ -10,9 +10,15 @@ import Darwin
 /// then closed, so a connect to it is refused at once. (A transport listener closed for the
 /// purpose would not do: its close is asynchronous, and for a moment it may still accept.)
 public func closedLocalPort() -> Address? {
+    guard let (fd, address) = boundLoopbackSocket() else { return nil }
+    close(fd)
+    return address
+}
+
+/// A TCP socket bound to 127.0.0.1 port 0 (not listening), and the address it got.
+private func boundLoopbackSocket() -> (Int32, Address)? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
-    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -20,7 +26,8 @@ public func closedLocalPort() -> Address? {
     let bound = withUnsafeMutablePointer(to: &addr) { p in
         p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
     }
-    return bound ? .tcp(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port)) : nil
+    guard bound else { close(fd); return nil }
+    return (fd, .tcp(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port)))
 }
 
 /// A 127.0.0.1 port that refuses connections for as long as this object is open: a socket
@@ -33,18 +40,9 @@ public final class RefusingPort: @unchecked Sendable {
     public let address: Address
 
     public init?() {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard bound else { Glibc.close(fd); return nil }
+        guard let (fd, address) = boundLoopbackSocket() else { return nil }
         self.fd = fd
-        self.address = .tcp(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port))
+        self.address = address
     }
 
     /// Releases the port.

@@ -1,0 +1,21 @@
+/// SplitMix64 (Steele, Lea and Flood): a small, fast, seedable generator. Every seeded choice
+/// in Spindle — fault injection, reconnect jitter, the node engine's RNG syscall and backoff —
+/// draws from it, so one seed replays a run.
+package struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    package init(seed: UInt64) { state = seed }
+
+    package mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A uniform double in [0, 1) from the top 53 bits.
+    package mutating func nextUnit() -> Double {
+        Double(next() >> 11) * 0x1.0p-53
+    }
+}

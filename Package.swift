@@ -152,7 +152,7 @@ let package = Package(
         .target(
             name: "SpindleActors",
             dependencies: [
-                "SpindleKernel", "SpindleHostMesh",
+                "SpindleKernel", "SpindleSupport", "SpindleHostMesh",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

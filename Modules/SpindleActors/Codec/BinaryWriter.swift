@@ -1,6 +1,7 @@
 /// Appends the primitive encodings the actor wire and `CompactEncoder` share: LEB128
 /// varints (zigzag for signed values), little-endian fixed-width numbers and
-/// length-prefixed byte strings.
+/// varint-length-prefixed byte strings. (SpindleSupport's `ByteWriter` writes fixed-width
+/// fields only; the compact form's point is the varints.)
 struct BinaryWriter {
     var bytes: [UInt8]
 

@@ -2,7 +2,7 @@ import Distributed
 import Logging
 import SpindleHostMesh
 import SpindleKernel
-import Synchronization
+import SpindleSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -41,14 +41,9 @@ public enum ActorHost {
     public static func runIfActorHost(registering types: [any MeshActor.Type],
                                       transport: @escaping @Sendable (ProcEnvironment) throws -> any Transport) {
         guard getenv(ProcEnvironment.meshVariable) != nil else { return }
-        let done = Semaphore()
-        let code = Locked(ExitCode.served)
-        Task.detached {
-            code.set(await serve(types: types, makeTransport: transport))
-            done.signal()
-        }
-        done.wait()
-        exit(code.get().rawValue)
+        let done = BlockingResult<ExitCode>()
+        Task.detached { done.finish(await serve(types: types, makeTransport: transport)) }
+        exit(done.wait().rawValue)
     }
 
     /// The proc's whole life; returns how it ended.
@@ -135,26 +130,4 @@ public enum ActorHost {
         _ = line.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
         return code
     }
-}
-
-/// A counting semaphore for blocking the main thread until the host's task is done.
-final class Semaphore: @unchecked Sendable {
-    // @unchecked Sendable: the sem_t lives at a stable heap address for the object's life and
-    // sem_post/sem_wait are thread-safe.
-    private let sem = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
-    init() { sem_init(sem, 0, 0) }
-    deinit {
-        sem_destroy(sem)
-        sem.deallocate()
-    }
-    func signal() { sem_post(sem) }
-    func wait() { while sem_wait(sem) != 0 {} }
-}
-
-/// A value behind a lock.
-final class Locked<T: Sendable>: Sendable {
-    private let m: Mutex<T>
-    init(_ v: T) { m = Mutex(v) }
-    func get() -> T { m.withLock { $0 } }
-    func set(_ v: T) { m.withLock { $0 = v } }
 }

@@ -206,7 +206,7 @@ extension ProcMesh {
                 nodes[rank] = a.id.node
             }
         }
-        let supervisor = MeshSupervisor(system: system, nodes: nodes, source: AgentStateUpdates(procs: self))
+        let supervisor = MeshSupervisor(system: system, nodes: nodes, source: ProcMeshEvents(procs: self))
         supervisor.start()
         var logger = system.logger
         logger[metadataKey: "actor_mesh"] = "\(name)"

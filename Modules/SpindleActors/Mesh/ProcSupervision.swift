@@ -4,9 +4,9 @@ import Synchronization
 
 /// Where an actor mesh learns how its procs are: each rank's state as its agent reports it.
 ///
-/// The host mesh will offer supervision events (`ProcMesh.events()`); until then the source
-/// reads the states the agents push into `ProcMesh.lastKnown`. An actor mesh also learns of a
-/// dead proc from its own links (`SpindleActorSystem.supervise`), whichever comes first.
+/// The production source follows the host mesh's supervision events (`ProcMesh.events()`);
+/// tests may feed a mesh supervisor by hand. An actor mesh also learns of a dead proc from its
+/// own links (`SpindleActorSystem.supervise`), whichever comes first.
 protocol ProcSupervisionSource: Sendable {
     /// Each rank's state when it changes (the current states first).
     func updates() -> AsyncStream<(rank: Int, state: ProcState)>
@@ -14,28 +14,35 @@ protocol ProcSupervisionSource: Sendable {
     func lastKnown(rank: Int) -> ProcState
 }
 
-/// Follows the agents' state updates through `ProcMesh.lastKnown`, looking every `interval`.
-struct AgentStateUpdates: ProcSupervisionSource {
+/// Follows a proc mesh's supervision events: state changes and deaths as its agents report
+/// them. A subscriber that fell behind (`.missed`) reads every rank's state again.
+struct ProcMeshEvents: ProcSupervisionSource {
     let procs: ProcMesh
-    var interval: Duration = .milliseconds(20)
 
     func updates() -> AsyncStream<(rank: Int, state: ProcState)> {
         let procs = self.procs
-        let interval = self.interval
+        // Subscribe before reading the current states, so no change falls in between.
+        let events = procs.events()
         return AsyncStream { continuation in
             let task = Task.detached {
-                var last: [ProcState?] = Array(repeating: nil, count: procs.count)
-                while !Task.isCancelled {
-                    let now = procs.lastKnown
-                    for (rank, status) in now.enumerated() where rank < last.count && last[rank] != status.state {
-                        last[rank] = status.state
-                        continuation.yield((rank, status.state))
+                func all() {
+                    for (rank, status) in procs.lastKnown.enumerated() { continuation.yield((rank, status.state)) }
+                }
+                all()
+                for await event in events {
+                    switch event {
+                    case .stateChanged(let status): continuation.yield((status.rank, status.state))
+                    case .died(let death): continuation.yield((death.rank, death.status.state))
+                    case .missed: all()
+                    case .hostLost, .hostBack: break   // the procs' own links tell
                     }
-                    try? await Task.sleep(for: interval)
                 }
                 continuation.finish()
             }
-            continuation.onTermination = { _ in task.cancel() }
+            continuation.onTermination = { _ in
+                task.cancel()
+                events.cancel()
+            }
         }
     }
 

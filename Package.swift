@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "SpindleNodeEngine", targets: ["SpindleNodeEngine"]),
         .library(name: "SpindleHostMesh", targets: ["SpindleHostMesh"]),
         .library(name: "SpindleRunner", targets: ["SpindleRunner"]),
+        .library(name: "SpindleActors", targets: ["SpindleActors"]),
         .library(name: "SpindleTCP", targets: ["SpindleTCP"]),
         .library(name: "SpindleProcessWorkers", targets: ["SpindleProcessWorkers"]),
         .executable(name: "spindle", targets: ["SpindleCLI"]),
@@ -148,6 +149,18 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .target(
+            name: "SpindleActors",
+            dependencies: [
+                "SpindleKernel", "SpindleSupport", "SpindleHostMesh",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Modules/SpindleActors",
+            swiftSettings: strict
+        ),
+
         .executableTarget(
             name: "SpindleShardServer",
             dependencies: [
@@ -191,7 +204,7 @@ let package = Package(
             name: "Spindle",
             dependencies: [
                 "SpindleKernel", "SpindleEventLoop", "SpindleTasklets", "SpindleTaskQueue",
-                "SpindleNodeEngine", "SpindleHostMesh", "SpindleRunner", "SpindleTCP",
+                "SpindleNodeEngine", "SpindleHostMesh", "SpindleRunner", "SpindleActors", "SpindleTCP",
                 "SpindleProcessWorkers",
             ],
             path: "Modules/Spindle",
@@ -340,6 +353,29 @@ let package = Package(
             name: "SpindleRunnerTests",
             dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
             path: "Tests/SpindleRunnerTests",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ActorFixtureActors",
+            dependencies: ["SpindleActors", "SpindleKernel"],
+            path: "Tests/Fixtures/ActorFixtureActors",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ActorPeerFixture",
+            dependencies: ["SpindleActors", "SpindleKernel", "SpindleTCP", "ActorFixtureActors"],
+            path: "Tests/Fixtures/ActorPeerFixture",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpindleActorsTests",
+            dependencies: ["Spindle", "SpindleActors", "SpindleKernel", "SpindleSupport", "SpindleTCP", "SpindleEventLoop",
+                           "SpindleHostMesh", "NetworkTestSupport", "ActorFixtureActors", "ActorPeerFixture",
+                           .product(name: "DequeModule", package: "swift-collections"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
+            path: "Tests/SpindleActorsTests",
             swiftSettings: strict
         ),
         .executableTarget(

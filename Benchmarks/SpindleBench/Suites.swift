@@ -9,6 +9,7 @@ let allSuites: [BenchSuite] = [
     engineSuite,
     meshSuite,
     runnerSuite,
+    actorsSuite,
 ]
 
 /// What each suite measures, for `spindle-bench --list`.

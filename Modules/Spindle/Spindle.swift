@@ -6,5 +6,6 @@
 @_exported import SpindleNodeEngine
 @_exported import SpindleHostMesh
 @_exported import SpindleRunner
+@_exported import SpindleActors
 @_exported import SpindleTCP
 @_exported import SpindleProcessWorkers

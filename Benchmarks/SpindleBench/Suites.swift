@@ -19,7 +19,8 @@ let suiteSummaries: [String: String] = [
     "transport": "in-process and TCP transports, reliable links: ping-pong and pump",
     "tasklets": "fork-join launch, barrier, parallelFor, parallelReduce (vs C pthreads, concurrentPerform)",
     "queue": "task queue on threads and processes: throughput, round trips, map (vs Python's ProcessPoolExecutor)",
-    "engine": "node engine ops/s",
+    "engine": "node engine: op chains, ingress, request/response (vs C libuv ping-pong)",
     "mesh": "host mesh attach and spawn",
     "runner": "distributed runner ticks/s, in process and remote",
+    "actors": "distributed actor calls, in process and over TCP (vs raw TCP ping-pong)",
 ]

@@ -51,7 +51,7 @@ test-cluster: deps
 	scripts/testcluster down
 
 # The suite again with the optimiser on (testability kept for the @testable imports): it
-# catches what only release builds get wrong, like the spurious FrameError of the reliable link pass (docs/benchmarks.md).
+# catches what only release builds get wrong, like the spurious FrameError of the reliable link pass (docs/benchmarks-history.md).
 test-release: deps
 	$(SWIFT) build -c release --build-tests -Xswiftc -enable-testing
 	$(SWIFT) test -c release --skip-build -Xswiftc -enable-testing

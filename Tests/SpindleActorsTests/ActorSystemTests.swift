@@ -137,7 +137,7 @@ extension ActorSystemTests {
     func deterministicFaults() async throws {
         let seed: UInt64 = 0xAC7085
         // The driver runs on a thread of its own: it computes for a while without suspending.
-        let thread = DedicatedThreadExecutor()
+        let thread = try DedicatedThreadExecutor()
         defer { thread.shutdown() }
         let first = try await withTaskExecutorPreference(thread) { try await DeterministicRun(seed: seed, calls: 1000).run() }
         // Every call ended exactly once: with its correct result, or a typed error.

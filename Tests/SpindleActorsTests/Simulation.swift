@@ -167,58 +167,46 @@ final class DelayingConnection: TransportConnection {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// A task executor with a thread of its own: a long simulation driven from it does not hold
 /// one of the cooperative pool's few threads (on 2 cores, 2) while the rest of the suite
 /// runs in parallel.
 final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
-    // @unchecked Sendable: `jobs` and `stopping` are under the mutex; `semaphore` is a sem_t at
-    // a stable heap address (thread-safe post/wait); `thread` is written once in init and
-    // read by `shutdown`, which the owner calls once.
-    private let jobs = Mutex(Deque<UnownedJob>())
-    private let stopping = Mutex(false)
-    private let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
-    private var thread = pthread_t()
+    // @unchecked Sendable: `jobs` and `stopping` are only touched under `lock`; `thread` is
+    // written once in init and read by `shutdown`, which the owner calls once.
+    private let lock = ConditionLock()
+    private var jobs = Deque<UnownedJob>()
+    private var stopping = false
+    private var thread: SpindleThread?
 
-    init() {
-        sem_init(semaphore, 0, 0)
-        let context = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { arg in
-            let executor = Unmanaged<DedicatedThreadExecutor>.fromOpaque(arg!).takeRetainedValue()
-            executor.loop()
-            return nil
-        }, context)
-    }
-
-    deinit {
-        sem_destroy(semaphore)
-        semaphore.deallocate()
+    init() throws {
+        thread = try SpindleThread.start(name: "sim-executor") { [self] in loop() }
     }
 
     func enqueue(_ job: consuming ExecutorJob) {
         let j = UnownedJob(job)
-        jobs.withLock { $0.append(j) }
-        sem_post(semaphore)
+        lock.withLock {
+            jobs.append(j)
+            lock.signal()
+        }
     }
 
     private func loop() {
         while true {
-            while sem_wait(semaphore) != 0 {}
-            if let job = jobs.withLock({ $0.popFirst() }) {
-                job.runSynchronously(on: asUnownedTaskExecutor())
-            } else if stopping.withLock({ $0 }) {
-                return
+            let job: UnownedJob? = lock.withLock {
+                while jobs.isEmpty && !stopping { lock.wait() }
+                return jobs.popFirst()
             }
+            guard let job else { return }
+            job.runSynchronously(on: asUnownedTaskExecutor())
         }
     }
 
     /// Ends the thread once the queued jobs have run (call from outside its tasks).
     func shutdown() {
-        stopping.withLock { $0 = true }
-        sem_post(semaphore)
-        pthread_join(thread, nil)
+        lock.withLock {
+            stopping = true
+            lock.signal()
+        }
+        thread?.join()
     }
 }

@@ -10,6 +10,7 @@ let allSuites: [BenchSuite] = [
     meshSuite,
     runnerSuite,
     actorsSuite,
+    clusterSuite,
 ]
 
 /// What each suite measures, for `spindle-bench --list`.
@@ -22,4 +23,5 @@ let suiteSummaries: [String: String] = [
     "engine": "node engine ops/s",
     "mesh": "host mesh attach and spawn",
     "runner": "distributed runner ticks/s, in process and remote",
+    "cluster": "3 namespace hosts (root; only when named): attach, spawn, remote runner tick vs the TCP round trip between them",
 ]

@@ -167,7 +167,7 @@ extension ClusterTests {
                         let error = try #require(failure, "ticks kept succeeding with \(cut.name) cut off")
                         #expect(!error.namedShards.isEmpty && error.namedShards.isSubset(of: lostShards),
                                 "the failure should name shards of \(cut.name) (\(lostShards.sorted())), not others: \(error)")
-                        #expect(failedAfter < .seconds(30), "the tick failed only \(failedAfter) after the cut: \(error)")
+                        #expect(failedAfter < .seconds(25), "the tick failed only \(failedAfter) after the cut: \(error)")
 
                         let lost = try await within(.seconds(60), "the mesh to report \(cut.name) lost") { () -> Address? in
                             for await event in events {
@@ -215,6 +215,7 @@ extension ClusterTests {
                         try await colony.digest(after: ticks)
                     }
                     #expect(digest == expected, "the colony through loss and latency diverged from one in-process shard")
+                    #expect(proxy.withLock { $0 }?.connectionsAccepted == 6, "the shard servers did not all dial through the proxy")
                     try await nodes.waitUntilOnlyAgentsRun()
                 }
                 try await waitUntilNoProcessRuns(in: cluster)

@@ -22,9 +22,9 @@ let clusterSuite = BenchSuite(name: "cluster", onlyWhenNamed: true) { reporter i
         return
     }
     guard let bench = siblingExecutable("spindle-bench"), let spindle = siblingExecutable("spindle"),
-          let shardServer = siblingExecutable("spindle-shard") else {
-        reporter.note("cluster: skipped — spindle and spindle-shard must be built beside spindle-bench "
-                      + "(swift build -c release --product spindle --product spindle-shard)")
+          let shardServer = siblingExecutable("spindle-shard"), siblingExecutable("spindle-keeper") != nil else {
+        reporter.note("cluster: skipped — spindle, spindle-keeper and spindle-shard must be built beside spindle-bench "
+                      + "(swift build -c release)")
         return
     }
     guard let script = testclusterScript() else {

@@ -38,7 +38,9 @@ struct NamespaceAgents {
             for host in cluster.hosts {
                 let agent = try await LineProcess(on: loop, cluster.inside(host, [
                     spindle, "host-agent", "--listen", "tcp://\(host.address):0", "--key-file", keyFile,
-                    "--allow"] + allow + ["--grace", "2", "--liveness", "\(liveness)"]))
+                    "--allow"] + allow + ["--grace", "2", "--liveness", "\(liveness)",
+                    // LineProcess.stop closes stdin first: the agent shuts down at once.
+                    "--exit-on-stdin-close"]))
                 agents.append(agent)
                 let line = try await agent.line(containing: "listening on")
                 addresses.append(try Address(parsing: String(line.split(separator: " ").last!)))

@@ -100,7 +100,8 @@ extension RunnerError {
     var namedShards: Set<ShardID> {
         switch rootCause {
         case .phaseTimedOut(_, _, let missing, _, _): return Set(missing)
-        case .shardFailed(let shard, _, _, _), .shardLost(let shard, _, _), .remoteTimedOut(let shard, _, _):
+        case .shardFailed(let shard, _, _, _), .shardLost(let shard, _, _), .remoteTimedOut(let shard, _, _),
+             .snapshotFailed(let shard, _, _):
             return [shard]
         case .remoteFailure(let shard?, _): return [shard]
         default: return []

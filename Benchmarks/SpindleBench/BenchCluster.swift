@@ -36,8 +36,14 @@ final class BenchCluster: Sendable {
         guard let dir = mkdtemp(&template) else { throw BenchClusterError("mkdtemp: \(String(cString: strerror(errno)))") }
         let directory = String(cString: dir)
         let cluster = BenchCluster(hosts: [], directory: directory, loop: loop, script: script)
-        _ = try await cluster.run([script, "down"])
-        let out = try await cluster.run([script, "up", "\(count)"])
+        let out: String
+        do {
+            try await cluster.run([script, "down"])
+            out = try await cluster.run([script, "up", "\(count)"])
+        } catch {
+            await cluster.down()
+            throw error
+        }
         let hosts = out.split(separator: "\n").compactMap { line -> Host? in
             let parts = line.split(separator: " ")
             return parts.count == 2 ? Host(name: String(parts[0]), address: String(parts[1])) : nil

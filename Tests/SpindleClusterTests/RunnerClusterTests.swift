@@ -153,17 +153,19 @@ extension ClusterTests {
                         let lostShards = colony.shards(on: cutAddress)
                         #expect(lostShards == [ShardID(3), ShardID(4)])
                         let events = colony.mesh.events()
-                        _ = try await colony.runner.run(5)
-
-                        try cluster.cut(cut)
-                        let cutAt = SystemClock().now()
-                        let runner = colony.runner
-                        let failure = try await within(.seconds(60), "a tick to fail after the cut") { () -> RunnerError? in
-                            for _ in 0..<100_000 {
+                        // Ticks run back to back; the host is cut while they do.
+                        let runner = colony.runner, ticked = TickCount()
+                        let ticking = Task { () -> RunnerError? in
+                            for _ in 0..<1_000_000 {
                                 do throws(RunnerError) { _ = try await runner.tick() } catch { return error }
+                                ticked.increment()
                             }
                             return nil
                         }
+                        try await waitUntil("5 ticks before the cut") { ticked.value >= 5 }
+                        try cluster.cut(cut)
+                        let cutAt = SystemClock().now()
+                        let failure = try await within(.seconds(60), "a tick to fail after the cut") { await ticking.value }
                         let failedAfter = SystemClock().now() - cutAt
                         let error = try #require(failure, "ticks kept succeeding with \(cut.name) cut off")
                         #expect(!error.namedShards.isEmpty && error.namedShards.isSubset(of: lostShards),
@@ -223,6 +225,13 @@ extension ClusterTests {
             }
         }
     }
+}
+
+/// Ticks completed, counted by a ticking task and read by the test.
+final class TickCount: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
+    func increment() { count.withLock { $0 += 1 } }
 }
 
 /// Waits until no host of `cluster` runs any process (its agents stopped too).

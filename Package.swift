@@ -387,7 +387,7 @@ let package = Package(
         .testTarget(
             name: "SpindleClusterTests",
             dependencies: ["SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel", "SpindleNodeEngine",
-                           "SpindleCLI", "ClusterNodeFixture"],
+                           "SpindleRunner", "SpindleCLI", "ClusterNodeFixture"],
             path: "Tests/SpindleClusterTests",
             swiftSettings: strict
         ),

@@ -9,6 +9,9 @@ import Glibc
 /// One suite of benchmarks: a name (the command-line word) and a body that reports results.
 struct BenchSuite: Sendable {
     var name: String
+    /// Runs only when named on the command line, not in a run of all suites (the cluster
+    /// suite: it makes and removes network namespaces).
+    var onlyWhenNamed = false
     var run: @Sendable (BenchReporter) async throws -> Void
 }
 

@@ -186,7 +186,7 @@ private func legacyColonyBenchmark(_ reporter: BenchReporter) async throws {
 }
 
 /// The path of an executable built beside spindle-bench, if it exists.
-private func siblingExecutable(_ name: String) -> String? {
+func siblingExecutable(_ name: String) -> String? {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     guard n > 0 else { return nil }

@@ -10,6 +10,7 @@ let allSuites: [BenchSuite] = [
     meshSuite,
     runnerSuite,
     actorsSuite,
+    clusterSuite,
 ]
 
 /// What each suite measures, for `spindle-bench --list`.
@@ -23,4 +24,5 @@ let suiteSummaries: [String: String] = [
     "mesh": "host mesh attach and spawn",
     "runner": "distributed runner ticks/s, in process and remote",
     "actors": "distributed actor calls, in process and over TCP (vs raw TCP ping-pong)",
+    "cluster": "3 namespace hosts (root; only when named): attach, spawn, remote runner tick vs the TCP round trip between them",
 ]

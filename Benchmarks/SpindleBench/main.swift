@@ -24,7 +24,7 @@ struct BenchCommand: AsyncParsableCommand {
         Record figures as ratios against the baseline of the same run (docs/benchmarks.md).
         """)
 
-    @Argument(help: "Suites to run, in the order listed by --list (default: all).")
+    @Argument(help: "Suites to run, in the order listed by --list (default: all but cluster).")
     var suites: [String] = []
 
     @Flag(help: "Print one JSON object per result instead of a table.")
@@ -32,6 +32,10 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Flag(help: "List the suites and exit.")
     var list = false
+
+    /// The cluster suite runs an echo server inside a host namespace with this option.
+    @Option(help: .hidden)
+    var echoServer: String?
 
     func validate() throws {
         let known = allSuites.map(\.name)
@@ -41,6 +45,12 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let echoServer {
+            do { try EchoPingPong.serve(try Address(parsing: echoServer)) } catch {
+                printError("spindle-bench --echo-server: \(error)")
+                throw ExitCode(2)
+            }
+        }
         if list {
             for suite in allSuites { print(pad(suite.name, 11) + (suiteSummaries[suite.name] ?? "")) }
             return
@@ -51,7 +61,7 @@ struct BenchCommand: AsyncParsableCommand {
         #else
         let reporter = BenchReporter(json: json)
         reporter.printHeader()
-        for suite in allSuites where suites.isEmpty || suites.contains(suite.name) {
+        for suite in allSuites where suites.contains(suite.name) || (suites.isEmpty && !suite.onlyWhenNamed) {
             do {
                 try await suite.run(reporter)
             } catch {

@@ -81,8 +81,11 @@ final class DelayingProxy: Sendable {
     let upstream: Address
     let delay: Duration
     private let channels = Mutex<[StreamChannel]>([])
+    private let accepted = Mutex(0)
 
     var address: Address { listener.address }
+    /// How many connections the proxy accepted.
+    var connectionsAccepted: Int { accepted.withLock { $0 } }
 
     private init(listener: StreamListener, upstream: Address, delay: Duration) {
         self.listener = listener
@@ -108,6 +111,7 @@ final class DelayingProxy: Sendable {
 
     private func accepted(_ client: StreamChannel, loop: EventLoop) {
         channels.withLock { $0.append(client) }
+        accepted.withLock { $0 += 1 }
         let upstream = self.upstream, delay = self.delay
         Task {
             guard let server = try? await StreamChannel.connect(on: loop, to: upstream) else {

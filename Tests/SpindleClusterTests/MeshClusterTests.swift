@@ -16,8 +16,9 @@ struct NamespaceAgents {
     let loop: EventLoop
     let transport: TCPTransport
 
-    /// Starts one agent per host (allowing `sh`), then runs `body`; stops everything after.
-    static func with<R>(_ cluster: TestCluster, directory: String, liveness: Int = 5,
+    /// Starts one agent per host (allowing the programs in `allow`), then runs `body`; stops
+    /// everything after.
+    static func with<R>(_ cluster: TestCluster, directory: String, liveness: Int = 5, allow: [String] = ["sh"],
                         _ body: (NamespaceAgents) async throws -> R) async throws -> R {
         let spindle = try TestCluster.product("spindle")
         let keyFile = directory + "/cluster.key"
@@ -37,7 +38,9 @@ struct NamespaceAgents {
             for host in cluster.hosts {
                 let agent = try await LineProcess(on: loop, cluster.inside(host, [
                     spindle, "host-agent", "--listen", "tcp://\(host.address):0", "--key-file", keyFile,
-                    "--allow", "sh", "--grace", "2", "--liveness", "\(liveness)"]))
+                    "--allow"] + allow + ["--grace", "2", "--liveness", "\(liveness)",
+                    // LineProcess.stop closes stdin first: the agent shuts down at once.
+                    "--exit-on-stdin-close"]))
                 agents.append(agent)
                 let line = try await agent.line(containing: "listening on")
                 addresses.append(try Address(parsing: String(line.split(separator: " ").last!)))

@@ -66,7 +66,7 @@ struct ExecutableArgumentTests {
         let (status, text) = try await run("spindle-bench", ["--list"])
         #expect(status == .exited(code: 0))
         let names = text.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-        #expect(names == ["kernel", "eventloop", "transport", "tasklets", "queue", "engine", "mesh", "runner", "actors"])
+        #expect(names == ["kernel", "eventloop", "transport", "tasklets", "queue", "engine", "mesh", "runner", "actors", "cluster"])
         let (badStatus, badText) = try await run("spindle-bench", ["nosuch"])
         #expect(badStatus == .exited(code: 64))
         #expect(badText.contains("unknown suite \"nosuch\""))

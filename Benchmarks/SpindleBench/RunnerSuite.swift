@@ -185,11 +185,6 @@ private func legacyColonyBenchmark(_ reporter: BenchReporter) async throws {
     }
 }
 
-private func median(_ values: [Double]) -> Double {
-    let sorted = values.sorted()
-    return sorted[sorted.count / 2]
-}
-
 /// The path of an executable built beside spindle-bench, if it exists.
 private func siblingExecutable(_ name: String) -> String? {
     var buffer = [CChar](repeating: 0, count: 4096)

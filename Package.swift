@@ -98,6 +98,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleTaskQueue",
             // The queue is generic over the kind and, unspecialised, spends most of its time
@@ -144,6 +145,7 @@ let package = Package(
             dependencies: [
                 "SpindleKernel", "SpindleTasklets", "SpindleSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleRunner",
             swiftSettings: strict
@@ -312,7 +314,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleTaskQueueTests",
-            dependencies: ["SpindleTaskQueue", "SpindleKernel", "TaskQueueTestSupport"],
+            dependencies: ["SpindleTaskQueue", "SpindleKernel", "TaskQueueTestSupport",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleTaskQueueTests",
             swiftSettings: strict
         ),
@@ -351,7 +354,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleRunnerTests",
-            dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleRunnerTests",
             swiftSettings: strict
         ),

@@ -40,6 +40,9 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         @usableFromInline var ticker: Task<Void, Never>?
         @usableFromInline var deadWaiters: [CheckedContinuation<Void, Never>] = []
         @usableFromInline var shutDown = false
+        /// The counters and depth last published as metrics.
+        @usableFromInline var published = TaskQueueSnapshot.Counters()
+        @usableFromInline var publishedDepth = -1
 
         @inlinable
         init(scheduler: TaskScheduler<Kind>) { self.scheduler = scheduler }
@@ -77,6 +80,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     @usableFromInline let calls: BackendCalls
     @usableFromInline let kind: Kind
     @usableFromInline let configuration: Configuration
+    @usableFromInline let metrics: QueueMetrics
 
     /// The configuration this queue was made with.
     public var settings: Configuration { configuration }
@@ -90,6 +94,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         self.backend = backend
         self.calls = BackendCalls(backend)
         self.configuration = configuration
+        self.metrics = QueueMetrics(kind: Kind.name, factory: configuration.metricsFactory)
         state = Mutex(State(scheduler: TaskScheduler(kind: kind, workers: configuration.workers,
                                                      prefetch: configuration.prefetch,
                                                      limit: configuration.limit,
@@ -352,6 +357,12 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             group.cancelAll()
         }
         run { $0.forceShutdown() }
+        // A worker killed between its answer and the kind's decision changes no counter:
+        // publish the final worker count regardless.
+        state.withLock { s in
+            s.publishedDepth = -1
+            publishMetrics(&s)
+        }
         let (joins, spaces, counters) = state.withLock { s in
             let all = (s.joinWaiters, s.spaceWaiters.map(\.continuation), s.scheduler.counters)
             s.joinWaiters = []
@@ -394,6 +405,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             let actions = event(&s.scheduler)
             for action in actions { carryOut(action, in: &s, deferred: &deferred) }
             settleWaiters(&s, deferred: &deferred)
+            publishMetrics(&s)
             return actions.count
         }
         for work in deferred { work() }
@@ -408,6 +420,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         case .dispatch(let id, let batch):
             dispatch(id, batch, in: &s, deferred: &deferred)
         case .use(let id, let status, let answers):
+            metrics.answered(answers.count)
             deferred.append { self.use(answers, of: id, from: status) }
         case .kill(let id):
             dropToken(of: id, in: &s, deferred: &deferred)
@@ -470,6 +483,18 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             }
             if now { c.resume() }
         }
+    }
+
+    /// Publishes the scheduler's counters, live workers and depth as metrics when they changed
+    /// since the last event (one comparison per event otherwise).
+    @inlinable
+    func publishMetrics(_ s: inout State) {
+        let counters = s.scheduler.counters
+        let depth = s.scheduler.queuedCount
+        guard counters != s.published || depth != s.publishedDepth else { return }
+        metrics.publish(from: s.published, to: counters, depth: depth, liveWorkers: s.scheduler.liveWorkerCount)
+        s.published = counters
+        s.publishedDepth = depth
     }
 
     @inlinable

@@ -125,7 +125,6 @@ public final class DistributedRunner: Sendable {
                 results.append(contentsOf: outcome.results.filter { $0.tick > start })
                 guard let failure = outcome.failure else { continue }
                 engine.metrics.failed(failure.error)
-                if failure.error.rolledBackTo != nil { engine.metrics.rolledBack(toCheckpoint: false) }
                 switch planner.failed(failure.error, lost: failure.lost, rolledBack: failure.error.rolledBackTo != nil) {
                 case .fail(let error):
                     throw RunFailure(completed: results, error: error)
@@ -261,6 +260,9 @@ public final class DistributedRunner: Sendable {
             }
         }
         f.error = .rolledBack(to: f.tick - 1, cause: f.error)
+        // Counted here, not where `run` sees the failure: a tick that timed out is answered
+        // before its stragglers return and it is rolled back.
+        engine.metrics.rolledBack(toCheckpoint: false)
         return f
     }
 

@@ -166,9 +166,10 @@ let package = Package(
         .executableTarget(
             name: "SpindleShardServer",
             dependencies: [
-                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh", "SpindleEventLoop",
+                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleShardServer",
             swiftSettings: strict

@@ -356,7 +356,7 @@ let package = Package(
         .testTarget(
             name: "SpindleRunnerTests",
             dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel",
-                           .product(name: "MetricsTestKit", package: "swift-metrics")],
+                           "SpindleSupport", .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleRunnerTests",
             swiftSettings: strict
         ),

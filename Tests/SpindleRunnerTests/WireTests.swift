@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Testing
 @testable import SpindleRunner
 
@@ -69,7 +70,7 @@ struct WireTests {
                 _ = try? CallStatus.decode(prefix)
             }
         }
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for _ in 0..<2_000 {
             var b = rng.next() & 1 == 0 ? request : reply
             for _ in 0..<(1 + Int(rng.next() % 4)) { b[Int(rng.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: rng.next()) }
@@ -77,7 +78,7 @@ struct WireTests {
             _ = try? PhaseReply.decode(b)
         }
         // A huge count is refused before anything is allocated, naming the field and offset.
-        var w = WireWriter()
+        var w = ByteWriter()
         w.u64(1); w.u64(1); w.u8(1); w.placement(.hashed(virtualNodes: 256)); w.u8(0); w.u32(.max)
         do {
             _ = try PhaseRequest.decode(w.bytes)
@@ -85,15 +86,5 @@ struct WireTests {
         } catch {
             #expect(error.field == "placement count" && error.offset == 27)
         }
-    }
-}
-
-/// A small deterministic generator for the corruption test.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        return StableHash.mix(state)
     }
 }

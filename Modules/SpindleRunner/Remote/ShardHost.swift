@@ -1,5 +1,6 @@
 import Logging
 import SpindleKernel
+import SpindleSupport
 import SpindleTasklets
 import Synchronization
 
@@ -178,7 +179,7 @@ public final class ShardHost: Sendable {
         connection.start(ConnectionHandler(
             onEnvelope: { envelope in host.received(envelope) },
             onClose: { reason in host.end(.disconnected("\(reason)")) }))
-        var w = WireWriter()
+        var w = ByteWriter()
         w.u64(shard.id.value)
         w.u8(shard.readsGhosts ? 1 : 0)
         do {
@@ -249,7 +250,7 @@ public final class ShardHost: Sendable {
             perform { self.runPhase(envelope) }
         case .digestRequest:
             perform {
-                var w = WireWriter()
+                var w = ByteWriter()
                 w.u64(self.shard.stateDigest())
                 self.reply(.digestReply, to: envelope, payload: w.bytes)
             }
@@ -389,7 +390,7 @@ public final class ShardHost: Sendable {
     }
 
     private func rollback(_ envelope: Envelope) {
-        var r = WireReader(envelope.payload)
+        var r = ByteReader(envelope.payload)
         guard let tick = try? r.u64("tick") else {
             reply(.rollbackDone, to: envelope, payload: CallStatus.failed("malformed rollback request").encode())
             return

@@ -48,6 +48,44 @@ struct WireTests {
         #expect(f.reason == "no")
     }
 
+    @Test("a malformed message's error names the field, its byte offset and what was wrong")
+    func namedErrors() throws {
+        let reply = sampleReply().encode()
+        // Cut inside `tick` (bytes 8..<16): the field after `round`.
+        do {
+            _ = try PhaseReply.decode(Array(reply[0..<12]))
+            Issue.record("accepted a truncated reply")
+        } catch {
+            #expect(error.field == "tick" && error.offset == 8, "\(error)")
+            #expect(error.problem.contains("truncated") && error.problem.contains("4 left"), "\(error)")
+            #expect(error.description.hasPrefix("malformed runner message: tick at byte 8"), "\(error)")
+        }
+        // A phase byte that is no phase.
+        var bad = reply
+        bad[16] = 9
+        #expect(throws: WireDecodeError.self) { try PhaseReply.decode(bad) }
+        do { _ = try PhaseReply.decode(bad) } catch {
+            #expect(error.field == "phase" && error.offset == 16 && error.problem == "unknown phase 9")
+        }
+        // Trailing bytes after a complete message.
+        do {
+            _ = try CallStatus.decode(CallStatus.done.encode() + [0])
+            Issue.record("accepted trailing bytes")
+        } catch {
+            #expect(error.field == "call status" && error.offset == 1 && error.problem.contains("1 unexpected"), "\(error)")
+        }
+        // A string that is not UTF-8.
+        var w = ByteWriter()
+        w.u8(0)
+        w.lengthPrefixed([0xFF, 0xFE])
+        do {
+            _ = try CallStatus.decode(w.bytes)
+            Issue.record("accepted a reason that is not UTF-8")
+        } catch {
+            #expect(error.field == "reason" && error.offset == 1 && error.problem.contains("UTF-8"), "\(error)")
+        }
+    }
+
     @Test("every truncation and corruption decodes to a typed error or a value, never a crash")
     func malformed() {
         let request = sampleRequest().encode()

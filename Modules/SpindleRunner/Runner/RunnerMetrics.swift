@@ -4,8 +4,9 @@ import Metrics
 /// the time of each phase round and of whole ticks, ticks completed and failed, rollbacks,
 /// shard respawns, and the cross-shard edges and messages Act routed.
 ///
-/// Every metric is created once, with the runner; a tick records one timer value per phase
-/// and a few counters when it completes, on the coordinator lane.
+/// Every metric is created once, with the runner. The coordinator lane records one timer value
+/// per phase round and, when a tick completes, the tick's counters; the runner's shell counts
+/// failures, rollbacks and respawns as it handles them.
 final class RunnerMetrics: Sendable {
     /// Wall time of each phase round (first shard started to barrier), by phase.
     private let phaseSense, phaseAct, phaseDecay: Metrics.Timer

@@ -47,10 +47,10 @@ final class QueueMetrics: Sendable {
     func answered(_ n: Int) { completed.increment(by: Int64(n)) }
 
     /// Publishes what changed between two readings of the scheduler's counters, and the
-    /// current live workers and queued tasks.
+    /// live workers and queued tasks when given (nil: unchanged).
     @usableFromInline
     func publish(from old: TaskQueueSnapshot.Counters, to new: TaskQueueSnapshot.Counters,
-                 depth queued: Int, liveWorkers: Int) {
+                 depth queued: Int?, liveWorkers: Int?) {
         func add(_ c: Counter, _ a: Int, _ b: Int) { if b > a { c.increment(by: Int64(b - a)) } }
         add(enqueued, old.enqueued, new.enqueued)
         add(failedError, old.failed, new.failed)
@@ -60,7 +60,7 @@ final class QueueMetrics: Sendable {
         add(failedWorkerLost, old.lostWithWorker, new.lostWithWorker)
         add(failedMarshal, old.marshalFailures, new.marshalFailures)
         add(failedShutDown, old.shutDown, new.shutDown)
-        workers.record(liveWorkers)
-        depth.record(queued)
+        if let liveWorkers { workers.record(liveWorkers) }
+        if let queued { depth.record(queued) }
     }
 }

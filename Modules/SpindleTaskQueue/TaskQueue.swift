@@ -360,8 +360,10 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         // A worker killed between its answer and the kind's decision changes no counter:
         // publish the final worker count regardless.
         state.withLock { s in
-            s.publishedDepth = -1
-            publishMetrics(&s)
+            metrics.publish(from: s.published, to: s.scheduler.counters, depth: s.scheduler.queuedCount,
+                            liveWorkers: s.scheduler.liveWorkerCount)
+            s.published = s.scheduler.counters
+            s.publishedDepth = s.scheduler.queuedCount
         }
         let (joins, spaces, counters) = state.withLock { s in
             let all = (s.joinWaiters, s.spaceWaiters.map(\.continuation), s.scheduler.counters)
@@ -486,13 +488,18 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     }
 
     /// Publishes the scheduler's counters, live workers and depth as metrics when they changed
-    /// since the last event (one comparison per event otherwise).
+    /// since the last event (one comparison per event otherwise). Live workers are counted
+    /// only when a worker started, died or retired (`shutdown()` publishes the final count).
     @inlinable
     func publishMetrics(_ s: inout State) {
         let counters = s.scheduler.counters
         let depth = s.scheduler.queuedCount
         guard counters != s.published || depth != s.publishedDepth else { return }
-        metrics.publish(from: s.published, to: counters, depth: depth, liveWorkers: s.scheduler.liveWorkerCount)
+        let old = s.published
+        let lifecycle = counters.workersStarted != old.workersStarted || counters.workerDeaths != old.workerDeaths
+            || counters.workersRetired != old.workersRetired
+        metrics.publish(from: old, to: counters, depth: depth == s.publishedDepth ? nil : depth,
+                        liveWorkers: lifecycle ? s.scheduler.liveWorkerCount : nil)
         s.published = counters
         s.publishedDepth = depth
     }

@@ -217,7 +217,7 @@ public struct TaskScheduler<Kind: TaskKind> {
 
     /// How many workers are live (starting or ready).
     @inlinable
-    public var liveWorkerCount: Int {
+    var liveWorkerCount: Int {
         var n = 0
         for slot in slots where slot.phase != .dead { n += 1 }
         return n

@@ -424,7 +424,7 @@ final class TickEngine: @unchecked Sendable {
         }
         coordinator.advance()
         let result = tickResult(started: started, collectives: results)
-        metrics.completed(result)
+        metrics.completed(result, from: started, to: now)
         return .success(result)
     }
 
@@ -470,7 +470,7 @@ final class TickEngine: @unchecked Sendable {
             return fail(coord, e, phase: phase, completion: completion, inFlight: inFlight, timedOut: true)
         }
         // Every shard has arrived: the round took from its start to the barrier.
-        metrics.phase(phase, took: now - begun)
+        metrics.phase(phase, from: begun, to: now)
         gate.reset()
         if !remoteSlots.isEmpty { takeRemoteOutcomes(phase) }
         // The lowest failing shard names the failure, so the error is deterministic.

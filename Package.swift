@@ -98,6 +98,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleTaskQueue",
             // The queue is generic over the kind and, unspecialised, spends most of its time
@@ -144,6 +145,7 @@ let package = Package(
             dependencies: [
                 "SpindleKernel", "SpindleTasklets", "SpindleSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Modules/SpindleRunner",
             swiftSettings: strict
@@ -164,9 +166,10 @@ let package = Package(
         .executableTarget(
             name: "SpindleShardServer",
             dependencies: [
-                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh", "SpindleEventLoop",
+                "SpindleRunner", "SpindleKernel", "SpindleTCP", "SpindleHostMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Modules/SpindleShardServer",
             swiftSettings: strict
@@ -312,7 +315,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleTaskQueueTests",
-            dependencies: ["SpindleTaskQueue", "SpindleKernel", "TaskQueueTestSupport"],
+            dependencies: ["SpindleTaskQueue", "SpindleKernel", "TaskQueueTestSupport",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleTaskQueueTests",
             swiftSettings: strict
         ),
@@ -351,7 +355,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpindleRunnerTests",
-            dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel"],
+            dependencies: ["SpindleRunner", "SpindleHostMesh", "SpindleTCP", "SpindleEventLoop", "SpindleKernel",
+                           "SpindleSupport", .product(name: "MetricsTestKit", package: "swift-metrics")],
             path: "Tests/SpindleRunnerTests",
             swiftSettings: strict
         ),

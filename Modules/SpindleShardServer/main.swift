@@ -8,12 +8,15 @@
 // connection to the coordinator authenticates with that cluster key.
 // Started by a host mesh, `--shard` and `--shards` default to SPINDLE_RANK + 1 and
 // SPINDLE_WORLD_SIZE, and the proc announces itself ready to its agent once it has said hello
-// to the coordinator. Exit status: 0 when the coordinator said stop or on SIGTERM/SIGINT (a
-// shutdown, see ShardSignals.swift), 1 when the connection was lost (the reason on stderr),
+// to the coordinator. It runs under swift-service-lifecycle: a ServiceGroup of the transport
+// and the shard server (ShardService.swift), with SIGTERM and SIGINT as graceful-shutdown
+// signals. Exit status: 0 when the coordinator said stop or on SIGTERM/SIGINT (the request in
+// flight finishes and its reply is sent first), 1 when the connection was lost (the reason on stderr),
 // 64 for a bad command line (with a usage line; `--help` prints the options), 2 for a bad
 // mesh environment or key file, 3 when the coordinator cannot be reached.
 import ArgumentParser
 import Logging
+import ServiceLifecycle
 import SpindleHostMesh
 import SpindleKernel
 import SpindleRunner
@@ -113,7 +116,6 @@ guard let shardCount = options.shards, shardCount >= Int(shardNumber) else {
     Options.exit(withError: ValidationError("--shards is required and must be at least --shard"))
 }
 
-let signals = await ShardShutdown.install()
 let id = ShardID(shardNumber)
 let colony = ColonyConfiguration(seed: options.seed, nodeCount: options.nodes, agentCount: options.agents,
                                  chordsPerNode: options.chords)
@@ -136,29 +138,25 @@ let transport: TCPTransport
 do { transport = try TCPTransport(loopCount: 1, configuration: tcpConfiguration) } catch {
     fail(3, "cannot start the event loop: \(error)")
 }
-let host: ShardHost
+let logger = Logger(label: "spindle.runner.shard-host")
+let server = ShardService(shard: shard, coordinator: coordinator, transport: transport, mesh: mesh, logger: logger)
+// One documented order (docs/operations.md): the group stops services in reverse, so the shard
+// server (its request in flight, its connection, its link to the host agent) stops before the
+// transport under it. SIGTERM and SIGINT shut down gracefully; the server ending by itself (a
+// stop from the coordinator, a lost connection, a failed start) shuts the group down too.
+let group = ServiceGroup(configuration: .init(
+    services: [transport as any Service, server].map {
+        .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+              failureTerminationBehavior: .gracefullyShutdownGroup)
+    },
+    gracefulShutdownSignals: [.sigterm, .sigint],
+    cancellationSignals: [],
+    logger: logger))
 do {
-    host = try await ShardHost.serve(shard, coordinator: coordinator, transport: transport, execution: .transportThread)
-} catch {
-    await transport.shutdown()
+    try await group.run()
+} catch let error as ShardServerError {
     fail(3, "\(error)")
+} catch {
+    fail(1, "\(error)")
 }
-var meshProc: MeshProc? = nil
-if let mesh {
-    do {
-        let proc = try await MeshProc.connect(environment: mesh, transport: transport)
-        try proc.announceReady()
-        meshProc = proc
-    } catch {
-        await host.shutdown()
-        await transport.shutdown()
-        fail(3, "cannot announce readiness to the host agent: \(error)")
-    }
-}
-signals.serve(host)
-let ending = await host.waitUntilDone()
-await host.shutdown()
-meshProc?.close()
-await transport.shutdown()
-await signals.close()
-exit(signals.exitStatus(ending))
+exit(server.exitStatus())

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import SpindleKernel
 
 extension TaskQueue {
@@ -44,6 +45,8 @@ extension TaskQueue {
         /// This queue's priority when waiting for a token.
         public var tokenPriority: ExecutionTokens.Priority = .low
         public var logger = Logger(label: "spindle.taskqueue")
+        /// Where the `spindle_queue_*` metrics go (nil: the global `MetricsSystem`).
+        public var metricsFactory: (any MetricsFactory)? = nil
 
         public init(workers: Int = 2) { self.workers = workers }
 

@@ -40,6 +40,9 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         @usableFromInline var ticker: Task<Void, Never>?
         @usableFromInline var deadWaiters: [CheckedContinuation<Void, Never>] = []
         @usableFromInline var shutDown = false
+        /// The counters and depth last published as metrics.
+        @usableFromInline var published = TaskQueueSnapshot.Counters()
+        @usableFromInline var publishedDepth = -1
 
         @inlinable
         init(scheduler: TaskScheduler<Kind>) { self.scheduler = scheduler }
@@ -77,6 +80,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
     @usableFromInline let calls: BackendCalls
     @usableFromInline let kind: Kind
     @usableFromInline let configuration: Configuration
+    @usableFromInline let metrics: QueueMetrics
 
     /// The configuration this queue was made with.
     public var settings: Configuration { configuration }
@@ -90,6 +94,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         self.backend = backend
         self.calls = BackendCalls(backend)
         self.configuration = configuration
+        self.metrics = QueueMetrics(kind: Kind.name, factory: configuration.metricsFactory)
         state = Mutex(State(scheduler: TaskScheduler(kind: kind, workers: configuration.workers,
                                                      prefetch: configuration.prefetch,
                                                      limit: configuration.limit,
@@ -352,6 +357,14 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             group.cancelAll()
         }
         run { $0.forceShutdown() }
+        // A worker killed between its answer and the kind's decision changes no counter:
+        // publish the final worker count regardless.
+        state.withLock { s in
+            metrics.publish(from: s.published, to: s.scheduler.counters, depth: s.scheduler.queuedCount,
+                            liveWorkers: s.scheduler.liveWorkerCount)
+            s.published = s.scheduler.counters
+            s.publishedDepth = s.scheduler.queuedCount
+        }
         let (joins, spaces, counters) = state.withLock { s in
             let all = (s.joinWaiters, s.spaceWaiters.map(\.continuation), s.scheduler.counters)
             s.joinWaiters = []
@@ -394,6 +407,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             let actions = event(&s.scheduler)
             for action in actions { carryOut(action, in: &s, deferred: &deferred) }
             settleWaiters(&s, deferred: &deferred)
+            publishMetrics(&s)
             return actions.count
         }
         for work in deferred { work() }
@@ -408,6 +422,7 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
         case .dispatch(let id, let batch):
             dispatch(id, batch, in: &s, deferred: &deferred)
         case .use(let id, let status, let answers):
+            metrics.answered(answers.count)
             deferred.append { self.use(answers, of: id, from: status) }
         case .kill(let id):
             dropToken(of: id, in: &s, deferred: &deferred)
@@ -470,6 +485,23 @@ public final class TaskQueue<Kind: TaskKind>: Sendable {
             }
             if now { c.resume() }
         }
+    }
+
+    /// Publishes the scheduler's counters, live workers and depth as metrics when they changed
+    /// since the last event (one comparison per event otherwise). Live workers are counted
+    /// only when a worker started, died or retired (`shutdown()` publishes the final count).
+    @inlinable
+    func publishMetrics(_ s: inout State) {
+        let counters = s.scheduler.counters
+        let depth = s.scheduler.queuedCount
+        guard counters != s.published || depth != s.publishedDepth else { return }
+        let old = s.published
+        let lifecycle = counters.workersStarted != old.workersStarted || counters.workerDeaths != old.workerDeaths
+            || counters.workersRetired != old.workersRetired
+        metrics.publish(from: old, to: counters, depth: depth == s.publishedDepth ? nil : depth,
+                        liveWorkers: lifecycle ? s.scheduler.liveWorkerCount : nil)
+        s.published = counters
+        s.publishedDepth = depth
     }
 
     @inlinable

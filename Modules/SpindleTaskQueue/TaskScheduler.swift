@@ -215,6 +215,14 @@ public struct TaskScheduler<Kind: TaskKind> {
     /// The live worker ids.
     public var liveWorkers: [WorkerID] { slots.filter { $0.phase != .dead }.map(\.id) }
 
+    /// How many workers are live (starting or ready).
+    @inlinable
+    var liveWorkerCount: Int {
+        var n = 0
+        for slot in slots where slot.phase != .dead { n += 1 }
+        return n
+    }
+
     /// The current worker of each slot.
     public var workerIDs: [WorkerID] { slots.map(\.id) }
 

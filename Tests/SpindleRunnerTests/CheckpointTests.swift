@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 import Testing
 @testable import SpindleRunner
@@ -175,7 +176,7 @@ struct CheckpointTests {
                 return file == manifestFile
             }
             // Random garbage decodes to a typed error, never a crash.
-            var rng = SplitMix(seed: 3)
+            var rng = SplitMix64(seed: 3)
             for _ in 0..<300 {
                 var bytes = original
                 for _ in 0..<(1 + Int(rng.next() % 3)) { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }

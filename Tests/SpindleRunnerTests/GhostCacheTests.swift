@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Testing
 @testable import SpindleRunner
 
@@ -39,7 +40,7 @@ struct GhostCacheTests {
     func keyTable() {
         var table = KeyTable(minimumCapacity: 2)
         var reference: [UInt64: Int32] = [:]
-        var rng = SplitMix(seed: 11)
+        var rng = SplitMix64(seed: 11)
         for step in 0..<20_000 {
             let key = rng.next() % 300          // few keys: long probe runs and many removals
             switch rng.next() % 3 {

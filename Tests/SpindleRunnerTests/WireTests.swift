@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Testing
 @testable import SpindleRunner
 
@@ -47,6 +48,44 @@ struct WireTests {
         #expect(f.reason == "no")
     }
 
+    @Test("a malformed message's error names the field, its byte offset and what was wrong")
+    func namedErrors() throws {
+        let reply = sampleReply().encode()
+        // Cut inside `tick` (bytes 8..<16): the field after `round`.
+        do {
+            _ = try PhaseReply.decode(Array(reply[0..<12]))
+            Issue.record("accepted a truncated reply")
+        } catch {
+            #expect(error.field == "tick" && error.offset == 8, "\(error)")
+            #expect(error.problem.contains("truncated") && error.problem.contains("4 left"), "\(error)")
+            #expect(error.description.hasPrefix("malformed runner message: tick at byte 8"), "\(error)")
+        }
+        // A phase byte that is no phase.
+        var bad = reply
+        bad[16] = 9
+        #expect(throws: WireDecodeError.self) { try PhaseReply.decode(bad) }
+        do { _ = try PhaseReply.decode(bad) } catch {
+            #expect(error.field == "phase" && error.offset == 16 && error.problem == "unknown phase 9")
+        }
+        // Trailing bytes after a complete message.
+        do {
+            _ = try CallStatus.decode(CallStatus.done.encode() + [0])
+            Issue.record("accepted trailing bytes")
+        } catch {
+            #expect(error.field == "call status" && error.offset == 1 && error.problem.contains("1 unexpected"), "\(error)")
+        }
+        // A string that is not UTF-8.
+        var w = ByteWriter()
+        w.u8(0)
+        w.lengthPrefixed([0xFF, 0xFE])
+        do {
+            _ = try CallStatus.decode(w.bytes)
+            Issue.record("accepted a reason that is not UTF-8")
+        } catch {
+            #expect(error.field == "reason" && error.offset == 1 && error.problem.contains("UTF-8"), "\(error)")
+        }
+    }
+
     @Test("every truncation and corruption decodes to a typed error or a value, never a crash")
     func malformed() {
         let request = sampleRequest().encode()
@@ -69,7 +108,7 @@ struct WireTests {
                 _ = try? CallStatus.decode(prefix)
             }
         }
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for _ in 0..<2_000 {
             var b = rng.next() & 1 == 0 ? request : reply
             for _ in 0..<(1 + Int(rng.next() % 4)) { b[Int(rng.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: rng.next()) }
@@ -77,7 +116,7 @@ struct WireTests {
             _ = try? PhaseReply.decode(b)
         }
         // A huge count is refused before anything is allocated, naming the field and offset.
-        var w = WireWriter()
+        var w = ByteWriter()
         w.u64(1); w.u64(1); w.u8(1); w.placement(.hashed(virtualNodes: 256)); w.u8(0); w.u32(.max)
         do {
             _ = try PhaseRequest.decode(w.bytes)
@@ -85,15 +124,5 @@ struct WireTests {
         } catch {
             #expect(error.field == "placement count" && error.offset == 27)
         }
-    }
-}
-
-/// A small deterministic generator for the corruption test.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        return StableHash.mix(state)
     }
 }

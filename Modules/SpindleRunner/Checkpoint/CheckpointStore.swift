@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -18,7 +19,7 @@ struct ShardCheckpoint: Sendable, Equatable {
 
     /// The file's bytes: magic, shard, tick, snapshot, ghosts, then a checksum of all of it.
     func encode() -> [UInt8] {
-        var w = WireWriter(capacity: 64 + snapshot.count + ghosts.count * 48)
+        var w = ByteWriter(capacity: 64 + snapshot.count + ghosts.count * 48)
         w.bytes.append(contentsOf: ShardCheckpoint.magic)
         w.u64(shard.value)
         w.u64(tick)
@@ -38,7 +39,7 @@ struct ShardCheckpoint: Sendable, Equatable {
         let stored = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: body, as: UInt64.self)) }
         let actual = bytes.withUnsafeBytes { Checksum.of(UnsafeRawBufferPointer(rebasing: $0[0..<body])) }
         guard stored == actual else { throw .checkpointCorrupt(file: file, reason: "the checksum does not match the contents") }
-        var r = WireReader(Array(bytes[magic.count..<body]))
+        var r = ByteReader(bytes[magic.count..<body])
         do {
             let shard = ShardID(try r.u64("shard"))
             let tick = try r.u64("tick")
@@ -249,18 +250,6 @@ enum CheckpointStore {
         } else {
             unlink(path)
         }
-    }
-}
-
-extension WireReader {
-    /// The next `n` bytes.
-    mutating func raw(_ n: Int, _ field: String) throws(WireDecodeError) -> [UInt8] {
-        guard n >= 0, bytes.count - offset >= n else {
-            throw WireDecodeError(field: field, offset: offset, problem: "needs \(n) bytes, \(bytes.count - offset) left")
-        }
-        let out = Array(bytes[offset..<offset + n])
-        try skipRaw(n, field)
-        return out
     }
 }
 

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// One shard of the colony: agents on a graph depositing signal that diffuses across edges and
@@ -275,7 +276,7 @@ public final class ColonyShard: Shard {
                 guard v < UInt64(layout.nodeCount) else { return nil }
                 let lv = layout.local(Int(v))
                 guard lv >= 0 else { return nil }
-                var w = WireWriter(capacity: 16)
+                var w = ByteWriter(capacity: 16)
                 w.i64(s.signal[lv])
                 w.i64(s.trail[lv])
                 return GhostNode(key: k, owner: id, tick: context.tick, payload: w.bytes)
@@ -311,7 +312,7 @@ public final class ColonyShard: Shard {
     }
 
     public func snapshot(into buffer: inout [UInt8]) throws {
-        var w = WireWriter(capacity: 0)
+        var w = ByteWriter(capacity: 0)
         swap(&w.bytes, &buffer)
         w.bytes.removeAll(keepingCapacity: true)
         state.withLock { s in
@@ -336,13 +337,13 @@ public final class ColonyShard: Shard {
     }
 
     public func restore(_ snapshot: [UInt8]) throws {
-        var expected = WireWriter()
+        var expected = ByteWriter()
         writeHeader(&expected)
         guard snapshot.count >= expected.bytes.count, Array(snapshot[0..<expected.bytes.count]) == expected.bytes else {
             throw ColonyError(shard: id, tick: 0, problem: "the snapshot is not of this shard of this colony and placement")
         }
         let m = layout.owned.count
-        var r = WireReader(snapshot)
+        var r = ByteReader(snapshot)
         var restored = ColonyState(layout: layout)
         do {
             try r.skipRaw(expected.bytes.count, "header")
@@ -381,7 +382,7 @@ public final class ColonyShard: Shard {
         state.withLock { $0 = restored }
     }
 
-    private func writeHeader(_ w: inout WireWriter) {
+    private func writeHeader(_ w: inout ByteWriter) {
         w.bytes.append(contentsOf: ColonyShard.magic)
         let c = configuration
         w.u64(c.seed)
@@ -580,7 +581,7 @@ struct ColonyState: Sendable {
     func encodeTransfer(to position: Int) -> [UInt8]? {
         let amounts = outgoing[outBase[position]..<outBase[position + 1]], agents = outAgents[position]
         guard !amounts.isEmpty || !agents.isEmpty else { return nil }
-        var w = WireWriter(capacity: 8 + amounts.count * 8 + agents.count * 24)
+        var w = ByteWriter(capacity: 8 + amounts.count * 8 + agents.count * 24)
         w.count(amounts.count)
         #if _endian(little)
         amounts.withUnsafeBytes { w.bytes.append(contentsOf: $0) }

@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// The coordinator's handle on a shard served by a `ShardHost` in another process (or over any
@@ -77,7 +78,7 @@ public final class RemoteShard: Sendable, CustomStringConvertible {
     /// Asks the shard server for its state digest.
     func stateDigest(stamp: HLCTimestamp, timeout: Duration) async throws(RunnerError) -> UInt64 {
         let bytes = try await call(.digestRequest, payloads: [[]], operation: "the state digest", stamp: stamp, timeout: timeout)
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         do {
             let value = try r.u64("digest")
             try r.expectEnd("digest reply")
@@ -100,7 +101,7 @@ public final class RemoteShard: Sendable, CustomStringConvertible {
 
     /// Rolls the server's shard back to the state it kept at the start of `tick`.
     func rollback(toStartOf tick: UInt64, stamp: HLCTimestamp, timeout: Duration) async throws(RunnerError) {
-        var w = WireWriter()
+        var w = ByteWriter()
         w.u64(tick)
         _ = try await call(.rollbackRequest, payloads: [w.bytes], operation: "a rollback to the start of tick \(tick)",
                            stamp: stamp, timeout: timeout)

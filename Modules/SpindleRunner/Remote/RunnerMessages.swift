@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 
 /// Message kinds of the runner protocol (`ProtocolTag.runner`), coordinator ⇄ shard server.
 ///
@@ -65,7 +66,7 @@ struct PhaseRequest: Sendable {
     }
 
     func encode() -> [UInt8] {
-        var w = WireWriter(capacity: 64)
+        var w = ByteWriter(capacity: 64)
         w.u64(round)
         w.u64(tick)
         w.u8(phase.rawValue)
@@ -79,7 +80,7 @@ struct PhaseRequest: Sendable {
         for m in delivery.messages {
             w.u64(m.from.value)
             w.u64(m.to.value)
-            w.blob(m.payload)
+            w.lengthPrefixed(m.payload)
         }
         w.count(ghostRequests.count)
         for k in ghostRequests { w.u64(k.rawValue) }
@@ -101,7 +102,7 @@ struct PhaseRequest: Sendable {
     }
 
     static func decode(_ bytes: [UInt8]) throws(WireDecodeError) -> PhaseRequest {
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         let round = try r.u64("round")
         let tick = try r.u64("tick")
         let phase = try r.phase("phase")
@@ -150,7 +151,7 @@ struct PhaseReply: Sendable {
     var rollbackPointSaved = false
 
     func encode() -> [UInt8] {
-        var w = WireWriter(capacity: 64)
+        var w = ByteWriter(capacity: 64)
         w.u64(round)
         w.u64(tick)
         w.u8(phase.rawValue)
@@ -173,7 +174,7 @@ struct PhaseReply: Sendable {
             w.count(work.messages.count)
             for m in work.messages {
                 w.u64(m.to.value)
-                w.blob(m.payload)
+                w.lengthPrefixed(m.payload)
             }
             w.count(work.ghosts.count)
             for g in work.ghosts { g.encode(into: &w) }
@@ -183,7 +184,7 @@ struct PhaseReply: Sendable {
     }
 
     static func decode(_ bytes: [UInt8]) throws(WireDecodeError) -> PhaseReply {
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         let round = try r.u64("round")
         let tick = try r.u64("tick")
         let phase = try r.phase("phase")
@@ -228,7 +229,7 @@ enum CallStatus: Sendable, Equatable {
     case failed(String)
 
     func encode() -> [UInt8] {
-        var w = WireWriter()
+        var w = ByteWriter()
         switch self {
         case .done: w.u8(1)
         case .failed(let why):
@@ -239,7 +240,7 @@ enum CallStatus: Sendable, Equatable {
     }
 
     static func decode(_ bytes: [UInt8]) throws(WireDecodeError) -> CallStatus {
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         let at = r.offset
         let status: CallStatus
         switch try r.u8("status") {
@@ -259,11 +260,11 @@ enum SnapshotChunk: Sendable, Equatable {
     case failed(String)
 
     func encode() -> [UInt8] {
-        var w = WireWriter(capacity: 8 + (self.bytes?.count ?? 0))
+        var w = ByteWriter(capacity: 8 + (self.bytes?.count ?? 0))
         switch self {
         case .piece(let last, let bytes):
             w.u8(last ? 2 : 1)
-            w.blob(bytes)
+            w.lengthPrefixed(bytes)
         case .failed(let why):
             w.u8(0)
             w.string(why)
@@ -277,7 +278,7 @@ enum SnapshotChunk: Sendable, Equatable {
     }
 
     static func decode(_ bytes: [UInt8]) throws(WireDecodeError) -> SnapshotChunk {
-        var r = WireReader(bytes)
+        var r = ByteReader(bytes)
         let at = r.offset
         let chunk: SnapshotChunk
         switch try r.u8("chunk kind") {
@@ -306,7 +307,7 @@ enum SnapshotChunk: Sendable, Equatable {
 }
 
 extension CrossShardEdge {
-    func encode(into w: inout WireWriter) {
+    func encode(into w: inout ByteWriter) {
         w.u64(source.rawValue)
         w.u64(target.rawValue)
         w.u64(sourceShard.value)
@@ -314,7 +315,7 @@ extension CrossShardEdge {
         w.i64(weight)
     }
 
-    static func decode(_ r: inout WireReader) throws(WireDecodeError) -> CrossShardEdge {
+    static func decode(_ r: inout ByteReader) throws(WireDecodeError) -> CrossShardEdge {
         let s = NodeKey(try r.u64("edge source"))
         let t = NodeKey(try r.u64("edge target"))
         let ss = ShardID(try r.u64("edge source shard"))
@@ -324,14 +325,14 @@ extension CrossShardEdge {
 }
 
 extension GhostNode {
-    func encode(into w: inout WireWriter) {
+    func encode(into w: inout ByteWriter) {
         w.u64(key.rawValue)
         w.u64(owner.value)
         w.u64(tick)
-        w.blob(payload)
+        w.lengthPrefixed(payload)
     }
 
-    static func decode(_ r: inout WireReader) throws(WireDecodeError) -> GhostNode {
+    static func decode(_ r: inout ByteReader) throws(WireDecodeError) -> GhostNode {
         let k = NodeKey(try r.u64("ghost key"))
         let o = ShardID(try r.u64("ghost owner"))
         let t = try r.u64("ghost tick")
@@ -339,7 +340,7 @@ extension GhostNode {
     }
 }
 
-extension WireWriter {
+extension ByteWriter {
     mutating func placement(_ p: PlacementStrategy) {
         switch p {
         case .hashed(let v):
@@ -355,12 +356,12 @@ extension WireWriter {
         count(items.count)
         for (name, value) in items {
             string(name)
-            blob(value)
+            lengthPrefixed(value)
         }
     }
 }
 
-extension WireReader {
+extension ByteReader {
     mutating func placement(_ field: String) throws(WireDecodeError) -> PlacementStrategy {
         let at = offset
         let kind = try u8(field)

@@ -1,5 +1,6 @@
 import Logging
 import SpindleKernel
+import SpindleSupport
 import SpindleTasklets
 import Synchronization
 
@@ -59,6 +60,11 @@ public final class ShardHost: Sendable {
         var queue: [@Sendable () -> Void] = []
         var draining = false
         var drainer: Task<Void, Never>?
+        /// Requests started and not finished (their replies not yet sent).
+        var inProgress = 0
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        /// The one shutdown, which every `shutdown()` call waits for.
+        var shutdown: Task<Void, Never>?
     }
     private let state = Mutex(State())
 
@@ -88,10 +94,18 @@ public final class ShardHost: Sendable {
         }
     }
 
-    /// Runs `work` in request order: inline, or on the host's lane.
+    /// Runs `work` in request order: inline, or on the host's lane. Once serving ended, no
+    /// request starts.
     private func perform(_ work: @escaping @Sendable () -> Void) {
         guard let pool else {
+            let accepted = state.withLock { s -> Bool in
+                guard s.ending == nil else { return false }
+                s.inProgress += 1
+                return true
+            }
+            guard accepted else { return }
             work()
+            finished()
             return
         }
         let start: Bool = state.withLock { s in
@@ -105,7 +119,10 @@ public final class ShardHost: Sendable {
         let task = Task {
             // One launch serves every request queued meanwhile; requests never overlap.
             _ = try? await pool.launch(workers: 1, shared: (), scratch: { @Sendable _ in () }) { _ in
-                while let next = self.nextQueued() { next() }
+                while let next = self.nextQueued() {
+                    next()
+                    self.finished()
+                }
             }
         }
         state.withLock { $0.drainer = task }
@@ -118,7 +135,31 @@ public final class ShardHost: Sendable {
                 s.draining = false
                 return nil
             }
+            s.inProgress += 1
             return s.queue.removeFirst()
+        }
+    }
+
+    /// A request finished (its reply sent): wakes a shutdown waiting for it.
+    private func finished() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.inProgress -= 1
+            guard s.inProgress == 0 else { return [] }
+            defer { s.idleWaiters.removeAll() }
+            return s.idleWaiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Waits until no request is running.
+    private func waitUntilIdle() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let idle = state.withLock { s -> Bool in
+                if s.inProgress == 0 { return true }
+                s.idleWaiters.append(c)
+                return false
+            }
+            if idle { c.resume() }
         }
     }
 
@@ -138,7 +179,7 @@ public final class ShardHost: Sendable {
         connection.start(ConnectionHandler(
             onEnvelope: { envelope in host.received(envelope) },
             onClose: { reason in host.end(.disconnected("\(reason)")) }))
-        var w = WireWriter()
+        var w = ByteWriter()
         w.u64(shard.id.value)
         w.u8(shard.readsGhosts ? 1 : 0)
         do {
@@ -163,10 +204,24 @@ public final class ShardHost: Sendable {
         }
     }
 
-    /// Closes the connection and stops the host's lane (after a request it is running).
+    /// Stops serving, gracefully: requests not yet started are dropped, a request running
+    /// finishes and its reply is sent, then the connection closes (flushing that reply) and the
+    /// host's lane stops. A phase that never returns holds the shutdown up. Idempotent:
+    /// concurrent calls wait for the same shutdown.
     public func shutdown() async {
-        connection.close()
+        let task = state.withLock { s -> Task<Void, Never> in
+            if let t = s.shutdown { return t }
+            let t = Task { await self.stopServing() }
+            s.shutdown = t
+            return t
+        }
+        await task.value
+    }
+
+    private func stopServing() async {
         end(.disconnected("shut down locally"))
+        await waitUntilIdle()
+        connection.close()
         let drainer = state.withLock { $0.drainer }
         await drainer?.value
         await pool?.shutdown()
@@ -195,7 +250,7 @@ public final class ShardHost: Sendable {
             perform { self.runPhase(envelope) }
         case .digestRequest:
             perform {
-                var w = WireWriter()
+                var w = ByteWriter()
                 w.u64(self.shard.stateDigest())
                 self.reply(.digestReply, to: envelope, payload: w.bytes)
             }
@@ -335,7 +390,7 @@ public final class ShardHost: Sendable {
     }
 
     private func rollback(_ envelope: Envelope) {
-        var r = WireReader(envelope.payload)
+        var r = ByteReader(envelope.payload)
         guard let tick = try? r.u64("tick") else {
             reply(.rollbackDone, to: envelope, payload: CallStatus.failed("malformed rollback request").encode())
             return

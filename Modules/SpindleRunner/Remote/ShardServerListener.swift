@@ -1,4 +1,5 @@
 import SpindleKernel
+import SpindleSupport
 import Synchronization
 
 /// The coordinator's side of remote shards: listens on a transport address, and turns every
@@ -183,7 +184,7 @@ private final class ListenerBox: Sendable {
                     r.handle(envelope)
                     return
                 }
-                var reader = WireReader(envelope.payload)
+                var reader = ByteReader(envelope.payload)
                 guard envelope.protocolTag == .runner,
                       envelope.kind == RunnerMessageKind.hello.rawValue,
                       let raw = try? reader.u64("shard id"),

@@ -158,6 +158,7 @@ extension DistributedRunner {
                         continue
                     }
                     engine.replaceRemote(id, with: fresh)
+                    engine.metrics.respawns.increment()
                     replaced = true
                     break
                 } catch {

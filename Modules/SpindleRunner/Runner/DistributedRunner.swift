@@ -124,6 +124,7 @@ public final class DistributedRunner: Sendable {
                 if let first = outcome.results.first { results.removeAll { $0.tick >= first.tick } }
                 results.append(contentsOf: outcome.results.filter { $0.tick > start })
                 guard let failure = outcome.failure else { continue }
+                engine.metrics.failed(failure.error)
                 switch planner.failed(failure.error, lost: failure.lost, rolledBack: failure.error.rolledBackTo != nil) {
                 case .fail(let error):
                     throw RunFailure(completed: results, error: error)
@@ -131,11 +132,13 @@ public final class DistributedRunner: Sendable {
                     do { try await recover(shards, cause: failure.error) } catch {
                         throw RunFailure(completed: results, error: error)
                     }
+                    engine.metrics.rolledBack(toCheckpoint: true)
                     results.removeAll { $0.tick > checkpoint }
                 case .restoreCheckpoint(let checkpoint):
                     do { try await restoreLastCheckpoint() } catch {
                         throw RunFailure(completed: results, error: error)
                     }
+                    engine.metrics.rolledBack(toCheckpoint: true)
                     results.removeAll { $0.tick > checkpoint }
                     throw RunFailure(completed: results, error: .rolledBack(to: checkpoint, cause: failure.error))
                 }
@@ -257,6 +260,9 @@ public final class DistributedRunner: Sendable {
             }
         }
         f.error = .rolledBack(to: f.tick - 1, cause: f.error)
+        // Counted here, not where `run` sees the failure: a tick that timed out is answered
+        // before its stragglers return and it is rolled back.
+        engine.metrics.rolledBack(toCheckpoint: false)
         return f
     }
 

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import SpindleKernel
 import SpindleTasklets
 
@@ -43,6 +44,8 @@ public struct RunnerConfiguration: Sendable {
     /// The collectives shards may contribute to (`Collective`), by name.
     public var collectives: [AnyCollective] = []
     public var logger = Logger(label: "spindle.runner")
+    /// Where the `spindle_runner_*` metrics go (nil: the global `MetricsSystem`).
+    public var metricsFactory: (any MetricsFactory)? = nil
 
     public init(phaseTimeout: Duration = .seconds(30), ghostResolution: Bool = true,
                 ghostCacheCapacity: Int = 1024, parallelism: Int = Tasklet.defaultLanes,

@@ -40,6 +40,7 @@ final class TickEngine: @unchecked Sendable {
     let clock: any SpindleClock
     let logger: Logger
     let registry: [String: AnyCollective]
+    let metrics: RunnerMetrics
 
     /// Every shard, in increasing id order (a slot's `position` is its index here).
     @exclusivity(unchecked) private(set) var slots: [ShardSlot] = []
@@ -83,6 +84,7 @@ final class TickEngine: @unchecked Sendable {
         self.clock = coordinator.clock
         self.systemClock = coordinator.clock is SystemClock
         self.logger = configuration.logger
+        self.metrics = RunnerMetrics(factory: configuration.metricsFactory)
         self.gate = RoundGate(barrier: coordinator.makeBarrier(phaseTimeout: configuration.phaseTimeout),
                               clock: coordinator.clock)
         var registry: [String: AnyCollective] = [:]
@@ -421,7 +423,9 @@ final class TickEngine: @unchecked Sendable {
             s.pendingInstalls = s.routing.installOrder
         }
         coordinator.advance()
-        return .success(tickResult(started: started, collectives: results))
+        let result = tickResult(started: started, collectives: results)
+        metrics.completed(result, from: started, to: now)
+        return .success(result)
     }
 
     /// Runs one phase on every shard and waits at the barrier.
@@ -436,7 +440,8 @@ final class TickEngine: @unchecked Sendable {
             }
         }
         // One clock read per phase: a round begins at the instant the previous one ended.
-        round = gate.begin(tick: tick, phase: phase, shards: ids, now: now)
+        let begun = now
+        round = gate.begin(tick: tick, phase: phase, shards: ids, now: begun)
         let stamp = remoteSlots.isEmpty ? .zero : coordinator.hlc.tick()
         for (slot, var request) in zip(remoteSlots, remoteRequests) {
             request.round = round
@@ -464,6 +469,8 @@ final class TickEngine: @unchecked Sendable {
         if case .timedOut(let e) = poll {
             return fail(coord, e, phase: phase, completion: completion, inFlight: inFlight, timedOut: true)
         }
+        // Every shard has arrived: the round took from its start to the barrier.
+        metrics.phase(phase, from: begun, to: now)
         gate.reset()
         if !remoteSlots.isEmpty { takeRemoteOutcomes(phase) }
         // The lowest failing shard names the failure, so the error is deterministic.

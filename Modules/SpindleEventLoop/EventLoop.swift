@@ -18,8 +18,11 @@ import Synchronization
 ///
 /// Cross-thread hand-off is one mutex-protected queue plus one `uv_async_t`; a wake-up is sent
 /// only when the queue goes from idle to busy, and each wake-up drains everything queued.
+/// Work the loop thread queues for itself (a task resumed on the loop, say) needs no wake-up:
+/// the queue is drained again at the end of the same loop turn.
 ///
 ///     producers ──► Mutex<Deque<Work>> ──uv_async_send──► loop thread: drain, run in order
+///     loop thread ──► the same queue ──► drained at the end of this turn (uv_check)
 ///
 /// Call ``shutdown()`` when done: it closes every handle the loop owns, runs the loop until the
 /// close callbacks have run, checks that `uv_loop_close` succeeds and joins the thread.
@@ -48,6 +51,10 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     private var handles: [ObjectIdentifier: any LoopResource] = [:]
     private var flushList: [StreamChannel] = []
     private var flushSpare: [StreamChannel] = []
+    /// Whether the end-of-turn handles (`flushCheck`, `flushIdle`) are started.
+    private var endOfTurnArmed = false
+    /// Whether the loop thread queued work for itself that the end of this turn drains.
+    private var drainAtEndOfTurn = false
     /// True once shutdown has begun on the loop thread: no new handles are opened.
     private(set) var isClosing = false
 
@@ -211,6 +218,7 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     }
 
     private func push(_ work: Work) -> Bool {
+        let onLoop = inEventLoop
         let send: Bool? = inbox.withLock { s in
             guard s.state == .open else { return nil }
             s.queue.append(work)
@@ -219,7 +227,16 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
             return true
         }
         guard let send else { return false }
-        if send { uv_async_send(wakeup) }
+        if send {
+            if onLoop {
+                // No wake-up of ourselves (an eventfd write, an epoll return, an eventfd read):
+                // the end of this turn drains the queue.
+                drainAtEndOfTurn = true
+                armEndOfTurn()
+            } else {
+                uv_async_send(wakeup)
+            }
+        }
         return true
     }
 
@@ -269,23 +286,38 @@ public final class EventLoop: SerialExecutor, @unchecked Sendable {
     /// Adds `channel` to the end-of-turn flush list (loop thread).
     func scheduleFlush(_ channel: StreamChannel) {
         flushList.append(channel)
-        if flushList.count == 1, !isClosing {
-            uv_check_start(flushCheck) { handle in
-                guard let handle, let data = handle.pointee.data else { return }
-                Unmanaged<EventLoop>.fromOpaque(data).takeUnretainedValue().flushAll()
-            }
-            // An active idle handle makes the next poll non-blocking, so writes made outside
-            // the poll phase (timers) are flushed in this turn too.
-            uv_idle_start(flushIdle) { _ in }
-        }
+        armEndOfTurn()
     }
 
-    private func flushAll() {
+    /// Starts the end-of-turn handles unless they run already (loop thread).
+    private func armEndOfTurn() {
+        guard !endOfTurnArmed, !isClosing else { return }
+        endOfTurnArmed = true
+        uv_check_start(flushCheck) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            Unmanaged<EventLoop>.fromOpaque(data).takeUnretainedValue().endOfTurn()
+        }
+        // An active idle handle makes the next poll non-blocking, so work queued and writes
+        // made outside the poll phase (timers) are handled in this turn too.
+        uv_idle_start(flushIdle) { _ in }
+    }
+
+    /// The end of a loop turn: run what the loop thread queued for itself, then flush every
+    /// channel written to, so the drained work's writes leave in this turn as well.
+    private func endOfTurn() {
+        if drainAtEndOfTurn {
+            drainAtEndOfTurn = false
+            drainInbox()
+        }
         swap(&flushList, &flushSpare)
-        uv_check_stop(flushCheck)
-        uv_idle_stop(flushIdle)
         for channel in flushSpare { channel.flushPending() }
         flushSpare.removeAll(keepingCapacity: true)
+        // Work or writes queued while this ran keep the handles for the next turn.
+        if flushList.isEmpty && !drainAtEndOfTurn {
+            endOfTurnArmed = false
+            uv_check_stop(flushCheck)
+            uv_idle_stop(flushIdle)
+        }
     }
 
     // MARK: Handle registry (loop thread)

@@ -122,7 +122,12 @@ public final class DistributedRunner: Sendable {
             case .runTicks(let n):
                 let outcome = await runSegment(n)
                 if let first = outcome.results.first { results.removeAll { $0.tick >= first.tick } }
-                results.append(contentsOf: outcome.results.filter { $0.tick > start })
+                // Ticks are in order: only a segment that re-ran ticks before `start` needs
+                // filtering. Otherwise the segment's array is taken as it is (no copy of each
+                // result) when it is the first.
+                let kept = outcome.results.first.map { $0.tick > start } ?? true
+                    ? outcome.results : outcome.results.filter { $0.tick > start }
+                if results.isEmpty { results = kept } else { results.append(contentsOf: kept) }
                 guard let failure = outcome.failure else { continue }
                 engine.metrics.failed(failure.error)
                 switch planner.failed(failure.error, lost: failure.lost, rolledBack: failure.error.rolledBackTo != nil) {

@@ -69,7 +69,8 @@ public enum ProcState: Sendable, Hashable, Codable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .stopped(let code, let tail):
-            if let last = tail.last { return "stopped(exit \(code), stderr: \(last))" }
+            // A clean exit's stderr is its ordinary log; a failing one's last line says why.
+            if code != 0, let last = tail.last { return "stopped(exit \(code), stderr: \(last))" }
             return "stopped(exit \(code))"
         case .killed(let signal): return "killed(signal \(signal))"
         case .failed(let reason): return "failed(\(reason))"

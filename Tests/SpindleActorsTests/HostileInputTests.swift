@@ -48,10 +48,12 @@ extension ActorSystemTests {
         let transport = InProcessTransport()
         var serverConfig = SpindleActorSystem.Configuration(listenAddress: .inproc(name: "hostile-\(UInt32.random(in: 0 ... .max))"))
         serverConfig.logger.logLevel = .critical
+        serverConfig.link.core.livenessBound = .seconds(60)   // liveness is not under test
         let server = try await SpindleActorSystem(transport: transport, configuration: serverConfig)
         let tap = TappingTransport(transport)
         var clientConfig = SpindleActorSystem.Configuration()
         clientConfig.logger.logLevel = .critical
+        clientConfig.link.core.livenessBound = .seconds(60)
         let client = try await SpindleActorSystem(transport: tap, configuration: clientConfig)
         let calculator = Calculator(actorSystem: server)
         let remote = try Calculator.resolve(id: calculator.id, using: client)

@@ -104,6 +104,7 @@ struct RemotePeer {
             let calculatorID = try ActorID(parsing: String(ready.dropFirst("READY ".count)))
             var configuration = SpindleActorSystem.Configuration()
             configuration.logger.logLevel = .critical
+            configuration.link.core.livenessBound = .seconds(60)   // tests of liveness set their own
             configure(&configuration)
             let system = try await SpindleActorSystem(transport: transport, configuration: configuration)
             client = system

@@ -39,6 +39,10 @@ func withInProcessSystems<T>(
         for i in 0..<count {
             var c = SpindleActorSystem.Configuration(listenAddress: .inproc(name: "\(prefix)-\(i)-\(UInt32.random(in: 0 ... .max))"))
             c.logger.logLevel = .critical
+            // Liveness is not under test here (tests that test it set their own bound): the
+            // whole suite on 2 shared cores can starve the cooperative pool for seconds, and
+            // the 5 s default then declares a healthy in-process peer lost.
+            c.link.core.livenessBound = .seconds(60)
             configure(&c)
             systems.append(try await SpindleActorSystem(transport: transport, configuration: c))
         }

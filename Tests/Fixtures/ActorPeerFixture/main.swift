@@ -33,6 +33,9 @@ do {
     let transport = try TCPTransport(loopCount: 1)
     var configuration = SpindleActorSystem.Configuration(listenAddress: .tcp(host: "127.0.0.1", port: 0))
     configuration.logger.logLevel = .warning
+    // The test process may stall for seconds while the whole suite shares 2 cores; the tests
+    // of liveness watch this peer from the test's side, so this side waits a minute.
+    configuration.link.core.livenessBound = .seconds(60)
     let system = try await SpindleActorSystem(transport: transport, configuration: configuration)
     let calculator = try system.withWellKnownName("calculator") { Calculator(actorSystem: system) }
     let observer = try system.withWellKnownName("observer") { Observer(actorSystem: system) }

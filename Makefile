@@ -22,15 +22,32 @@ build: deps
 check: deps
 	$(SWIFT) build --build-tests $(STRICT_FLAGS)
 
-# Two passes: the tests that keep both cores busy for seconds (tens of thousands of barrier
-# rounds with more lanes than cores, 100 000 tasks through worker processes) run alone after
-# the rest, so they do not starve the timing-sensitive tests running beside them (heartbeats,
-# liveness bounds, handshake timeouts). The cluster tests run in `make test-cluster`.
+# The test targets run in groups, one process after another (tests run in parallel within a
+# group): on 2 cores, one process running every target at once let CPU-bound tests (tasklet
+# loops, runner ticks, worker floods) hold the cooperative pool's threads for seconds while
+# timing-sensitive tests beside them (heartbeats, liveness bounds, handshake timeouts) waited;
+# one full run in five or so failed that way. The tests that keep both cores busy for seconds
+# (tens of thousands of barrier rounds with more lanes than cores, 100 000 tasks through
+# worker processes) run last, alone. A new test target must be added to a group. The cluster
+# tests run in `make test-cluster`.
 CPU_HEAVY_TESTS = tenThousandRoundsLoseNoArrivalAndAddNone|ProcessWorkerTests/hundredThousand
+TEST_GROUPS = SpindleSupportTests|SpindleKernelTests|SpindleEventLoopTests \
+              SpindleTCPTests \
+              SpindleTaskletsTests|SpindleTaskQueueTests|SpindleProcessWorkersTests \
+              SpindleNodeEngineTests \
+              SpindleHostMeshTests \
+              SpindleRunnerTests \
+              SpindleActorsTests \
+              SpindleIntegrationTests
 test: deps
 	$(SWIFT) build --build-tests $(STRICT_FLAGS)
-	$(SWIFT) test --skip-build --skip 'ClusterTests|$(CPU_HEAVY_TESTS)'
-	$(SWIFT) test --skip-build --filter '$(CPU_HEAVY_TESTS)'
+	@failed=""; for group in $(foreach g,$(TEST_GROUPS),'$(g)'); do \
+		echo "==> $$group"; \
+		$(SWIFT) test --skip-build --filter "$$group" --skip 'ClusterTests|$(CPU_HEAVY_TESTS)' || failed="$$failed $$group"; \
+	done; \
+	echo "==> CPU-heavy tests"; \
+	$(SWIFT) test --skip-build --filter '$(CPU_HEAVY_TESTS)' || failed="$$failed CPU-heavy"; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 # Spindle across hosts: network namespaces as machines (scripts/testcluster), real agents in
 # them, sshd for the SSH launcher. Needs root; installs iproute2, nftables and openssh-server

@@ -43,7 +43,9 @@ public enum ProcessWorkerMain {
         guard let raw = getenv(environmentKey) else { return }
         let name = String(cString: raw)
         signal(SIGPIPE, SIG_IGN)
-        let protocolFD = dup(1)
+        // Close-on-exec: a job that starts a program of its own must not hand it the master's
+        // pipe (the master would not see the pipe close when this worker dies).
+        let protocolFD = fcntl(1, F_DUPFD_CLOEXEC, 0)
         dup2(2, 1)
         let all = kinds + jobs.map { kindType(of: $0) }
         guard let kind = all.first(where: { $0.name == name }) else {

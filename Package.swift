@@ -53,7 +53,12 @@ let package = Package(
         // The runtime's shared internals (locks, parking, threads, SplitMix64, byte coding,
         // loop confinement): `package` access, not a product.
         .target(
+            name: "CSpindleSupport",
+            path: "Modules/CSpindleSupport"
+        ),
+        .target(
             name: "SpindleSupport",
+            dependencies: ["CSpindleSupport"],
             path: "Modules/SpindleSupport",
             swiftSettings: strict
         ),

@@ -1,3 +1,5 @@
+import CSpindleSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -111,16 +113,9 @@ package struct SpindleThread: @unchecked Sendable {
 
     /// Names the calling thread, best effort.
     package static func nameCurrent(_ name: String) {
-        #if os(Linux)
-        // pthread_setname_np is not visible through Glibc's module; a thread may rename itself
-        // by writing its own comm file.
-        let fd = open("/proc/thread-self/comm", O_WRONLY)
-        guard fd >= 0 else { return }
-        var bytes = Array(name.utf8.prefix(15))
-        _ = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        #elseif canImport(Darwin)
-        _ = pthread_setname_np(name)
-        #endif
+        // In C: Glibc's Swift module does not export pthread_setname_np, and writing
+        // /proc/thread-self/comm would hold a descriptor for a moment, which a process at its
+        // descriptor limit sees fail or come and go.
+        _ = spindle_name_current_thread(name)
     }
 }

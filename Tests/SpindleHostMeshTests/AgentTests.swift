@@ -187,49 +187,37 @@ struct AgentTests {
 
     @Test("killing an agent daemon with SIGKILL leaves no live procs")
     func agentKilled() async throws {
-        let spindle = try spindleBinary()
-        let loop = try EventLoop(name: "daemon-test")
-        let transport = makeTransport(loop: loop, key: nil)
-        let daemon = try await spawnAgentDaemon(spindle, on: loop)
-        var pids: [Int32] = []
-        do {
-            let address = try await readListeningAddress(daemon)
-            var conf = testMeshConfiguration()
-            conf.livenessBound = .seconds(5)   // the client must see the agent go
-            let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
-                                                 timeout: .seconds(10), transport: transport, configuration: conf)
-            let procs = try await mesh.spawnProcs(name: "orphans", perHost: 2) { _ in
-                BootstrapCommand(program: spindle, arguments: ["proc"])
+        try await withAgentDaemon("daemon-test") { daemon, transport, spindle in
+            var pids: [Int32] = []
+            do {
+                let address = try await readListeningAddress(daemon)
+                var conf = testMeshConfiguration()
+                conf.livenessBound = .seconds(5)   // the client must see the agent go
+                let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
+                                                     timeout: .seconds(10), transport: transport, configuration: conf)
+                let procs = try await mesh.spawnProcs(name: "orphans", perHost: 2) { _ in
+                    BootstrapCommand(program: spindle, arguments: ["proc"])
+                }
+                pids = procs.lastKnown.compactMap(\.pid)
+                #expect(pids.count == 2)
+                #expect(pids.allSatisfy(isAlive))
+                try daemon.kill(SIGKILL)
+                #expect(await daemon.wait() == .signaled(signal: SIGKILL))
+                try await waitUntil("procs of the killed agent to die") { !pids.contains(where: isAlive) }
+                try await waitUntil("the client to see the agent go", timeout: .seconds(30)) {
+                    procs.lastKnown.allSatisfy { if case .hostLost = $0.state { true } else { false } }
+                }
+                await mesh.shutdown()
+            } catch {
+                for p in pids { kill(p, SIGKILL) }
+                throw error
             }
-            pids = procs.lastKnown.compactMap(\.pid)
-            #expect(pids.count == 2)
-            #expect(pids.allSatisfy(isAlive))
-            try daemon.kill(SIGKILL)
-            #expect(await daemon.wait() == .signaled(signal: SIGKILL))
-            try await waitUntil("procs of the killed agent to die") { !pids.contains(where: isAlive) }
-            try await waitUntil("the client to see the agent go", timeout: .seconds(30)) {
-                procs.lastKnown.allSatisfy { if case .hostLost = $0.state { true } else { false } }
-            }
-            await mesh.shutdown()
-        } catch {
-            try? daemon.kill(SIGKILL)
-            for p in pids { kill(p, SIGKILL) }
-            _ = await daemon.wait()
-            await transport.shutdown()
-            await loop.shutdown()
-            throw error
         }
-        await transport.shutdown()
-        await loop.shutdown()
     }
 
     @Test("the daemon shuts down cleanly on SIGTERM, stopping its procs")
     func daemonSigterm() async throws {
-        let spindle = try spindleBinary()
-        let loop = try EventLoop(name: "daemon-term-test")
-        let transport = makeTransport(loop: loop, key: nil)
-        let daemon = try await spawnAgentDaemon(spindle, on: loop)
-        do {
+        try await withAgentDaemon("daemon-term-test") { daemon, transport, spindle in
             let address = try await readListeningAddress(daemon)
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(),
                                                  timeout: .seconds(10), transport: transport, configuration: testMeshConfiguration())
@@ -245,15 +233,7 @@ struct AgentTests {
             #expect(await daemon.wait() == .exited(code: 0))
             #expect(!isAlive(pid))
             await mesh.shutdown()
-        } catch {
-            try? daemon.kill(SIGKILL)
-            _ = await daemon.wait()
-            await transport.shutdown()
-            await loop.shutdown()
-            throw error
         }
-        await transport.shutdown()
-        await loop.shutdown()
     }
 }
 
@@ -397,4 +377,35 @@ func readListeningAddress(_ daemon: ChildProcess, timeout: Duration = .seconds(2
         throw TestFailure("daemon did not report its address (line: \(line ?? "none"))")
     }
     return try Address(parsing: String(line[range.upperBound...]))
+}
+
+/// Runs `body` with a `spindle host-agent` daemon (see `spawnAgentDaemon`) and a plaintext
+/// transport, both on a loop named `loopName`. Whatever `body` does, everything is cleaned up:
+/// when it throws, the daemon is continued (it may be stopped) and killed first.
+func withAgentDaemon<R>(_ loopName: String, extra: [String] = [],
+                        _ body: (_ daemon: ChildProcess, _ transport: any Transport, _ spindle: String) async throws -> R)
+    async throws -> R {
+    let spindle = try spindleBinary()
+    let loop = try EventLoop(name: loopName)
+    let transport = makeTransport(loop: loop, key: nil)
+    func shutDown() async {
+        await transport.shutdown()
+        await loop.shutdown()
+    }
+    do {
+        let daemon = try await spawnAgentDaemon(spindle, on: loop, extra: extra)
+        do {
+            let result = try await body(daemon, transport, spindle)
+            await shutDown()
+            return result
+        } catch {
+            try? daemon.kill(SIGCONT)
+            try? daemon.kill(SIGKILL)
+            _ = await daemon.wait()
+            throw error
+        }
+    } catch {
+        await shutDown()
+        throw error
+    }
 }

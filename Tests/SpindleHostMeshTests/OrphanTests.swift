@@ -40,12 +40,8 @@ struct OrphanTests {
 
     @Test("kill -9 of the agent: hostLost within the bound, pending calls fail naming it, nothing it started remains")
     func agentKilled() async throws {
-        let spindle = try spindleBinary()
         let tag = newTag()
-        let loop = try EventLoop(name: "orphan-kill-test")
-        let transport = makeTransport(loop: loop, key: nil)
-        let daemon = try await spawnAgentDaemon(spindle, on: loop, extra: ["--allow", "sh", spindle])
-        do {
+        try await withAgentDaemon("orphan-kill-test", extra: ["--allow", "sh", try spindleBinary()]) { daemon, transport, spindle in
             let address = try await readListeningAddress(daemon)
             var conf = testMeshConfiguration()
             conf.spawnIdleTimeout = .seconds(120)
@@ -93,15 +89,7 @@ struct OrphanTests {
             #expect(procs.lastKnown.allSatisfy { if case .hostLost = $0.state { true } else { false } })
             try await Self.expectNothingLeft(tag, groups)
             await mesh.shutdown()
-        } catch {
-            try? daemon.kill(SIGKILL)
-            _ = await daemon.wait()
-            await transport.shutdown()
-            await loop.shutdown()
-            throw error
         }
-        await transport.shutdown()
-        await loop.shutdown()
     }
 
     @Test("stop() ends every process of every group, grandchildren included")
@@ -123,12 +111,8 @@ struct OrphanTests {
 
     @Test("the agent's SIGTERM ends every process of every group, grandchildren included")
     func agentTerminated() async throws {
-        let spindle = try spindleBinary()
         let tag = newTag()
-        let loop = try EventLoop(name: "orphan-term-test")
-        let transport = makeTransport(loop: loop, key: nil)
-        let daemon = try await spawnAgentDaemon(spindle, on: loop, extra: ["--allow", "sh", "--grace", "2"])
-        do {
+        try await withAgentDaemon("orphan-term-test", extra: ["--allow", "sh", "--grace", "2"]) { daemon, transport, spindle in
             let address = try await readListeningAddress(daemon)
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(), timeout: .seconds(20),
                                                  transport: transport, configuration: testMeshConfiguration())
@@ -141,24 +125,12 @@ struct OrphanTests {
             try await Self.expectNothingLeft(tag, groups)
             try await waitUntil("the client to learn the procs ended") { procs.lastKnown.allSatisfy(\.state.isTerminal) }
             await mesh.shutdown()
-        } catch {
-            try? daemon.kill(SIGKILL)
-            _ = await daemon.wait()
-            await transport.shutdown()
-            await loop.shutdown()
-            throw error
         }
-        await transport.shutdown()
-        await loop.shutdown()
     }
 
     @Test("1 000 spawn/stop cycles against one agent: its descriptors and RSS stay flat")
     func spawnStopCycles() async throws {
-        let spindle = try spindleBinary()
-        let loop = try EventLoop(name: "cycles-test")
-        let transport = makeTransport(loop: loop, key: nil)
-        let daemon = try await spawnAgentDaemon(spindle, on: loop, extra: ["--allow", "sleep"])
-        do {
+        try await withAgentDaemon("cycles-test", extra: ["--allow", "sleep"]) { daemon, transport, spindle in
             let address = try await readListeningAddress(daemon)
             let mesh = try await HostMesh.attach(name: "m", hosts: [address], config: ConfigSnapshot(), timeout: .seconds(20),
                                                  transport: transport, configuration: testMeshConfiguration())
@@ -192,14 +164,6 @@ struct OrphanTests {
             await mesh.shutdown()
             try daemon.kill(SIGTERM)
             #expect(await daemon.wait() == .exited(code: 0))
-        } catch {
-            try? daemon.kill(SIGKILL)
-            _ = await daemon.wait()
-            await transport.shutdown()
-            await loop.shutdown()
-            throw error
         }
-        await transport.shutdown()
-        await loop.shutdown()
     }
 }

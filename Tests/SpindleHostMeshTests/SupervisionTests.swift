@@ -106,11 +106,7 @@ struct SupervisionTests {
 
     @Test("an agent that stops answering (SIGSTOP) is lost within the bound: pending calls fail naming it; it comes back")
     func hostLostAndBack() async throws {
-        let spindle = try spindleBinary()
-        let loop = try EventLoop(name: "host-lost-test")
-        let transport = makeTransport(loop: loop, key: nil)
-        let daemon = try await spawnAgentDaemon(spindle, on: loop, extra: ["--allow", "sleep"])
-        do {
+        try await withAgentDaemon("host-lost-test", extra: ["--allow", "sleep"]) { daemon, transport, spindle in
             let address = try await readListeningAddress(daemon)
             var conf = testMeshConfiguration()
             conf.livenessBound = .seconds(5)   // under test: the production bound
@@ -157,16 +153,7 @@ struct SupervisionTests {
             await mesh.shutdown()
             try daemon.kill(SIGTERM)
             #expect(await daemon.wait() == .exited(code: 0))
-        } catch {
-            try? daemon.kill(SIGCONT)
-            try? daemon.kill(SIGKILL)
-            _ = await daemon.wait()
-            await transport.shutdown()
-            await loop.shutdown()
-            throw error
         }
-        await transport.shutdown()
-        await loop.shutdown()
     }
 
     @Test("the stop race: a proc that ends just as stop() begins is reported stopped at once")

@@ -58,6 +58,35 @@ struct RemoteInProcessTests {
         await transport.shutdown()
     }
 
+    @Test("a wait that times out leaves a concurrent wait waiting; it returns when its server says hello")
+    func timedOutWaitLeavesOthersWaiting() async throws {
+        let transport = InProcessTransport()
+        let coordinator = Coordinator()
+        let listener = try await ShardServerListener.listen(on: .inproc(name: "coord-waits"), transport: transport,
+                                                            hlc: coordinator.hlc)
+        let long = Task { try await listener.waitForShards(count: 1, timeout: .seconds(30)) }
+        do {
+            _ = try await listener.waitForShards(count: 1, timeout: .milliseconds(50))
+            Issue.record("a wait with no shard server returned")
+        } catch {
+            #expect("\(error)".contains("0 of 1 shard servers said hello within"), "\(error)")
+        }
+        do {
+            _ = try await listener.waitForShard(ShardID(1), timeout: .milliseconds(50))
+            Issue.record("a wait with no shard server returned")
+        } catch {
+            #expect("\(error)".contains("no shard server for shard-1 said hello within"), "\(error)")
+        }
+        let placement = ShardPlacement(shards: [ShardID(1)], virtualNodes: 16)
+        let host = try await ShardHost.serve(ColonyShard(id: ShardID(1), configuration: configuration, placement: placement),
+                                             coordinator: listener.address, transport: transport)
+        let remotes = try await long.value
+        #expect(remotes.map(\.id) == [ShardID(1)])
+        listener.shutdown()
+        await host.shutdown()
+        await transport.shutdown()
+    }
+
     @Test("remote shard servers give the same colony state as in-process shards")
     func remoteInvariance() async throws {
         let local = try await runColony(shards: 1, ticks: 25, configuration: configuration)

@@ -11,10 +11,24 @@ public final class ShardServerListener: Sendable {
         var expected: Set<ShardID>?
         var shards: [ShardID: RemoteShard] = [:]
         var rejected: [String] = []
-        var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
-        /// Waiters for one shard's (next) server.
-        var shardWaiters: [(id: ShardID, continuation: CheckedContinuation<Void, Never>)] = []
+        /// Calls of `waitForShards` and `waitForShard` waiting for what they await.
+        var waiters: [(ticket: UInt64, awaited: Awaited, continuation: CheckedContinuation<Void, Never>)] = []
+        var nextTicket: UInt64 = 0
+        /// Tickets whose call timed out before its waiter was registered.
+        var abandoned: Set<UInt64> = []
         var shutDown = false
+
+        func holds(_ awaited: Awaited) -> Bool {
+            switch awaited {
+            case .count(let n): shards.count >= n
+            case .shard(let id): shards[id].map { $0.closedReason == nil } ?? false
+            }
+        }
+    }
+    /// What a waiting call waits for: a number of shard servers, or a (new) server of one shard.
+    private enum Awaited {
+        case count(Int)
+        case shard(ShardID)
     }
     private let state: Mutex<State>
 
@@ -52,33 +66,7 @@ public final class ShardServerListener: Sendable {
     /// - Returns: their remote shards, in increasing id order.
     /// - Throws: `RunnerError.remoteFailure` naming how many arrived when `timeout` passes.
     public func waitForShards(count: Int, timeout: Duration) async throws(RunnerError) -> [RemoteShard] {
-        let arrived = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await withCheckedContinuation { c in
-                    let ready: Bool = self.state.withLock { s in
-                        if s.shards.count >= count || s.shutDown { return true }
-                        s.waiters.append((count, c))
-                        return false
-                    }
-                    if ready { c.resume() }
-                }
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            // Release a waiter the timeout left behind.
-            let left = self.state.withLock { s in
-                let w = s.waiters.map(\.continuation)
-                s.waiters.removeAll()
-                return w
-            }
-            for c in left { c.resume() }
-            return first
-        }
+        let arrived = await wait(for: .count(count), timeout: timeout)
         let (shards, rejected) = state.withLock { ($0.shards, $0.rejected) }
         guard arrived, shards.count >= count else {
             throw .remoteFailure(shard: nil, reason: "\(shards.count) of \(count) shard servers said hello within \(timeout)"
@@ -96,13 +84,28 @@ public final class ShardServerListener: Sendable {
             state.withLock { s in s.shards[shard].flatMap { $0.closedReason == nil ? $0 : nil } }
         }
         if let r = current() { return r }
-        let arrived = await withTaskGroup(of: Bool.self) { group in
+        let arrived = await wait(for: .shard(shard), timeout: timeout)
+        guard arrived, let r = current() else {
+            let rejected = state.withLock { $0.rejected }
+            throw .remoteFailure(shard: shard, reason: "no shard server for \(shard) said hello within \(timeout)"
+                                 + (rejected.isEmpty ? "" : "; rejected: \(rejected.joined(separator: "; "))"))
+        }
+        return r
+    }
+
+    /// Waits until `awaited` holds (or the listener shuts down) or `timeout` passes.
+    /// - Returns: false when the time ran out.
+    private func wait(for awaited: Awaited, timeout: Duration) async -> Bool {
+        let ticket = state.withLock { s in
+            s.nextTicket += 1
+            return s.nextTicket
+        }
+        return await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await withCheckedContinuation { c in
                     let ready: Bool = self.state.withLock { s in
-                        if s.shutDown { return true }
-                        if let r = s.shards[shard], r.closedReason == nil { return true }
-                        s.shardWaiters.append((shard, c))
+                        if s.shutDown || s.holds(awaited) || s.abandoned.remove(ticket) != nil { return true }
+                        s.waiters.append((ticket, awaited, c))
                         return false
                     }
                     if ready { c.resume() }
@@ -115,20 +118,16 @@ public final class ShardServerListener: Sendable {
             }
             let first = await group.next() ?? false
             group.cancelAll()
-            let left = self.state.withLock { s in
-                let w = s.shardWaiters.filter { $0.id == shard }.map(\.continuation)
-                s.shardWaiters.removeAll { $0.id == shard }
-                return w
+            // Release this call's waiter if the timeout left it behind (or make it return at
+            // once if it has not registered yet); other calls' waiters stay.
+            let left: CheckedContinuation<Void, Never>? = self.state.withLock { s in
+                if let i = s.waiters.firstIndex(where: { $0.ticket == ticket }) { return s.waiters.remove(at: i).continuation }
+                if !first { s.abandoned.insert(ticket) }
+                return nil
             }
-            for c in left { c.resume() }
+            left?.resume()
             return first
         }
-        guard arrived, let r = current() else {
-            let rejected = state.withLock { $0.rejected }
-            throw .remoteFailure(shard: shard, reason: "no shard server for \(shard) said hello within \(timeout)"
-                                 + (rejected.isEmpty ? "" : "; rejected: \(rejected.joined(separator: "; "))"))
-        }
-        return r
     }
 
     /// Stops every shard server that connected, closes their connections and the listener.
@@ -136,9 +135,8 @@ public final class ShardServerListener: Sendable {
         listener.close()
         let (shards, waiters) = state.withLock { s in
             s.shutDown = true
-            let w = s.waiters.map(\.continuation) + s.shardWaiters.map(\.continuation)
+            let w = s.waiters.map(\.continuation)
             s.waiters.removeAll()
-            s.shardWaiters.removeAll()
             return (Array(s.shards.values), w)
         }
         for c in waiters { c.resume() }
@@ -158,12 +156,9 @@ public final class ShardServerListener: Sendable {
                 return nil
             }
             s.shards[shard.id] = shard
-            let n = s.shards.count
-            var r = s.waiters.filter { $0.count <= n }.map(\.continuation)
-            s.waiters.removeAll { $0.count <= n }
-            r += s.shardWaiters.filter { $0.id == shard.id }.map(\.continuation)
-            s.shardWaiters.removeAll { $0.id == shard.id }
-            return r
+            let (ready, waiting) = (s.waiters.filter { s.holds($0.awaited) }, s.waiters.filter { !s.holds($0.awaited) })
+            s.waiters = waiting
+            return ready.map(\.continuation)
         }
         guard let ready else { return false }
         for c in ready { c.resume() }

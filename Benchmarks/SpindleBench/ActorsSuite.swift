@@ -29,7 +29,7 @@ private func runInProcessActorBenchmark(_ reporter: BenchReporter) async throws 
         conn.start(ConnectionHandler(onEnvelope: { try? conn.send($0) }, onClose: { _ in }))
     }
     let conn = try await transport.connect(to: listener.address)
-    let pingPong = RawPingPong()
+    let pingPong = PingPong()
     conn.start(ConnectionHandler(onEnvelope: { _ in pingPong.pong() }, onClose: { pingPong.fail(TransportError.closed($0)) }))
     pingPong.setSender { try conn.send($0) }
 
@@ -65,7 +65,7 @@ private func runTCPActorBenchmarks(_ reporter: BenchReporter) async throws {
         conn.start(ConnectionHandler(onEnvelope: { try? conn.send($0) }, onClose: { _ in }))
     }
     let conn = try await clientTCP.connect(to: echoListener.address)
-    let pingPong = RawPingPong()
+    let pingPong = PingPong()
     conn.start(ConnectionHandler(onEnvelope: { _ in pingPong.pong() }, onClose: { pingPong.fail(TransportError.closed($0)) }))
     pingPong.setSender { try conn.send($0) }
 
@@ -178,52 +178,5 @@ private final class LoopExecutor: TaskExecutor {
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         loop.execute { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
-    }
-}
-
-/// Ping-pong driven from the client's receive handler: each reply sends the next ping from
-/// the thread that delivered it.
-private final class RawPingPong: Sendable {
-    private struct State {
-        var remaining = 0
-        var waiter: CheckedContinuation<Result<Void, any Error>, Never>?
-        var send: (@Sendable (Envelope) throws -> Void)?
-    }
-    private let ping = Envelope(protocolTag: .application, kind: 1, payload: [UInt8](repeating: 0xA5, count: 64))
-    private let state = Mutex(State())
-
-    func setSender(_ send: @escaping @Sendable (Envelope) throws -> Void) { state.withLock { $0.send = send } }
-
-    func pong() {
-        let (done, send) = state.withLock { s -> (Bool, (@Sendable (Envelope) throws -> Void)?) in
-            s.remaining -= 1
-            return (s.remaining == 0, s.send)
-        }
-        if done { finish(.success(())) } else if let send {
-            do { try send(ping) } catch { finish(.failure(error)) }
-        }
-    }
-
-    func fail(_ error: any Error) { finish(.failure(error)) }
-
-    private func finish(_ result: Result<Void, any Error>) {
-        let waiter = state.withLock { s -> CheckedContinuation<Result<Void, any Error>, Never>? in
-            defer { s.waiter = nil }
-            return s.waiter
-        }
-        waiter?.resume(returning: result)
-    }
-
-    func run(_ n: Int) async throws {
-        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Void, any Error>, Never>) in
-            let send = state.withLock { s -> (@Sendable (Envelope) throws -> Void)? in
-                s.remaining = n
-                s.waiter = c
-                return s.send
-            }
-            guard let send else { return finish(.failure(ActorBenchFailure(text: "ping-pong has no sender"))) }
-            do { try send(ping) } catch { finish(.failure(error)) }
-        }
-        try result.get()
     }
 }

@@ -323,8 +323,9 @@ private final class ArrivalCounter: @unchecked Sendable {
 }
 
 /// Drives ping-pong from the client's receive handler: each reply sends the next ping from
-/// the thread that delivered it (the loop thread for TCP), with no hop.
-private final class PingPong: Sendable {
+/// the thread that delivered it (the loop thread for TCP), with no hop. The
+/// transport and actors suites share it as their raw ping-pong baseline.
+final class PingPong: Sendable {
     private struct State {
         var remaining = 0
         var waiter: CheckedContinuation<Result<Void, any Error>, Never>?

@@ -125,8 +125,8 @@ public final class DistributedRunner: Sendable {
                 // Ticks are in order: only a segment that re-ran ticks before `start` needs
                 // filtering. Otherwise the segment's array is taken as it is (no copy of each
                 // result) when it is the first.
-                let kept = outcome.results.first.map { $0.tick > start } ?? true
-                    ? outcome.results : outcome.results.filter { $0.tick > start }
+                let startsAfter = outcome.results.first.map { $0.tick > start } ?? true
+                let kept = startsAfter ? outcome.results : outcome.results.filter { $0.tick > start }
                 if results.isEmpty { results = kept } else { results.append(contentsOf: kept) }
                 guard let failure = outcome.failure else { continue }
                 engine.metrics.failed(failure.error)
